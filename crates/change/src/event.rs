@@ -1,0 +1,139 @@
+//! The Debezium change event envelope and the message that carries it to a sink.
+
+use std::sync::Arc;
+
+use crate::{Lsn, Row};
+
+/// Debezium's `op`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Op {
+    /// `c`: insert.
+    Create,
+    /// `u`: update.
+    Update,
+    /// `d`: delete.
+    Delete,
+    /// `r`: read by the snapshot.
+    Read,
+    /// `t`: truncate.
+    Truncate,
+}
+
+impl Op {
+    pub fn code(self) -> &'static str {
+        match self {
+            Op::Create => "c",
+            Op::Update => "u",
+            Op::Delete => "d",
+            Op::Read => "r",
+            Op::Truncate => "t",
+        }
+    }
+
+    pub fn from_code(s: &str) -> Option<Op> {
+        Some(match s {
+            "c" => Op::Create,
+            "u" => Op::Update,
+            "d" => Op::Delete,
+            "r" => Op::Read,
+            "t" => Op::Truncate,
+            _ => return None,
+        })
+    }
+}
+
+/// `source.snapshot`: `true` for snapshot rows, `last` for the last one, `false` when streaming.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Snapshot {
+    False,
+    True,
+    Last,
+}
+
+impl Snapshot {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Snapshot::False => "false",
+            Snapshot::True => "true",
+            Snapshot::Last => "last",
+        }
+    }
+}
+
+/// Debezium's `source` block for the Postgres connector.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Source {
+    /// `topic.prefix`, reported as `name`.
+    pub name: Arc<str>,
+    /// Commit time of the transaction (snapshot: time of the read), ms since the epoch.
+    pub ts_ms: i64,
+    pub snapshot: Snapshot,
+    pub db: Arc<str>,
+    pub schema: Arc<str>,
+    pub table: Arc<str>,
+    pub tx_id: Option<i64>,
+    /// LSN of the change (its commit LSN for streamed rows).
+    pub lsn: Option<Lsn>,
+}
+
+/// One captured change, before any transform.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChangeEvent {
+    pub op: Op,
+    pub before: Option<Row>,
+    pub after: Option<Row>,
+    pub source: Source,
+    /// When tensorcdc processed the event, ms since the epoch.
+    pub ts_ms: i64,
+    /// The primary key (or replica identity) columns of the row.
+    pub key: Option<Row>,
+}
+
+/// What a message carries.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Payload {
+    /// The full Debezium envelope.
+    Envelope(ChangeEvent),
+    /// A flat row (after `unwrap`).
+    Row(Row),
+    /// A text value (the string converter; `mnist-csv` writes the CSV here).
+    Text(String),
+    /// A null value: Kafka's deletion marker.
+    Tombstone,
+}
+
+/// The key of a message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Key {
+    None,
+    Row(Row),
+    Text(String),
+}
+
+/// What flows from the source to a sink.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    pub topic: String,
+    pub key: Key,
+    pub payload: Payload,
+    /// The WAL position that may be acknowledged once this message is durable (for a
+    /// streamed change, the commit LSN of its transaction; snapshot rows carry none).
+    pub ack_lsn: Option<Lsn>,
+    /// Commit time, ms since the epoch (for latency).
+    pub commit_ts_ms: i64,
+}
+
+pub use Key as MessageKey;
+
+impl Message {
+    /// The message for a change event, on topic `<prefix>.<schema>.<table>`.
+    pub fn from_event(event: ChangeEvent, ack_lsn: Option<Lsn>) -> Message {
+        let topic = format!("{}.{}.{}", event.source.name, event.source.schema, event.source.table);
+        let key = match &event.key {
+            Some(k) => Key::Row(k.clone()),
+            None => Key::None,
+        };
+        let commit_ts_ms = event.source.ts_ms;
+        Message { topic, key, payload: Payload::Envelope(event), ack_lsn, commit_ts_ms }
+    }
+}

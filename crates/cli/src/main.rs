@@ -1,0 +1,104 @@
+//! The `tensorcdc` binary: clap subcommands, progress, pictures, and the demo's orchestration.
+//! The only crate that uses `anyhow`; everything it calls returns typed errors.
+
+mod download;
+mod pictures;
+mod progress;
+mod train;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "tensorcdc", version, about = "Live Postgres data into machine learning: change data capture, Kafka, and training in one binary")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// MNIST files: download them, turn them into SQL (the blog's mnist2sql).
+    Mnist {
+        #[command(subcommand)]
+        command: MnistCommand,
+    },
+    /// Train the blog's model and save a checkpoint folder.
+    Train(train::TrainArgs),
+    /// Evaluate a checkpoint: loss and accuracy.
+    Evaluate(train::EvaluateArgs),
+    /// Classify one image given as 784 comma-separated pixel values.
+    Predict(train::PredictArgs),
+}
+
+#[derive(Subcommand)]
+enum MnistCommand {
+    /// Download the four MNIST files into a directory.
+    Download {
+        /// Directory to put the files in.
+        #[arg(long, default_value = "mnist")]
+        out: PathBuf,
+        #[command(flatten)]
+        mirror: Mirror,
+    },
+    /// Write mnist_train.sql and mnist_test.sql (CREATE TABLE + one INSERT a row), loadable by `psql -f`.
+    Sql {
+        /// Directory holding the four MNIST .gz files.
+        #[arg(long, default_value = "mnist")]
+        data: PathBuf,
+        /// Directory to write the two SQL files to.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+        /// Download the files into --data first.
+        #[arg(long)]
+        download: bool,
+        #[command(flatten)]
+        mirror: Mirror,
+        /// Only the first N rows of each split.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+}
+
+#[derive(clap::Args)]
+struct Mirror {
+    /// Base URL of the MNIST mirror.
+    #[arg(long, default_value = download::DEFAULT_URL)]
+    url: String,
+    /// Skip the MD5 check (for other data sets in the MNIST format).
+    #[arg(long)]
+    no_checksum: bool,
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("TENSORCDC_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Mnist { command } => match command {
+            MnistCommand::Download { out, mirror } => download::download(&mirror.url, &out, !mirror.no_checksum),
+            MnistCommand::Sql { data, out, download, mirror, limit } => {
+                if download {
+                    download::download(&mirror.url, &data, !mirror.no_checksum)?;
+                }
+                for (path, n) in tensorcdc_dataset::mnist::export_sql(&data, &out, limit)? {
+                    println!("wrote {} ({n} rows)", path.display());
+                }
+                Ok(())
+            }
+        },
+        Command::Train(a) => train::train(a),
+        Command::Evaluate(a) => train::evaluate(a),
+        Command::Predict(a) => train::predict(a),
+    }
+}

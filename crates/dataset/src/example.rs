@@ -1,0 +1,162 @@
+//! One labelled image ([`Example`]) and an in-memory set of them ([`Examples`]).
+
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+
+use crate::DatasetError;
+
+/// Pixels in one MNIST image (28 x 28).
+pub const PIXELS: usize = 784;
+
+/// Where a record came from: a Kafka topic/partition/offset or a Postgres LSN.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Position {
+    Kafka { topic: String, partition: i32, offset: i64 },
+    Lsn(u64),
+    Row(usize),
+}
+
+impl std::fmt::Display for Position {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Position::Kafka { topic, partition, offset } => write!(f, "{topic}/{partition}@{offset}"),
+            Position::Lsn(l) => write!(f, "lsn {:X}/{:X}", l >> 32, l & 0xffff_ffff),
+            Position::Row(r) => write!(f, "row {r}"),
+        }
+    }
+}
+
+/// One labelled image: 784 pixel bytes, a label 0..=9, and where it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Example {
+    pub pixels: Box<[u8; PIXELS]>,
+    pub label: u8,
+    pub key: Option<String>,
+    pub position: Option<Position>,
+}
+
+impl Example {
+    /// Builds an example, checking the pixel count and label range. `what` names the
+    /// record in the error ("row 17", "tf.public.mnist_test/0@42").
+    pub fn new(pixels: &[u8], label: i64, what: impl std::fmt::Display) -> Result<Self, DatasetError> {
+        let pixels: Box<[u8; PIXELS]> = pixels
+            .to_vec()
+            .into_boxed_slice()
+            .try_into()
+            .map_err(|v: Box<[u8]>| DatasetError::BadExample {
+                what: what.to_string(),
+                reason: format!("{} pixels, expected {PIXELS} (28x28)", v.len()),
+            })?;
+        if !(0..=9).contains(&label) {
+            return Err(DatasetError::BadExample {
+                what: what.to_string(),
+                reason: format!("label {label} is outside 0..=9"),
+            });
+        }
+        Ok(Example { pixels, label: label as u8, key: None, position: None })
+    }
+}
+
+/// Examples held contiguously: `pixels.len() == 784 * labels.len()`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Examples {
+    pub pixels: Vec<u8>,
+    pub labels: Vec<u8>,
+}
+
+impl Examples {
+    /// Builds a set from contiguous pixels and labels, checking their sizes and labels.
+    pub fn new(pixels: Vec<u8>, labels: Vec<u8>) -> Result<Self, DatasetError> {
+        if pixels.len() != labels.len() * PIXELS {
+            return Err(DatasetError::BadExample {
+                what: "examples".into(),
+                reason: format!("{} pixel bytes for {} labels, expected {}", pixels.len(), labels.len(), labels.len() * PIXELS),
+            });
+        }
+        if let Some((i, l)) = labels.iter().enumerate().find(|(_, l)| **l > 9) {
+            return Err(DatasetError::BadExample { what: format!("row {i}"), reason: format!("label {l} is outside 0..=9") });
+        }
+        Ok(Examples { pixels, labels })
+    }
+
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    pub fn push(&mut self, e: &Example) {
+        self.pixels.extend_from_slice(&e.pixels[..]);
+        self.labels.push(e.label);
+    }
+
+    /// The 784 pixels of image `i`.
+    pub fn image(&self, i: usize) -> &[u8] {
+        &self.pixels[i * PIXELS..(i + 1) * PIXELS]
+    }
+
+    /// The first `n` examples (all of them if there are fewer).
+    pub fn truncate(mut self, n: usize) -> Self {
+        let n = n.min(self.len());
+        self.labels.truncate(n);
+        self.pixels.truncate(n * PIXELS);
+        self
+    }
+
+    /// The order of one epoch: `0..len` shuffled by a generator seeded with `seed`.
+    pub fn epoch_order(&self, seed: u64) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.len()).collect();
+        order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
+        order
+    }
+
+    /// Fills `pixels` (as f32 / 255) and `labels` for the examples at `indices`.
+    pub fn gather(&self, indices: &[usize], pixels: &mut Vec<f32>, labels: &mut Vec<i64>) {
+        pixels.clear();
+        labels.clear();
+        for &i in indices {
+            pixels.extend(self.image(i).iter().map(|&p| p as f32 / 255.0));
+            labels.push(self.labels[i] as i64);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_checks_size_and_label() {
+        let e = Example::new(&[0u8; 783], 3, "row 7").unwrap_err().to_string();
+        assert!(e.contains("row 7") && e.contains("783 pixels"), "{e}");
+        let e = Example::new(&[0u8; 784], 10, "row 8").unwrap_err().to_string();
+        assert!(e.contains("row 8") && e.contains("label 10"), "{e}");
+        assert_eq!(Example::new(&[1u8; 784], 9, "x").unwrap().label, 9);
+    }
+
+    #[test]
+    fn shuffle_is_a_seeded_permutation() {
+        let ex = Examples::new(vec![0; 784 * 100], vec![1; 100]).unwrap();
+        let a = ex.epoch_order(1);
+        assert_eq!(a, ex.epoch_order(1));
+        assert_ne!(a, ex.epoch_order(2));
+        let mut s = a.clone();
+        s.sort();
+        assert_eq!(s, (0..100).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn gather_scales_by_255() {
+        let mut px = vec![0u8; 784 * 2];
+        px[784] = 255;
+        px[785] = 51;
+        let ex = Examples::new(px, vec![4, 7]).unwrap();
+        let (mut p, mut l) = (Vec::new(), Vec::new());
+        ex.gather(&[1], &mut p, &mut l);
+        assert_eq!(l, vec![7]);
+        assert_eq!(p[0], 1.0);
+        assert!((p[1] - 0.2).abs() < 1e-7);
+    }
+}

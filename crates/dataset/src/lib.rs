@@ -1,0 +1,17 @@
+//! Records to tensors.
+//!
+//! * [`idx`]: the MNIST IDX file format (read and write, `.gz` or plain).
+//! * [`mnist`]: the four-file MNIST layout on disk, and the SQL export (`mnist sql`).
+//! * [`example`]: [`Example`] (one image and its label) and [`Examples`], the in-memory
+//!   set that training and evaluation batch and shuffle.
+//!
+//! Pixels stay bytes (0..=255) until the model scales them by 1/255, so a set of 60,000
+//! images is 47 MB and never copied as floats.
+
+pub mod error;
+pub mod example;
+pub mod idx;
+pub mod mnist;
+
+pub use error::DatasetError;
+pub use example::{Example, Examples, Position, PIXELS};

@@ -1,0 +1,1 @@
+//! Everything that speaks Kafka (issue 4): the producer sink and the readers.

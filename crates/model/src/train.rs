@@ -1,0 +1,226 @@
+//! The fit / evaluate / predict loops (Keras' `model.fit`, `model.evaluate`, `model.predict`).
+
+use std::time::{Duration, Instant};
+
+use burn::module::Module;
+use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
+use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
+use burn::tensor::activation::softmax;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+use tensorcdc_dataset::{Examples, PIXELS};
+
+use crate::{Metrics, Mlp, MlpConfig, ModelError};
+
+/// Keras' compile and fit settings for the blog's model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub learning_rate: f64,
+    pub beta_1: f32,
+    pub beta_2: f32,
+    pub epsilon: f32,
+    pub seed: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig { epochs: 5, batch_size: 64, learning_rate: 0.001, beta_1: 0.9, beta_2: 0.999, epsilon: 1e-7, seed: 42 }
+    }
+}
+
+impl TrainConfig {
+    /// Checks the values, naming the bad one.
+    pub fn validate(&self) -> Result<(), ModelError> {
+        if self.epochs == 0 {
+            return Err(ModelError::Input("epochs must be at least 1".into()));
+        }
+        if self.batch_size == 0 {
+            return Err(ModelError::Input("batch_size must be at least 1".into()));
+        }
+        if !(self.learning_rate > 0.0) {
+            return Err(ModelError::Input(format!("learning_rate must be > 0, got {}", self.learning_rate)));
+        }
+        Ok(())
+    }
+}
+
+/// Progress inside an epoch, after each step.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    pub epoch: usize,
+    pub epochs: usize,
+    pub step: usize,
+    pub steps: usize,
+    pub metrics: Metrics,
+}
+
+/// What one epoch achieved.
+#[derive(Debug, Clone, Copy)]
+pub struct EpochEnd {
+    pub epoch: usize,
+    pub metrics: Metrics,
+    pub elapsed: Duration,
+}
+
+/// Owns the model, its optimizer and the device, and runs the loops.
+pub struct Trainer {
+    pub config: MlpConfig,
+    pub train: TrainConfig,
+    model: Mlp,
+    optim: ModuleOptimizer,
+    loss: CrossEntropyLoss,
+    device: Device,
+    /// Epochs completed so far (also shifts the shuffle seed).
+    pub epochs_done: usize,
+    // Reused buffers for one batch.
+    px: Vec<f32>,
+    labels: Vec<i64>,
+}
+
+impl Trainer {
+    /// A fresh model on `device` (autodiff is enabled here).
+    pub fn new(config: MlpConfig, train: TrainConfig, device: &Device) -> Result<Self, ModelError> {
+        train.validate()?;
+        let device = device.clone().autodiff();
+        device.seed(train.seed);
+        let model = config.init(&device);
+        Ok(Self::from_model(config, train, model, device))
+    }
+
+    pub(crate) fn from_model(config: MlpConfig, train: TrainConfig, model: Mlp, device: Device) -> Self {
+        let optim = AdamConfig::new()
+            .with_beta_1(train.beta_1)
+            .with_beta_2(train.beta_2)
+            .with_epsilon(train.epsilon)
+            .init();
+        let loss = CrossEntropyLossConfig::new().init(&device);
+        Trainer { config, train, model, optim, loss, device, epochs_done: 0, px: Vec::new(), labels: Vec::new() }
+    }
+
+    /// The model in its current state.
+    pub fn model(&self) -> &Mlp {
+        &self.model
+    }
+
+    /// The device the model lives on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    fn batch_tensors(&self, n: usize) -> (Tensor<2>, Tensor<1, Int>) {
+        let x = Tensor::<2>::from_data(TensorData::new(self.px.clone(), [n, PIXELS]), &self.device);
+        let y = Tensor::<1, Int>::from_data(TensorData::new(self.labels.clone(), [n]), &self.device);
+        (x, y)
+    }
+
+    /// One optimisation step on the examples at `indices`; returns (mean loss, correct).
+    pub fn step(&mut self, data: &Examples, indices: &[usize]) -> (f64, usize) {
+        let (mut px, mut labels) = (std::mem::take(&mut self.px), std::mem::take(&mut self.labels));
+        data.gather(indices, &mut px, &mut labels);
+        self.px = px;
+        self.labels = labels;
+        let (x, y) = self.batch_tensors(indices.len());
+        let logits = self.model.forward(x);
+        let correct = logits.clone().detach().argmax(1).squeeze_dim::<1>(1).equal(y.clone()).int().sum().into_scalar::<i64>() as usize;
+        let loss = self.loss.forward(logits, y);
+        let grads = loss.backward();
+        let loss_value = loss.into_scalar::<f32>() as f64;
+        let grads = GradientsParams::from_grads(grads, &self.model);
+        let model = self.model.clone();
+        self.model = self.optim.step(self.train.learning_rate, model, grads);
+        (loss_value, correct)
+    }
+
+    /// One epoch over `data`, shuffled with the seed and the epoch number.
+    pub fn fit_epoch(&mut self, data: &Examples, mut on_step: impl FnMut(&Progress)) -> EpochEnd {
+        let start = Instant::now();
+        let order = data.epoch_order(self.train.seed.wrapping_add(self.epochs_done as u64));
+        let steps = order.len().div_ceil(self.train.batch_size);
+        let mut metrics = Metrics::default();
+        for (step, chunk) in order.chunks(self.train.batch_size).enumerate() {
+            let (loss, correct) = self.step(data, chunk);
+            metrics.add(chunk.len(), loss, correct);
+            on_step(&Progress { epoch: self.epochs_done + 1, epochs: self.train.epochs, step: step + 1, steps, metrics });
+        }
+        self.epochs_done += 1;
+        EpochEnd { epoch: self.epochs_done, metrics, elapsed: start.elapsed() }
+    }
+
+    /// Keras' `fit`: `train.epochs` epochs; `on_epoch` after each.
+    pub fn fit(&mut self, data: &Examples, mut on_step: impl FnMut(&Progress), mut on_epoch: impl FnMut(&EpochEnd)) -> Vec<EpochEnd> {
+        let mut ends = Vec::new();
+        for _ in 0..self.train.epochs {
+            let end = self.fit_epoch(data, &mut on_step);
+            on_epoch(&end);
+            ends.push(end);
+        }
+        ends
+    }
+
+    /// An inference view of the current weights (no autodiff).
+    pub fn predictor(&self) -> Predictor {
+        Predictor { model: self.model.valid(), config: self.config }
+    }
+}
+
+/// Inference: evaluation and prediction on a model without autodiff.
+#[derive(Debug, Clone)]
+pub struct Predictor {
+    pub model: Mlp,
+    pub config: MlpConfig,
+}
+
+impl Predictor {
+    fn device(&self) -> Device {
+        self.model.fc1.weight.val().device()
+    }
+
+    /// Logits for `n` images of contiguous pixel bytes.
+    fn logits(&self, pixels: &[u8]) -> Tensor<2> {
+        let n = pixels.len() / PIXELS;
+        let px: Vec<f32> = pixels.iter().map(|&p| p as f32 / 255.0).collect();
+        self.model.forward(Tensor::<2>::from_data(TensorData::new(px, [n, PIXELS]), &self.device()))
+    }
+
+    /// Adds a batch of examples to running metrics (Keras' `evaluate`, one batch at a time,
+    /// so rows can be evaluated as they arrive).
+    pub fn evaluate_batch(&self, pixels: &[u8], labels: &[u8], metrics: &mut Metrics) {
+        if labels.is_empty() {
+            return;
+        }
+        let device = self.device();
+        let logits = self.logits(pixels);
+        let y = Tensor::<1, Int>::from_data(TensorData::new(labels.iter().map(|&l| l as i64).collect::<Vec<_>>(), [labels.len()]), &device);
+        let correct = logits.clone().argmax(1).squeeze_dim::<1>(1).equal(y.clone()).int().sum().into_scalar::<i64>() as usize;
+        let loss = CrossEntropyLossConfig::new().init(&device).forward(logits, y).into_scalar::<f32>() as f64;
+        metrics.add(labels.len(), loss, correct);
+    }
+
+    /// Evaluates a whole set in batches of `batch_size`.
+    pub fn evaluate(&self, data: &Examples, batch_size: usize) -> Metrics {
+        let mut m = Metrics::default();
+        let bs = batch_size.max(1);
+        for start in (0..data.len()).step_by(bs) {
+            let end = (start + bs).min(data.len());
+            self.evaluate_batch(&data.pixels[start * PIXELS..end * PIXELS], &data.labels[start..end], &mut m);
+        }
+        m
+    }
+
+    /// Softmax probabilities, one row of `classes` per image.
+    pub fn predict(&self, pixels: &[u8]) -> Result<Vec<Vec<f32>>, ModelError> {
+        if pixels.is_empty() || pixels.len() % PIXELS != 0 {
+            return Err(ModelError::Input(format!("{} pixel values, expected a multiple of {PIXELS} (28x28)", pixels.len())));
+        }
+        let probs = softmax(self.logits(pixels), 1).into_data().try_to_vec::<f32>().map_err(|e| ModelError::Input(format!("{e:?}")))?;
+        Ok(probs.chunks(self.config.classes).map(|c| c.to_vec()).collect())
+    }
+}
+
+/// The index and value of the largest probability.
+pub fn argmax(probs: &[f32]) -> (usize, f32) {
+    probs.iter().copied().enumerate().fold((0, f32::MIN), |best, (i, p)| if p > best.1 { (i, p) } else { best })
+}

@@ -1,0 +1,358 @@
+//! Debezium-style connector configuration.
+//!
+//! [`CaptureConfig::from_properties`] takes the `config` map of a Debezium connector
+//! registration file as-is (`{"name": …, "config": {…}}` or the bare map): `database.*`,
+//! `topic.prefix`, `table.include.list`, `slot.name`, `publication.*`, `snapshot.mode`,
+//! `binary.handling.mode`, the converters, and the `transforms.*` keys (kept raw for the
+//! transforms crate). Unknown keys are returned so the caller can warn; invalid values are
+//! errors naming the key.
+
+use std::collections::BTreeMap;
+
+use regex::Regex;
+use serde_json::Value as J;
+use tensorcdc_change::json::{BinaryMode, Converter, ConverterConfig};
+
+use crate::CaptureError;
+
+/// How the publication is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PublicationMode {
+    /// `CREATE PUBLICATION … FOR ALL TABLES` (tables created later are included).
+    AllTables,
+    /// `FOR TABLE` the tables matching the include list at start.
+    Filtered,
+    /// The publication must exist already.
+    Disabled,
+}
+
+/// Debezium's `snapshot.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotMode {
+    /// Snapshot when the slot is new, then stream.
+    Initial,
+    /// Never snapshot; stream from the slot.
+    Never,
+    /// Snapshot, then stop.
+    InitialOnly,
+}
+
+/// Everything capture needs.
+#[derive(Debug, Clone)]
+pub struct CaptureConfig {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: Option<String>,
+    pub dbname: String,
+    pub topic_prefix: String,
+    pub include: Vec<Regex>,
+    pub exclude: Vec<Regex>,
+    pub slot_name: String,
+    pub publication_name: String,
+    pub publication_mode: PublicationMode,
+    pub snapshot_mode: SnapshotMode,
+    pub converter: ConverterConfig,
+    /// Emit a tombstone after each delete (`tombstones.on.delete`, default true).
+    pub tombstones_on_delete: bool,
+    /// Ops not emitted (`skipped.operations`: c,u,d,t; default none).
+    pub skipped_ops: Vec<String>,
+    /// Ask pgoutput for binary tuples (PG 14+).
+    pub binary_tuples: bool,
+    /// Milliseconds between standby status updates (`status.interval.ms`, default 10000).
+    pub status_interval_ms: u64,
+    /// Largest batch handed to the sink (`max.batch.size`, default 2048).
+    pub max_batch_size: usize,
+    /// `offset.storage.file.filename`: records whether the initial snapshot completed, so
+    /// a capture killed during its snapshot redoes it.
+    pub offset_file: Option<std::path::PathBuf>,
+    /// `transforms` in order, each with its `transforms.<name>.*` keys (name stripped).
+    pub transforms: Vec<(String, BTreeMap<String, String>)>,
+    /// `bootstrap.servers` and `kafka.*`/`producer.*` settings for a Kafka sink.
+    pub kafka: BTreeMap<String, String>,
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        CaptureConfig {
+            host: "localhost".into(),
+            port: 5432,
+            user: "postgres".into(),
+            password: None,
+            dbname: "postgres".into(),
+            topic_prefix: "tf".into(),
+            include: vec![],
+            exclude: vec![],
+            slot_name: "tensorcdc".into(),
+            publication_name: "dbz_publication".into(),
+            publication_mode: PublicationMode::AllTables,
+            snapshot_mode: SnapshotMode::Initial,
+            converter: ConverterConfig::default(),
+            tombstones_on_delete: true,
+            skipped_ops: vec![],
+            binary_tuples: true,
+            status_interval_ms: 10_000,
+            max_batch_size: 2048,
+            offset_file: None,
+            transforms: vec![],
+            kafka: BTreeMap::new(),
+        }
+    }
+}
+
+fn bad(key: &str, reason: impl Into<String>) -> CaptureError {
+    CaptureError::Config { key: key.into(), reason: reason.into() }
+}
+
+/// Compiles a comma-separated list of regular expressions, each anchored to the whole
+/// `schema.table` name, as Debezium does.
+pub fn parse_table_list(key: &str, list: &str) -> Result<Vec<Regex>, CaptureError> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|p| Regex::new(&format!("^(?:{p})$")).map_err(|e| bad(key, format!("{p:?} is not a valid regular expression: {e}"))))
+        .collect()
+}
+
+fn parse_bool(key: &str, v: &str) -> Result<bool, CaptureError> {
+    match v {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        o => Err(bad(key, format!("{o:?} is not true or false"))),
+    }
+}
+
+fn parse_converter(key: &str, v: &str, schemas: bool) -> Result<Converter, CaptureError> {
+    match v {
+        "org.apache.kafka.connect.json.JsonConverter" | "json" => Ok(Converter::Json { schemas }),
+        "org.apache.kafka.connect.storage.StringConverter" | "string" => Ok(Converter::String),
+        o => Err(bad(key, format!("{o:?}: supported converters are org.apache.kafka.connect.json.JsonConverter and org.apache.kafka.connect.storage.StringConverter"))),
+    }
+}
+
+impl CaptureConfig {
+    /// True when `schema.table` is captured.
+    pub fn includes(&self, schema: &str, table: &str) -> bool {
+        let name = format!("{schema}.{table}");
+        (self.include.is_empty() || self.include.iter().any(|r| r.is_match(&name))) && !self.exclude.iter().any(|r| r.is_match(&name))
+    }
+
+    /// A tokio-postgres config for the SQL connection.
+    pub fn pg_config(&self) -> tokio_postgres::Config {
+        let mut c = tokio_postgres::Config::new();
+        if self.host.starts_with('/') {
+            c.host_path(&self.host);
+        } else {
+            c.host(&self.host);
+        }
+        c.port(self.port).user(&self.user).dbname(&self.dbname).application_name("tensorcdc");
+        if let Some(p) = &self.password {
+            c.password(p);
+        }
+        c
+    }
+
+    /// Sets the connection from a `postgres://` URL or libpq `key=value` string.
+    pub fn set_connection(&mut self, url: &str) -> Result<(), CaptureError> {
+        let c: tokio_postgres::Config = url.parse().map_err(|e| bad("database.url", format!("{e}")))?;
+        if let Some(h) = c.get_hosts().first() {
+            self.host = match h {
+                tokio_postgres::config::Host::Tcp(h) => h.clone(),
+                tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+            };
+        }
+        if let Some(p) = c.get_ports().first() {
+            self.port = *p;
+        }
+        if let Some(u) = c.get_user() {
+            self.user = u.into();
+        }
+        if let Some(p) = c.get_password() {
+            self.password = Some(String::from_utf8_lossy(p).into_owned());
+        }
+        if let Some(d) = c.get_dbname() {
+            self.dbname = d.into();
+        }
+        Ok(())
+    }
+
+    /// Reads a Debezium registration JSON document (`{"name", "config"}` or a bare map).
+    /// Returns the config and the keys it did not know.
+    pub fn from_json(doc: &J) -> Result<(CaptureConfig, Vec<String>), CaptureError> {
+        let map = doc.get("config").unwrap_or(doc).as_object().ok_or_else(|| bad("config", "expected a JSON object of connector properties"))?;
+        let mut props = BTreeMap::new();
+        for (k, v) in map {
+            let s = match v {
+                J::String(s) => s.clone(),
+                J::Number(n) => n.to_string(),
+                J::Bool(b) => b.to_string(),
+                other => return Err(bad(k, format!("expected a string, number or boolean, got {other}"))),
+            };
+            props.insert(k.clone(), s);
+        }
+        Self::from_properties(&props)
+    }
+
+    /// Reads connector properties. Returns the config and the keys it did not know.
+    pub fn from_properties(props: &BTreeMap<String, String>) -> Result<(CaptureConfig, Vec<String>), CaptureError> {
+        let mut c = CaptureConfig::default();
+        let mut unknown = Vec::new();
+        let get_schemas = |k: &str| props.get(k).map(|v| parse_bool(k, v)).transpose();
+        let key_schemas = get_schemas("key.converter.schemas.enable")?.unwrap_or(true);
+        let value_schemas = get_schemas("value.converter.schemas.enable")?.unwrap_or(true);
+        c.converter.key = Converter::Json { schemas: key_schemas };
+        c.converter.value = Converter::Json { schemas: value_schemas };
+        let transform_names: Vec<String> = props
+            .get("transforms")
+            .map(|t| t.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+            .unwrap_or_default();
+        for name in &transform_names {
+            let prefix = format!("transforms.{name}.");
+            let sub: BTreeMap<String, String> =
+                props.iter().filter_map(|(k, v)| k.strip_prefix(&prefix).map(|rest| (rest.to_string(), v.clone()))).collect();
+            if !sub.contains_key("type") {
+                return Err(bad(&format!("{prefix}type"), "missing: every transform named in `transforms` needs a type"));
+            }
+            c.transforms.push((name.clone(), sub));
+        }
+        for (k, v) in props {
+            match k.as_str() {
+                "connector.class" => {
+                    if !v.ends_with("PostgresConnector") {
+                        return Err(bad(k, format!("{v:?}: tensorcdc implements io.debezium.connector.postgresql.PostgresConnector")));
+                    }
+                }
+                "plugin.name" => {
+                    if v != "pgoutput" {
+                        return Err(bad(k, format!("{v:?}: only pgoutput is supported")));
+                    }
+                }
+                "database.hostname" => c.host = v.clone(),
+                "database.port" => c.port = v.parse().map_err(|_| bad(k, format!("{v:?} is not a port number")))?,
+                "database.user" => c.user = v.clone(),
+                "database.password" => c.password = Some(v.clone()),
+                "database.dbname" => c.dbname = v.clone(),
+                "database.url" => c.set_connection(v)?,
+                "topic.prefix" | "database.server.name" => {
+                    if v.is_empty() || !v.chars().all(|ch| ch.is_ascii_alphanumeric() || "._-".contains(ch)) {
+                        return Err(bad(k, format!("{v:?}: use letters, digits, '.', '_' or '-'")));
+                    }
+                    c.topic_prefix = v.clone();
+                }
+                "table.include.list" | "table.whitelist" => c.include = parse_table_list(k, v)?,
+                "table.exclude.list" | "table.blacklist" => c.exclude = parse_table_list(k, v)?,
+                "slot.name" => {
+                    if v.is_empty() || !v.chars().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_') {
+                        return Err(bad(k, format!("{v:?}: slot names use lower-case letters, digits and '_'")));
+                    }
+                    c.slot_name = v.clone();
+                }
+                "publication.name" => c.publication_name = v.clone(),
+                "publication.autocreate.mode" => {
+                    c.publication_mode = match v.as_str() {
+                        "all_tables" => PublicationMode::AllTables,
+                        "filtered" => PublicationMode::Filtered,
+                        "disabled" => PublicationMode::Disabled,
+                        o => return Err(bad(k, format!("{o:?}: expected all_tables, filtered or disabled"))),
+                    }
+                }
+                "snapshot.mode" => {
+                    c.snapshot_mode = match v.as_str() {
+                        "initial" => SnapshotMode::Initial,
+                        "never" | "no_data" => SnapshotMode::Never,
+                        "initial_only" => SnapshotMode::InitialOnly,
+                        o => return Err(bad(k, format!("{o:?}: expected initial, never or initial_only"))),
+                    }
+                }
+                "binary.handling.mode" => c.converter.binary = v.parse::<BinaryMode>().map_err(|e| bad(k, e))?,
+                "key.converter" => c.converter.key = parse_converter(k, v, key_schemas)?,
+                "value.converter" => c.converter.value = parse_converter(k, v, value_schemas)?,
+                "key.converter.schemas.enable" | "value.converter.schemas.enable" | "transforms" | "name" | "tasks.max" => {}
+                "tombstones.on.delete" => c.tombstones_on_delete = parse_bool(k, v)?,
+                "skipped.operations" => {
+                    c.skipped_ops = v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty() && s != "none").collect();
+                    if let Some(o) = c.skipped_ops.iter().find(|o| !["c", "u", "d", "t"].contains(&o.as_str())) {
+                        return Err(bad(k, format!("{o:?}: expected a list of c, u, d, t or none")));
+                    }
+                }
+                "binary.tuples" => c.binary_tuples = parse_bool(k, v)?,
+                "status.interval.ms" => c.status_interval_ms = v.parse().map_err(|_| bad(k, format!("{v:?} is not a number of milliseconds")))?,
+                "max.batch.size" => {
+                    c.max_batch_size = v.parse().ok().filter(|n| *n > 0).ok_or_else(|| bad(k, format!("{v:?} is not a positive number")))?
+                }
+                "offset.storage.file.filename" => c.offset_file = Some(v.into()),
+                "bootstrap.servers" => {
+                    c.kafka.insert(k.clone(), v.clone());
+                }
+                _ if k.starts_with("transforms.") => {
+                    if !transform_names.iter().any(|n| k.starts_with(&format!("transforms.{n}."))) {
+                        unknown.push(k.clone());
+                    }
+                }
+                _ if k.starts_with("kafka.") || k.starts_with("producer.") => {
+                    let stripped = k.split_once('.').map(|x| x.1).unwrap_or(k);
+                    c.kafka.insert(stripped.to_string(), v.clone());
+                }
+                _ => unknown.push(k.clone()),
+            }
+        }
+        Ok((c, unknown))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn blog_registration_file() {
+        let doc = json!({
+            "name": "mnist-connector",
+            "config": {
+                "connector.class": "io.debezium.connector.postgresql.PostgresConnector",
+                "tasks.max": "1",
+                "database.hostname": "postgres",
+                "database.port": "5432",
+                "database.user": "postgres",
+                "database.password": "postgres",
+                "database.dbname": "postgres",
+                "topic.prefix": "tf",
+                "table.include.list": "public.mnist_.*",
+                "key.converter": "org.apache.kafka.connect.storage.StringConverter",
+                "value.converter": "org.apache.kafka.connect.storage.StringConverter",
+                "transforms": "unwrap,mnist",
+                "transforms.unwrap.type": "io.debezium.transforms.ExtractNewRecordState",
+                "transforms.mnist.type": "io.debezium.transforms.MnistToCsv",
+                "something.else": 3
+            }
+        });
+        let (c, unknown) = CaptureConfig::from_json(&doc).unwrap();
+        assert_eq!(c.port, 5432);
+        assert_eq!(c.topic_prefix, "tf");
+        assert!(c.includes("public", "mnist_train") && c.includes("public", "mnist_manual"));
+        assert!(!c.includes("public", "other") && !c.includes("xpublic", "mnist_train"));
+        assert_eq!(c.converter.value, Converter::String);
+        assert_eq!(c.transforms.len(), 2);
+        assert_eq!(c.transforms[0].1["type"], "io.debezium.transforms.ExtractNewRecordState");
+        assert_eq!(unknown, vec!["something.else".to_string()]);
+    }
+
+    #[test]
+    fn invalid_values_name_the_key() {
+        for (k, v) in [
+            ("database.port", "abc"),
+            ("snapshot.mode", "sometimes"),
+            ("table.include.list", "public.(unclosed"),
+            ("binary.handling.mode", "base32"),
+            ("slot.name", "Bad-Name"),
+            ("value.converter", "avro"),
+        ] {
+            let props = BTreeMap::from([(k.to_string(), v.to_string())]);
+            let e = CaptureConfig::from_properties(&props).unwrap_err().to_string();
+            assert!(e.contains(k), "{e}");
+        }
+        let props = BTreeMap::from([("transforms".to_string(), "x".to_string())]);
+        assert!(CaptureConfig::from_properties(&props).unwrap_err().to_string().contains("transforms.x.type"));
+    }
+}
