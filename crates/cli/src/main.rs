@@ -1,14 +1,21 @@
 //! The `tensorcdc` binary: clap subcommands, progress, pictures, and the demo's orchestration.
 //! The only crate that uses `anyhow`; everything it calls returns typed errors.
 
+mod capture;
 mod download;
 mod pictures;
 mod progress;
+mod sinks;
 mod train;
 
 use std::path::PathBuf;
 
 use anyhow::Result;
+
+/// mimalloc: training allocates and frees ~400 kB tensors every step; glibc serves those
+/// with mmap/munmap and page faults, mimalloc reuses them.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -31,6 +38,8 @@ enum Command {
     Evaluate(train::EvaluateArgs),
     /// Classify one image given as 784 comma-separated pixel values.
     Predict(train::PredictArgs),
+    /// Capture changes from Postgres (snapshot, then the WAL stream) as Debezium events.
+    Capture(capture::CaptureArgs),
 }
 
 #[derive(Subcommand)]
@@ -100,5 +109,6 @@ fn run(cli: Cli) -> Result<()> {
         Command::Train(a) => train::train(a),
         Command::Evaluate(a) => train::evaluate(a),
         Command::Predict(a) => train::predict(a),
+        Command::Capture(a) => capture::capture(a),
     }
 }

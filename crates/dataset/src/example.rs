@@ -115,11 +115,19 @@ impl Examples {
     /// Fills `pixels` (as f32 / 255) and `labels` for the examples at `indices`.
     pub fn gather(&self, indices: &[usize], pixels: &mut Vec<f32>, labels: &mut Vec<i64>) {
         pixels.clear();
+        pixels.resize(indices.len() * PIXELS, 0.0);
         labels.clear();
-        for &i in indices {
-            pixels.extend(self.image(i).iter().map(|&p| p as f32 / 255.0));
+        for (dst, &i) in pixels.chunks_exact_mut(PIXELS).zip(indices) {
+            scale_pixels(self.image(i), dst);
             labels.push(self.labels[i] as i64);
         }
+    }
+}
+
+/// Writes `src[i] / 255` into `dst[i]` (the model's input scaling).
+pub fn scale_pixels(src: &[u8], dst: &mut [f32]) {
+    for (d, &s) in dst.iter_mut().zip(src) {
+        *d = s as f32 / 255.0;
     }
 }
 

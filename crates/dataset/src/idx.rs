@@ -69,11 +69,8 @@ fn bad(path: &Path, reason: impl Into<String>) -> DatasetError {
 /// Reads the header and checks the magic; returns the dimensions and the body.
 fn parse<'a>(path: &Path, data: &'a [u8], magic: u32, dims: usize) -> Result<(Vec<usize>, &'a [u8]), DatasetError> {
     let header_len = 4 + 4 * dims;
-    if data.len() < header_len {
-        return Err(bad(
-            path,
-            format!("file is {} bytes, shorter than the {header_len}-byte header", data.len()),
-        ));
+    if data.len() < 4 {
+        return Err(bad(path, format!("file is {} bytes, too short for the 4-byte magic number", data.len())));
     }
     let word = |i: usize| u32::from_be_bytes([data[4 * i], data[4 * i + 1], data[4 * i + 2], data[4 * i + 3]]);
     let found = word(0);
@@ -82,6 +79,12 @@ fn parse<'a>(path: &Path, data: &'a [u8], magic: u32, dims: usize) -> Result<(Ve
         return Err(bad(
             path,
             format!("magic number is {found} (0x{found:08x}), expected {magic} (0x{magic:08x}) for {kind}"),
+        ));
+    }
+    if data.len() < header_len {
+        return Err(bad(
+            path,
+            format!("file is {} bytes, shorter than the {header_len}-byte header", data.len()),
         ));
     }
     let shape: Vec<usize> = (1..=dims).map(|i| word(i) as usize).collect();
@@ -220,6 +223,8 @@ mod tests {
         std::fs::write(&p, &full[..6]).unwrap();
         let e = err_of(read_images(&p));
         assert!(e.contains("shorter than the 16-byte header"), "{e}");
+        std::fs::write(&p, &full[..2]).unwrap();
+        assert!(err_of(read_images(&p)).contains("too short for the 4-byte magic"));
         let mut long = full.clone();
         long.push(0);
         std::fs::write(&p, &long).unwrap();

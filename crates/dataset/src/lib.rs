@@ -14,4 +14,4 @@ pub mod idx;
 pub mod mnist;
 
 pub use error::DatasetError;
-pub use example::{Example, Examples, Position, PIXELS};
+pub use example::{scale_pixels, Example, Examples, Position, PIXELS};

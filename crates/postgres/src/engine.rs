@@ -42,6 +42,8 @@ pub struct CaptureStats {
     pub streamed_changes: u64,
     pub messages: u64,
     pub transactions: u64,
+    /// Transactions Postgres streamed while in progress (larger than `logical_decoding_work_mem`).
+    pub streamed_transactions: u64,
     pub confirmed_lsn: Lsn,
     pub snapshot_done: bool,
     pub streaming: bool,
@@ -743,7 +745,13 @@ async fn handle(
     batch: &mut Vec<Message>,
     acks: &mut Acks,
 ) -> Result<(), CaptureError> {
-    let (ts_ms, xid) = tx.as_ref().map(|t| (t.ts_ms, Some(t.xid as i64))).unwrap_or((now_ms(), None));
+    // In a streamed transaction the commit time is not known yet (the time of decoding is
+    // used) and changes name their subtransaction: report the top-level xid.
+    let (ts_ms, xid) = match (tx.as_ref(), *stream_xid) {
+        (Some(t), _) => (t.ts_ms, Some(t.xid as i64)),
+        (None, Some(top)) => (now_ms(), Some(top as i64)),
+        (None, None) => (now_ms(), None),
+    };
     let mut emit = |xid_in_stream: Option<u32>, msgs: Vec<Message>, tx: &mut Option<Tx>| {
         if msgs.is_empty() {
             return;
@@ -835,7 +843,10 @@ async fn handle(
         LogicalMessage::StreamStop => *stream_xid = None,
         LogicalMessage::StreamCommit { xid, end_lsn, .. } => {
             let msgs = streams.remove(&xid).unwrap_or_default().into_iter().map(|(_, m)| m).collect();
-            ctx.stats.lock().expect("stats").transactions += 1;
+            let mut s = ctx.stats.lock().expect("stats");
+            s.transactions += 1;
+            s.streamed_transactions += 1;
+            drop(s);
             commit(msgs, end_lsn, batch, acks);
         }
         LogicalMessage::StreamAbort { xid, subxid } => {

@@ -1,0 +1,147 @@
+//! `tensorcdc capture`: the Debezium connector's job from the command line.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result};
+use tensorcdc_change::Sink;
+use tensorcdc_postgres::{run_capture, CaptureConfig, CaptureStats, Transform};
+use tensorcdc_transforms::Chain;
+
+use crate::sinks::LineSink;
+
+#[derive(clap::Args, Clone, Default)]
+pub struct CaptureArgs {
+    /// A Debezium connector registration file (register-postgres.json), used as-is.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Postgres connection URL (postgres://user:pass@host:port/db); overrides database.* keys.
+    #[arg(long)]
+    pub postgres: Option<String>,
+    /// topic.prefix
+    #[arg(long)]
+    pub topic_prefix: Option<String>,
+    /// table.include.list: comma-separated regexes over schema.table.
+    #[arg(long)]
+    pub table_include_list: Option<String>,
+    /// slot.name
+    #[arg(long)]
+    pub slot_name: Option<String>,
+    /// snapshot.mode: initial, never, initial_only
+    #[arg(long)]
+    pub snapshot_mode: Option<String>,
+    /// Transforms in order: unwrap, mnist-csv, filter (each may be configured with --set transforms.<name>.<key>=<value>).
+    #[arg(long, value_delimiter = ',')]
+    pub transforms: Vec<String>,
+    /// Value converter: json (with schema), json-noschema, or string.
+    #[arg(long)]
+    pub converter: Option<String>,
+    /// binary.handling.mode: bytes, base64, hex
+    #[arg(long)]
+    pub binary_handling_mode: Option<String>,
+    /// Any other connector property, KEY=VALUE (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Where the events go: stdout (JSON lines) or file:PATH (JSON lines, fsynced).
+    #[arg(long, default_value = "stdout")]
+    pub sink: String,
+}
+
+/// Collects the properties: the file, then the flags.
+pub fn properties(a: &CaptureArgs) -> Result<BTreeMap<String, String>> {
+    let mut props = BTreeMap::new();
+    if let Some(path) = &a.config {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let doc: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))?;
+        let map = doc.get("config").unwrap_or(&doc).as_object().with_context(|| format!("{}: expected a JSON object", path.display()))?;
+        for (k, v) in map {
+            let s = match v {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            props.insert(k.clone(), s);
+        }
+    }
+    let mut set = |k: &str, v: &Option<String>| {
+        if let Some(v) = v {
+            props.insert(k.to_string(), v.clone());
+        }
+    };
+    set("database.url", &a.postgres);
+    set("topic.prefix", &a.topic_prefix);
+    set("table.include.list", &a.table_include_list);
+    set("slot.name", &a.slot_name);
+    set("snapshot.mode", &a.snapshot_mode);
+    set("binary.handling.mode", &a.binary_handling_mode);
+    if let Some(c) = &a.converter {
+        let (conv, schemas) = match c.as_str() {
+            "json" => ("org.apache.kafka.connect.json.JsonConverter", "true"),
+            "json-noschema" => ("org.apache.kafka.connect.json.JsonConverter", "false"),
+            "string" => ("org.apache.kafka.connect.storage.StringConverter", "false"),
+            o => anyhow::bail!("--converter {o:?}: expected json, json-noschema or string"),
+        };
+        props.insert("value.converter".into(), conv.into());
+        props.insert("value.converter.schemas.enable".into(), schemas.into());
+    }
+    if !a.transforms.is_empty() {
+        props.insert("transforms".into(), a.transforms.join(","));
+        for t in &a.transforms {
+            props.entry(format!("transforms.{t}.type")).or_insert_with(|| t.clone());
+        }
+    }
+    for kv in &a.set {
+        let (k, v) = kv.split_once('=').with_context(|| format!("--set {kv:?}: expected KEY=VALUE"))?;
+        props.insert(k.trim().into(), v.trim().into());
+    }
+    Ok(props)
+}
+
+/// Builds the config and the transform chain, warning about unknown keys.
+pub fn build(a: &CaptureArgs) -> Result<(CaptureConfig, Transform)> {
+    let props = properties(a)?;
+    let (cfg, unknown) = CaptureConfig::from_properties(&props)?;
+    if !unknown.is_empty() {
+        eprintln!("warning: ignoring unknown connector properties: {}", unknown.join(", "));
+    }
+    let chain = Chain::from_config(&cfg.transforms)?;
+    let transform: Transform = Arc::new(move |m| chain.apply(m));
+    Ok((cfg, transform))
+}
+
+/// A watch channel that turns true on Ctrl-C or SIGTERM.
+pub fn shutdown_signal() -> tokio::sync::watch::Receiver<bool> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+pub fn capture(a: CaptureArgs) -> Result<()> {
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async move {
+        let (cfg, transform) = build(&a)?;
+        let mut sink: Box<dyn Sink> = match a.sink.as_str() {
+            "stdout" => Box::new(LineSink::stdout(cfg.converter)),
+            s if s.starts_with("file:") => {
+                let path = PathBuf::from(&s[5..]);
+                Box::new(LineSink::file(&path, cfg.converter).with_context(|| format!("opening {}", path.display()))?)
+            }
+            o => anyhow::bail!("--sink {o:?}: expected stdout or file:PATH"),
+        };
+        let stats = Arc::new(Mutex::new(CaptureStats::default()));
+        let shutdown = shutdown_signal();
+        let s = run_capture(cfg, transform, sink.as_mut(), shutdown, stats).await?;
+        eprintln!(
+            "capture stopped: {} snapshot rows, {} streamed changes, {} transactions, confirmed LSN {}",
+            s.snapshot_rows, s.streamed_changes, s.transactions, s.confirmed_lsn
+        );
+        Ok(())
+    })
+}
