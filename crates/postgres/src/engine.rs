@@ -47,6 +47,8 @@ pub struct CaptureStats {
     pub confirmed_lsn: Lsn,
     pub snapshot_done: bool,
     pub streaming: bool,
+    /// Things a person should know (include-list entries that match no table yet, ...).
+    pub warnings: Vec<String>,
 }
 
 /// A captured table, as the engine knows it.
@@ -284,6 +286,18 @@ async fn session(
         )));
     }
     ensure_publication(cfg, &client).await?;
+    let tables = list_tables(cfg, &client).await?;
+    for re in &cfg.include {
+        if !tables.iter().any(|(s, t, _)| re.is_match(&format!("{s}.{t}"))) {
+            let pattern = re.as_str().trim_start_matches("^(?:").trim_end_matches(")$").to_string();
+            let w = format!("table.include.list entry {pattern:?} matches no table yet; its rows will be captured once such a table exists");
+            warn!("{w}");
+            let mut st = stats.lock().expect("stats");
+            if !st.warnings.contains(&w) {
+                st.warnings.push(w);
+            }
+        }
+    }
 
     // The slot: reuse it, or create it with an exported snapshot.
     let mut slot = slot_state(cfg, &client).await?;

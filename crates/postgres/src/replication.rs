@@ -312,7 +312,8 @@ impl ReplicationConn {
                         t => return Err(CaptureError::Protocol(format!("unknown replication message {:?}", t as char))),
                     }
                 }
-                b'c' => return Ok(None),
+                // CopyDone, or the end of the command (the server is shutting down).
+                b'c' | b'C' | b'Z' => return Ok(None),
                 b'E' => {
                     let (code, message) = error_fields(f.body);
                     return Err(CaptureError::Server { context: "replication stream".into(), code, message });
