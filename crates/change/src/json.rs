@@ -129,31 +129,6 @@ fn source_schema() -> J {
     })
 }
 
-fn envelope_payload(e: &ChangeEvent, binary: BinaryMode) -> J {
-    let s = &e.source;
-    json!({
-        "before": e.before.as_ref().map_or(J::Null, |r| row_json(r, binary)),
-        "after": e.after.as_ref().map_or(J::Null, |r| row_json(r, binary)),
-        "source": {
-            "version": VERSION,
-            "connector": "postgresql",
-            "name": &*s.name,
-            "ts_ms": s.ts_ms,
-            "snapshot": s.snapshot.as_str(),
-            "db": &*s.db,
-            "sequence": s.lsn.map_or(J::Null, |l| J::from(format!("[null,\"{}\"]", l.0))),
-            "schema": &*s.schema,
-            "table": &*s.table,
-            "txId": s.tx_id,
-            "lsn": s.lsn.map(|l| l.0),
-            "xmin": J::Null
-        },
-        "op": e.op.code(),
-        "ts_ms": e.ts_ms,
-        "transaction": J::Null
-    })
-}
-
 fn envelope_schema(e: &ChangeEvent, topic: &str, binary: BinaryMode) -> J {
     let fields: &[Field] = e.after.as_ref().or(e.before.as_ref()).map_or(&[], |r| &r.fields[..]);
     let value_name = format!("{topic}.Value");
@@ -177,38 +152,219 @@ fn envelope_schema(e: &ChangeEvent, topic: &str, binary: BinaryMode) -> J {
     })
 }
 
-fn wrap(schemas: bool, schema: impl FnOnce() -> J, payload: J) -> Vec<u8> {
-    let doc = if schemas { json!({"schema": schema(), "payload": payload}) } else { payload };
-    serde_json::to_vec(&doc).expect("JSON values serialise")
+/// Serialises messages as Kafka record bytes, writing JSON directly into buffers and
+/// caching each table's schema JSON (the schema is most of an event's bytes and the same
+/// for every row of a table).
+#[derive(Debug, Default)]
+pub struct JsonWriter {
+    cfg: ConverterConfig,
+    /// (fields fingerprint, kind, topic) -> schema JSON.
+    schemas: std::collections::HashMap<(u64, u8, String), Box<str>>,
 }
 
-/// Serialises a message's key and value as Kafka record bytes (`None` = null).
-pub fn serialize(msg: &Message, cfg: &ConverterConfig) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
-    let key = match (&msg.key, cfg.key) {
-        (Key::None, _) => None,
-        (Key::Text(t), _) => Some(t.clone().into_bytes()),
-        (Key::Row(r), Converter::String) => Some(row_json(r, cfg.binary).to_string().into_bytes()),
-        (Key::Row(r), Converter::Json { schemas }) => Some(wrap(
-            schemas,
-            || struct_schema(&r.fields, &format!("{}.Key", msg.topic), false, cfg.binary, None),
-            row_json(r, cfg.binary),
-        )),
-    };
-    let value = match (&msg.payload, cfg.value) {
-        (Payload::Tombstone, _) => None,
-        (Payload::Text(t), _) => Some(t.clone().into_bytes()),
-        (Payload::Envelope(e), Converter::Json { schemas }) => {
-            Some(wrap(schemas, || envelope_schema(e, &msg.topic, cfg.binary), envelope_payload(e, cfg.binary)))
+fn write_str(out: &mut Vec<u8>, s: &str) {
+    serde_json::to_writer(&mut *out, s).expect("writing to a Vec cannot fail");
+}
+
+fn write_num<T: serde::Serialize>(out: &mut Vec<u8>, v: T) {
+    serde_json::to_writer(&mut *out, &v).expect("writing to a Vec cannot fail");
+}
+
+fn write_value(out: &mut Vec<u8>, v: &Value, binary: BinaryMode) {
+    match v {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Boolean(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        Value::Int16(i) => write_num(out, i),
+        Value::Int32(i) => write_num(out, i),
+        Value::Int64(i) => write_num(out, i),
+        Value::Float32(f) => write_num(out, f),
+        Value::Float64(f) => write_num(out, f),
+        Value::String(s) => write_str(out, s),
+        Value::Bytes(b) => {
+            out.push(b'"');
+            match binary {
+                BinaryMode::Bytes | BinaryMode::Base64 => {
+                    let start = out.len();
+                    out.resize(start + b.len().div_ceil(3) * 4, 0);
+                    let n = base64::engine::general_purpose::STANDARD.encode_slice(b, &mut out[start..]).expect("sized for base64");
+                    out.truncate(start + n);
+                }
+                BinaryMode::Hex => {
+                    let start = out.len();
+                    out.resize(start + 2 * b.len(), 0);
+                    hex::encode_to_slice(b, &mut out[start..]).expect("sized for hex");
+                }
+            }
+            out.push(b'"');
         }
-        (Payload::Envelope(e), Converter::String) => Some(envelope_payload(e, cfg.binary).to_string().into_bytes()),
-        (Payload::Row(r), Converter::Json { schemas }) => Some(wrap(
-            schemas,
-            || struct_schema(&r.fields, &format!("{}.Value", msg.topic), false, cfg.binary, None),
-            row_json(r, cfg.binary),
-        )),
-        (Payload::Row(r), Converter::String) => Some(row_json(r, cfg.binary).to_string().into_bytes()),
-    };
-    (key, value)
+        Value::Unchanged => write_str(out, UNAVAILABLE),
+    }
+}
+
+fn write_row(out: &mut Vec<u8>, row: &Row, binary: BinaryMode) {
+    out.push(b'{');
+    for (i, (f, v)) in row.fields.iter().zip(&row.values).enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_str(out, &f.name);
+        out.push(b':');
+        write_value(out, v, binary);
+    }
+    out.push(b'}');
+}
+
+fn write_opt_row(out: &mut Vec<u8>, row: Option<&Row>, binary: BinaryMode) {
+    match row {
+        Some(r) => write_row(out, r, binary),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+fn write_envelope(out: &mut Vec<u8>, e: &ChangeEvent, binary: BinaryMode) {
+    let s = &e.source;
+    out.extend_from_slice(b"{\"before\":");
+    write_opt_row(out, e.before.as_ref(), binary);
+    out.extend_from_slice(b",\"after\":");
+    write_opt_row(out, e.after.as_ref(), binary);
+    out.extend_from_slice(b",\"source\":{\"version\":");
+    write_str(out, VERSION);
+    out.extend_from_slice(b",\"connector\":\"postgresql\",\"name\":");
+    write_str(out, &s.name);
+    out.extend_from_slice(b",\"ts_ms\":");
+    write_num(out, s.ts_ms);
+    out.extend_from_slice(b",\"snapshot\":");
+    write_str(out, s.snapshot.as_str());
+    out.extend_from_slice(b",\"db\":");
+    write_str(out, &s.db);
+    out.extend_from_slice(b",\"sequence\":");
+    match s.lsn {
+        Some(l) => write_str(out, &format!("[null,\"{}\"]", l.0)),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"schema\":");
+    write_str(out, &s.schema);
+    out.extend_from_slice(b",\"table\":");
+    write_str(out, &s.table);
+    out.extend_from_slice(b",\"txId\":");
+    match s.tx_id {
+        Some(t) => write_num(out, t),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"lsn\":");
+    match s.lsn {
+        Some(l) => write_num(out, l.0),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"xmin\":null},\"op\":");
+    write_str(out, e.op.code());
+    out.extend_from_slice(b",\"ts_ms\":");
+    write_num(out, e.ts_ms);
+    out.extend_from_slice(b",\"transaction\":null}");
+}
+
+/// A hash of field names, types and optionality (a table altered gets a new schema).
+fn fingerprint(fields: &[Field]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for f in fields {
+        f.name.hash(&mut h);
+        f.ty.connect_name().hash(&mut h);
+        f.optional.hash(&mut h);
+    }
+    h.finish()
+}
+
+const KIND_KEY: u8 = 0;
+const KIND_ENVELOPE: u8 = 1;
+const KIND_ROW: u8 = 2;
+
+impl JsonWriter {
+    pub fn new(cfg: ConverterConfig) -> Self {
+        JsonWriter { cfg, schemas: Default::default() }
+    }
+
+    pub fn config(&self) -> &ConverterConfig {
+        &self.cfg
+    }
+
+    fn schema(&mut self, fields: &std::sync::Arc<Vec<Field>>, kind: u8, topic: &str, e: Option<&ChangeEvent>) -> &str {
+        let binary = self.cfg.binary;
+        let key = (fingerprint(fields), kind, topic.to_string());
+        self.schemas.entry(key).or_insert_with(|| {
+            let j = match (kind, e) {
+                (KIND_ENVELOPE, Some(e)) => envelope_schema(e, topic, binary),
+                (KIND_KEY, _) => struct_schema(fields, &format!("{topic}.Key"), false, binary, None),
+                _ => struct_schema(fields, &format!("{topic}.Value"), false, binary, None),
+            };
+            j.to_string().into_boxed_str()
+        })
+    }
+
+    fn wrap(&mut self, schemas: bool, schema_of: Option<(&std::sync::Arc<Vec<Field>>, u8, &str, Option<&ChangeEvent>)>, payload: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+        let mut out = Vec::with_capacity(2048);
+        match (schemas, schema_of) {
+            (true, Some((fields, kind, topic, e))) => {
+                out.extend_from_slice(b"{\"schema\":");
+                out.extend_from_slice(self.schema(fields, kind, topic, e).as_bytes());
+                out.extend_from_slice(b",\"payload\":");
+                payload(&mut out);
+                out.push(b'}');
+            }
+            (true, None) => {
+                out.extend_from_slice(b"{\"schema\":null,\"payload\":");
+                payload(&mut out);
+                out.push(b'}');
+            }
+            (false, _) => payload(&mut out),
+        }
+        out
+    }
+
+    /// A message's key and value as Kafka record bytes (`None` = null).
+    pub fn serialize(&mut self, msg: &Message) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
+        let binary = self.cfg.binary;
+        let key = match (&msg.key, self.cfg.key) {
+            (Key::None, _) => None,
+            (Key::Text(t), _) => Some(t.clone().into_bytes()),
+            (Key::Row(r), Converter::String) => {
+                let mut out = Vec::new();
+                write_row(&mut out, r, binary);
+                Some(out)
+            }
+            (Key::Row(r), Converter::Json { schemas }) => {
+                Some(self.wrap(schemas, Some((&r.fields, KIND_KEY, &msg.topic, None)), |o| write_row(o, r, binary)))
+            }
+        };
+        let value = match (&msg.payload, self.cfg.value) {
+            (Payload::Tombstone, _) => None,
+            (Payload::Text(t), _) => Some(t.clone().into_bytes()),
+            (Payload::Envelope(e), Converter::Json { schemas }) => {
+                let fields = e.after.as_ref().or(e.before.as_ref()).map(|r| &r.fields);
+                let schema_of = fields.map(|f| (f, KIND_ENVELOPE, msg.topic.as_str(), Some(e)));
+                Some(self.wrap(schemas, schema_of, |o| write_envelope(o, e, binary)))
+            }
+            (Payload::Envelope(e), Converter::String) => {
+                let mut out = Vec::with_capacity(2048);
+                write_envelope(&mut out, e, binary);
+                Some(out)
+            }
+            (Payload::Row(r), Converter::Json { schemas }) => {
+                Some(self.wrap(schemas, Some((&r.fields, KIND_ROW, &msg.topic, None)), |o| write_row(o, r, binary)))
+            }
+            (Payload::Row(r), Converter::String) => {
+                let mut out = Vec::new();
+                write_row(&mut out, r, binary);
+                Some(out)
+            }
+        };
+        (key, value)
+    }
+}
+
+/// Serialises one message (no schema cache; see [`JsonWriter`] for streams of messages).
+pub fn serialize(msg: &Message, cfg: &ConverterConfig) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
+    JsonWriter::new(*cfg).serialize(msg)
 }
 
 /// Decodes a JSON field holding binary data, as written by [`value_json`]: `schema_type`

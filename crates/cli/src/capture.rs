@@ -105,7 +105,7 @@ pub fn build(a: &CaptureArgs) -> Result<(CaptureConfig, Transform)> {
         eprintln!("warning: ignoring unknown connector properties: {}", unknown.join(", "));
     }
     let chain = Chain::from_config(&cfg.transforms)?;
-    let transform: Transform = Arc::new(move |m| chain.apply(m));
+    let transform: Transform = Arc::new(move |m, out| out.extend(chain.apply(m)));
     Ok((cfg, transform))
 }
 

@@ -32,8 +32,13 @@ use crate::pgoutput::{self, LogicalMessage, TupleValue};
 use crate::replication::{pg_ts_to_unix_ms, ReplicationConn, ReplicationMessage};
 use crate::{types, CaptureError};
 
-/// A transform chain: one message in, zero or more out.
-pub type Transform = Arc<dyn Fn(Message) -> Vec<Message> + Send + Sync>;
+/// A transform chain: one message in, zero or more pushed to the output.
+pub type Transform = Arc<dyn Fn(Message, &mut Vec<Message>) + Send + Sync>;
+
+/// The chain that changes nothing.
+pub fn identity() -> Transform {
+    Arc::new(|m, out| out.push(m))
+}
 
 /// Counters, readable while capture runs.
 #[derive(Debug, Clone, Default)]
@@ -56,6 +61,7 @@ pub struct CaptureStats {
 struct Rel {
     schema: Arc<str>,
     table: Arc<str>,
+    topic: String,
     type_oids: Vec<u32>,
     fields: Arc<Vec<Field>>,
     key_idx: Vec<usize>,
@@ -107,6 +113,7 @@ fn build_rel(cfg: &CaptureConfig, schema: &str, table: &str, cols: &[(String, u3
     Rel {
         schema: schema.into(),
         table: table.into(),
+        topic: format!("{}.{schema}.{table}", cfg.topic_prefix),
         type_oids: cols.iter().map(|c| c.1).collect(),
         fields: Arc::new(fields),
         key_idx,
@@ -154,9 +161,10 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn event(&self, rel: &Rel, op: Op, before: Option<Row>, after: Option<Row>, snapshot: Snapshot, ts_ms: i64, tx_id: Option<i64>, lsn: Option<Lsn>) -> Vec<Message> {
+    #[allow(clippy::too_many_arguments)]
+    fn event(&self, out: &mut Vec<Message>, rel: &Rel, op: Op, before: Option<Row>, after: Option<Row>, snapshot: Snapshot, ts_ms: i64, tx_id: Option<i64>, lsn: Option<Lsn>) {
         if self.cfg.skipped_ops.iter().any(|o| o == op.code()) {
-            return vec![];
+            return;
         }
         let key = after.as_ref().or(before.as_ref()).and_then(|r| rel.key_of(r));
         let event = ChangeEvent {
@@ -176,8 +184,13 @@ impl Ctx<'_> {
             ts_ms: now_ms(),
             key,
         };
-        let msg = Message::from_event(event, None);
-        let mut out = Vec::with_capacity(2);
+        let msg = Message {
+            topic: rel.topic.clone(),
+            key: event.key.clone().map_or(tensorcdc_change::Key::None, tensorcdc_change::Key::Row),
+            commit_ts_ms: ts_ms,
+            ack_lsn: None,
+            payload: Payload::Envelope(event),
+        };
         let tombstone = (op == Op::Delete && self.cfg.tombstones_on_delete).then(|| Message {
             topic: msg.topic.clone(),
             key: msg.key.clone(),
@@ -185,12 +198,11 @@ impl Ctx<'_> {
             ack_lsn: None,
             commit_ts_ms: msg.commit_ts_ms,
         });
-        out.extend((self.transform)(msg));
+        (self.transform)(msg, out);
         if let Some(t) = tombstone {
             // A tombstone passes the chain as a tombstone (transforms keep or drop it).
-            out.extend((self.transform)(t));
+            (self.transform)(t, out);
         }
-        out
     }
 }
 
@@ -558,7 +570,7 @@ async fn snapshot(
                     .collect::<Result<Vec<_>, _>>()?;
                 let row = Row::new(rel.fields.clone(), values);
                 if let Some((r, prev)) = held.replace((rel.clone(), row)) {
-                    batch.extend(ctx.event(&r, Op::Read, None, Some(prev), Snapshot::True, ts, None, lsn));
+                    ctx.event(&mut batch, &r, Op::Read, None, Some(prev), Snapshot::True, ts, None, lsn);
                     rows_done += 1;
                 }
                 if batch.len() >= ctx.cfg.max_batch_size {
@@ -576,7 +588,7 @@ async fn snapshot(
         }
     }
     if let Some((r, last)) = held.take() {
-        batch.extend(ctx.event(&r, Op::Read, None, Some(last), Snapshot::Last, ts, None, lsn));
+        ctx.event(&mut batch, &r, Op::Read, None, Some(last), Snapshot::Last, ts, None, lsn);
         rows_done += 1;
     }
     if !batch.is_empty() {
@@ -808,7 +820,8 @@ async fn handle(
             let rel = rels.get(&oid).ok_or_else(|| CaptureError::Protocol(format!("Insert for unknown relation {oid}")))?.clone();
             if rel.included {
                 let after = rel.row(&new, wal_start)?;
-                let msgs = ctx.event(&rel, Op::Create, None, Some(after), Snapshot::False, ts_ms, xid.or(sx.map(|x| x as i64)), Some(Lsn(wal_start)));
+                let mut msgs = Vec::with_capacity(2);
+                ctx.event(&mut msgs, &rel, Op::Create, None, Some(after), Snapshot::False, ts_ms, xid.or(sx.map(|x| x as i64)), Some(Lsn(wal_start)));
                 emit(sx, msgs, tx);
             }
         }
@@ -828,7 +841,8 @@ async fn handle(
                         }
                     }
                 }
-                let msgs = ctx.event(&rel, Op::Update, before, Some(after), Snapshot::False, ts_ms, xid.or(sx.map(|x| x as i64)), Some(Lsn(wal_start)));
+                let mut msgs = Vec::with_capacity(2);
+                ctx.event(&mut msgs, &rel, Op::Update, before, Some(after), Snapshot::False, ts_ms, xid.or(sx.map(|x| x as i64)), Some(Lsn(wal_start)));
                 emit(sx, msgs, tx);
             }
         }
@@ -836,7 +850,8 @@ async fn handle(
             let rel = rels.get(&oid).ok_or_else(|| CaptureError::Protocol(format!("Delete for unknown relation {oid}")))?.clone();
             if rel.included {
                 let before = rel.row(&t, wal_start)?;
-                let msgs = ctx.event(&rel, Op::Delete, Some(before), None, Snapshot::False, ts_ms, xid.or(sx.map(|x| x as i64)), Some(Lsn(wal_start)));
+                let mut msgs = Vec::with_capacity(2);
+                ctx.event(&mut msgs, &rel, Op::Delete, Some(before), None, Snapshot::False, ts_ms, xid.or(sx.map(|x| x as i64)), Some(Lsn(wal_start)));
                 emit(sx, msgs, tx);
             }
         }
@@ -844,7 +859,8 @@ async fn handle(
             let mut msgs = Vec::new();
             for oid in oids {
                 if let Some(rel) = rels.get(&oid).filter(|r| r.included).cloned() {
-                    let mut out = ctx.event(&rel, Op::Truncate, None, None, Snapshot::False, ts_ms, xid.or(sx.map(|x| x as i64)), Some(Lsn(wal_start)));
+                    let mut out = Vec::new();
+                    ctx.event(&mut out, &rel, Op::Truncate, None, None, Snapshot::False, ts_ms, xid.or(sx.map(|x| x as i64)), Some(Lsn(wal_start)));
                     for m in &mut out {
                         m.key = tensorcdc_change::Key::None;
                     }

@@ -18,5 +18,5 @@ pub mod replication;
 pub mod types;
 
 pub use config::{CaptureConfig, PublicationMode, SnapshotMode};
-pub use engine::{run_capture, CaptureStats, Transform};
+pub use engine::{identity, run_capture, CaptureStats, Transform};
 pub use error::CaptureError;

@@ -36,7 +36,7 @@ pub fn config(pg: &LocalPg, slot: &str) -> CaptureConfig {
 }
 
 pub fn identity() -> Transform {
-    Arc::new(|m| vec![m])
+    tensorcdc_postgres::identity()
 }
 
 pub struct Running {

@@ -1,0 +1,159 @@
+//! Capture throughput on 60,000 Fashion-MNIST rows (784-byte BYTEA each), each figure
+//! beside its reference measured in the same run on the same private Postgres:
+//! * snapshot rows/s against `COPY mnist_train TO STDOUT (FORMAT binary)`;
+//! * streaming rows/s against `pg_recvlogical` reading the same WAL (pgoutput, binary).
+//!
+//! Usage: bench-capture [DATA_DIR] [ROWS]. Prints a JSON line.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use anyhow::Result;
+use futures::StreamExt;
+use tensorcdc_change::json::JsonWriter;
+use tensorcdc_change::{Delivered, Message, Sink, SinkError};
+use tensorcdc_dataset::mnist::{self, Split};
+use tensorcdc_localpg::{LocalPg, Options};
+use tensorcdc_postgres::{run_capture, CaptureConfig, CaptureStats, SnapshotMode, Transform};
+use tokio_postgres::NoTls;
+
+/// Counts messages (optionally serialising them to Debezium JSON, as a Kafka sink would).
+struct Counting {
+    n: Arc<Mutex<u64>>,
+    bytes: u64,
+    json: bool,
+    writer: JsonWriter,
+}
+
+#[async_trait::async_trait]
+impl Sink for Counting {
+    async fn send(&mut self, batch: Vec<Message>, delivered: &Delivered) -> Result<(), SinkError> {
+        if self.json {
+            for m in &batch {
+                let (k, v) = self.writer.serialize(m);
+                self.bytes += (k.map_or(0, |k| k.len()) + v.map_or(0, |v| v.len())) as u64;
+            }
+        }
+        *self.n.lock().unwrap() += batch.len() as u64;
+        if let Some(l) = batch.iter().filter_map(|m| m.ack_lsn).max() {
+            let _ = delivered.send(l);
+        }
+        Ok(())
+    }
+}
+
+async fn capture_rows(cfg: CaptureConfig, want: u64, json: bool) -> Result<f64> {
+    let n = Arc::new(Mutex::new(0u64));
+    let mut sink = Counting { n: n.clone(), bytes: 0, json, writer: JsonWriter::default() };
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let identity: Transform = tensorcdc_postgres::identity();
+    let stats = Arc::new(Mutex::new(CaptureStats::default()));
+    let start = Instant::now();
+    let watcher = {
+        let n = n.clone();
+        tokio::spawn(async move {
+            loop {
+                if *n.lock().unwrap() >= want {
+                    let _ = tx.send(true);
+                    return start.elapsed();
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+        })
+    };
+    run_capture(cfg, identity, &mut sink, rx, stats).await?;
+    let t = watcher.await?;
+    Ok(want as f64 / t.as_secs_f64())
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let dir = args.get(1).map(String::as_str).unwrap_or("/usr/share/datasets/fashion-mnist");
+    let rows: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(60_000);
+    let data = mnist::load(Path::new(dir), Split::Train)?.truncate(rows);
+    let pg = LocalPg::start(Options { no_fsync: true, ..Default::default() })?;
+    let (c, conn) = tokio_postgres::connect(&pg.conninfo("postgres"), NoTls).await?;
+    tokio::spawn(conn);
+    tensorcdc_postgres::load::load_examples(&c, "mnist_train", &data, 500).await?;
+    c.batch_execute("VACUUM ANALYZE mnist_train").await?;
+    c.batch_execute("CREATE PUBLICATION dbz_publication FOR ALL TABLES").await?;
+    let mut base = CaptureConfig::default();
+    base.set_connection(&pg.url("postgres"))?;
+    base.include = tensorcdc_postgres::config::parse_table_list("table.include.list", "public.mnist_.*")?;
+
+    // Snapshot: COPY binary (reference), then tensorcdc's snapshot (typed events, then JSON).
+    let mut copy_rates = Vec::new();
+    let mut snap_rates = Vec::new();
+    let mut snap_json_rates = Vec::new();
+    for round in 0..3 {
+        let t = Instant::now();
+        let s = c.copy_out("COPY mnist_train TO STDOUT (FORMAT binary)").await?;
+        futures::pin_mut!(s);
+        let mut bytes = 0usize;
+        while let Some(chunk) = s.next().await {
+            bytes += chunk?.len();
+        }
+        assert!(bytes > rows * 784);
+        copy_rates.push(rows as f64 / t.elapsed().as_secs_f64());
+        for json in [false, true] {
+            let mut cfg = base.clone();
+            cfg.slot_name = format!("snap_{round}_{json}");
+            cfg.snapshot_mode = SnapshotMode::InitialOnly;
+            let r = capture_rows(cfg, rows as u64, json).await?;
+            if json { snap_json_rates.push(r) } else { snap_rates.push(r) }
+        }
+    }
+
+    // Streaming: two slots created before the same inserts.
+    let bin = pg.bin_dir().to_path_buf();
+    let url = pg.url("postgres");
+    let status = std::process::Command::new(bin.join("pg_recvlogical"))
+        .args(["-d", &url, "--slot", "ref", "--create-slot", "-P", "pgoutput"])
+        .status()?;
+    anyhow::ensure!(status.success(), "pg_recvlogical --create-slot failed");
+    let mut cfg = base.clone();
+    cfg.slot_name = "tc".into();
+    cfg.snapshot_mode = SnapshotMode::Never;
+    cfg.status_interval_ms = 1000;
+    // Create the tensorcdc slot (no snapshot) by starting and stopping capture once.
+    {
+        let mut sink = Counting { n: Default::default(), bytes: 0, json: false, writer: JsonWriter::default() };
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let _ = tx.send(true);
+        run_capture(cfg.clone(), tensorcdc_postgres::identity(), &mut sink, rx, Default::default()).await?;
+    }
+    c.batch_execute("TRUNCATE mnist_train").await?;
+    tensorcdc_postgres::load::load_examples(&c, "mnist_train", &data, 500).await?;
+    let end: String = c.query_one("SELECT pg_current_wal_lsn()::text", &[]).await?.get(0);
+    let t = Instant::now();
+    let status = std::process::Command::new(bin.join("pg_recvlogical"))
+        .args(["-d", &url, "--slot", "ref", "--start", "--endpos", &end, "-o", "proto_version=2", "-o", "binary=true", "-o", "publication_names=dbz_publication", "-f", "/dev/null"])
+        .status()?;
+    anyhow::ensure!(status.success(), "pg_recvlogical --start failed");
+    let recv_rate = rows as f64 / t.elapsed().as_secs_f64();
+    // The TRUNCATE is one more message for tensorcdc.
+    let stream_rate = capture_rows(cfg, rows as u64 + 1, false).await? * rows as f64 / (rows as f64 + 1.0);
+
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        v[v.len() / 2]
+    };
+    let (copy, snap, snap_json) = (median(&mut copy_rates), median(&mut snap_rates), median(&mut snap_json_rates));
+    println!(
+        "{}",
+        serde_json::json!({
+            "rows": rows,
+            "snapshot_rows_per_s": snap.round(),
+            "snapshot_json_rows_per_s": snap_json.round(),
+            "copy_binary_rows_per_s": copy.round(),
+            "snapshot_vs_copy": (snap / copy * 100.0).round() / 100.0,
+            "snapshot_json_vs_copy": (snap_json / copy * 100.0).round() / 100.0,
+            "stream_rows_per_s": stream_rate.round(),
+            "pg_recvlogical_rows_per_s": recv_rate.round(),
+            "stream_vs_pg_recvlogical": (stream_rate / recv_rate * 100.0).round() / 100.0,
+        })
+    );
+    Ok(())
+}
