@@ -44,8 +44,12 @@ pub struct CaptureArgs {
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
     /// Where the events go: stdout (JSON lines) or file:PATH (JSON lines, fsynced).
+    /// With --kafka (or bootstrap.servers in the config) they go to Kafka.
     #[arg(long, default_value = "stdout")]
     pub sink: String,
+    /// Kafka bootstrap servers: produce each event to its topic.
+    #[arg(long)]
+    pub kafka: Option<String>,
 }
 
 /// Collects the properties: the file, then the flags.
@@ -74,6 +78,7 @@ pub fn properties(a: &CaptureArgs) -> Result<BTreeMap<String, String>> {
     set("slot.name", &a.slot_name);
     set("snapshot.mode", &a.snapshot_mode);
     set("binary.handling.mode", &a.binary_handling_mode);
+    set("bootstrap.servers", &a.kafka);
     if let Some(c) = &a.converter {
         let (conv, schemas) = match c.as_str() {
             "json" => ("org.apache.kafka.connect.json.JsonConverter", "true"),
@@ -127,13 +132,17 @@ pub fn capture(a: CaptureArgs) -> Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
         let (cfg, transform) = build(&a)?;
-        let mut sink: Box<dyn Sink> = match a.sink.as_str() {
+        let kafka_extra: Vec<(String, String)> = cfg.kafka.iter().filter(|(k, _)| *k != "bootstrap.servers").map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut sink: Box<dyn Sink> = match (cfg.kafka.get("bootstrap.servers"), a.sink.as_str()) {
+            (Some(brokers), _) => Box::new(tensorcdc_kafka::KafkaSink::new(brokers, &kafka_extra, cfg.converter)?),
+            (None, sink) => match sink {
             "stdout" => Box::new(LineSink::stdout(cfg.converter)),
             s if s.starts_with("file:") => {
                 let path = PathBuf::from(&s[5..]);
                 Box::new(LineSink::file(&path, cfg.converter).with_context(|| format!("opening {}", path.display()))?)
             }
             o => anyhow::bail!("--sink {o:?}: expected stdout or file:PATH"),
+            },
         };
         let stats = Arc::new(Mutex::new(CaptureStats::default()));
         let shutdown = shutdown_signal();

@@ -3,9 +3,11 @@
 
 mod capture;
 mod download;
+mod follow;
 mod pictures;
 mod progress;
 mod sinks;
+mod source;
 mod train;
 
 use std::path::PathBuf;

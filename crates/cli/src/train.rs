@@ -1,40 +1,22 @@
 //! `train`, `evaluate` and `predict`.
 
 use std::path::PathBuf;
+
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use tensorcdc_dataset::mnist::{self, Split};
 use tensorcdc_dataset::{Examples, PIXELS};
-use tensorcdc_model::{argmax, checkpoint, default_device, MlpConfig, TrainConfig, Trainer};
+use tensorcdc_model::{argmax, checkpoint, default_device, EpochEnd, Metrics, MlpConfig, Predictor, TrainConfig, Trainer};
 
 use crate::pictures;
 use crate::progress::EpochBar;
-
-#[derive(clap::Args)]
-pub struct DataArgs {
-    /// Directory holding the four MNIST IDX files.
-    #[arg(long)]
-    pub data: PathBuf,
-    /// Use only the first N examples of each split.
-    #[arg(long)]
-    pub limit: Option<usize>,
-}
-
-impl DataArgs {
-    fn load(&self, split: Split) -> Result<Examples> {
-        let ex = mnist::load(&self.data, split)?;
-        Ok(match self.limit {
-            Some(n) => ex.truncate(n),
-            None => ex,
-        })
-    }
-}
+use crate::source::SourceArgs;
 
 #[derive(clap::Args)]
 pub struct TrainArgs {
     #[command(flatten)]
-    pub data: DataArgs,
+    pub source: SourceArgs,
     /// Checkpoint folder to write (config.json + model.bpk).
     #[arg(long, default_value = "model")]
     pub out: PathBuf,
@@ -52,21 +34,34 @@ pub struct TrainArgs {
     pub curves: Option<PathBuf>,
 }
 
-pub fn train(a: TrainArgs) -> Result<()> {
-    let train_set = a.data.load(Split::Train)?;
-    let test_set = a.data.load(Split::Test).ok();
-    let cfg = TrainConfig { epochs: a.epochs, batch_size: a.batch_size, learning_rate: a.learning_rate, seed: a.seed, ..Default::default() };
-    let mut trainer = Trainer::new(MlpConfig::default(), cfg, &default_device())?;
-    println!("training on {} examples from {}", train_set.len(), a.data.data.display());
-    let steps = train_set.len().div_ceil(a.batch_size);
+/// Trains on `train_set` with the Keras-like progress line; returns the trainer and epochs.
+pub fn fit(train_set: &Examples, cfg: TrainConfig) -> Result<(Trainer, Vec<EpochEnd>)> {
+    let mut trainer = Trainer::new(MlpConfig::default(), cfg.clone(), &default_device())?;
+    let steps = train_set.len().div_ceil(cfg.batch_size);
     let mut bar = EpochBar::new();
-    let t0 = Instant::now();
     let mut ends = Vec::new();
-    for _ in 0..a.epochs {
-        let e = trainer.fit_epoch(&train_set, |p| bar.on_step(p));
+    for _ in 0..cfg.epochs {
+        let e = trainer.fit_epoch(train_set, |p| bar.on_step(p));
         bar.on_epoch(&e, steps);
         ends.push(e);
     }
+    Ok((trainer, ends))
+}
+
+pub fn train(a: TrainArgs) -> Result<()> {
+    let rt = tokio::runtime::Runtime::new()?;
+    let (train_set, report) = rt.block_on(a.source.bounded(Split::Train))?;
+    if train_set.is_empty() {
+        bail!("no training examples ({} records read, {} skipped)", report.records, report.skipped);
+    }
+    let test_set = match &a.source.data {
+        Some(dir) => mnist::load(dir, Split::Test).ok(),
+        None => None,
+    };
+    let cfg = TrainConfig { epochs: a.epochs, batch_size: a.batch_size, learning_rate: a.learning_rate, seed: a.seed, ..Default::default() };
+    println!("training on {} examples ({} records read, {} skipped)", train_set.len(), report.records, report.skipped);
+    let t0 = Instant::now();
+    let (trainer, ends) = fit(&train_set, cfg)?;
     let total = t0.elapsed();
     let per_epoch = total.as_secs_f64() / ends.len().max(1) as f64;
     println!("trained {} epochs in {:.2}s ({per_epoch:.3} s/epoch)", ends.len(), total.as_secs_f64());
@@ -77,18 +72,24 @@ pub fn train(a: TrainArgs) -> Result<()> {
         println!("test: {} examples - loss: {:.4} - accuracy: {:.4}", m.examples, m.loss(), m.accuracy());
     }
     if let Some(path) = &a.curves {
-        let loss: Vec<f64> = ends.iter().map(|e| e.metrics.loss()).collect();
-        let acc: Vec<f64> = ends.iter().map(|e| e.metrics.accuracy()).collect();
-        pictures::curves_png(path, &[("LOSS", loss), ("ACCURACY", acc)])?;
+        curves(path, &ends)?;
         println!("curves: {}", path.display());
     }
+    Ok(())
+}
+
+/// The training curves PNG.
+pub fn curves(path: &std::path::Path, ends: &[EpochEnd]) -> Result<()> {
+    let loss: Vec<f64> = ends.iter().map(|e| e.metrics.loss()).collect();
+    let acc: Vec<f64> = ends.iter().map(|e| e.metrics.accuracy()).collect();
+    pictures::curves_png(path, &[("LOSS", loss), ("ACCURACY", acc)])?;
     Ok(())
 }
 
 #[derive(clap::Args)]
 pub struct EvaluateArgs {
     #[command(flatten)]
-    pub data: DataArgs,
+    pub source: SourceArgs,
     /// Checkpoint folder written by `train`.
     #[arg(long, default_value = "model")]
     pub model: PathBuf,
@@ -96,10 +97,46 @@ pub struct EvaluateArgs {
 
 pub fn evaluate(a: EvaluateArgs) -> Result<()> {
     let (_, predictor) = checkpoint::load(&a.model, &default_device())?;
-    let test = a.data.load(Split::Test)?;
-    let m = predictor.evaluate(&test, 1024);
-    println!("{} examples - loss: {:.4} - accuracy: {:.4}", m.examples, m.loss(), m.accuracy());
-    Ok(())
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async move {
+        if a.source.group.is_none() && a.source.source.is_none() {
+            let (test, report) = a.source.bounded(Split::Test).await?;
+            let m = predictor.evaluate(&test, 1024);
+            println!("{} examples - loss: {:.4} - accuracy: {:.4}", m.examples, m.loss(), m.accuracy());
+            if report.skipped > 0 {
+                println!("skipped {} records that did not decode", report.skipped);
+            }
+            return Ok(());
+        }
+        let m = evaluate_stream(&predictor, &a.source, |m| {
+            println!("rows: {} - loss: {:.4} - accuracy: {:.4}", m.examples, m.loss(), m.accuracy());
+        })
+        .await?;
+        println!("final: {} examples - loss: {:.4} - accuracy: {:.4}", m.examples, m.loss(), m.accuracy());
+        Ok(())
+    })
+}
+
+/// Evaluates rows as they arrive until the stream times out; `progress` after each batch.
+pub async fn evaluate_stream(predictor: &Predictor, source: &SourceArgs, mut progress: impl FnMut(&Metrics)) -> Result<Metrics> {
+    let mut stream = source.stream("mnist_test", 9000).await?;
+    let mut m = Metrics::default();
+    let (mut px, mut labels) = (Vec::new(), Vec::new());
+    while let Some(items) = stream.next_batch(1024).await? {
+        px.clear();
+        labels.clear();
+        for it in &items {
+            px.extend_from_slice(&it.example.pixels[..]);
+            labels.push(it.example.label);
+        }
+        predictor.evaluate_batch(&px, &labels, &mut m);
+        progress(&m);
+    }
+    let report = stream.close().await?;
+    if report.skipped > 0 {
+        eprintln!("skipped {} of {} records that did not decode", report.skipped, report.records);
+    }
+    Ok(m)
 }
 
 #[derive(clap::Args)]
@@ -108,8 +145,25 @@ pub struct PredictArgs {
     #[arg(long, default_value = "model")]
     pub model: PathBuf,
     /// 784 comma-separated pixel values 0..=255 (row-major 28x28).
+    #[arg(long, required_unless_present = "follow")]
+    pub pixels: Option<String>,
+    /// Classify rows as they arrive (--kafka ... --topic T, or --source postgres://...).
     #[arg(long)]
-    pub pixels: String,
+    pub follow: bool,
+    #[command(flatten)]
+    pub source: SourceArgs,
+    /// Also write each prediction as JSON to this Kafka topic (on the --kafka brokers).
+    #[arg(long)]
+    pub predictions_topic: Option<String>,
+    /// Also insert each prediction into this Postgres table (created if missing).
+    #[arg(long)]
+    pub predictions_table: Option<String>,
+    /// Postgres URL for --predictions-table (default: --source).
+    #[arg(long)]
+    pub predictions_db: Option<String>,
+    /// Stop after this many predictions.
+    #[arg(long)]
+    pub max: Option<usize>,
     /// Also write the digit, enlarged, with the prediction as its title.
     #[arg(long)]
     pub png: Option<PathBuf>,
@@ -133,7 +187,10 @@ pub fn parse_pixels(text: &str) -> Result<Vec<u8>> {
 }
 
 pub fn predict(a: PredictArgs) -> Result<()> {
-    let pixels = parse_pixels(&a.pixels)?;
+    if a.follow {
+        return crate::follow::follow(a);
+    }
+    let pixels = parse_pixels(a.pixels.as_deref().unwrap_or_default())?;
     let (_, predictor) = checkpoint::load(&a.model, &default_device()).context("loading the model")?;
     let probs = predictor.predict(&pixels)?.remove(0);
     let (digit, p) = argmax(&probs);

@@ -1,1 +1,54 @@
-//! Everything that speaks Kafka (issue 4): the producer sink and the readers.
+//! Everything that speaks Kafka, through librdkafka (built from source by `rdkafka-sys`).
+//!
+//! * [`KafkaSink`]: the producer sink of capture. Idempotent producer, `acks=all`, no
+//!   message timeout (a broker that is down is waited for); a message's delivery report is
+//!   what makes it durable, and reports are consumed in production order, so the LSN
+//!   handed back to the engine always covers a delivered prefix.
+//! * [`read_bounded`]: `tfio.IODataset.from_kafka(topic, partition, offset)`: from an offset
+//!   to the high watermark seen at start, then end.
+//! * [`GroupReader`]: `KafkaGroupIODataset(topics, group_id, stream_timeout, configuration)`:
+//!   a consumer group that ends after `stream_timeout` without a record (or never), with
+//!   offsets stored only after the caller has used a batch.
+//! * [`settings`]: librdkafka `key=value` settings passed through.
+
+mod reader;
+mod sink;
+
+pub use reader::{read_bounded, GroupReader, Record};
+pub use sink::{KafkaSink, Publisher};
+
+/// Errors talking to Kafka.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaError {
+    #[error("kafka setting {0:?}: expected key=value")]
+    Setting(String),
+    #[error("kafka ({context}): {source}")]
+    Client {
+        context: String,
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    #[error("topic {topic:?} did not appear within {secs} s (is capture running and producing to {brokers}?)")]
+    NoTopic { topic: String, secs: u64, brokers: String },
+}
+
+pub(crate) fn client_err(context: &str) -> impl Fn(rdkafka::error::KafkaError) -> KafkaError + '_ {
+    move |source| KafkaError::Client { context: context.into(), source }
+}
+
+/// Parses librdkafka `key=value` settings.
+pub fn settings(list: &[String]) -> Result<Vec<(String, String)>, KafkaError> {
+    list.iter()
+        .map(|kv| kv.split_once('=').map(|(k, v)| (k.trim().to_string(), v.trim().to_string())).ok_or_else(|| KafkaError::Setting(kv.clone())))
+        .collect()
+}
+
+/// A client config for `brokers` with `extra` settings applied last.
+pub fn client_config(brokers: &str, extra: &[(String, String)]) -> rdkafka::ClientConfig {
+    let mut c = rdkafka::ClientConfig::new();
+    c.set("bootstrap.servers", brokers);
+    for (k, v) in extra {
+        c.set(k, v);
+    }
+    c
+}

@@ -70,6 +70,8 @@ pub struct CaptureConfig {
     pub transforms: Vec<(String, BTreeMap<String, String>)>,
     /// `bootstrap.servers` and `kafka.*`/`producer.*` settings for a Kafka sink.
     pub kafka: BTreeMap<String, String>,
+    /// `slot.drop.on.stop`: drop the slot when capture stops (for throwaway readers).
+    pub drop_slot_on_stop: bool,
 }
 
 impl Default for CaptureConfig {
@@ -96,6 +98,7 @@ impl Default for CaptureConfig {
             offset_file: None,
             transforms: vec![],
             kafka: BTreeMap::new(),
+            drop_slot_on_stop: false,
         }
     }
 }
@@ -268,6 +271,7 @@ impl CaptureConfig {
                 "key.converter" => c.converter.key = parse_converter(k, v, key_schemas)?,
                 "value.converter" => c.converter.value = parse_converter(k, v, value_schemas)?,
                 "key.converter.schemas.enable" | "value.converter.schemas.enable" | "transforms" | "name" | "tasks.max" => {}
+                "slot.drop.on.stop" => c.drop_slot_on_stop = parse_bool(k, v)?,
                 "tombstones.on.delete" => c.tombstones_on_delete = parse_bool(k, v)?,
                 "skipped.operations" => {
                     c.skipped_ops = v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty() && s != "none").collect();

@@ -240,7 +240,12 @@ pub async fn run_capture(
     loop {
         let started = Instant::now();
         match session(&cfg, &transform, sink, &mut shutdown, &stats).await {
-            Ok(()) => return Ok(stats.lock().expect("stats").clone()),
+            Ok(()) => {
+                if cfg.drop_slot_on_stop {
+                    drop_slot(&cfg).await;
+                }
+                return Ok(stats.lock().expect("stats").clone());
+            }
             Err(e) if e.is_retryable() => {
                 if started.elapsed() > Duration::from_secs(30) {
                     backoff = Duration::from_millis(200);
@@ -257,6 +262,23 @@ pub async fn run_capture(
         }
         if *shutdown.borrow() {
             return Ok(stats.lock().expect("stats").clone());
+        }
+    }
+}
+
+/// Drops the slot (best effort, `slot.drop.on.stop`).
+async fn drop_slot(cfg: &CaptureConfig) {
+    if let Ok(client) = connect_sql(cfg).await {
+        for _ in 0..50 {
+            match client.execute("SELECT pg_drop_replication_slot($1)", &[&cfg.slot_name]).await {
+                Ok(_) => return,
+                // Still active for a moment after our connection closed.
+                Err(e) if e.code().is_some_and(|c| c.code() == "55006") => tokio::time::sleep(Duration::from_millis(100)).await,
+                Err(e) => {
+                    warn!("dropping slot {}: {e}", cfg.slot_name);
+                    return;
+                }
+            }
         }
     }
 }

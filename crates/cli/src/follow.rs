@@ -1,0 +1,156 @@
+//! `predict --follow`: classify each new row as it arrives and write the prediction (row
+//! key, digit, probability, model version, source position, commit-to-prediction latency)
+//! to stdout, and optionally to a Kafka topic and a Postgres table.
+
+use anyhow::{Context, Result};
+use tensorcdc_model::{argmax, checkpoint, default_device, Predictor};
+use tokio_postgres::NoTls;
+
+use crate::source::{model_version, Item};
+use crate::train::PredictArgs;
+
+/// One prediction.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Prediction {
+    pub key: Option<String>,
+    pub digit: usize,
+    pub probability: f32,
+    pub label: u8,
+    pub model_version: String,
+    pub position: Option<String>,
+    pub latency_ms: Option<f64>,
+}
+
+fn now_ms() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs_f64() * 1e3
+}
+
+/// Predicts a batch of items.
+pub fn predict_items(predictor: &Predictor, version: &str, items: &[Item]) -> Result<Vec<Prediction>> {
+    let mut px = Vec::with_capacity(items.len() * 784);
+    for it in items {
+        px.extend_from_slice(&it.example.pixels[..]);
+    }
+    let probs = predictor.predict(&px)?;
+    let done = now_ms();
+    Ok(items
+        .iter()
+        .zip(probs)
+        .map(|(it, p)| {
+            let (digit, probability) = argmax(&p);
+            Prediction {
+                key: it.example.key.clone(),
+                digit,
+                probability,
+                label: it.example.label,
+                model_version: version.to_string(),
+                position: it.example.position.as_ref().map(|p| p.to_string()),
+                latency_ms: it.commit_ts_ms.map(|c| (done - c as f64).max(0.0)),
+            }
+        })
+        .collect())
+}
+
+/// Writes predictions to a Postgres table.
+pub struct TableWriter {
+    client: tokio_postgres::Client,
+    insert: tokio_postgres::Statement,
+}
+
+impl TableWriter {
+    pub async fn new(url: &str, table: &str) -> Result<Self> {
+        if !table.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            anyhow::bail!("--predictions-table {table:?}: use letters, digits and '_'");
+        }
+        let (client, conn) = tokio_postgres::connect(url, NoTls).await.with_context(|| format!("connecting to {url}"))?;
+        tokio::spawn(conn);
+        client
+            .batch_execute(&format!(
+                "CREATE TABLE IF NOT EXISTS {table}(id BIGSERIAL PRIMARY KEY, row_key TEXT, digit SMALLINT, probability REAL, \
+                 label SMALLINT, model_version TEXT, source_position TEXT, latency_ms DOUBLE PRECISION, predicted_at TIMESTAMPTZ DEFAULT now())"
+            ))
+            .await?;
+        let insert = client
+            .prepare(&format!("INSERT INTO {table}(row_key, digit, probability, label, model_version, source_position, latency_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)"))
+            .await?;
+        Ok(TableWriter { client, insert })
+    }
+
+    pub async fn write(&self, p: &Prediction) -> Result<()> {
+        self.client
+            .execute(&self.insert, &[&p.key, &(p.digit as i16), &p.probability, &(p.label as i16), &p.model_version, &p.position, &p.latency_ms])
+            .await?;
+        Ok(())
+    }
+}
+
+/// p-th percentile (0..=100) of `v`.
+pub fn percentile(v: &[f64], p: f64) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    let idx = ((p / 100.0) * (s.len() - 1) as f64).round() as usize;
+    Some(s[idx])
+}
+
+pub fn follow(a: PredictArgs) -> Result<()> {
+    let (_, predictor) = checkpoint::load(&a.model, &default_device()).context("loading the model")?;
+    let version = model_version(&a.model);
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async move {
+        let mut stream = a.source.stream("mnist_manual", -1).await?;
+        let publisher = match (&a.predictions_topic, &a.source.kafka) {
+            (Some(_), Some(b)) => Some(tensorcdc_kafka::Publisher::new(b, &tensorcdc_kafka::settings(&a.source.kafka_settings)?)?),
+            (Some(_), None) => anyhow::bail!("--predictions-topic needs --kafka"),
+            _ => None,
+        };
+        let table = match &a.predictions_table {
+            Some(t) => {
+                let url = a.predictions_db.as_ref().or(a.source.source.as_ref()).context("--predictions-table needs --predictions-db URL (or --source)")?;
+                Some(TableWriter::new(url, t).await?)
+            }
+            None => None,
+        };
+        let shutdown = crate::capture::shutdown_signal();
+        let mut latencies = Vec::new();
+        let mut n = 0usize;
+        loop {
+            let batch = tokio::select! {
+                b = stream.next_batch(256) => b?,
+                _ = wait_true(shutdown.clone()) => None,
+            };
+            let Some(items) = batch else { break };
+            for p in predict_items(&predictor, &version, &items)? {
+                println!("{}", serde_json::to_string(&p)?);
+                if let (Some(pubr), Some(topic)) = (&publisher, &a.predictions_topic) {
+                    pubr.send(topic, p.key.as_deref().unwrap_or(""), &serde_json::to_vec(&p)?).await?;
+                }
+                if let Some(t) = &table {
+                    t.write(&p).await?;
+                }
+                if let Some(l) = p.latency_ms {
+                    latencies.push(l);
+                }
+                n += 1;
+            }
+            if a.max.is_some_and(|m| n >= m) {
+                break;
+            }
+        }
+        stream.close().await?;
+        if let (Some(p50), Some(p99)) = (percentile(&latencies, 50.0), percentile(&latencies, 99.0)) {
+            eprintln!("{n} predictions; commit-to-prediction latency p50 {p50:.1} ms, p99 {p99:.1} ms");
+        }
+        Ok(())
+    })
+}
+
+async fn wait_true(mut rx: tokio::sync::watch::Receiver<bool>) {
+    while !*rx.borrow() {
+        if rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}

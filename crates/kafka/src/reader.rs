@@ -1,0 +1,214 @@
+//! Reading topics: bounded (to the high watermark) and consumer-group streaming.
+
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::Message as _;
+use rdkafka::{Offset, TopicPartitionList};
+use tracing::info;
+
+use crate::{client_config, client_err, KafkaError};
+
+/// One Kafka record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    /// Record timestamp (capture sets it to the transaction's commit time), ms.
+    pub timestamp_ms: Option<i64>,
+}
+
+fn record(m: &rdkafka::message::BorrowedMessage<'_>) -> Record {
+    Record {
+        topic: m.topic().to_string(),
+        partition: m.partition(),
+        offset: m.offset(),
+        key: m.key().map(<[u8]>::to_vec),
+        value: m.payload().map(<[u8]>::to_vec),
+        timestamp_ms: m.timestamp().to_millis(),
+    }
+}
+
+/// Waits until `topic` has partitions; returns their ids.
+fn wait_topic(consumer: &BaseConsumer, brokers: &str, topic: &str, wait: Duration) -> Result<Vec<i32>, KafkaError> {
+    let start = Instant::now();
+    let mut said = false;
+    loop {
+        if let Ok(md) = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)) {
+            if let Some(t) = md.topics().iter().find(|t| t.name() == topic) {
+                if t.error().is_none() && !t.partitions().is_empty() {
+                    return Ok(t.partitions().iter().map(|p| p.id()).collect());
+                }
+            }
+        }
+        if start.elapsed() >= wait {
+            return Err(KafkaError::NoTopic { topic: topic.into(), secs: wait.as_secs(), brokers: brokers.into() });
+        }
+        if !said {
+            eprintln!("waiting for topic {topic} on {brokers}...");
+            said = true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Reads `topic` (one partition, or all) from `offset` up to the high watermark seen at
+/// start, calling `each` per record in partition order. Waits up to `wait` for the topic.
+/// Returns the number of records read. Blocking: call from a blocking thread.
+pub fn read_bounded(
+    brokers: &str,
+    topic: &str,
+    partition: Option<i32>,
+    offset: i64,
+    extra: &[(String, String)],
+    wait: Duration,
+    mut each: impl FnMut(Record) -> Result<(), KafkaError>,
+) -> Result<u64, KafkaError> {
+    let mut cfg = client_config(brokers, &[]);
+    cfg.set("group.id", "tensorcdc-bounded").set("enable.auto.commit", "false").set("enable.partition.eof", "false");
+    for (k, v) in extra {
+        cfg.set(k, v);
+    }
+    let consumer: BaseConsumer = cfg.create().map_err(client_err("create consumer"))?;
+    let parts = wait_topic(&consumer, brokers, topic, wait)?;
+    let parts: Vec<i32> = match partition {
+        Some(p) => parts.into_iter().filter(|x| *x == p).collect(),
+        None => parts,
+    };
+    let mut tpl = TopicPartitionList::new();
+    let mut ends = Vec::new();
+    for p in &parts {
+        let (low, high) = consumer.fetch_watermarks(topic, *p, Duration::from_secs(10)).map_err(client_err("fetch watermarks"))?;
+        let start = offset.max(low);
+        if start < high {
+            tpl.add_partition_offset(topic, *p, Offset::Offset(start)).map_err(client_err("assign"))?;
+            ends.push((*p, high));
+        }
+    }
+    if ends.is_empty() {
+        return Ok(0);
+    }
+    consumer.assign(&tpl).map_err(client_err("assign"))?;
+    let mut n = 0u64;
+    while !ends.is_empty() {
+        match consumer.poll(Duration::from_secs(1)) {
+            Some(Ok(m)) => {
+                let (p, o) = (m.partition(), m.offset());
+                if let Some(i) = ends.iter().position(|(ep, eh)| *ep == p && o < *eh) {
+                    n += 1;
+                    each(record(&m))?;
+                    if o + 1 >= ends[i].1 {
+                        ends.swap_remove(i);
+                    }
+                }
+            }
+            Some(Err(e)) => return Err(KafkaError::Client { context: format!("read {topic}"), source: e }),
+            None => {}
+        }
+    }
+    Ok(n)
+}
+
+/// A consumer-group stream (`KafkaGroupIODataset`).
+pub struct GroupReader {
+    consumer: StreamConsumer,
+    /// Stop after this long without a record (`None`: never).
+    pub stream_timeout: Option<Duration>,
+    topics: Vec<String>,
+    brokers: String,
+    last: Instant,
+    started: bool,
+}
+
+impl GroupReader {
+    /// Joins `group` on `topics`. `auto_offset_reset`: earliest or latest. `extra`:
+    /// librdkafka settings. `stream_timeout_ms < 0` streams forever.
+    pub fn new(brokers: &str, topics: &[String], group: &str, auto_offset_reset: &str, stream_timeout_ms: i64, extra: &[(String, String)]) -> Result<Self, KafkaError> {
+        let mut cfg = client_config(brokers, &[]);
+        cfg.set("group.id", group)
+            .set("auto.offset.reset", auto_offset_reset)
+            .set("enable.auto.commit", "true")
+            .set("enable.auto.offset.store", "false")
+            .set("session.timeout.ms", "6000")
+            .set("enable.partition.eof", "false")
+            .set("topic.metadata.refresh.interval.ms", "500");
+        for (k, v) in extra {
+            cfg.set(k, v);
+        }
+        let consumer: StreamConsumer = cfg.create().map_err(client_err("create consumer"))?;
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&names).map_err(client_err("subscribe"))?;
+        Ok(GroupReader {
+            consumer,
+            stream_timeout: (stream_timeout_ms >= 0).then(|| Duration::from_millis(stream_timeout_ms as u64)),
+            topics: topics.to_vec(),
+            brokers: brokers.into(),
+            last: Instant::now(),
+            started: false,
+        })
+    }
+
+    fn assigned(&self) -> bool {
+        self.consumer.assignment().map(|a| a.count() > 0).unwrap_or(false)
+    }
+
+    /// Up to `max` records: returns early when no record arrives for `linger`. `None` when
+    /// the stream ended (no record for `stream_timeout`). The stream timeout starts once the
+    /// group has been assigned partitions (a topic that does not exist yet is waited for).
+    pub async fn next_batch(&mut self, max: usize, linger: Duration) -> Result<Option<Vec<Record>>, KafkaError> {
+        let mut out = Vec::new();
+        loop {
+            if !self.started {
+                if self.assigned() {
+                    self.started = true;
+                    self.last = Instant::now();
+                    info!("group assigned partitions of {:?}", self.topics);
+                }
+            }
+            let wait = if out.is_empty() { Duration::from_millis(100) } else { linger };
+            match tokio::time::timeout(wait, self.consumer.recv()).await {
+                Ok(Ok(m)) => {
+                    self.started = true;
+                    self.last = Instant::now();
+                    out.push(record(&m));
+                    if out.len() >= max {
+                        return Ok(Some(out));
+                    }
+                }
+                // Unknown topic (not created yet) and transient errors: keep waiting.
+                Ok(Err(e)) => tracing::debug!("consumer: {e} (waiting for {:?} on {})", self.topics, self.brokers),
+                Err(_) => {
+                    if !out.is_empty() {
+                        return Ok(Some(out));
+                    }
+                    if let (true, Some(t)) = (self.started, self.stream_timeout) {
+                        if self.last.elapsed() >= t {
+                            return Ok(None);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stores the offsets of a batch the caller has used; they are committed (auto-commit,
+    /// and on [`GroupReader::commit`]). Records not marked used are read again by the group.
+    pub fn done_with(&self, batch: &[Record]) -> Result<(), KafkaError> {
+        for r in batch {
+            self.consumer.store_offset(&r.topic, r.partition, r.offset + 1).map_err(client_err("store offset"))?;
+        }
+        Ok(())
+    }
+
+    /// Commits stored offsets now.
+    pub fn commit(&self) -> Result<(), KafkaError> {
+        match self.consumer.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) => Ok(()),
+            Err(rdkafka::error::KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => Ok(()),
+            Err(e) => Err(KafkaError::Client { context: "commit".into(), source: e }),
+        }
+    }
+}

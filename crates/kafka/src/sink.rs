@@ -1,0 +1,199 @@
+//! The Kafka producer sink. Durability rule: an event is durable when its delivery report
+//! says so. Reports are awaited in production order; the engine is told the `ack_lsn` of a
+//! message only after it and every message before it were delivered.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::{KafkaError as RdError, RDKafkaErrorCode};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use tensorcdc_change::json::{ConverterConfig, JsonWriter};
+use tensorcdc_change::{Delivered, Lsn, Message, Sink, SinkError};
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+use crate::{client_config, client_err, KafkaError};
+
+/// Produces each message to its topic (`<prefix>.<schema>.<table>`).
+pub struct KafkaSink {
+    producer: FutureProducer,
+    admin: AdminClient<DefaultClientContext>,
+    writer: JsonWriter,
+    known_topics: HashSet<String>,
+    pending: Option<mpsc::Sender<(DeliveryFuture, Option<Lsn>)>>,
+    outstanding: Arc<AtomicUsize>,
+    failure: Arc<Mutex<Option<String>>>,
+    /// Partitions for topics the sink creates.
+    pub partitions: i32,
+}
+
+impl KafkaSink {
+    /// A sink for `brokers`; `extra` librdkafka settings are applied last.
+    pub fn new(brokers: &str, extra: &[(String, String)], conv: ConverterConfig) -> Result<Self, KafkaError> {
+        let mut cfg = client_config(brokers, &[]);
+        cfg.set("enable.idempotence", "true")
+            .set("acks", "all")
+            // Never give up on a message: a broker that is down is waited for.
+            .set("message.timeout.ms", "0")
+            .set("linger.ms", "5")
+            .set("compression.type", "lz4")
+            .set("queue.buffering.max.kbytes", "262144");
+        for (k, v) in extra {
+            cfg.set(k, v);
+        }
+        let producer: FutureProducer = cfg.create().map_err(client_err("create producer"))?;
+        let admin: AdminClient<DefaultClientContext> = client_config(brokers, extra).create().map_err(client_err("create admin client"))?;
+        Ok(KafkaSink {
+            producer,
+            admin,
+            writer: JsonWriter::new(conv),
+            known_topics: HashSet::new(),
+            pending: None,
+            outstanding: Arc::new(AtomicUsize::new(0)),
+            failure: Arc::new(Mutex::new(None)),
+            partitions: 1,
+        })
+    }
+
+    async fn ensure_topic(&mut self, topic: &str) {
+        if self.known_topics.contains(topic) {
+            return;
+        }
+        let exists = self
+            .producer
+            .client()
+            .fetch_metadata(Some(topic), Duration::from_secs(5))
+            .ok()
+            .and_then(|md| md.topics().iter().find(|t| t.name() == topic).map(|t| t.error().is_none() && !t.partitions().is_empty()))
+            .unwrap_or(false);
+        if exists {
+            self.known_topics.insert(topic.to_string());
+            return;
+        }
+        let t = NewTopic::new(topic, self.partitions, TopicReplication::Fixed(1));
+        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(5))).request_timeout(Some(Duration::from_secs(5)));
+        match self.admin.create_topics(&[t], &opts).await {
+            Ok(results) => {
+                for r in results {
+                    match r {
+                        Ok(name) => debug!("created topic {name}"),
+                        Err((name, RDKafkaErrorCode::TopicAlreadyExists)) => debug!("topic {name} exists"),
+                        // Brokers that refuse the admin API (librdkafka's mock cluster) create topics on first produce.
+                        Err((name, code)) => debug!("create topic {name}: {code}; relying on auto-creation"),
+                    }
+                }
+            }
+            Err(e) => warn!("create topic {topic}: {e}; relying on auto-creation"),
+        }
+        self.known_topics.insert(topic.to_string());
+    }
+
+    fn start_reporter(&mut self, delivered: &Delivered) -> mpsc::Sender<(DeliveryFuture, Option<Lsn>)> {
+        if let Some(p) = &self.pending {
+            return p.clone();
+        }
+        let (tx, mut rx) = mpsc::channel::<(DeliveryFuture, Option<Lsn>)>(1 << 16);
+        let delivered = delivered.clone();
+        let outstanding = self.outstanding.clone();
+        let failure = self.failure.clone();
+        tokio::spawn(async move {
+            while let Some((fut, lsn)) = rx.recv().await {
+                match fut.await {
+                    Ok(Ok(_)) => {
+                        if let Some(l) = lsn {
+                            let _ = delivered.send(l);
+                        }
+                    }
+                    Ok(Err((e, _))) => {
+                        *failure.lock().expect("not poisoned") = Some(e.to_string());
+                        outstanding.fetch_sub(1, Ordering::SeqCst);
+                        return;
+                    }
+                    Err(_) => {
+                        *failure.lock().expect("not poisoned") = Some("producer dropped a delivery report".into());
+                        outstanding.fetch_sub(1, Ordering::SeqCst);
+                        return;
+                    }
+                }
+                outstanding.fetch_sub(1, Ordering::SeqCst);
+            }
+        });
+        self.pending = Some(tx.clone());
+        tx
+    }
+
+    fn check_failure(&self) -> Result<(), SinkError> {
+        match self.failure.lock().expect("not poisoned").as_ref() {
+            Some(e) => Err(SinkError::Permanent(format!("Kafka delivery failed: {e}"))),
+            None => Ok(()),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Sink for KafkaSink {
+    async fn send(&mut self, batch: Vec<Message>, delivered: &Delivered) -> Result<(), SinkError> {
+        self.check_failure()?;
+        let pending = self.start_reporter(delivered);
+        for m in batch {
+            self.ensure_topic(&m.topic).await;
+            let (key, value) = self.writer.serialize(&m);
+            loop {
+                let mut rec: FutureRecord<'_, Vec<u8>, Vec<u8>> = FutureRecord::to(&m.topic).timestamp(m.commit_ts_ms);
+                if let Some(k) = key.as_ref() {
+                    rec = rec.key(k);
+                }
+                if let Some(v) = value.as_ref() {
+                    rec = rec.payload(v);
+                }
+                match self.producer.send_result(rec) {
+                    Ok(fut) => {
+                        self.outstanding.fetch_add(1, Ordering::SeqCst);
+                        pending.send((fut, m.ack_lsn)).await.map_err(|_| SinkError::Permanent("delivery reporter stopped".into()))?;
+                        break;
+                    }
+                    Err((RdError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                        // librdkafka's queue is full (a slow or absent broker): wait, then retry.
+                        self.check_failure()?;
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    Err((e, _)) => return Err(SinkError::Permanent(format!("produce to {}: {e}", m.topic))),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), SinkError> {
+        while self.outstanding.load(Ordering::SeqCst) > 0 {
+            self.check_failure()?;
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        self.check_failure()?;
+        let _ = self.producer.flush(Duration::from_secs(1));
+        Ok(())
+    }
+}
+
+/// A plain JSON publisher (predictions to a topic).
+pub struct Publisher {
+    producer: FutureProducer,
+}
+
+impl Publisher {
+    pub fn new(brokers: &str, extra: &[(String, String)]) -> Result<Self, KafkaError> {
+        let mut cfg = client_config(brokers, extra);
+        cfg.set("enable.idempotence", "true").set("linger.ms", "0");
+        Ok(Publisher { producer: cfg.create().map_err(client_err("create producer"))? })
+    }
+
+    /// Sends one record and waits for its delivery.
+    pub async fn send(&self, topic: &str, key: &str, value: &[u8]) -> Result<(), KafkaError> {
+        let rec = FutureRecord::to(topic).key(key).payload(value);
+        self.producer.send(rec, Duration::from_secs(30)).await.map(|_| ()).map_err(|(e, _)| KafkaError::Client { context: format!("produce to {topic}"), source: e })
+    }
+}
