@@ -149,7 +149,10 @@ impl GroupReader {
             .set("enable.auto.offset.store", "false")
             .set("session.timeout.ms", "6000")
             .set("enable.partition.eof", "false")
-            .set("topic.metadata.refresh.interval.ms", "500");
+            .set("topic.metadata.refresh.interval.ms", "500")
+            // Low latency for live rows: brokers that do not answer a fetch as soon as data
+            // arrives (librdkafka's mock cluster) would otherwise hold it for 500 ms.
+            .set("fetch.wait.max.ms", "10");
         for (k, v) in extra {
             cfg.set(k, v);
         }

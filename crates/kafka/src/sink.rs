@@ -39,7 +39,7 @@ impl KafkaSink {
             .set("acks", "all")
             // Never give up on a message: a broker that is down is waited for.
             .set("message.timeout.ms", "0")
-            .set("linger.ms", "5")
+            .set("linger.ms", "1")
             .set("compression.type", "lz4")
             .set("queue.buffering.max.kbytes", "262144");
         for (k, v) in extra {
