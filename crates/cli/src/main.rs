@@ -2,6 +2,7 @@
 //! The only crate that uses `anyhow`; everything it calls returns typed errors.
 
 mod capture;
+mod demo;
 mod download;
 mod follow;
 mod pictures;
@@ -29,6 +30,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The blog's whole story in one command: private Postgres, load, capture, train, evaluate while inserting, predict live.
+    Demo(demo::DemoArgs),
     /// MNIST files: download them, turn them into SQL (the blog's mnist2sql).
     Mnist {
         #[command(subcommand)]
@@ -112,5 +115,6 @@ fn run(cli: Cli) -> Result<()> {
         Command::Evaluate(a) => train::evaluate(a),
         Command::Predict(a) => train::predict(a),
         Command::Capture(a) => capture::capture(a),
+        Command::Demo(a) => demo::demo(a),
     }
 }
