@@ -149,10 +149,14 @@ async fn run(a: DemoArgs, _shutdown: tokio::sync::watch::Receiver<bool>) -> Resu
     if let Some(n) = a.test_rows {
         test_set = test_set.truncate(n);
     }
-    let written = mnist::export_sql(&data, &a.out, None).ok();
     println!("{} training and {} test images from {}", train_set.len(), test_set.len(), data.display());
-    if let Some(w) = &written {
-        println!("mnist2sql: {}", w.iter().map(|(p, n)| format!("{} ({n} rows)", p.display())).collect::<Vec<_>>().join(", "));
+    // mnist2sql, as the blog's first step: the files psql -f loads.
+    for (split, set) in [(Split::Train, &train_set), (Split::Test, &test_set)] {
+        let path = a.out.join(format!("{}.sql", split.table()));
+        let mut w = std::io::BufWriter::new(std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?);
+        mnist::write_sql(&mut w, split.table(), set)?;
+        std::io::Write::flush(&mut w)?;
+        println!("mnist2sql: {} ({} rows)", path.display(), set.len());
     }
     times.push(("data", t.elapsed()));
 
@@ -183,7 +187,9 @@ async fn run(a: DemoArgs, _shutdown: tokio::sync::watch::Receiver<bool>) -> Resu
     step(3, "Load mnist_train");
     let t = Instant::now();
     let loaded = tensorcdc_postgres::load::load_examples(&client, "mnist_train", &train_set, 5000).await?;
-    client.batch_execute(&tensorcdc_postgres::load::create_table_sql("mnist_test")).await?;
+    if !a.manual {
+        client.batch_execute(&tensorcdc_postgres::load::create_table_sql("mnist_test")).await?;
+    }
     println!("{loaded} rows in mnist_train");
     times.push(("load", t.elapsed()));
 
@@ -268,6 +274,7 @@ async fn run(a: DemoArgs, _shutdown: tokio::sync::watch::Receiver<bool>) -> Resu
     let t = Instant::now();
     let test_path = a.out.join("mnist_test.sql");
     if a.manual {
+        // The table does not exist yet: capture picks it up from its first row.
         println!("waiting for rows: psql '{url}' -f {}", test_path.display());
     } else {
         let c2 = url.clone();
