@@ -74,6 +74,24 @@ enum MnistCommand {
         #[arg(long)]
         limit: Option<usize>,
     },
+    /// Load mnist_train and/or mnist_test directly into Postgres (binary COPY).
+    Load {
+        /// Directory holding the four MNIST .gz files.
+        #[arg(long, default_value = "mnist")]
+        data: PathBuf,
+        /// Postgres connection URL.
+        #[arg(long)]
+        postgres: String,
+        /// train, test or both.
+        #[arg(long, default_value = "both")]
+        split: String,
+        /// Only the first N rows of each split.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Rows per transaction.
+        #[arg(long, default_value_t = 1000)]
+        chunk: usize,
+    },
 }
 
 #[derive(clap::Args)]
@@ -97,6 +115,30 @@ fn main() {
     }
 }
 
+fn load(data: &std::path::Path, url: &str, split: &str, limit: Option<usize>, chunk: usize) -> Result<()> {
+    use tensorcdc_dataset::mnist::{self, Split};
+    let splits: Vec<Split> = match split {
+        "train" => vec![Split::Train],
+        "test" => vec![Split::Test],
+        "both" => vec![Split::Train, Split::Test],
+        o => anyhow::bail!("--split {o:?}: expected train, test or both"),
+    };
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.map_err(|e| anyhow::anyhow!("connecting to {url}: {e}"))?;
+        tokio::spawn(conn);
+        for s in splits {
+            let mut ex = mnist::load(data, s)?;
+            if let Some(n) = limit {
+                ex = ex.truncate(n);
+            }
+            let n = tensorcdc_postgres::load::load_examples(&client, s.table(), &ex, chunk).await?;
+            println!("{}: {n} rows", s.table());
+        }
+        Ok(())
+    })
+}
+
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Mnist { command } => match command {
@@ -110,6 +152,7 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 Ok(())
             }
+            MnistCommand::Load { data, postgres, split, limit, chunk } => load(&data, &postgres, &split, limit, chunk),
         },
         Command::Train(a) => train::train(a),
         Command::Evaluate(a) => train::evaluate(a),

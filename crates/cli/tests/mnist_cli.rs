@@ -53,6 +53,19 @@ fn sql_files_load_with_psql_and_read_back_identical() {
 }
 
 #[test]
+fn mnist_load_copies_rows_into_postgres() {
+    let pg = LocalPg::start(Options { no_fsync: true, ..Default::default() }).unwrap();
+    let out = ok(&["mnist", "load", "--data", FASHION, "--postgres", &pg.url("postgres"), "--limit", "250", "--chunk", "100"]);
+    assert!(out.contains("mnist_train: 250 rows") && out.contains("mnist_test: 250 rows"), "{out}");
+    let got = pg.psql("postgres", &["-At", "-c", "SELECT count(*), min(id), max(id), sum(label) FROM mnist_test"]).unwrap();
+    let test = mnist::load(Path::new(FASHION), Split::Test).unwrap().truncate(250);
+    let label_sum: u64 = test.labels.iter().map(|&l| l as u64).sum();
+    assert_eq!(got.trim(), format!("250|1|250|{label_sum}"));
+    let e = fails(&["mnist", "load", "--data", FASHION, "--postgres", &pg.url("postgres"), "--split", "nope"]);
+    assert!(e.contains("--split \"nope\""), "{e}");
+}
+
+#[test]
 fn train_evaluate_predict_and_their_errors() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("model");
