@@ -43,10 +43,13 @@ pub fn settings(list: &[String]) -> Result<Vec<(String, String)>, KafkaError> {
         .collect()
 }
 
-/// A client config for `brokers` with `extra` settings applied last.
-pub fn client_config(brokers: &str, extra: &[(String, String)]) -> rdkafka::ClientConfig {
+/// A client config for `brokers`: our `defaults`, then the user's `extra` settings (which win).
+pub fn client_config(brokers: &str, defaults: &[(&str, &str)], extra: &[(String, String)]) -> rdkafka::ClientConfig {
     let mut c = rdkafka::ClientConfig::new();
     c.set("bootstrap.servers", brokers);
+    for (k, v) in defaults {
+        c.set(*k, *v);
+    }
     for (k, v) in extra {
         c.set(k, v);
     }

@@ -67,18 +67,17 @@ pub fn read_bounded(
     wait: Duration,
     mut each: impl FnMut(Record) -> Result<(), KafkaError>,
 ) -> Result<u64, KafkaError> {
-    let mut cfg = client_config(brokers, &[]);
-    cfg.set("group.id", "tensorcdc-bounded")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false")
+    let defaults = [
+        ("group.id", "tensorcdc-bounded"),
+        ("enable.auto.commit", "false"),
+        ("enable.partition.eof", "false"),
         // Large fetches: a bounded read wants everything up to the high watermark at once.
-        .set("fetch.max.bytes", "104857600")
-        .set("max.partition.fetch.bytes", "52428800")
+        ("fetch.max.bytes", "104857600"),
+        ("max.partition.fetch.bytes", "52428800"),
         // Data up to the high watermark exists: never let the broker wait for more.
-        .set("fetch.wait.max.ms", "0");
-    for (k, v) in extra {
-        cfg.set(k, v);
-    }
+        ("fetch.wait.max.ms", "0"),
+    ];
+    let cfg = client_config(brokers, &defaults, extra);
     let t0 = Instant::now();
     let consumer: BaseConsumer = cfg.create().map_err(client_err("create consumer"))?;
     let parts = wait_topic(&consumer, brokers, topic, wait)?;
@@ -142,20 +141,20 @@ impl GroupReader {
     /// Joins `group` on `topics`. `auto_offset_reset`: earliest or latest. `extra`:
     /// librdkafka settings. `stream_timeout_ms < 0` streams forever.
     pub fn new(brokers: &str, topics: &[String], group: &str, auto_offset_reset: &str, stream_timeout_ms: i64, extra: &[(String, String)]) -> Result<Self, KafkaError> {
-        let mut cfg = client_config(brokers, &[]);
-        cfg.set("group.id", group)
-            .set("auto.offset.reset", auto_offset_reset)
-            .set("enable.auto.commit", "true")
-            .set("enable.auto.offset.store", "false")
-            .set("session.timeout.ms", "6000")
-            .set("enable.partition.eof", "false")
-            .set("topic.metadata.refresh.interval.ms", "500")
+        let defaults = [
+            ("group.id", group),
+            ("auto.offset.reset", auto_offset_reset),
+            ("enable.auto.commit", "true"),
+            // Offsets are stored only after the caller used a batch (`done_with`).
+            ("enable.auto.offset.store", "false"),
+            ("session.timeout.ms", "6000"),
+            ("enable.partition.eof", "false"),
+            ("topic.metadata.refresh.interval.ms", "500"),
             // Low latency for live rows: brokers that do not answer a fetch as soon as data
             // arrives (librdkafka's mock cluster) would otherwise hold it for 500 ms.
-            .set("fetch.wait.max.ms", "10");
-        for (k, v) in extra {
-            cfg.set(k, v);
-        }
+            ("fetch.wait.max.ms", "10"),
+        ];
+        let cfg = client_config(brokers, &defaults, extra);
         let consumer: StreamConsumer = cfg.create().map_err(client_err("create consumer"))?;
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer.subscribe(&names).map_err(client_err("subscribe"))?;

@@ -34,19 +34,17 @@ pub struct KafkaSink {
 impl KafkaSink {
     /// A sink for `brokers`; `extra` librdkafka settings are applied last.
     pub fn new(brokers: &str, extra: &[(String, String)], conv: ConverterConfig) -> Result<Self, KafkaError> {
-        let mut cfg = client_config(brokers, &[]);
-        cfg.set("enable.idempotence", "true")
-            .set("acks", "all")
+        let defaults = [
+            ("enable.idempotence", "true"),
+            ("acks", "all"),
             // Never give up on a message: a broker that is down is waited for.
-            .set("message.timeout.ms", "0")
-            .set("linger.ms", "1")
-            .set("compression.type", "lz4")
-            .set("queue.buffering.max.kbytes", "262144");
-        for (k, v) in extra {
-            cfg.set(k, v);
-        }
-        let producer: FutureProducer = cfg.create().map_err(client_err("create producer"))?;
-        let admin: AdminClient<DefaultClientContext> = client_config(brokers, extra).create().map_err(client_err("create admin client"))?;
+            ("message.timeout.ms", "0"),
+            ("linger.ms", "1"),
+            ("compression.type", "lz4"),
+            ("queue.buffering.max.kbytes", "262144"),
+        ];
+        let producer: FutureProducer = client_config(brokers, &defaults, extra).create().map_err(client_err("create producer"))?;
+        let admin: AdminClient<DefaultClientContext> = client_config(brokers, &[], extra).create().map_err(client_err("create admin client"))?;
         Ok(KafkaSink {
             producer,
             admin,
@@ -186,8 +184,7 @@ pub struct Publisher {
 
 impl Publisher {
     pub fn new(brokers: &str, extra: &[(String, String)]) -> Result<Self, KafkaError> {
-        let mut cfg = client_config(brokers, extra);
-        cfg.set("enable.idempotence", "true").set("linger.ms", "0");
+        let cfg = client_config(brokers, &[("enable.idempotence", "true"), ("linger.ms", "0")], extra);
         Ok(Publisher { producer: cfg.create().map_err(client_err("create producer"))? })
     }
 
