@@ -12,15 +12,25 @@ use tensorcdc_dataset::mnist::{self, Split};
 use tensorcdc_localpg::{LocalPg, Options};
 use tokio_postgres::NoTls;
 
-fn spawn_capture(pg: &LocalPg, out: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_tensorcdc"))
+/// Kills the capture process if the test fails half-way (no process outlives the test).
+struct Kill(Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_capture(pg: &LocalPg, out: &Path) -> Kill {
+    Kill(Command::new(env!("CARGO_BIN_EXE_tensorcdc"))
         .args(["capture", "--postgres", &pg.url("postgres"), "--table-include-list", "public.mnist_.*", "--slot-name", "crash"])
         .args(["--converter", "json-noschema", "--set", "status.interval.ms=200"])
         .arg("--sink")
         .arg(format!("file:{}", out.display()))
         .stdout(Stdio::null())
         .spawn()
-        .unwrap()
+        .unwrap())
 }
 
 async fn slot_active(c: &tokio_postgres::Client) -> Option<(bool, Lsn)> {
@@ -56,21 +66,22 @@ async fn kill_9_while_streaming_loses_nothing() {
         assert!(Instant::now() < deadline, "capture never started streaming");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // 60,000 real rows, 500 per transaction, from another connection.
+    // 60,000 real rows, 100 per transaction, from another connection.
     let data = mnist::load(Path::new("/usr/share/datasets/fashion-mnist"), Split::Train).unwrap();
     let url = pg.conninfo("postgres");
     let loader = tokio::spawn(async move {
         let (c2, conn) = tokio_postgres::connect(&url, NoTls).await.unwrap();
         tokio::spawn(conn);
-        tensorcdc_postgres::load::load_examples(&c2, "mnist_train", &data, 500).await.unwrap()
+        tensorcdc_postgres::load::load_examples(&c2, "mnist_train", &data, 100).await.unwrap()
     });
     // Kill once about 15 MB of events (some 9,000 rows) are in the file.
     while std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0) < 15_000 * 1_000 {
         assert!(Instant::now() < deadline + Duration::from_secs(60), "capture wrote too little");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    assert!(!loader.is_finished(), "the kill must come while rows are still being inserted");
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
     let confirmed_at_kill = loop {
         if let Some((false, lsn)) = slot_active(&c).await {
             break lsn;
@@ -79,7 +90,7 @@ async fn kill_9_while_streaming_loses_nothing() {
     };
     let (before_restart, _) = read_lines(&out);
     assert!(before_restart.len() < 60_000, "the kill happened mid-stream");
-    let mut child = spawn_capture(&pg, &out);
+    let child = spawn_capture(&pg, &out);
     assert_eq!(loader.await.unwrap(), 60_000);
     let deadline = Instant::now() + Duration::from_secs(180);
     let lines = loop {
@@ -92,8 +103,7 @@ async fn kill_9_while_streaming_loses_nothing() {
         assert!(Instant::now() < deadline, "only {} of 60000 rows after the restart", distinct.len());
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    child.kill().unwrap();
-    child.wait().unwrap();
+    drop(child);
     let mut seen: HashMap<i64, Vec<u64>> = HashMap::new();
     for (id, lsn) in &lines {
         seen.entry(*id).or_default().push(*lsn);

@@ -81,8 +81,9 @@ async fn csv_through_kafka_train_evaluate_predict() {
     let mock = MockCluster::new(1).unwrap();
     let brokers = mock.bootstrap_servers();
     // Topics as the mock cluster wants them; 4 partitions keep each under its ~5 MiB.
-    for t in ["tf.public.mnist_train", "tf.public.mnist_test", "tf.public.mnist_manual"] {
-        mock.create_topic(t, 4, 1).unwrap();
+    // mnist_manual has one, so its predictions come in insertion order.
+    for (t, p) in [("tf.public.mnist_train", 4), ("tf.public.mnist_test", 4), ("tf.public.mnist_manual", 1)] {
+        mock.create_topic(t, p, 1).unwrap();
     }
     let _cap = capture(&pg, &brokers, "e2e", &["--transforms", "unwrap,mnist-csv", "--converter", "string"]);
     wait_count(&brokers, "tf.public.mnist_train", 1200, 60);
