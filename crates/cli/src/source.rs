@@ -200,7 +200,7 @@ impl SourceArgs {
             let stats = Arc::new(Mutex::new(CaptureStats::default()));
             let st = stats.clone();
             let run = tokio::spawn(async move { run_capture(cfg, tensorcdc_postgres::identity(), &mut sink, stop_rx, st).await });
-            return Ok(Stream { inner: Inner::Capture { rx, stop, run: Some(run), stats }, opts, args: self.clone(), timeout_ms, last: Instant::now(), report: Report::default() });
+            return Ok(Stream { inner: Inner::Capture { rx, stop, run: Some(run), stats }, opts, args: self.clone(), timeout_ms, last: Instant::now(), report: Report::default(), unacked: Vec::new() });
         }
         let Some(brokers) = &self.kafka else { bail!("streaming needs --kafka HOST:PORT --topic T --group G, or --source postgres://...") };
         if self.topic.is_empty() {
@@ -208,7 +208,7 @@ impl SourceArgs {
         }
         let group = self.group.clone().unwrap_or_else(|| "tensorcdc".into());
         let reader = GroupReader::new(brokers, &self.topic, &group, &self.auto_offset_reset, timeout_ms, &self.kafka_extra()?)?;
-        Ok(Stream { inner: Inner::Kafka(reader), opts, args: self.clone(), timeout_ms, last: Instant::now(), report: Report::default() })
+        Ok(Stream { inner: Inner::Kafka(reader), opts, args: self.clone(), timeout_ms, last: Instant::now(), report: Report::default(), unacked: Vec::new() })
     }
 }
 
@@ -230,11 +230,17 @@ pub struct Stream {
     timeout_ms: i64,
     last: Instant,
     pub report: Report,
+    /// The last Kafka batch handed out, not yet used.
+    unacked: Vec<tensorcdc_kafka::Record>,
 }
 
 impl Stream {
-    /// The next batch (up to `max`); `None` when the stream timed out.
+    /// The next batch (up to `max`); `None` when the stream timed out. Asking for the next
+    /// batch marks the previous one used: its Kafka offsets may then be committed.
     pub async fn next_batch(&mut self, max: usize) -> Result<Option<Vec<Item>>> {
+        if let Inner::Kafka(r) = &mut self.inner {
+            r.done_with(&std::mem::take(&mut self.unacked))?;
+        }
         loop {
             let mut items = Vec::new();
             match &mut self.inner {
@@ -249,8 +255,8 @@ impl Stream {
                             items.push(Item { example: e, commit_ts_ms: rec.timestamp_ms });
                         }
                     }
-                    // Offsets are stored once the batch is decoded; the caller uses it next.
-                    r.done_with(&batch)?;
+                    // Offsets are committed once the caller has used the batch (next call or close).
+                    self.unacked = batch;
                 }
                 Inner::Capture { rx, stats, .. } => {
                     let wait = Duration::from_millis(50);
@@ -301,7 +307,10 @@ impl Stream {
     /// Commits consumer offsets / stops the in-process capture (dropping its slot).
     pub async fn close(mut self) -> Result<Report> {
         match &mut self.inner {
-            Inner::Kafka(r) => r.commit()?,
+            Inner::Kafka(r) => {
+                r.done_with(&std::mem::take(&mut self.unacked))?;
+                r.commit()?
+            }
             Inner::Capture { stop, run, rx, .. } => {
                 let _ = stop.send(true);
                 rx.close();

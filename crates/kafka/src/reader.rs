@@ -135,6 +135,9 @@ pub struct GroupReader {
     brokers: String,
     last: Instant,
     started: bool,
+    /// Next offset to commit per (topic, partition): one past the last record used.
+    used: std::collections::BTreeMap<(String, i32), i64>,
+    last_commit: Instant,
 }
 
 impl GroupReader {
@@ -144,8 +147,9 @@ impl GroupReader {
         let defaults = [
             ("group.id", group),
             ("auto.offset.reset", auto_offset_reset),
-            ("enable.auto.commit", "true"),
-            // Offsets are stored only after the caller used a batch (`done_with`).
+            // Only offsets of records the caller used are committed (`done_with`, `commit`):
+            // librdkafka's auto-commit and close would commit its position, which can be ahead.
+            ("enable.auto.commit", "false"),
             ("enable.auto.offset.store", "false"),
             ("session.timeout.ms", "6000"),
             ("enable.partition.eof", "false"),
@@ -165,6 +169,8 @@ impl GroupReader {
             brokers: brokers.into(),
             last: Instant::now(),
             started: false,
+            used: Default::default(),
+            last_commit: Instant::now(),
         })
     }
 
@@ -213,19 +219,33 @@ impl GroupReader {
 
     /// Stores the offsets of a batch the caller has used; they are committed (auto-commit,
     /// and on [`GroupReader::commit`]). Records not marked used are read again by the group.
-    pub fn done_with(&self, batch: &[Record]) -> Result<(), KafkaError> {
+    pub fn done_with(&mut self, batch: &[Record]) -> Result<(), KafkaError> {
         for r in batch {
             self.consumer.store_offset(&r.topic, r.partition, r.offset + 1).map_err(client_err("store offset"))?;
+            let e = self.used.entry((r.topic.clone(), r.partition)).or_insert(0);
+            *e = (*e).max(r.offset + 1);
+        }
+        if self.last_commit.elapsed() >= Duration::from_secs(1) {
+            self.commit_mode(CommitMode::Async)?;
         }
         Ok(())
     }
 
-    /// Commits stored offsets now.
-    pub fn commit(&self) -> Result<(), KafkaError> {
-        match self.consumer.commit_consumer_state(CommitMode::Sync) {
-            Ok(()) => Ok(()),
-            Err(rdkafka::error::KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => Ok(()),
-            Err(e) => Err(KafkaError::Client { context: "commit".into(), source: e }),
+    /// Commits the offsets of the records used so far (not the consumer's position, which
+    /// can be ahead of what the caller used).
+    pub fn commit(&mut self) -> Result<(), KafkaError> {
+        self.commit_mode(CommitMode::Sync)
+    }
+
+    fn commit_mode(&mut self, mode: CommitMode) -> Result<(), KafkaError> {
+        self.last_commit = Instant::now();
+        if self.used.is_empty() {
+            return Ok(());
         }
+        let mut tpl = TopicPartitionList::new();
+        for ((t, p), o) in &self.used {
+            tpl.add_partition_offset(t, *p, Offset::Offset(*o)).map_err(client_err("commit"))?;
+        }
+        self.consumer.commit(&tpl, mode).map_err(client_err("commit"))
     }
 }
