@@ -109,3 +109,28 @@ fn download_offline_says_how_to_use_local_files() {
     let e = fails(&["mnist", "sql", "--download", "--url", "http://127.0.0.1:9/mnist/", "--data", dir.path().to_str().unwrap(), "--out", dir.path().to_str().unwrap()]);
     assert!(e.contains("--data DIR") && e.contains("127.0.0.1:9"), "{e}");
 }
+
+#[test]
+fn capture_takes_a_debezium_registration_file_as_is() {
+    let pg = LocalPg::start(Options { no_fsync: true, ..Default::default() }).unwrap();
+    let out = ok(&["mnist", "load", "--data", FASHION, "--postgres", &pg.url("postgres"), "--limit", "20", "--split", "train"]);
+    assert!(out.contains("mnist_train: 20 rows"));
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/register-postgres.json");
+    let o = tensorcdc(&["capture", "--config", file, "--postgres", &pg.url("postgres"), "--snapshot-mode", "initial_only", "--set", "unknown.key=1"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("ignoring unknown connector properties: unknown.key"), "{stderr}");
+    let train = mnist::load(Path::new(FASHION), Split::Train).unwrap().truncate(20);
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 20);
+    for (i, l) in lines.iter().enumerate() {
+        assert_eq!(l["topic"], "tf.public.mnist_train");
+        // The blog's chain: key = label as text, value = the 784 pixels as CSV.
+        assert_eq!(l["key"], train.labels[i] as i64, "{l}");
+        let csv: Vec<u8> = l["value"].as_str().unwrap().split(',').map(|v| v.parse().unwrap()).collect();
+        assert_eq!(csv, train.image(i));
+    }
+    // An invalid value names its key.
+    let e = fails(&["capture", "--config", file, "--postgres", &pg.url("postgres"), "--set", "snapshot.mode=sometimes"]);
+    assert!(e.contains("snapshot.mode"), "{e}");
+}
