@@ -123,8 +123,6 @@ pub struct Message {
     pub commit_ts_ms: i64,
 }
 
-pub use Key as MessageKey;
-
 impl Message {
     /// The message for a change event, on topic `<prefix>.<schema>.<table>`.
     pub fn from_event(event: ChangeEvent, ack_lsn: Option<Lsn>) -> Message {

@@ -40,9 +40,10 @@ fn max_lsn(batch: &[Message]) -> Option<Lsn> {
     batch.iter().filter_map(|m| m.ack_lsn).max()
 }
 
-/// The in-process transport and test fixture: a bounded channel of messages. A message is
-/// durable once the receiver has taken it (there is nothing more durable in-process), so a
-/// slow consumer holds back the source.
+/// The in-process transport and test fixture: a bounded channel of messages. A message counts
+/// as durable once it is in the channel (in-process there is nothing more durable: a crash
+/// loses the consumer too, and the slot resends everything not confirmed). The channel is
+/// bounded, so a slow consumer holds back the source.
 pub struct ChannelSink {
     tx: mpsc::Sender<Message>,
 }

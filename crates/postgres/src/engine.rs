@@ -690,7 +690,6 @@ async fn stream(
     // Streamed (in-progress) transactions: toplevel xid -> (subxid, message).
     let mut streams: HashMap<u32, Vec<(u32, Message)>> = HashMap::new();
     let mut stream_xid: Option<u32> = None;
-    let mut stream_ts: HashMap<u32, ()> = HashMap::new();
     let mut batch: Vec<Message> = Vec::new();
     let status_every = Duration::from_millis(ctx.cfg.status_interval_ms.max(100));
     let mut ticker = tokio::time::interval(Duration::from_millis(200));
@@ -739,7 +738,7 @@ async fn stream(
                     }
                     ReplicationMessage::XLogData { wal_start, data, .. } => {
                         let m = pgoutput::decode(data, stream_xid.is_some())?;
-                        handle(ctx, client, m, wal_start, &mut rels, &mut tx, &mut streams, &mut stream_xid, &mut stream_ts, &mut batch, &mut acks).await?;
+                        handle(ctx, client, m, wal_start, &mut rels, &mut tx, &mut streams, &mut stream_xid, &mut batch, &mut acks).await?;
                     }
                 }
                 if batch.len() >= ctx.cfg.max_batch_size || (!batch.is_empty() && !repl.has_buffered_frame()) {
@@ -789,7 +788,6 @@ async fn handle(
     tx: &mut Option<Tx>,
     streams: &mut HashMap<u32, Vec<(u32, Message)>>,
     stream_xid: &mut Option<u32>,
-    _stream_ts: &mut HashMap<u32, ()>,
     batch: &mut Vec<Message>,
     acks: &mut Acks,
 ) -> Result<(), CaptureError> {

@@ -55,9 +55,7 @@ impl CaptureError {
             }
             return CaptureError::Server { context: context.into(), code, message: db.message().to_string() };
         }
-        if e.is_closed() || std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>()) {
-            return CaptureError::Disconnected { context: context.into(), reason: e.to_string() };
-        }
+        // Not a server error: the connection failed or closed; worth retrying.
         CaptureError::Disconnected { context: context.into(), reason: e.to_string() }
     }
 }
