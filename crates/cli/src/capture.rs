@@ -58,14 +58,7 @@ pub fn properties(a: &CaptureArgs) -> Result<BTreeMap<String, String>> {
     if let Some(path) = &a.config {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let doc: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))?;
-        let map = doc.get("config").unwrap_or(&doc).as_object().with_context(|| format!("{}: expected a JSON object", path.display()))?;
-        for (k, v) in map {
-            let s = match v {
-                serde_json::Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            props.insert(k.clone(), s);
-        }
+        props = tensorcdc_postgres::config::json_properties(&doc).with_context(|| path.display().to_string())?;
     }
     let mut set = |k: &str, v: &Option<String>| {
         if let Some(v) = v {

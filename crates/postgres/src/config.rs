@@ -133,6 +133,23 @@ fn parse_converter(key: &str, v: &str, schemas: bool) -> Result<Converter, Captu
     }
 }
 
+/// The properties of a Debezium registration document (`{"name", "config"}` or a bare map),
+/// values as strings.
+pub fn json_properties(doc: &J) -> Result<BTreeMap<String, String>, CaptureError> {
+    let map = doc.get("config").unwrap_or(doc).as_object().ok_or_else(|| bad("config", "expected a JSON object of connector properties"))?;
+    let mut props = BTreeMap::new();
+    for (k, v) in map {
+        let s = match v {
+            J::String(s) => s.clone(),
+            J::Number(n) => n.to_string(),
+            J::Bool(b) => b.to_string(),
+            other => return Err(bad(k, format!("expected a string, number or boolean, got {other}"))),
+        };
+        props.insert(k.clone(), s);
+    }
+    Ok(props)
+}
+
 impl CaptureConfig {
     /// True when `schema.table` is captured.
     pub fn includes(&self, schema: &str, table: &str) -> bool {
@@ -182,18 +199,7 @@ impl CaptureConfig {
     /// Reads a Debezium registration JSON document (`{"name", "config"}` or a bare map).
     /// Returns the config and the keys it did not know.
     pub fn from_json(doc: &J) -> Result<(CaptureConfig, Vec<String>), CaptureError> {
-        let map = doc.get("config").unwrap_or(doc).as_object().ok_or_else(|| bad("config", "expected a JSON object of connector properties"))?;
-        let mut props = BTreeMap::new();
-        for (k, v) in map {
-            let s = match v {
-                J::String(s) => s.clone(),
-                J::Number(n) => n.to_string(),
-                J::Bool(b) => b.to_string(),
-                other => return Err(bad(k, format!("expected a string, number or boolean, got {other}"))),
-            };
-            props.insert(k.clone(), s);
-        }
-        Self::from_properties(&props)
+        Self::from_properties(&json_properties(doc)?)
     }
 
     /// Reads connector properties. Returns the config and the keys it did not know.
