@@ -1,0 +1,91 @@
+//! The learning commands against Postgres directly (`--source postgres://...`): capture runs
+//! in-process and hands typed events over a channel, no Kafka and no serialisation.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use tensorcdc_dataset::mnist::{self, Split};
+use tensorcdc_localpg::{LocalPg, Options};
+use tokio_postgres::NoTls;
+
+const FASHION: &str = "/usr/share/datasets/fashion-mnist";
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_tensorcdc"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn train_evaluate_predict_from_postgres_in_process() {
+    let pg = LocalPg::start(Options { no_fsync: true, ..Default::default() }).unwrap();
+    let url = pg.url("postgres");
+    let (c, conn) = tokio_postgres::connect(&pg.conninfo("postgres"), NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let train = mnist::load(Path::new(FASHION), Split::Train).unwrap().truncate(3000);
+    let test = mnist::load(Path::new(FASHION), Split::Test).unwrap().truncate(300);
+    tensorcdc_postgres::load::load_examples(&c, "mnist_train", &train, 1000).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+
+    let out = bin().args(["train", "--source", &url, "--epochs", "3", "--out", model.to_str().unwrap()]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("training on 3000 examples (3000 records read, 0 skipped)"), "{stdout}");
+
+    // Evaluate waits for mnist_test, which does not exist yet; its rows arrive after.
+    let mut eval = bin()
+        .args(["evaluate", "--source", &url, "--table", "mnist_test", "--stream-timeout", "3000", "--model", model.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(eval.stdout.take().unwrap()).lines();
+    // Wait for the in-process capture's slot before inserting.
+    loop {
+        let n: i64 = c.query_one("SELECT count(*) FROM pg_replication_slots WHERE active", &[]).await.unwrap().get(0);
+        if n > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    tensorcdc_postgres::load::load_examples(&c, "mnist_test", &test, 100).await.unwrap();
+    let mut last = String::new();
+    for l in lines.by_ref() {
+        last = l.unwrap();
+    }
+    assert!(eval.wait().unwrap().success());
+    assert!(last.starts_with("final: 300 examples"), "{last}");
+    let acc: f64 = last.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(acc > 0.6, "{last}");
+
+    // Live predictions with their latency, written to a table too.
+    let mut follow = bin()
+        .args(["predict", "--follow", "--source", &url, "--table", "mnist_manual", "--max", "3", "--model", model.to_str().unwrap()])
+        .args(["--predictions-table", "mnist_predictions"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = follow.stdout.take().unwrap();
+    loop {
+        let n: i64 = c.query_one("SELECT count(*) FROM pg_replication_slots WHERE active", &[]).await.unwrap().get(0);
+        if n > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let manual = test.clone().truncate(3);
+    tensorcdc_postgres::load::load_examples(&c, "mnist_manual", &manual, 1).await.unwrap();
+    let preds: Vec<serde_json::Value> = BufReader::new(stdout).lines().map(|l| serde_json::from_str(&l.unwrap()).unwrap()).collect();
+    assert!(follow.wait().unwrap().success());
+    assert_eq!(preds.len(), 3);
+    for (i, p) in preds.iter().enumerate() {
+        assert_eq!(p["key"], (i + 1).to_string(), "{p}");
+        assert_eq!(p["label"], manual.labels[i] as i64);
+        assert!(p["position"].as_str().unwrap().starts_with("lsn "), "{p}");
+        assert!(p["latency_ms"].as_f64().unwrap() < 5000.0, "{p}");
+    }
+    let n: i64 = c.query_one("SELECT count(*) FROM mnist_predictions", &[]).await.unwrap().get(0);
+    assert_eq!(n, 3);
+    // The throwaway slots of the in-process readers are gone.
+    let slots: i64 = c.query_one("SELECT count(*) FROM pg_replication_slots", &[]).await.unwrap().get(0);
+    assert_eq!(slots, 0);
+}
