@@ -110,6 +110,28 @@ pub enum Key {
     Text(String),
 }
 
+impl Key {
+    /// The key as text: a text key as is, a one-column row key as its value (the row id),
+    /// a several-column key as its values joined by commas.
+    pub fn to_text(&self) -> Option<String> {
+        match self {
+            Key::None => None,
+            Key::Text(t) => Some(t.clone()),
+            Key::Row(r) => {
+                let parts: Vec<String> = r
+                    .values
+                    .iter()
+                    .map(|v| match v {
+                        crate::Value::String(s) => s.clone(),
+                        other => other.as_i64().map(|i| i.to_string()).unwrap_or_else(|| format!("{other:?}")),
+                    })
+                    .collect();
+                Some(parts.join(","))
+            }
+        }
+    }
+}
+
 /// What flows from the source to a sink.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Message {

@@ -364,10 +364,7 @@ async fn run(a: DemoArgs, _shutdown: tokio::sync::watch::Receiver<bool>) -> Resu
             (Some(r), _) => {
                 let msg = tokio::time::timeout(Duration::from_secs(30), r.manual.recv()).await.context("no mnist_manual row within 30 s")?.context("capture stopped")?;
                 let commit = msg.commit_ts_ms;
-                let key = match &msg.key {
-                    tensorcdc_change::Key::Row(r) => r.values.first().and_then(|v| v.as_i64()).map(|v| v.to_string()),
-                    _ => None,
-                };
+                let key = msg.key.to_text();
                 from_message(&msg, &opts)?
                     .map(|mut e| {
                         e.key = key;

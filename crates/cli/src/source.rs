@@ -273,11 +273,7 @@ impl Stream {
                             for m in msgs {
                                 let res = from_message(&m, &self.opts);
                                 if let Some(mut e) = self.args.take(res, &mut self.report)? {
-                                    e.key = match &m.key {
-                                        tensorcdc_change::Key::Row(r) => r.values.first().and_then(|v| v.as_i64()).map(|v| v.to_string()),
-                                        tensorcdc_change::Key::Text(t) => Some(t.clone()),
-                                        tensorcdc_change::Key::None => None,
-                                    };
+                                    e.key = m.key.to_text();
                                     if let tensorcdc_change::Payload::Envelope(ev) = &m.payload {
                                         e.position = ev.source.lsn.map(|l| Position::Lsn(l.0));
                                     }
