@@ -52,13 +52,14 @@ fn demo_in_process() {
 #[test]
 fn demo_through_kafka() {
     let mock = MockCluster::new(1).unwrap();
-    // The mock keeps ~5 MiB a partition: spread the CSV topics.
-    for (t, p) in [("tf.public.mnist_train", 8), ("tf.public.mnist_test", 4), ("tf.public.mnist_manual", 1)] {
+    // The mock keeps ~5 MiB a partition: spread the CSV topics (keyed by label, ~2.3 kB a
+    // record: 10,000 rows are ~1,000 per label, and no three labels share one of 16 partitions).
+    for (t, p) in [("tf.public.mnist_train", 16), ("tf.public.mnist_test", 8), ("tf.public.mnist_manual", 1)] {
         mock.create_topic(t, p, 1).unwrap();
     }
     let dir = tempfile::tempdir().unwrap();
-    let s = demo(dir.path(), &["--rows", "8000", "--test-rows", "2000", "--kafka", &mock.bootstrap_servers()]);
-    check_summary(&s, 8000, 2000);
+    let s = demo(dir.path(), &["--rows", "10000", "--test-rows", "2000", "--kafka", &mock.bootstrap_servers()]);
+    check_summary(&s, 10000, 2000);
     assert_eq!(s["transport"], "kafka");
 }
 
