@@ -8,7 +8,7 @@ use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
-use tensorcdc_dataset::{Examples, PIXELS};
+use tensorcdc_dataset::{scale_pixels, Examples, PIXELS};
 
 use crate::{Metrics, Mlp, MlpConfig, ModelError};
 
@@ -176,7 +176,8 @@ impl Predictor {
     /// Logits for `n` images of contiguous pixel bytes.
     fn logits(&self, pixels: &[u8]) -> Tensor<2> {
         let n = pixels.len() / PIXELS;
-        let px: Vec<f32> = pixels.iter().map(|&p| p as f32 / 255.0).collect();
+        let mut px = vec![0.0f32; pixels.len()];
+        scale_pixels(pixels, &mut px);
         self.model.forward(Tensor::<2>::from_data(TensorData::new(px, [n, PIXELS]), &self.device()))
     }
 

@@ -191,27 +191,26 @@ impl ReplicationConn {
             .map_err(|e| CaptureError::Disconnected { context: context.into(), reason: e.to_string() })
     }
 
+    /// Bytes of the first buffered message (tag + length + body), once its header is here.
+    fn frame_size(&self) -> Option<usize> {
+        (self.rbuf.len() >= 5).then(|| 1 + u32::from_be_bytes([self.rbuf[1], self.rbuf[2], self.rbuf[3], self.rbuf[4]]) as usize)
+    }
+
     fn try_frame(&mut self) -> Option<Frame> {
-        if self.rbuf.len() < 5 {
-            return None;
-        }
-        let len = u32::from_be_bytes([self.rbuf[1], self.rbuf[2], self.rbuf[3], self.rbuf[4]]) as usize;
-        if self.rbuf.len() < 1 + len {
-            self.rbuf.reserve(1 + len - self.rbuf.len());
+        let size = self.frame_size()?;
+        if self.rbuf.len() < size {
+            self.rbuf.reserve(size - self.rbuf.len());
             return None;
         }
         let tag = self.rbuf[0];
-        let mut frame = self.rbuf.split_to(1 + len);
+        let mut frame = self.rbuf.split_to(size);
         frame.advance(5);
         Some(Frame { tag, body: frame.freeze() })
     }
 
     /// True when a whole message is already buffered (so reading it will not wait).
     pub fn has_buffered_frame(&self) -> bool {
-        self.rbuf.len() >= 5 && {
-            let len = u32::from_be_bytes([self.rbuf[1], self.rbuf[2], self.rbuf[3], self.rbuf[4]]) as usize;
-            self.rbuf.len() > len
-        }
+        self.frame_size().is_some_and(|size| self.rbuf.len() >= size)
     }
 
     /// Reads one backend message (cancel-safe).
