@@ -33,7 +33,7 @@ pub fn save(trainer: &Trainer, dir: &Path) -> Result<(), ModelError> {
     let meta = CheckpointMeta { model: trainer.config, train: trainer.train.clone(), epochs_done: trainer.epochs_done };
     let json = serde_json::to_string_pretty(&meta).expect("config serialises");
     std::fs::write(dir.join(CONFIG), json).map_err(|e| err(&dir.join(CONFIG), e.to_string()))?;
-    trainer.model().clone().valid().into_record().save(dir.join(WEIGHTS)).map_err(|e| err(&dir.join(WEIGHTS), e.to_string()))
+    trainer.model().valid().into_record().save(dir.join(WEIGHTS)).map_err(|e| err(&dir.join(WEIGHTS), e.to_string()))
 }
 
 /// Loads a checkpoint folder for inference.

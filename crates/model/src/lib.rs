@@ -11,11 +11,14 @@
 //! The device picks the backend (burn 0.22): [`default_device`] is burn's `flex` CPU backend;
 //! other backends are burn features (`wgpu`, `cuda`) enabled through this crate's features.
 
+mod adam;
 pub mod checkpoint;
 pub mod metrics;
 mod mlp;
+mod parallel;
 mod train;
 
+pub use adam::FusedAdam;
 pub use metrics::Metrics;
 pub use mlp::{Mlp, MlpConfig};
 pub use train::{argmax, EpochEnd, Predictor, Progress, TrainConfig, Trainer};

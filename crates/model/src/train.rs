@@ -3,14 +3,16 @@
 use std::time::{Duration, Instant};
 
 use burn::module::Module;
+use burn::nn::Linear;
 use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
-use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
+use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 use tensorcdc_dataset::{scale_pixels, Examples, PIXELS};
 
-use crate::{Metrics, Mlp, MlpConfig, ModelError};
+use crate::parallel::{join_columns, split_columns, widths, Block, Worker};
+use crate::{FusedAdam, Metrics, Mlp, MlpConfig, ModelError};
 
 /// Keras' compile and fit settings for the blog's model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -23,15 +25,25 @@ pub struct TrainConfig {
     pub beta_2: f32,
     pub epsilon: f32,
     pub seed: u64,
+    /// Threads training the hidden layer (one column block each); 0: one per CPU core.
+    pub threads: usize,
 }
 
 impl Default for TrainConfig {
     fn default() -> Self {
-        TrainConfig { epochs: 5, batch_size: 64, learning_rate: 0.001, beta_1: 0.9, beta_2: 0.999, epsilon: 1e-7, seed: 42 }
+        TrainConfig { epochs: 5, batch_size: 64, learning_rate: 0.001, beta_1: 0.9, beta_2: 0.999, epsilon: 1e-7, seed: 42, threads: 0 }
     }
 }
 
 impl TrainConfig {
+    /// The number of hidden-layer blocks to train in parallel.
+    pub fn thread_count(&self) -> usize {
+        match self.threads {
+            0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            n => n,
+        }
+    }
+
     /// Checks the values, naming the bad one.
     pub fn validate(&self) -> Result<(), ModelError> {
         if self.epochs == 0 {
@@ -65,12 +77,21 @@ pub struct EpochEnd {
     pub elapsed: Duration,
 }
 
-/// Owns the model, its optimizer and the device, and runs the loops.
+/// Owns the model, its optimizer state and the device, and runs the loops.
+///
+/// The hidden layer is trained in column blocks, one per thread ([`TrainConfig::threads`]):
+/// the first on the caller's thread, the others on worker threads that live as long as the
+/// trainer (see `parallel.rs`). The output layer and the loss run on the caller's thread.
 pub struct Trainer {
     pub config: MlpConfig,
     pub train: TrainConfig,
-    model: Mlp,
-    optim: ModuleOptimizer,
+    /// The first hidden block, stepped on the caller's thread.
+    local: Block,
+    /// The other hidden blocks, one worker thread each.
+    workers: Vec<Worker>,
+    /// The output layer and its optimizer.
+    head: Option<Linear>,
+    head_optim: ModuleOptimizer,
     loss: CrossEntropyLoss,
     device: Device,
     /// Epochs completed so far (also shifts the shuffle seed).
@@ -91,18 +112,35 @@ impl Trainer {
     }
 
     pub(crate) fn from_model(config: MlpConfig, train: TrainConfig, model: Mlp, device: Device) -> Self {
-        let optim = AdamConfig::new()
-            .with_beta_1(train.beta_1)
-            .with_beta_2(train.beta_2)
-            .with_epsilon(train.epsilon)
-            .init();
+        let adam = FusedAdam { beta_1: train.beta_1, beta_2: train.beta_2, epsilon: train.epsilon };
+        let mut blocks = split_columns(&model.fc1, &widths(config.hidden, train.thread_count())).into_iter().map(|l| Block::new(l, adam));
+        let local = blocks.next().expect("at least one block");
+        let workers = blocks.enumerate().map(|(i, b)| Worker::spawn(b, format!("train-block-{}", i + 1))).collect();
         let loss = CrossEntropyLossConfig::new().init(&device);
-        Trainer { config, train, model, optim, loss, device, epochs_done: 0, px: Vec::new(), labels: Vec::new() }
+        Trainer {
+            config,
+            train,
+            local,
+            workers,
+            head: Some(model.fc2),
+            head_optim: ModuleOptimizer::from(adam),
+            loss,
+            device,
+            epochs_done: 0,
+            px: Vec::new(),
+            labels: Vec::new(),
+        }
     }
 
-    /// The model in its current state.
-    pub fn model(&self) -> &Mlp {
-        &self.model
+    /// The model in its current state (the hidden blocks joined into one layer).
+    pub fn model(&self) -> Mlp {
+        let mut blocks = vec![self.local.layer().clone()];
+        blocks.extend(self.workers.iter().map(Worker::layer));
+        Mlp { fc1: join_columns(&blocks), fc2: self.head().clone() }
+    }
+
+    fn head(&self) -> &Linear {
+        self.head.as_ref().expect("output layer present between steps")
     }
 
     /// The device the model lives on.
@@ -113,19 +151,35 @@ impl Trainer {
     /// One optimisation step on the examples at `indices`; returns (mean loss, correct).
     pub fn step(&mut self, data: &Examples, indices: &[usize]) -> (f64, usize) {
         let n = indices.len();
+        let lr = self.train.learning_rate;
         data.gather(indices, &mut self.px, &mut self.labels);
         let x = Tensor::<2>::from_data(TensorData::new(std::mem::take(&mut self.px), [n, PIXELS]), &self.device);
         let y = Tensor::<1, Int>::from_data(TensorData::new(self.labels.clone(), [n]), &self.device);
-        let logits = self.model.forward(x);
+        // Hidden blocks: all start, then the activations are collected in order.
+        for w in &self.workers {
+            w.start_forward(x.clone());
+        }
+        let mut hidden = vec![self.local.forward(x)];
+        hidden.extend(self.workers.iter().map(Worker::finish_forward));
+        // Output layer and loss on the joined activations, each block's part a leaf.
+        let leaves: Vec<Tensor<2>> = hidden.into_iter().map(|h| Tensor::from_inner(h).require_grad()).collect();
+        let logits = self.head().forward(Tensor::cat(leaves.clone(), 1));
         // Accuracy from the logits read back once (64 x 10 floats), not from more tensor ops.
         let read = logits.clone().detach().into_data().try_to_vec::<f32>().unwrap_or_default();
         let correct = read.chunks(self.config.classes).zip(&self.labels).filter(|(row, &l)| argmax(row).0 as i64 == l).count();
         let loss = self.loss.forward(logits, y);
         let grads = loss.backward();
         let loss_value = loss.into_scalar::<f32>() as f64;
-        let grads = GradientsParams::from_grads(grads, &self.model);
-        let model = self.model.clone();
-        self.model = self.optim.step(self.train.learning_rate, model, grads);
+        // Each block back-propagates its share; the workers' run while this thread does its own.
+        let mut dh = leaves.iter().map(|l| l.grad(&grads).expect("activation gradient"));
+        let local_dh = dh.next().expect("at least one block");
+        for (w, g) in self.workers.iter().zip(dh) {
+            w.start_backward(g, lr);
+        }
+        self.local.backward(local_dh, lr);
+        let head = self.head.take().expect("output layer present between steps");
+        let grads = GradientsParams::from_grads(grads, &head);
+        self.head = Some(self.head_optim.step(lr, head, grads));
         (loss_value, correct)
     }
 
@@ -157,7 +211,7 @@ impl Trainer {
 
     /// An inference view of the current weights (no autodiff).
     pub fn predictor(&self) -> Predictor {
-        Predictor { model: self.model.valid(), config: self.config }
+        Predictor { model: self.model().valid(), config: self.config }
     }
 }
 

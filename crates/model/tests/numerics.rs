@@ -141,7 +141,7 @@ fn burn_gradients_match_the_reference() {
     let dev = trainer.device().clone();
     let xt = Tensor::<2>::from_data(TensorData::new(x.iter().map(|&v| v as f32).collect::<Vec<_>>(), [2, PIXELS]), &dev);
     let yt = Tensor::<1, Int>::from_data(TensorData::new(y.iter().map(|&v| v as i64).collect::<Vec<_>>(), [2]), &dev);
-    let model = trainer.model().clone();
+    let model = trainer.model();
     let loss = CrossEntropyLossConfig::new().init(&dev).forward(model.forward(xt), yt);
     let grads = loss.backward();
     let burn_loss = loss.into_scalar::<f32>() as f64;
@@ -162,8 +162,15 @@ fn burn_gradients_match_the_reference() {
 
 #[test]
 fn first_adam_step_matches_hand_computation() {
+    // One thread, the hidden layer split over two threads, and over three (uneven blocks).
+    for threads in [1, 2, 3] {
+        first_adam_step(threads);
+    }
+}
+
+fn first_adam_step(threads: usize) {
     let device = default_device();
-    let cfg = TrainConfig::default();
+    let cfg = TrainConfig { threads, ..Default::default() };
     let mut trainer = Trainer::new(MlpConfig::default(), cfg.clone(), &device).unwrap();
     let before = reference(&trainer);
     let (data, x, y) = batch();
@@ -177,10 +184,37 @@ fn first_adam_step_matches_hand_computation() {
         let expected: Vec<f64> = p0.iter().zip(g).map(|(p, g)| p - lr * g / (g.abs() + eps)).collect();
         let d = max_abs_diff(&expected, p1);
         // f32 weights: the update is about 1e-3, checked to about 1e-6.
-        assert!(d < 2e-6, "{name}: max |burn - hand| = {d}");
+        assert!(d < 2e-6, "{threads} threads, {name}: max |burn - hand| = {d}");
         let moved = p0.iter().zip(p1.iter()).filter(|(a, b)| (*a - *b).abs() > 5e-4).count();
-        assert!(moved > 0, "{name}: no parameter moved");
+        assert!(moved > 0, "{threads} threads, {name}: no parameter moved");
     }
+}
+
+/// Training with the hidden layer split over threads is the same computation as on one thread:
+/// after many steps the weights agree to rounding.
+#[test]
+fn split_hidden_layer_trains_like_one_thread() {
+    let n = 96;
+    let pixels: Vec<u8> = (0..n * PIXELS).map(|i| ((i * 131 + i / 97) % 256) as u8).collect();
+    let labels: Vec<u8> = (0..n).map(|i| (i * 7 % 10) as u8).collect();
+    let data = Examples::new(pixels, labels).unwrap();
+    let run = |threads: usize| {
+        let cfg = TrainConfig { threads, epochs: 4, batch_size: 32, ..Default::default() };
+        let mut trainer = Trainer::new(MlpConfig::default(), cfg, &default_device()).unwrap();
+        let ends = trainer.fit(&data, |_| {}, |_| {});
+        (reference(&trainer), ends.last().unwrap().metrics.loss())
+    };
+    let (one, loss1) = run(1);
+    for threads in [2, 3] {
+        let (many, loss) = run(threads);
+        for (name, a, b) in [("w1", &one.w1, &many.w1), ("b1", &one.b1, &many.b1), ("w2", &one.w2, &many.w2), ("b2", &one.b2, &many.b2)] {
+            let d = max_abs_diff(a, b);
+            assert!(d < 1e-4, "{threads} threads, {name}: max difference {d}");
+        }
+        assert!((loss - loss1).abs() < 1e-4, "{threads} threads: loss {loss} vs {loss1}");
+    }
+    let start = Trainer::new(MlpConfig::default(), TrainConfig::default(), &default_device()).unwrap();
+    assert!(max_abs_diff(&reference(&start).w1, &one.w1) > 1e-3, "training moved the weights");
 }
 
 #[test]
