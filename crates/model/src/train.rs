@@ -99,6 +99,15 @@ pub struct Trainer {
     // Reused buffers for one batch.
     px: Vec<f32>,
     labels: Vec<i64>,
+    /// The next step's batch, gathered ahead.
+    prepared: Option<Batch>,
+}
+
+/// A batch as the model takes it.
+struct Batch {
+    indices: Vec<usize>,
+    x: Tensor<2>,
+    labels: Vec<i64>,
 }
 
 impl Trainer {
@@ -129,6 +138,7 @@ impl Trainer {
             epochs_done: 0,
             px: Vec::new(),
             labels: Vec::new(),
+            prepared: None,
         }
     }
 
@@ -150,23 +160,47 @@ impl Trainer {
 
     /// One optimisation step on the examples at `indices`; returns (mean loss, correct).
     pub fn step(&mut self, data: &Examples, indices: &[usize]) -> (f64, usize) {
+        self.step_then_prepare(data, indices, None)
+    }
+
+    /// The batch at `indices` as tensors (pixels / 255, labels).
+    fn batch(&mut self, data: &Examples, indices: &[usize]) -> Batch {
+        data.gather(indices, &mut self.px, &mut self.labels);
+        let n = indices.len();
+        Batch {
+            indices: indices.to_vec(),
+            x: Tensor::<2>::from_data(TensorData::new(std::mem::take(&mut self.px), [n, PIXELS]), &self.device),
+            labels: self.labels.clone(),
+        }
+    }
+
+    /// [`step`](Self::step), and while the worker threads finish their forward pass, gathers
+    /// the batch at `next` for the following step (reading 64 scattered images is mostly
+    /// waiting for memory, which this overlaps with their work).
+    fn step_then_prepare(&mut self, data: &Examples, indices: &[usize], next: Option<&[usize]>) -> (f64, usize) {
         let n = indices.len();
         let lr = self.train.learning_rate;
-        data.gather(indices, &mut self.px, &mut self.labels);
-        let x = Tensor::<2>::from_data(TensorData::new(std::mem::take(&mut self.px), [n, PIXELS]), &self.device);
-        let y = Tensor::<1, Int>::from_data(TensorData::new(self.labels.clone(), [n]), &self.device);
+        let batch = match self.prepared.take() {
+            Some(b) if b.indices == indices => b,
+            _ => self.batch(data, indices),
+        };
+        let x = batch.x;
+        let y = Tensor::<1, Int>::from_data(TensorData::new(batch.labels.clone(), [n]), &self.device);
         // Hidden blocks: all start, then the activations are collected in order.
         for w in &self.workers {
             w.start_forward(x.clone());
         }
         let mut hidden = vec![self.local.forward(x)];
+        if let Some(next) = next {
+            self.prepared = Some(self.batch(data, next));
+        }
         hidden.extend(self.workers.iter().map(Worker::finish_forward));
         // Output layer and loss on the joined activations, each block's part a leaf.
         let leaves: Vec<Tensor<2>> = hidden.into_iter().map(|h| Tensor::from_inner(h).require_grad()).collect();
         let logits = self.head().forward(Tensor::cat(leaves.clone(), 1));
         // Accuracy from the logits read back once (64 x 10 floats), not from more tensor ops.
         let read = logits.clone().detach().into_data().try_to_vec::<f32>().unwrap_or_default();
-        let correct = read.chunks(self.config.classes).zip(&self.labels).filter(|(row, &l)| argmax(row).0 as i64 == l).count();
+        let correct = read.chunks(self.config.classes).zip(&batch.labels).filter(|(row, &l)| argmax(row).0 as i64 == l).count();
         let loss = self.loss.forward(logits, y);
         let grads = loss.backward();
         let loss_value = loss.into_scalar::<f32>() as f64;
@@ -189,8 +223,9 @@ impl Trainer {
         let order = data.epoch_order(self.train.seed.wrapping_add(self.epochs_done as u64));
         let steps = order.len().div_ceil(self.train.batch_size);
         let mut metrics = Metrics::default();
-        for (step, chunk) in order.chunks(self.train.batch_size).enumerate() {
-            let (loss, correct) = self.step(data, chunk);
+        let chunks: Vec<&[usize]> = order.chunks(self.train.batch_size).collect();
+        for (step, &chunk) in chunks.iter().enumerate() {
+            let (loss, correct) = self.step_then_prepare(data, chunk, chunks.get(step + 1).copied());
             metrics.add(chunk.len(), loss, correct);
             on_step(&Progress { epoch: self.epochs_done + 1, epochs: self.train.epochs, step: step + 1, steps, metrics });
         }
