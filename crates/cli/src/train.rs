@@ -29,6 +29,10 @@ pub struct TrainArgs {
     /// Seed of the weight initialisation and of each epoch's shuffle.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Threads training the model (the hidden layer is split in column blocks, one per thread);
+    /// 0: one per CPU core.
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
     /// Write the training curves (loss, accuracy by epoch) to this PNG.
     #[arg(long)]
     pub curves: Option<PathBuf>,
@@ -58,7 +62,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
         Some(dir) => mnist::load(dir, Split::Test).ok(),
         None => None,
     };
-    let cfg = TrainConfig { epochs: a.epochs, batch_size: a.batch_size, learning_rate: a.learning_rate, seed: a.seed, ..Default::default() };
+    let cfg = TrainConfig { epochs: a.epochs, batch_size: a.batch_size, learning_rate: a.learning_rate, seed: a.seed, threads: a.threads, ..Default::default() };
     println!("training on {} examples ({} records read, {} skipped)", train_set.len(), report.records, report.skipped);
     let t0 = Instant::now();
     let (trainer, ends) = fit(&train_set, cfg)?;

@@ -177,14 +177,17 @@ fn first_adam_step(threads: usize) {
     let (_, grads) = before.loss_and_grads(&x, &y);
     trainer.step(&data, &[0, 1]);
     let after = reference(&trainer);
-    // Step 1: m = (1-b1) g, v = (1-b2) g^2, bias-corrected m^ = g, v^ = g^2:
-    // p' = p - lr * g / (|g| + eps).
+    // Keras' Adam, step 1: m = (1-b1) g, v = (1-b2) g^2, alpha = lr sqrt(1-b2) / (1-b1):
+    // p' = p - m alpha / (sqrt(v) + eps) = p - lr g / (|g| + eps / sqrt(1-b2)).
     let (lr, eps) = (cfg.learning_rate, cfg.epsilon as f64);
     for (name, p0, p1, g) in [("w1", &before.w1, &after.w1, &grads[0]), ("b1", &before.b1, &after.b1, &grads[1]), ("w2", &before.w2, &after.w2, &grads[2]), ("b2", &before.b2, &after.b2, &grads[3])] {
-        let expected: Vec<f64> = p0.iter().zip(g).map(|(p, g)| p - lr * g / (g.abs() + eps)).collect();
+        let eps_hat = eps / (1.0 - cfg.beta_2 as f64).sqrt();
+        let expected: Vec<f64> = p0.iter().zip(g).map(|(p, g)| p - lr * g / (g.abs() + eps_hat)).collect();
         let d = max_abs_diff(&expected, p1);
-        // f32 weights: the update is about 1e-3, checked to about 1e-6.
-        assert!(d < 2e-6, "{threads} threads, {name}: max |burn - hand| = {d}");
+        // The update is about 1e-3; checked to 0.5% of it. Where a gradient is near 1e-8, its
+        // f32 rounding (which depends on how the GEMM blocks the sum) moves the step by up to
+        // ~3e-6, since the step is lr * g / (|g| + 3e-6) there.
+        assert!(d < 5e-6, "{threads} threads, {name}: max |burn - hand| = {d}");
         let moved = p0.iter().zip(p1.iter()).filter(|(a, b)| (*a - *b).abs() > 5e-4).count();
         assert!(moved > 0, "{threads} threads, {name}: no parameter moved");
     }
