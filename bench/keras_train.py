@@ -1,5 +1,7 @@
 """Reference: the blog's Keras model on the same IDX files, timed per epoch.
 
+Usage: keras_train.py DATA_DIR [EPOCHS] [SEED]
+
 Prints one JSON line: {"epoch_s": [...], "test_accuracy": ..., "test_loss": ...}.
 """
 import gzip, json, os, sys, time
@@ -21,6 +23,8 @@ def idx(path):
 
 def main():
     d, epochs = sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 5
+    if len(sys.argv) > 3:
+        tf.keras.utils.set_random_seed(int(sys.argv[3]))
     x_train = idx(os.path.join(d, "train-images-idx3-ubyte.gz")) / 255.0
     y_train = idx(os.path.join(d, "train-labels-idx1-ubyte.gz"))
     x_test = idx(os.path.join(d, "t10k-images-idx3-ubyte.gz")) / 255.0

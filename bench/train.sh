@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Training benchmark: tensorcdc (burn, flex CPU backend) against Keras on the same
 # Fashion-MNIST files, same model and settings (Dense 128 relu, Dense 10, Adam 0.001,
-# batch 64, 5 epochs), side by side in one run. Makes bench/.venv with TensorFlow if missing.
-# Usage: bench/train.sh [DATA_DIR] [EPOCHS]
+# batch 64, 5 epochs), side by side. The two alternate for ROUNDS rounds (seeds 42, 43, ...
+# on both sides) so that a slow spell of a shared machine hits both; the figures are the
+# medians of the rounds' mean seconds per epoch. Makes bench/.venv with TensorFlow if missing.
+# Usage: bench/train.sh [DATA_DIR] [EPOCHS] [ROUNDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data="${1:-/usr/share/datasets/fashion-mnist}"
 epochs="${2:-5}"
+rounds="${3:-3}"
 venv=bench/.venv
 if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import tensorflow" 2>/dev/null; then
   python3 -m venv "$venv"
@@ -14,26 +17,44 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import tensorflow" 2>
 fi
 cargo build --release -q -p tensorcdc
 mkdir -p bench/out
-echo "== Keras ($epochs epochs)" >&2
-"$venv/bin/python" bench/keras_train.py "$data" "$epochs" 2>/dev/null | tail -1 > bench/out/keras_train.json
-echo "== tensorcdc ($epochs epochs)" >&2
-target/release/tensorcdc train --data "$data" --epochs "$epochs" --out bench/out/model > bench/out/tensorcdc_train.txt
-python3 - "$epochs" <<'PY'
+: > bench/out/train_rounds.jsonl
+for r in $(seq 1 "$rounds"); do
+  seed=$((41 + r))
+  echo "== round $r/$rounds: Keras ($epochs epochs, seed $seed)" >&2
+  "$venv/bin/python" bench/keras_train.py "$data" "$epochs" "$seed" 2>/dev/null | tail -1 > bench/out/keras_train.json
+  echo "== round $r/$rounds: tensorcdc ($epochs epochs, seed $seed)" >&2
+  target/release/tensorcdc train --data "$data" --epochs "$epochs" --seed "$seed" --out bench/out/model > bench/out/tensorcdc_train.txt
+  python3 - "$seed" >> bench/out/train_rounds.jsonl <<'PY'
 import json, re, sys
 k = json.load(open("bench/out/keras_train.json"))
 t = open("bench/out/tensorcdc_train.txt").read()
-ours_epoch = float(re.search(r"\(([0-9.]+) s/epoch\)", t).group(1))
-ours_acc = float(re.search(r"test: .* accuracy: ([0-9.]+)", t).group(1))
-keras_epoch = sum(k["epoch_s"]) / len(k["epoch_s"])
-out = {
-    "epochs": int(sys.argv[1]),
-    "tensorcdc_s_per_epoch": round(ours_epoch, 3),
-    "keras_s_per_epoch": round(keras_epoch, 3),
-    "speedup": round(keras_epoch / ours_epoch, 2),
-    "tensorcdc_test_accuracy": ours_acc,
+print(json.dumps({
+    "seed": int(sys.argv[1]),
+    "tensorcdc_s_per_epoch": float(re.search(r"\(([0-9.]+) s/epoch\)", t).group(1)),
+    "keras_s_per_epoch": round(sum(k["epoch_s"]) / len(k["epoch_s"]), 3),
+    "tensorcdc_test_accuracy": float(re.search(r"test: .* accuracy: ([0-9.]+)", t).group(1)),
     "keras_test_accuracy": round(k["test_accuracy"], 4),
-    "accuracy_gap_points": round((ours_acc - k["test_accuracy"]) * 100, 2),
     "tensorflow": k["tensorflow"], "keras": k["keras"],
+}))
+PY
+  tail -1 bench/out/train_rounds.jsonl >&2
+done
+python3 - "$epochs" <<'PY'
+import json, statistics, sys
+rows = [json.loads(l) for l in open("bench/out/train_rounds.jsonl")]
+med = lambda key: statistics.median(r[key] for r in rows)
+mean = lambda key: statistics.mean(r[key] for r in rows)
+ours, keras = med("tensorcdc_s_per_epoch"), med("keras_s_per_epoch")
+out = {
+    "epochs": int(sys.argv[1]), "rounds": len(rows),
+    "tensorcdc_s_per_epoch": round(ours, 3),
+    "keras_s_per_epoch": round(keras, 3),
+    "speedup": round(keras / ours, 2),
+    "speedup_by_round": [round(r["keras_s_per_epoch"] / r["tensorcdc_s_per_epoch"], 2) for r in rows],
+    "tensorcdc_test_accuracy": round(mean("tensorcdc_test_accuracy"), 4),
+    "keras_test_accuracy": round(mean("keras_test_accuracy"), 4),
+    "accuracy_gap_points": round((mean("tensorcdc_test_accuracy") - mean("keras_test_accuracy")) * 100, 2),
+    "tensorflow": rows[0]["tensorflow"], "keras": rows[0]["keras"],
 }
 print(json.dumps(out))
 json.dump(out, open("bench/out/train.json", "w"))
