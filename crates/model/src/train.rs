@@ -142,7 +142,7 @@ impl Trainer {
         }
     }
 
-    /// The model in its current state (the hidden blocks joined into one layer).
+    /// A copy of the model in its current state (the hidden blocks joined into one layer).
     pub fn model(&self) -> Mlp {
         let mut blocks = vec![self.local.layer().clone()];
         blocks.extend(self.workers.iter().map(Worker::layer));
@@ -160,6 +160,8 @@ impl Trainer {
 
     /// One optimisation step on the examples at `indices`; returns (mean loss, correct).
     pub fn step(&mut self, data: &Examples, indices: &[usize]) -> (f64, usize) {
+        // A batch read ahead belongs to `fit_epoch`'s data; a direct call gathers its own.
+        self.prepared = None;
         self.step_then_prepare(data, indices, None)
     }
 
