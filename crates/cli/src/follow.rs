@@ -3,7 +3,7 @@
 //! to stdout, and optionally to a Kafka topic and a Postgres table.
 
 use anyhow::{Context, Result};
-use tensorcdc_model::{argmax, checkpoint, default_device, Predictor};
+use tensorcdc_model::{argmax, checkpoint, device_from_env, Predictor};
 use tokio_postgres::NoTls;
 
 use crate::source::{model_version, Item};
@@ -96,7 +96,7 @@ pub fn percentile(v: &[f64], p: f64) -> Option<f64> {
 }
 
 pub fn follow(a: PredictArgs) -> Result<()> {
-    let (_, predictor) = checkpoint::load(&a.model, &default_device()).context("loading the model")?;
+    let (_, predictor) = checkpoint::load(&a.model, &device_from_env()?).context("loading the model")?;
     let version = model_version(&a.model);
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {

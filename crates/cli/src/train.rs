@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use tensorcdc_dataset::mnist::{self, Split};
 use tensorcdc_dataset::{Examples, PIXELS};
-use tensorcdc_model::{argmax, checkpoint, default_device, EpochEnd, Metrics, MlpConfig, Predictor, TrainConfig, Trainer};
+use tensorcdc_model::{argmax, checkpoint, device_from_env, EpochEnd, Metrics, MlpConfig, Predictor, TrainConfig, Trainer};
 
 use crate::pictures;
 use crate::progress::EpochBar;
@@ -40,7 +40,7 @@ pub struct TrainArgs {
 
 /// Trains on `train_set` with the Keras-like progress line; returns the trainer and epochs.
 pub fn fit(train_set: &Examples, cfg: TrainConfig) -> Result<(Trainer, Vec<EpochEnd>)> {
-    let mut trainer = Trainer::new(MlpConfig::default(), cfg.clone(), &default_device())?;
+    let mut trainer = Trainer::new(MlpConfig::default(), cfg.clone(), &device_from_env()?)?;
     let steps = train_set.len().div_ceil(cfg.batch_size);
     let mut bar = EpochBar::new();
     let mut ends = Vec::new();
@@ -100,7 +100,7 @@ pub struct EvaluateArgs {
 }
 
 pub fn evaluate(a: EvaluateArgs) -> Result<()> {
-    let (_, predictor) = checkpoint::load(&a.model, &default_device())?;
+    let (_, predictor) = checkpoint::load(&a.model, &device_from_env()?)?;
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
         if a.source.group.is_none() && a.source.source.is_none() {
@@ -195,7 +195,7 @@ pub fn predict(a: PredictArgs) -> Result<()> {
         return crate::follow::follow(a);
     }
     let pixels = parse_pixels(a.pixels.as_deref().unwrap_or_default())?;
-    let (_, predictor) = checkpoint::load(&a.model, &default_device()).context("loading the model")?;
+    let (_, predictor) = checkpoint::load(&a.model, &device_from_env()?).context("loading the model")?;
     let probs = predictor.predict(&pixels)?.remove(0);
     let (digit, p) = argmax(&probs);
     print!("{}", pictures::terminal(&pixels));

@@ -83,11 +83,32 @@ impl FusedAdam {
     }
 }
 
+impl FusedAdam {
+    /// The same update as tensor operations, for devices other than the CPU (a GPU backend
+    /// fuses them; moving the data to the host every step would not pay).
+    fn step_tensors<const D: usize>(&self, lr: LearningRate, p: Tensor<D>, g: Tensor<D>, state: Option<AdamState<D>>) -> (Tensor<D>, Option<AdamState<D>>) {
+        let (time, m, v) = match state {
+            Some(s) => (s.momentum.time + 1, s.momentum.moment_1, s.momentum.moment_2),
+            None => (1, p.zeros_like(), p.zeros_like()),
+        };
+        let (b1, b2) = (self.beta_1, self.beta_2);
+        let t = time as i32;
+        let alpha = lr as f32 * (1.0 - b2.powi(t)).sqrt() / (1.0 - b1.powi(t));
+        let m = m.clone() + (g.clone() - m).mul_scalar(1.0 - b1);
+        let v = v.clone() + (g.square() - v).mul_scalar(1.0 - b2);
+        let p = p - m.clone().mul_scalar(alpha) / v.clone().sqrt().add_scalar(self.epsilon);
+        (p, Some(AdamState::new(AdaptiveMomentumState::new(time, m, v))))
+    }
+}
+
 impl Optimizer for FusedAdam {
     type State<const D: usize> = AdamState<D>;
 
     fn step<const D: usize>(&self, lr: LearningRate, tensor: Tensor<D>, grad: Tensor<D>, state: Option<AdamState<D>>) -> (Tensor<D>, Option<AdamState<D>>) {
         let device = tensor.device();
+        if !crate::is_cpu(&device) {
+            return self.step_tensors(lr, tensor, grad, state);
+        }
         let shape = tensor.shape();
         let (time, mut m, mut v) = match state {
             Some(s) => (s.momentum.time + 1, data(s.momentum.moment_1), data(s.momentum.moment_2)),
@@ -154,5 +175,24 @@ mod tests {
         assert!(got.iter().zip(&start).filter(|(a, s)| (*a - *s).abs() > 5e-4).count() > 250, "weights moved by about lr per step");
         assert_eq!(got[5], start[5]);
         assert_eq!(state.unwrap().momentum.time, 3);
+    }
+
+    /// The tensor-operation form (used on GPUs) computes the same update; checked here on the CPU.
+    #[test]
+    fn tensor_form_matches_keras_update() {
+        let device = crate::default_device();
+        let start: Vec<f32> = (0..120).map(|i| ((i * 29 % 61) as f32 - 30.0) / 25.0).collect();
+        let grads: Vec<Vec<f32>> = (0..4).map(|s| (0..120).map(|i| (((i + 3 * s) * 41 % 89) as f32 - 44.0) * 1e-3).collect()).collect();
+        let t = |x: &[f32]| Tensor::<2>::from_data(TensorData::new(x.to_vec(), [12, 10]), &device);
+        let ours = FusedAdam::default();
+        let (mut p, mut state) = (t(&start), None);
+        for g in &grads {
+            (p, state) = ours.step_tensors(0.001, p, t(g), state);
+        }
+        let got = p.into_data().try_to_vec::<f32>().unwrap();
+        let want = keras_reference(0.001, &grads, &start);
+        let worst = got.iter().zip(&want).map(|(a, b)| (*a as f64 - b).abs()).fold(0.0, f64::max);
+        assert!(worst < 1e-6, "largest difference from Keras' update {worst}");
+        assert_eq!(state.unwrap().momentum.time, 4);
     }
 }

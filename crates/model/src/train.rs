@@ -122,7 +122,9 @@ impl Trainer {
 
     pub(crate) fn from_model(config: MlpConfig, train: TrainConfig, model: Mlp, device: Device) -> Self {
         let adam = FusedAdam { beta_1: train.beta_1, beta_2: train.beta_2, epsilon: train.epsilon };
-        let mut blocks = split_columns(&model.fc1, &widths(config.hidden, train.thread_count())).into_iter().map(|l| Block::new(l, adam));
+        // Column blocks spread the work over CPU cores; a GPU takes the whole layer at once.
+        let parts = if crate::is_cpu(&device) { train.thread_count() } else { 1 };
+        let mut blocks = split_columns(&model.fc1, &widths(config.hidden, parts)).into_iter().map(|l| Block::new(l, adam));
         let local = blocks.next().expect("at least one block");
         let workers = blocks.enumerate().map(|(i, b)| Worker::spawn(b, format!("train-block-{}", i + 1))).collect();
         let loss = CrossEntropyLossConfig::new().init(&device);
