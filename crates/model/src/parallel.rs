@@ -1,10 +1,10 @@
 //! The hidden layer split in column blocks, one per CPU core, each trained on its own thread.
 //!
-//! `Dense(784→128)` is `[Dense(784→64) ‖ Dense(784→64)]` on two cores: the same function, the
-//! same gradients. At batch 64 each GEMM (64x784x128) is below the size burn's CPU backend
+//! `Dense(784→128)` is `[Dense(784→48) ‖ Dense(784→80)]` on two cores (see [`widths`]): the
+//! same function, the same gradients. At batch 64 each GEMM (64x784x128) is below the size burn's CPU backend
 //! parallelises, so without this training used one core. Splitting by columns rather than by
-//! examples keeps each block's kernel, gradient and Adam moments (4 x 200 kB) resident in its
-//! core's L2 cache for the whole run; only the batch (200 kB), the block's activations (16 kB)
+//! examples keeps each block's kernel, gradient and Adam moments (4 x 150–250 kB) resident in
+//! its core's L2 cache for the whole run; only the batch (200 kB), the block's activations (16 kB)
 //! and their gradient cross between cores.
 //!
 //! A step: every block computes its activations from the batch ([`Block::forward`]); the trainer
