@@ -51,11 +51,6 @@ fn flush(x: f32) -> f32 {
     }
 }
 
-/// A tensor's data, moved out when unshared (burn copies only if it must).
-fn data<const D: usize>(t: Tensor<D>) -> TensorData {
-    t.into_data()
-}
-
 fn f32s(d: &mut TensorData) -> &mut [f32] {
     d.as_mut_slice::<f32>().expect("f32 tensor data")
 }
@@ -111,11 +106,12 @@ impl Optimizer for FusedAdam {
         }
         let shape = tensor.shape();
         let (time, mut m, mut v) = match state {
-            Some(s) => (s.momentum.time + 1, data(s.momentum.moment_1), data(s.momentum.moment_2)),
+            Some(s) => (s.momentum.time + 1, s.momentum.moment_1.into_data(), s.momentum.moment_2.into_data()),
             None => (1, TensorData::zeros::<f32, _>(shape.clone()), TensorData::zeros::<f32, _>(shape.clone())),
         };
-        let mut p = data(tensor);
-        let g = data(grad);
+        // Moved out of the tensors when unshared (burn copies only if it must).
+        let mut p = tensor.into_data();
+        let g = grad.into_data();
         let g = g.as_slice::<f32>().expect("f32 gradient");
         self.update(lr as f32, time as i32, f32s(&mut p), g, f32s(&mut m), f32s(&mut v));
         let tensor = |d: TensorData| Tensor::<D>::from_data(d, &device);

@@ -96,9 +96,6 @@ pub struct Trainer {
     device: Device,
     /// Epochs completed so far (also shifts the shuffle seed).
     pub epochs_done: usize,
-    // Reused buffers for one batch.
-    px: Vec<f32>,
-    labels: Vec<i64>,
     /// The next step's batch, gathered ahead.
     prepared: Option<Batch>,
 }
@@ -138,8 +135,6 @@ impl Trainer {
             loss,
             device,
             epochs_done: 0,
-            px: Vec::new(),
-            labels: Vec::new(),
             prepared: None,
         }
     }
@@ -168,14 +163,12 @@ impl Trainer {
     }
 
     /// The batch at `indices` as tensors (pixels / 255, labels).
-    fn batch(&mut self, data: &Examples, indices: &[usize]) -> Batch {
-        data.gather(indices, &mut self.px, &mut self.labels);
+    fn batch(&self, data: &Examples, indices: &[usize]) -> Batch {
+        // Fresh buffers: the pixels move into the tensor, the labels into the batch.
+        let (mut px, mut labels) = (Vec::new(), Vec::new());
+        data.gather(indices, &mut px, &mut labels);
         let n = indices.len();
-        Batch {
-            indices: indices.to_vec(),
-            x: Tensor::<2>::from_data(TensorData::new(std::mem::take(&mut self.px), [n, PIXELS]), &self.device),
-            labels: self.labels.clone(),
-        }
+        Batch { indices: indices.to_vec(), x: Tensor::<2>::from_data(TensorData::new(px, [n, PIXELS]), &self.device), labels }
     }
 
     /// [`step`](Self::step), and while the worker threads finish their forward pass, gathers
