@@ -112,8 +112,15 @@ impl Trainer {
     pub fn new(config: MlpConfig, train: TrainConfig, device: &Device) -> Result<Self, ModelError> {
         train.validate()?;
         let device = device.clone().autodiff();
+        // burn's CPU backend has one random generator per process. Seeding it and drawing the
+        // initial weights (burn draws them lazily, on first read) must not interleave with another trainer doing the same, or a seed would not give its weights.
+        static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _init = INIT.lock().unwrap_or_else(|e| e.into_inner());
         device.seed(train.seed);
         let model = config.init(&device);
+        // Draw both kernels now, in layer order, while the generator is held.
+        let _ = (model.fc1.weight.val(), model.fc2.weight.val());
+        drop(_init);
         Ok(Self::from_model(config, train, model, device))
     }
 
