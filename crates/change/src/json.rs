@@ -16,6 +16,8 @@ pub enum BinaryMode {
     #[default]
     Bytes,
     Base64,
+    /// URL-safe alphabet, padded (Java's `Base64.getUrlEncoder()`).
+    Base64UrlSafe,
     Hex,
 }
 
@@ -25,8 +27,9 @@ impl std::str::FromStr for BinaryMode {
         match s {
             "bytes" => Ok(BinaryMode::Bytes),
             "base64" => Ok(BinaryMode::Base64),
+            "base64-url-safe" => Ok(BinaryMode::Base64UrlSafe),
             "hex" => Ok(BinaryMode::Hex),
-            other => Err(format!("binary.handling.mode {other:?}: expected bytes, base64 or hex")),
+            other => Err(format!("binary.handling.mode {other:?}: expected bytes, base64, base64-url-safe or hex")),
         }
     }
 }
@@ -57,12 +60,48 @@ pub struct ConverterConfig {
 /// Placeholder Debezium writes for an unchanged TOASTed value.
 pub const UNAVAILABLE: &str = "__debezium_unavailable_value";
 
+/// True when `binary.handling.mode` applies to this field: plain `bytes` (BYTEA), not a
+/// semantic type that is carried as bytes (`Decimal`, `Bits`).
+fn is_plain_bytes(f: &Field) -> bool {
+    f.ty == FieldType::Bytes && f.semantic().is_none()
+}
+
+/// The Kafka Connect JSON schema of a field (`field` key omitted when `name` is `None`).
+fn field_schema_json(f: &Field, binary: BinaryMode, with_name: bool) -> J {
+    let ty = if is_plain_bytes(f) && binary != BinaryMode::Bytes { "string" } else { f.ty.connect_name() };
+    let mut m = Map::new();
+    m.insert("type".into(), J::from(ty));
+    if let Some(l) = &f.logical {
+        if let Some(items) = &l.items {
+            m.insert("items".into(), field_schema_json(items, binary, false));
+        }
+        if f.ty == FieldType::Struct {
+            m.insert("fields".into(), J::Array(l.fields.iter().map(|x| field_schema_json(x, binary, true)).collect()));
+        }
+    }
+    m.insert("optional".into(), J::from(f.optional));
+    if let Some(l) = &f.logical {
+        if let Some(n) = &l.name {
+            m.insert("name".into(), J::from(n.as_str()));
+        }
+        if let Some(v) = l.version {
+            m.insert("version".into(), J::from(v));
+        }
+        if let Some(d) = &l.doc {
+            m.insert("doc".into(), J::from(d.as_str()));
+        }
+        if !l.params.is_empty() {
+            m.insert("parameters".into(), J::Object(l.params.iter().map(|(k, v)| (k.clone(), J::from(v.as_str()))).collect()));
+        }
+    }
+    if with_name {
+        m.insert("field".into(), J::from(f.name.as_str()));
+    }
+    J::Object(m)
+}
+
 fn field_schema(f: &Field, binary: BinaryMode) -> J {
-    let ty = match (f.ty, binary) {
-        (FieldType::Bytes, BinaryMode::Base64 | BinaryMode::Hex) => "string",
-        (t, _) => t.connect_name(),
-    };
-    json!({"type": ty, "optional": f.optional, "field": f.name})
+    field_schema_json(f, binary, true)
 }
 
 fn struct_schema(fields: &[Field], name: &str, optional: bool, binary: BinaryMode, field: Option<&str>) -> J {
@@ -77,30 +116,57 @@ fn struct_schema(fields: &[Field], name: &str, optional: bool, binary: BinaryMod
     J::Object(m)
 }
 
-/// The JSON of one value.
-pub fn value_json(v: &Value, binary: BinaryMode) -> J {
+/// A float as Kafka Connect's JsonConverter writes it: Jackson quotes NaN and the
+/// infinities (`"NaN"`, `"Infinity"`, `"-Infinity"`).
+fn float_json(f: f64, v: J) -> J {
+    if f.is_nan() {
+        J::from("NaN")
+    } else if f.is_infinite() {
+        J::from(if f > 0.0 { "Infinity" } else { "-Infinity" })
+    } else {
+        v
+    }
+}
+
+/// The JSON of one value of field `f` (`None`: no schema known, bytes follow `binary`).
+pub fn value_json_of(v: &Value, f: Option<&Field>, binary: BinaryMode) -> J {
+    let plain = f.is_none_or(is_plain_bytes);
     match v {
         Value::Null => J::Null,
         Value::Boolean(b) => J::from(*b),
         Value::Int16(i) => J::from(*i),
         Value::Int32(i) => J::from(*i),
         Value::Int64(i) => J::from(*i),
-        Value::Float32(f) => J::from(*f),
-        Value::Float64(f) => J::from(*f),
+        Value::Float32(x) => float_json(*x as f64, J::from(*x)),
+        Value::Float64(x) => float_json(*x, J::from(*x)),
         Value::String(s) => J::from(s.as_str()),
-        Value::Bytes(b) => match binary {
-            BinaryMode::Bytes | BinaryMode::Base64 => J::from(base64::engine::general_purpose::STANDARD.encode(b)),
-            BinaryMode::Hex => J::from(hex::encode(b)),
+        Value::Bytes(b) => match (binary, plain) {
+            (BinaryMode::Hex, true) => J::from(hex::encode(b)),
+            (BinaryMode::Base64UrlSafe, true) => J::from(base64::engine::general_purpose::URL_SAFE.encode(b)),
+            _ => J::from(base64::engine::general_purpose::STANDARD.encode(b)),
         },
+        Value::Array(items) => {
+            let inner = f.and_then(|f| f.logical.as_ref()).and_then(|l| l.items.as_deref());
+            J::Array(items.iter().map(|x| value_json_of(x, inner, binary)).collect())
+        }
+        Value::Struct(vals) => {
+            let fields = f.and_then(|f| f.logical.as_ref()).map_or(&[][..], |l| &l.fields[..]);
+            J::Object(fields.iter().zip(vals).map(|(sf, x)| (sf.name.clone(), value_json_of(x, Some(sf), binary))).collect())
+        }
         Value::Unchanged => J::from(UNAVAILABLE),
     }
+}
+
+/// The JSON of one value (no schema: bytes follow `binary`).
+pub fn value_json(v: &Value, binary: BinaryMode) -> J {
+    value_json_of(v, None, binary)
 }
 
 /// A row as a JSON object, fields in order.
 pub fn row_json(row: &Row, binary: BinaryMode) -> J {
     let mut m = Map::with_capacity(row.values.len());
     for (f, v) in row.fields.iter().zip(&row.values) {
-        m.insert(f.name.clone(), value_json(v, binary));
+        m.insert(f.name.clone(), value_json_of(v, Some(f), binary));
     }
     J::Object(m)
 }
@@ -170,32 +236,48 @@ fn write_num<T: serde::Serialize>(out: &mut Vec<u8>, v: T) {
     serde_json::to_writer(&mut *out, &v).expect("writing to a Vec cannot fail");
 }
 
-fn write_value(out: &mut Vec<u8>, v: &Value, binary: BinaryMode) {
+fn write_float(out: &mut Vec<u8>, x: f64, write: impl FnOnce(&mut Vec<u8>)) {
+    if x.is_finite() {
+        write(out)
+    } else {
+        out.extend_from_slice(if x.is_nan() { b"\"NaN\"" } else if x > 0.0 { b"\"Infinity\"" } else { b"\"-Infinity\"" });
+    }
+}
+
+fn write_value(out: &mut Vec<u8>, v: &Value, f: Option<&Field>, binary: BinaryMode) {
     match v {
         Value::Null => out.extend_from_slice(b"null"),
         Value::Boolean(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
         Value::Int16(i) => write_num(out, i),
         Value::Int32(i) => write_num(out, i),
         Value::Int64(i) => write_num(out, i),
-        Value::Float32(f) => write_num(out, f),
-        Value::Float64(f) => write_num(out, f),
+        Value::Float32(x) => write_float(out, *x as f64, |o| write_num(o, x)),
+        Value::Float64(x) => write_float(out, *x, |o| write_num(o, x)),
         Value::String(s) => write_str(out, s),
         Value::Bytes(b) => {
             out.push(b'"');
-            match binary {
-                BinaryMode::Bytes | BinaryMode::Base64 => {
-                    let start = out.len();
-                    out.resize(start + b.len().div_ceil(3) * 4, 0);
-                    let n = base64::engine::general_purpose::STANDARD.encode_slice(b, &mut out[start..]).expect("sized for base64");
-                    out.truncate(start + n);
-                }
-                BinaryMode::Hex => {
+            match (binary, f.is_none_or(is_plain_bytes)) {
+                (BinaryMode::Hex, true) => {
                     let start = out.len();
                     out.resize(start + 2 * b.len(), 0);
                     hex::encode_to_slice(b, &mut out[start..]).expect("sized for hex");
                 }
+                (mode, plain) => {
+                    let engine = if plain && mode == BinaryMode::Base64UrlSafe {
+                        &base64::engine::general_purpose::URL_SAFE
+                    } else {
+                        &base64::engine::general_purpose::STANDARD
+                    };
+                    let start = out.len();
+                    out.resize(start + b.len().div_ceil(3) * 4, 0);
+                    let n = engine.encode_slice(b, &mut out[start..]).expect("sized for base64");
+                    out.truncate(start + n);
+                }
             }
             out.push(b'"');
+        }
+        Value::Array(_) | Value::Struct(_) => {
+            serde_json::to_writer(&mut *out, &value_json_of(v, f, binary)).expect("writing to a Vec cannot fail");
         }
         Value::Unchanged => write_str(out, UNAVAILABLE),
     }
@@ -209,7 +291,7 @@ fn write_row(out: &mut Vec<u8>, row: &Row, binary: BinaryMode) {
         }
         write_str(out, &f.name);
         out.push(b':');
-        write_value(out, v, binary);
+        write_value(out, v, Some(f), binary);
     }
     out.push(b'}');
 }
@@ -269,8 +351,10 @@ fn fingerprint(fields: &[Field]) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     for f in fields {
         f.name.hash(&mut h);
-        f.ty.connect_name().hash(&mut h);
+        f.ty.hash(&mut h);
         f.optional.hash(&mut h);
+        // Same fields from one relation share their Arc: hashing the pointer is cheap.
+        f.logical.as_ref().map(std::sync::Arc::as_ptr).hash(&mut h);
     }
     h.finish()
 }
@@ -425,7 +509,7 @@ mod tests {
     #[test]
     fn binary_modes() {
         let msg = Message::from_event(event(), None);
-        for (mode, expect) in [(BinaryMode::Bytes, "AP8Q"), (BinaryMode::Base64, "AP8Q"), (BinaryMode::Hex, "00ff10")] {
+        for (mode, expect) in [(BinaryMode::Bytes, "AP8Q"), (BinaryMode::Base64, "AP8Q"), (BinaryMode::Hex, "00ff10"), (BinaryMode::Base64UrlSafe, "AP8Q")] {
             let cfg = ConverterConfig { binary: mode, value: Converter::Json { schemas: false }, ..Default::default() };
             let v: J = serde_json::from_slice(&serialize(&msg, &cfg).1.unwrap()).unwrap();
             assert_eq!(v["after"]["pixels"], expect);

@@ -20,7 +20,7 @@ pub mod value;
 pub use event::{ChangeEvent, Key, Message, Op, Payload, Snapshot, Source};
 pub use lsn::Lsn;
 pub use sink::{ChannelSink, Delivered, MemorySink, Sink, SinkError};
-pub use value::{Field, FieldType, Row, Value};
+pub use value::{Field, FieldType, Logical, Row, Value};
 
 /// The connector version reported in `source.version`.
 pub const VERSION: &str = concat!("tensorcdc-", env!("CARGO_PKG_VERSION"));

@@ -1,9 +1,13 @@
 //! Typed values and rows that carry their schema.
+//!
+//! A [`Field`] is a Kafka Connect field schema: a literal [`FieldType`], whether it is
+//! optional, and for Debezium's semantic types a [`Logical`] part (schema `name`,
+//! `version`, `parameters`, and the element or field schemas of arrays and structs).
 
 use std::sync::Arc;
 
-/// The Kafka Connect type of a field.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The Kafka Connect literal type of a field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FieldType {
     Boolean,
     Int16,
@@ -13,6 +17,10 @@ pub enum FieldType {
     Float64,
     String,
     Bytes,
+    /// Elements described by [`Logical::items`].
+    Array,
+    /// Fields described by [`Logical::fields`].
+    Struct,
 }
 
 impl FieldType {
@@ -27,6 +35,8 @@ impl FieldType {
             FieldType::Float64 => "double",
             FieldType::String => "string",
             FieldType::Bytes => "bytes",
+            FieldType::Array => "array",
+            FieldType::Struct => "struct",
         }
     }
 
@@ -40,27 +50,75 @@ impl FieldType {
             "double" => FieldType::Float64,
             "string" => FieldType::String,
             "bytes" => FieldType::Bytes,
+            "array" => FieldType::Array,
+            "struct" => FieldType::Struct,
             _ => return None,
         })
     }
 }
 
+/// The semantic part of a schema (Debezium's `io.debezium.time.Date`, Kafka Connect's
+/// `Decimal`, ...), and the inner schemas of arrays and structs.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct Logical {
+    /// The schema `name` (`org.apache.kafka.connect.data.Decimal`, ...).
+    pub name: Option<String>,
+    pub version: Option<i32>,
+    /// The schema `doc`.
+    pub doc: Option<String>,
+    /// The schema `parameters`, in order.
+    pub params: Vec<(String, String)>,
+    /// The element schema of an array (its `name` is unused).
+    pub items: Option<Box<Field>>,
+    /// The fields of a struct.
+    pub fields: Vec<Field>,
+}
+
+impl Logical {
+    /// A semantic name with version 1, as Debezium's builders write it.
+    pub fn named(name: &str) -> Self {
+        Logical { name: Some(name.into()), version: Some(1), ..Default::default() }
+    }
+
+    pub fn param(mut self, key: &str, value: impl Into<String>) -> Self {
+        self.params.push((key.into(), value.into()));
+        self
+    }
+
+    /// The value of parameter `key`.
+    pub fn get_param(&self, key: &str) -> Option<&str> {
+        self.params.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+}
+
 /// One column of a row.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Field {
     pub name: String,
     pub ty: FieldType,
     pub optional: bool,
+    /// Semantic name, parameters and inner schemas; `None` for a plain literal type.
+    pub logical: Option<Arc<Logical>>,
 }
 
 impl Field {
     pub fn new(name: impl Into<String>, ty: FieldType, optional: bool) -> Self {
-        Field { name: name.into(), ty, optional }
+        Field { name: name.into(), ty, optional, logical: None }
+    }
+
+    pub fn with_logical(mut self, logical: Logical) -> Self {
+        self.logical = Some(Arc::new(logical));
+        self
+    }
+
+    /// The schema's semantic name, if any.
+    pub fn semantic(&self) -> Option<&str> {
+        self.logical.as_ref().and_then(|l| l.name.as_deref())
     }
 }
 
-/// A value of a column. Types Postgres has and Kafka Connect lacks (numeric, dates, json,
-/// arrays...) travel as their text form in `String`.
+/// A value of a column, as Kafka Connect holds it: Debezium's semantic types are their
+/// literal values (a `Decimal` is its unscaled bytes, a `Date` its int32 days, ...).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
     Null,
@@ -72,6 +130,9 @@ pub enum Value {
     Float64(f64),
     String(String),
     Bytes(Vec<u8>),
+    Array(Vec<Value>),
+    /// Values of a struct's fields, in the order of its schema's fields.
+    Struct(Vec<Value>),
     /// A TOASTed value that did not change and was not sent by Postgres (Debezium writes
     /// the placeholder `__debezium_unavailable_value`).
     Unchanged,

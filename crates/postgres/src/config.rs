@@ -72,6 +72,9 @@ pub struct CaptureConfig {
     pub kafka: BTreeMap<String, String>,
     /// `slot.drop.on.stop`: drop the slot when capture stops (for throwaway readers).
     pub drop_slot_on_stop: bool,
+    /// `decimal.handling.mode`, `time.precision.mode`, `interval.handling.mode`,
+    /// `money.fraction.digits`.
+    pub types: crate::types::TypeSettings,
 }
 
 impl Default for CaptureConfig {
@@ -99,6 +102,7 @@ impl Default for CaptureConfig {
             transforms: vec![],
             kafka: BTreeMap::new(),
             drop_slot_on_stop: false,
+            types: Default::default(),
         }
     }
 }
@@ -166,6 +170,8 @@ impl CaptureConfig {
             c.host(&self.host);
         }
         c.port(self.port).user(&self.user).dbname(&self.dbname).application_name("tensorcdc");
+        // Text forms read by `types::text` (snapshot `::text` casts) assume these settings.
+        c.options(crate::types::SESSION_OPTIONS);
         if let Some(p) = &self.password {
             c.password(p);
         }
@@ -294,6 +300,7 @@ impl CaptureConfig {
                 "bootstrap.servers" => {
                     c.kafka.insert(k.clone(), v.clone());
                 }
+                _ if c.types.set(k, v).map_err(|e| bad(k, e))? => {}
                 _ if k.starts_with("transforms.") => {
                     if !transform_names.iter().any(|n| k.starts_with(&format!("transforms.{n}."))) {
                         unknown.push(k.clone());
@@ -357,6 +364,9 @@ mod tests {
             ("binary.handling.mode", "base32"),
             ("slot.name", "Bad-Name"),
             ("value.converter", "avro"),
+            ("decimal.handling.mode", "exact"),
+            ("time.precision.mode", "nanos"),
+            ("interval.handling.mode", "iso"),
         ] {
             let props = BTreeMap::from([(k.to_string(), v.to_string())]);
             let e = CaptureConfig::from_properties(&props).unwrap_err().to_string();

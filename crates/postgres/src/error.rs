@@ -26,6 +26,9 @@ pub enum CaptureError {
     /// The server is not set up for logical replication.
     #[error("{0}")]
     Setup(String),
+    /// The session must start again (retryable at once), for the reason given.
+    #[error("{0}")]
+    Restart(String),
     /// The sink failed permanently.
     #[error(transparent)]
     Sink(#[from] tensorcdc_change::SinkError),
@@ -35,7 +38,7 @@ impl CaptureError {
     /// True when retrying later may succeed.
     pub fn is_retryable(&self) -> bool {
         match self {
-            CaptureError::Connect { .. } | CaptureError::Disconnected { .. } => true,
+            CaptureError::Connect { .. } | CaptureError::Disconnected { .. } | CaptureError::Restart(_) => true,
             // 57P01 admin_shutdown, 57P02 crash_shutdown, 57P03 cannot_connect_now,
             // 55006 object_in_use (slot active for another PID, e.g. our own previous
             // connection that the server has not reaped yet), 08xxx connection exceptions.

@@ -4,17 +4,22 @@
 //!   `table.include.list`, `slot.name`, `snapshot.mode`, ...).
 //! * [`replication`]: our replication connection (startup, auth, CopyBoth stream).
 //! * [`pgoutput`]: the pgoutput decoder, protocol versions 1 to 4.
-//! * [`types`]: column values by type OID, text and binary.
-//! * [`engine`]: publication and slot lifecycle, the consistent snapshot, the stream, and
-//!   the acknowledgement rule: an LSN is confirmed only after the sink made it durable.
+//! * [`types`]: column types from the catalog, values decoded from text and binary forms,
+//!   and Debezium's mapping of each type to a Kafka Connect schema and value.
+//! * [`engine`]: one capture session after another (retries), the offsets file, and the
+//!   acknowledgement rule: an LSN is confirmed only after the sink made it durable;
+//!   `catalog` (tables, publication, slot), `snapshot` and `stream` do the parts.
 //! * [`load`]: loading MNIST examples into a table (the `mnist load` command).
 
+mod catalog;
 pub mod config;
 pub mod engine;
 mod error;
 pub mod load;
 pub mod pgoutput;
 pub mod replication;
+mod snapshot;
+mod stream;
 pub mod types;
 
 pub use config::{CaptureConfig, PublicationMode, SnapshotMode};

@@ -107,6 +107,7 @@ impl ReplicationConn {
             ("replication", "database"),
             ("application_name", application_name),
             ("client_encoding", "UTF8"),
+            ("options", crate::types::SESSION_OPTIONS),
         ];
         frontend::startup_message(params.iter().copied(), &mut conn.wbuf).map_err(|e| CaptureError::Protocol(e.to_string()))?;
         conn.flush("startup").await?;

@@ -1,0 +1,188 @@
+//! The catalog side of capture: included tables, their columns, types and primary keys,
+//! the publication and the slot's state.
+
+use std::sync::Arc;
+
+use tensorcdc_change::{Field, Lsn, Row};
+use tokio_postgres::Client;
+
+use crate::config::{CaptureConfig, PublicationMode};
+use crate::pgoutput::TupleValue;
+use crate::types::{self, PgType, TypeCache};
+use crate::CaptureError;
+
+/// A captured table, as the engine knows it.
+#[derive(Debug)]
+pub(crate) struct Rel {
+    pub schema: Arc<str>,
+    pub table: Arc<str>,
+    pub topic: String,
+    pub types: Vec<PgType>,
+    pub fields: Arc<Vec<Field>>,
+    pub key_idx: Vec<usize>,
+    pub key_fields: Arc<Vec<Field>>,
+    pub included: bool,
+    pub settings: types::TypeSettings,
+}
+
+/// A column as the catalog describes it.
+#[derive(Debug, Clone)]
+pub(crate) struct Column {
+    pub name: String,
+    pub ty: PgType,
+    pub notnull: bool,
+}
+
+pub(crate) fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+pub(crate) fn quote_lit(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// Column names, types (resolved through `cache`) and NOT NULL, and the primary key.
+pub(crate) async fn describe(client: &Client, oid: u32, cache: &mut TypeCache) -> Result<(Vec<Column>, Vec<String>), CaptureError> {
+    let rows = client
+        .query(
+            "SELECT attname::text, atttypid::oid, atttypmod, attnotnull FROM pg_attribute WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+            &[&oid],
+        )
+        .await
+        .map_err(|e| CaptureError::from_pg("describe table", e))?;
+    let mut cols = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let ty = cache.resolve(client, r.get(1), r.get(2)).await.map_err(|e| CaptureError::from_pg("describe column type", e))?;
+        cols.push(Column { name: r.get(0), ty, notnull: r.get(3) });
+    }
+    let pk = client
+        .query(
+            "SELECT a.attname::text FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) WHERE i.indrelid = $1 AND i.indisprimary ORDER BY array_position(i.indkey, a.attnum)",
+            &[&oid],
+        )
+        .await
+        .map_err(|e| CaptureError::from_pg("describe primary key", e))?
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect();
+    Ok((cols, pk))
+}
+
+pub(crate) fn build_rel(cfg: &CaptureConfig, schema: &str, table: &str, cols: &[Column], key_names: &[String]) -> Rel {
+    let fields: Vec<Field> = cols.iter().map(|c| types::debezium::field(&c.name, &c.ty, !c.notnull, &cfg.types)).collect();
+    let key_idx: Vec<usize> = key_names.iter().filter_map(|k| cols.iter().position(|c| &c.name == k)).collect();
+    let key_fields = key_idx.iter().map(|&i| Field { optional: false, ..fields[i].clone() }).collect();
+    Rel {
+        schema: schema.into(),
+        table: table.into(),
+        topic: format!("{}.{schema}.{table}", cfg.topic_prefix),
+        types: cols.iter().map(|c| c.ty.clone()).collect(),
+        fields: Arc::new(fields),
+        key_idx,
+        key_fields: Arc::new(key_fields),
+        included: cfg.includes(schema, table),
+        settings: cfg.types,
+    }
+}
+
+impl Rel {
+    pub fn key_of(&self, row: &Row) -> Option<Row> {
+        if self.key_idx.is_empty() {
+            return None;
+        }
+        Some(Row::new(self.key_fields.clone(), self.key_idx.iter().map(|&i| row.values[i].clone()).collect()))
+    }
+
+    pub fn row(&self, tuple: &[TupleValue], lsn: u64) -> Result<Row, CaptureError> {
+        if tuple.len() != self.types.len() {
+            return Err(CaptureError::Protocol(format!(
+                "{}.{} at LSN {}: tuple has {} columns, relation has {}",
+                self.schema, self.table, Lsn(lsn), tuple.len(), self.types.len()
+            )));
+        }
+        let values = tuple
+            .iter()
+            .zip(&self.types)
+            .enumerate()
+            .map(|(i, (v, t))| {
+                types::from_tuple(t, v, &self.settings).map_err(|e| {
+                    CaptureError::Protocol(format!("{}.{} column {} at LSN {}: {e}", self.schema, self.table, self.fields[i].name, Lsn(lsn)))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Row::new(self.fields.clone(), values))
+    }
+}
+
+pub(crate) async fn slot_state(cfg: &CaptureConfig, client: &Client) -> Result<Option<(Option<i32>, Option<String>)>, CaptureError> {
+    let rows = client
+        .query(
+            "SELECT active_pid, confirmed_flush_lsn::text, plugin::text, database::text FROM pg_replication_slots WHERE slot_name = $1",
+            &[&cfg.slot_name],
+        )
+        .await
+        .map_err(|e| CaptureError::from_pg("look up the replication slot", e))?;
+    let Some(r) = rows.first() else { return Ok(None) };
+    let plugin: Option<String> = r.get(2);
+    let db: Option<String> = r.get(3);
+    if plugin.as_deref() != Some("pgoutput") || db.as_deref() != Some(cfg.dbname.as_str()) {
+        return Err(CaptureError::Config {
+            key: "slot.name".into(),
+            reason: format!("slot {:?} exists for plugin {plugin:?} in database {db:?}, not pgoutput in {:?}", cfg.slot_name, cfg.dbname),
+        });
+    }
+    Ok(Some((r.get(0), r.get(1))))
+}
+
+pub(crate) async fn ensure_publication(cfg: &CaptureConfig, client: &Client) -> Result<(), CaptureError> {
+    let exists = !client
+        .query("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&cfg.publication_name])
+        .await
+        .map_err(|e| CaptureError::from_pg("look up the publication", e))?
+        .is_empty();
+    if exists {
+        return Ok(());
+    }
+    let name = quote_ident(&cfg.publication_name);
+    let sql = match cfg.publication_mode {
+        PublicationMode::Disabled => {
+            return Err(CaptureError::Config {
+                key: "publication.autocreate.mode".into(),
+                reason: format!("disabled, and publication {:?} does not exist", cfg.publication_name),
+            })
+        }
+        PublicationMode::AllTables => format!("CREATE PUBLICATION {name} FOR ALL TABLES"),
+        PublicationMode::Filtered => {
+            let tables = list_tables(cfg, client).await?;
+            if tables.is_empty() {
+                return Err(CaptureError::Config { key: "table.include.list".into(), reason: "matches no table (filtered publication needs at least one)".into() });
+            }
+            let list: Vec<String> = tables.iter().map(|(s, t, _)| format!("{}.{}", quote_ident(s), quote_ident(t))).collect();
+            format!("CREATE PUBLICATION {name} FOR TABLE {}", list.join(", "))
+        }
+    };
+    match client.batch_execute(&sql).await {
+        Ok(()) => Ok(()),
+        // Another process created it meanwhile.
+        Err(e) if e.code().is_some_and(|c| c.code() == "42710") => Ok(()),
+        Err(e) => Err(CaptureError::from_pg("CREATE PUBLICATION", e)),
+    }
+}
+
+/// Included tables: (schema, table, oid).
+pub(crate) async fn list_tables(cfg: &CaptureConfig, client: &Client) -> Result<Vec<(String, String, u32)>, CaptureError> {
+    let rows = client
+        .query(
+            "SELECT n.nspname::text, c.relname::text, c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%' \
+             ORDER BY 1, 2",
+            &[],
+        )
+        .await
+        .map_err(|e| CaptureError::from_pg("list tables", e))?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1), r.get::<_, u32>(2)))
+        .filter(|(s, t, _)| cfg.includes(s, t))
+        .collect())
+}

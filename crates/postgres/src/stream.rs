@@ -1,0 +1,368 @@
+//! The stream: `START_REPLICATION` with pgoutput, decoding each message into events, and
+//! the acknowledgement rule (see `engine`'s overview): the confirmed LSN only moves past
+//! what the sink reported durable.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tensorcdc_change::{Lsn, Message, Op, Sink, Snapshot, Value};
+use tokio::sync::{mpsc, watch};
+use tokio_postgres::Client;
+use tracing::info;
+
+use crate::catalog::{build_rel, describe, list_tables, quote_ident, quote_lit, Column, Rel};
+use crate::types::PgType;
+use crate::engine::{now_ms, Ctx};
+use crate::pgoutput::{self, LogicalMessage};
+use crate::replication::{pg_ts_to_unix_ms, ReplicationConn, ReplicationMessage};
+use crate::CaptureError;
+
+/// What the engine knows about acknowledgements.
+#[derive(Debug, Default)]
+struct Acks {
+    /// Highest LSN reported durable by the sink.
+    delivered: u64,
+    /// Highest `ack_lsn` handed to the sink.
+    emitted: u64,
+    /// Highest position with nothing to deliver (empty transactions, keepalives).
+    idle: u64,
+    /// Last LSN confirmed to the server.
+    confirmed: u64,
+}
+
+impl Acks {
+    /// The LSN that may be confirmed now. `quiet`: no transaction open and no message
+    /// waiting in the engine.
+    fn safe(&self, quiet: bool) -> u64 {
+        if quiet && self.delivered >= self.emitted {
+            self.delivered.max(self.idle)
+        } else {
+            self.delivered
+        }
+    }
+}
+
+/// An open transaction (non-streamed: changes arrive between Begin and Commit).
+struct Tx {
+    xid: u32,
+    ts_ms: i64,
+    out: Vec<Message>,
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn stream(
+    ctx: &Ctx<'_>,
+    client: &Client,
+    mut repl: ReplicationConn,
+    start: Lsn,
+    sink: &mut dyn Sink,
+    delivered_tx: mpsc::UnboundedSender<Lsn>,
+    delivered_rx: &mut mpsc::UnboundedReceiver<Lsn>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<(), CaptureError> {
+    let v = repl.server_version;
+    let proto = if v >= 160000 { 4 } else if v >= 140000 { 2 } else { 1 };
+    let mut opts = vec![format!("proto_version '{proto}'"), format!("publication_names {}", quote_lit(&quote_ident(&ctx.cfg.publication_name)))];
+    if proto >= 2 {
+        opts.push("streaming 'on'".into());
+    }
+    let binary = v >= 140000 && ctx.cfg.binary_tuples && !ctx.text_tuples.load(Ordering::Relaxed) && all_binary(ctx, client).await?;
+    if binary {
+        opts.push("binary 'true'".into());
+    }
+    let sql = format!("START_REPLICATION SLOT {} LOGICAL {} ({})", quote_ident(&ctx.cfg.slot_name), start, opts.join(", "));
+    repl.start_replication(&sql).await?;
+    info!("streaming from slot {} ({sql})", ctx.cfg.slot_name);
+    {
+        let mut s = ctx.stats.lock().expect("stats");
+        s.streaming = true;
+    }
+    let mut acks = Acks::default();
+    let mut rels: HashMap<u32, Arc<Rel>> = HashMap::new();
+    let mut tx: Option<Tx> = None;
+    // Streamed (in-progress) transactions: toplevel xid -> (subxid, message).
+    let mut streams: HashMap<u32, Vec<(u32, Message)>> = HashMap::new();
+    let mut stream_xid: Option<u32> = None;
+    let mut batch: Vec<Message> = Vec::new();
+    let status_every = Duration::from_millis(ctx.cfg.status_interval_ms.max(100));
+    let mut ticker = tokio::time::interval(Duration::from_millis(200));
+    let mut last_status = Instant::now();
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.changed() => {
+                if !batch.is_empty() {
+                    sink.send(std::mem::take(&mut batch), &delivered_tx).await?;
+                }
+                sink.flush().await?;
+                while let Ok(l) = delivered_rx.try_recv() {
+                    acks.delivered = acks.delivered.max(l.0);
+                }
+                let safe = acks.safe(tx.is_none());
+                if safe > acks.confirmed {
+                    repl.send_status(safe, false).await?;
+                    ctx.stats.lock().expect("stats").confirmed_lsn = Lsn(safe);
+                }
+                repl.close().await;
+                return Ok(());
+            }
+            Some(l) = delivered_rx.recv() => {
+                acks.delivered = acks.delivered.max(l.0);
+                while let Ok(l) = delivered_rx.try_recv() {
+                    acks.delivered = acks.delivered.max(l.0);
+                }
+            }
+            _ = ticker.tick() => {}
+            msg = repl.recv() => {
+                let Some(msg) = msg? else {
+                    return Err(CaptureError::Disconnected { context: "replication stream".into(), reason: "server ended the stream".into() });
+                };
+                match msg {
+                    ReplicationMessage::Keepalive { wal_end, reply_requested } => {
+                        if tx.is_none() && batch.is_empty() {
+                            acks.idle = acks.idle.max(wal_end);
+                        }
+                        if reply_requested {
+                            let safe = acks.safe(tx.is_none() && batch.is_empty());
+                            repl.send_status(safe.max(acks.confirmed), false).await?;
+                            acks.confirmed = acks.confirmed.max(safe);
+                            last_status = Instant::now();
+                        }
+                    }
+                    ReplicationMessage::XLogData { wal_start, data, .. } => {
+                        let m = pgoutput::decode(data, stream_xid.is_some())?;
+                        handle(ctx, client, binary, m, wal_start, &mut rels, &mut tx, &mut streams, &mut stream_xid, &mut batch, &mut acks).await?;
+                    }
+                }
+                if batch.len() >= ctx.cfg.max_batch_size || (!batch.is_empty() && !repl.has_buffered_frame()) {
+                    let b = std::mem::take(&mut batch);
+                    let n = b.len() as u64;
+                    sink.send(b, &delivered_tx).await?;
+                    ctx.stats.lock().expect("stats").messages += n;
+                }
+            }
+        }
+        while let Ok(l) = delivered_rx.try_recv() {
+            acks.delivered = acks.delivered.max(l.0);
+        }
+        let safe = acks.safe(tx.is_none() && batch.is_empty());
+        if (safe > acks.confirmed && last_status.elapsed() >= Duration::from_millis(200)) || last_status.elapsed() >= status_every {
+            let lsn = safe.max(acks.confirmed);
+            repl.send_status(lsn, false).await?;
+            acks.confirmed = lsn;
+            last_status = Instant::now();
+            ctx.stats.lock().expect("stats").confirmed_lsn = Lsn(lsn);
+        }
+    }
+}
+
+/// True when every column of every included table has a binary decoder, so binary tuples
+/// can be asked for.
+async fn all_binary(ctx: &Ctx<'_>, client: &Client) -> Result<bool, CaptureError> {
+    let mut cache = ctx.types.lock().await;
+    for (schema, table, oid) in list_tables(ctx.cfg, client).await? {
+        let (cols, _) = describe(client, oid, &mut cache).await?;
+        if let Some(c) = cols.iter().find(|c| !c.ty.binary_supported()) {
+            info!("{schema}.{table} column {} has type {} without a binary decoder: streaming text tuples", c.name, c.ty.name);
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Sets the ack LSN on the last message of a committed transaction and moves its messages
+/// to the batch; a transaction with no message only advances the idle position.
+fn commit(msgs: Vec<Message>, end_lsn: u64, batch: &mut Vec<Message>, acks: &mut Acks) {
+    if msgs.is_empty() {
+        acks.idle = acks.idle.max(end_lsn);
+        return;
+    }
+    let start = batch.len();
+    batch.extend(msgs);
+    if let Some(last) = batch[start..].last_mut() {
+        last.ack_lsn = Some(Lsn(end_lsn));
+    }
+    acks.emitted = acks.emitted.max(end_lsn);
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn handle(
+    ctx: &Ctx<'_>,
+    client: &Client,
+    binary: bool,
+    m: LogicalMessage,
+    wal_start: u64,
+    rels: &mut HashMap<u32, Arc<Rel>>,
+    tx: &mut Option<Tx>,
+    streams: &mut HashMap<u32, Vec<(u32, Message)>>,
+    stream_xid: &mut Option<u32>,
+    batch: &mut Vec<Message>,
+    acks: &mut Acks,
+) -> Result<(), CaptureError> {
+    // In a streamed transaction the commit time is not known yet (the time of decoding is
+    // used) and changes name their subtransaction: report the top-level xid.
+    let (ts_ms, xid) = match (tx.as_ref(), *stream_xid) {
+        (Some(t), _) => (t.ts_ms, Some(t.xid as i64)),
+        (None, Some(top)) => (now_ms(), Some(top as i64)),
+        (None, None) => (now_ms(), None),
+    };
+    let mut emit = |xid_in_stream: Option<u32>, msgs: Vec<Message>, tx: &mut Option<Tx>| {
+        if msgs.is_empty() {
+            return;
+        }
+        ctx.stats.lock().expect("stats").streamed_changes += 1;
+        match (xid_in_stream, stream_xid.as_ref(), tx.as_mut()) {
+            (Some(sub), Some(top), _) => streams.entry(*top).or_default().extend(msgs.into_iter().map(|m| (sub, m))),
+            (_, _, Some(t)) => t.out.extend(msgs),
+            _ => batch.extend(msgs),
+        }
+    };
+    match m {
+        LogicalMessage::Begin { ts, xid, .. } => {
+            *tx = Some(Tx { xid, ts_ms: pg_ts_to_unix_ms(ts), out: Vec::new() });
+        }
+        LogicalMessage::Commit { end_lsn, .. } => {
+            let t = tx.take().map(|t| t.out).unwrap_or_default();
+            ctx.stats.lock().expect("stats").transactions += 1;
+            commit(t, end_lsn, batch, acks);
+        }
+        LogicalMessage::Relation { oid, namespace, name, columns, .. } => {
+            let included = ctx.cfg.includes(&namespace, &name);
+            let (cols, pk) = if included {
+                let mut cache = ctx.types.lock().await;
+                let (catalog, pk) = describe(client, oid, &mut cache).await.unwrap_or_default();
+                let mut cols = Vec::with_capacity(columns.len());
+                for c in &columns {
+                    let ty = cache.resolve(client, c.type_oid, c.type_mod).await.map_err(|e| CaptureError::from_pg("describe column type", e))?;
+                    let notnull = catalog.iter().find(|x| x.name == c.name).is_some_and(|x| x.notnull);
+                    cols.push(Column { name: c.name.clone(), ty, notnull });
+                }
+                let pk = if pk.is_empty() { columns.iter().filter(|c| c.key).map(|c| c.name.clone()).collect() } else { pk };
+                (cols, pk)
+            } else {
+                (columns.iter().map(|c| Column { name: c.name.clone(), ty: PgType::builtin(c.type_oid, c.type_mod), notnull: false }).collect(), vec![])
+            };
+            if included && binary {
+                if let Some(c) = cols.iter().find(|c| !c.ty.binary_supported()) {
+                    // The server sends this column in a binary form we do not read: start
+                    // again from the confirmed LSN with text tuples (nothing after it was confirmed).
+                    ctx.text_tuples.store(true, Ordering::Relaxed);
+                    return Err(CaptureError::Restart(format!(
+                        "{namespace}.{name} column {} has type {} without a binary decoder; streaming again with text tuples",
+                        c.name, c.ty.name
+                    )));
+                }
+            }
+            rels.insert(oid, Arc::new(build_rel(ctx.cfg, &namespace, &name, &cols, &pk)));
+        }
+        LogicalMessage::Insert { xid: sx, oid, new } => {
+            let rel = rels.get(&oid).ok_or_else(|| CaptureError::Protocol(format!("Insert for unknown relation {oid}")))?.clone();
+            if rel.included {
+                let after = rel.row(&new, wal_start)?;
+                let mut msgs = Vec::with_capacity(2);
+                ctx.event(&mut msgs, &rel, Op::Create, None, Some(after), Snapshot::False, ts_ms, xid.or(sx.map(|x| x as i64)), Some(Lsn(wal_start)));
+                emit(sx, msgs, tx);
+            }
+        }
+        LogicalMessage::Update { xid: sx, oid, old, new } => {
+            let rel = rels.get(&oid).ok_or_else(|| CaptureError::Protocol(format!("Update for unknown relation {oid}")))?.clone();
+            if rel.included {
+                let mut after = rel.row(&new, wal_start)?;
+                let old_row = match &old {
+                    Some((_, t)) => Some(rel.row(t, wal_start)?),
+                    None => None,
+                };
+                let tx_id = xid.or(sx.map(|x| x as i64));
+                // A changed primary key: Debezium emits a delete (and tombstone) for the old
+                // key, then a create for the new one.
+                if let Some(o) = &old_row {
+                    if rel.key_of(o).is_some() && rel.key_of(o) != rel.key_of(&after) {
+                        let mut msgs = Vec::with_capacity(3);
+                        ctx.event(&mut msgs, &rel, Op::Delete, old_row.clone(), None, Snapshot::False, ts_ms, tx_id, Some(Lsn(wal_start)));
+                        ctx.event(&mut msgs, &rel, Op::Create, None, Some(after), Snapshot::False, ts_ms, tx_id, Some(Lsn(wal_start)));
+                        emit(sx, msgs, tx);
+                        return Ok(());
+                    }
+                }
+                let before = old_row.filter(|_| matches!(old, Some((b'O', _))));
+                // Unchanged TOASTed values: take them from the old row when we have it.
+                if let Some(b) = &before {
+                    for (i, v) in after.values.iter_mut().enumerate() {
+                        if *v == Value::Unchanged {
+                            *v = b.values[i].clone();
+                        }
+                    }
+                }
+                let mut msgs = Vec::with_capacity(2);
+                ctx.event(&mut msgs, &rel, Op::Update, before, Some(after), Snapshot::False, ts_ms, xid.or(sx.map(|x| x as i64)), Some(Lsn(wal_start)));
+                emit(sx, msgs, tx);
+            }
+        }
+        LogicalMessage::Delete { xid: sx, oid, old: (_, t) } => {
+            let rel = rels.get(&oid).ok_or_else(|| CaptureError::Protocol(format!("Delete for unknown relation {oid}")))?.clone();
+            if rel.included {
+                let before = rel.row(&t, wal_start)?;
+                let mut msgs = Vec::with_capacity(2);
+                ctx.event(&mut msgs, &rel, Op::Delete, Some(before), None, Snapshot::False, ts_ms, xid.or(sx.map(|x| x as i64)), Some(Lsn(wal_start)));
+                emit(sx, msgs, tx);
+            }
+        }
+        LogicalMessage::Truncate { xid: sx, oids, .. } => {
+            let mut msgs = Vec::new();
+            for oid in oids {
+                if let Some(rel) = rels.get(&oid).filter(|r| r.included).cloned() {
+                    let mut out = Vec::new();
+                    ctx.event(&mut out, &rel, Op::Truncate, None, None, Snapshot::False, ts_ms, xid.or(sx.map(|x| x as i64)), Some(Lsn(wal_start)));
+                    for m in &mut out {
+                        m.key = tensorcdc_change::Key::None;
+                    }
+                    msgs.extend(out);
+                }
+            }
+            emit(sx, msgs, tx);
+        }
+        LogicalMessage::StreamStart { xid, .. } => *stream_xid = Some(xid),
+        LogicalMessage::StreamStop => *stream_xid = None,
+        LogicalMessage::StreamCommit { xid, end_lsn, .. } => {
+            let msgs = streams.remove(&xid).unwrap_or_default().into_iter().map(|(_, m)| m).collect();
+            let mut s = ctx.stats.lock().expect("stats");
+            s.transactions += 1;
+            s.streamed_transactions += 1;
+            drop(s);
+            commit(msgs, end_lsn, batch, acks);
+        }
+        LogicalMessage::StreamAbort { xid, subxid } => {
+            if xid == subxid {
+                streams.remove(&xid);
+            } else if let Some(v) = streams.get_mut(&xid) {
+                v.retain(|(s, _)| *s != subxid);
+            }
+        }
+        LogicalMessage::Origin | LogicalMessage::Type { .. } | LogicalMessage::Message { .. } | LogicalMessage::TwoPhase(_) => {}
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tensorcdc_change::Payload;
+
+    #[test]
+    fn acks_wait_for_delivery() {
+        let mut a = Acks::default();
+        let mut batch = Vec::new();
+        let msg = Message { topic: "t".into(), key: tensorcdc_change::Key::None, payload: Payload::Tombstone, ack_lsn: None, commit_ts_ms: 0 };
+        commit(vec![msg.clone(), msg], 100, &mut batch, &mut a);
+        assert_eq!(batch.iter().map(|m| m.ack_lsn).collect::<Vec<_>>(), vec![None, Some(Lsn(100))]);
+        // An empty transaction and a keepalive later: nothing past 0 until 100 is delivered.
+        commit(vec![], 200, &mut vec![], &mut a);
+        a.idle = a.idle.max(300);
+        assert_eq!(a.safe(true), 0);
+        a.delivered = 100;
+        assert_eq!(a.safe(true), 300);
+        assert_eq!(a.safe(false), 100);
+    }
+}
