@@ -46,6 +46,8 @@ pub struct CaptureStats {
     pub transactions: u64,
     /// Transactions Postgres streamed while in progress (larger than `logical_decoding_work_mem`).
     pub streamed_transactions: u64,
+    /// Streamed transactions that outgrew memory and were kept in a temporary file.
+    pub spilled_transactions: u64,
     pub confirmed_lsn: Lsn,
     pub snapshot_done: bool,
     pub streaming: bool,

@@ -19,6 +19,7 @@ pub mod load;
 pub mod pgoutput;
 pub mod replication;
 mod snapshot;
+mod spill;
 mod stream;
 pub mod types;
 

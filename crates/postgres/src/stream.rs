@@ -12,11 +12,14 @@ use tokio::sync::{mpsc, watch};
 use tokio_postgres::Client;
 use tracing::info;
 
+use bytes::Bytes;
+
 use crate::catalog::{build_rel, describe, list_tables, quote_ident, quote_lit, Column, Rel};
 use crate::types::PgType;
 use crate::engine::{now_ms, Ctx};
 use crate::pgoutput::{self, LogicalMessage};
 use crate::replication::{pg_ts_to_unix_ms, ReplicationConn, ReplicationMessage};
+use crate::spill::{Record, SpillReader, SpilledTx};
 use crate::CaptureError;
 
 /// What the engine knows about acknowledgements.
@@ -45,10 +48,11 @@ impl Acks {
 }
 
 /// An open transaction (non-streamed: changes arrive between Begin and Commit).
-struct Tx {
+pub(crate) struct Tx {
     xid: u32,
     ts_ms: i64,
-    out: Vec<Message>,
+    /// The latest change, held back until Commit gives it the acknowledgement LSN.
+    held: Option<Message>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -80,11 +84,7 @@ pub(crate) async fn stream(
         s.streaming = true;
     }
     let mut acks = Acks::default();
-    let mut rels: HashMap<u32, Arc<Rel>> = HashMap::new();
-    let mut tx: Option<Tx> = None;
-    // Streamed (in-progress) transactions: toplevel xid -> (subxid, message).
-    let mut streams: HashMap<u32, Vec<(u32, Message)>> = HashMap::new();
-    let mut stream_xid: Option<u32> = None;
+    let mut st = State::default();
     let mut batch: Vec<Message> = Vec::new();
     let status_every = Duration::from_millis(ctx.cfg.status_interval_ms.max(100));
     let mut ticker = tokio::time::interval(Duration::from_millis(200));
@@ -100,7 +100,7 @@ pub(crate) async fn stream(
                 while let Ok(l) = delivered_rx.try_recv() {
                     acks.delivered = acks.delivered.max(l.0);
                 }
-                let safe = acks.safe(tx.is_none());
+                let safe = acks.safe(st.tx.is_none());
                 if safe > acks.confirmed {
                     repl.send_status(safe, false).await?;
                     ctx.stats.lock().expect("stats").confirmed_lsn = Lsn(safe);
@@ -121,19 +121,22 @@ pub(crate) async fn stream(
                 };
                 match msg {
                     ReplicationMessage::Keepalive { wal_end, reply_requested } => {
-                        if tx.is_none() && batch.is_empty() {
+                        if st.tx.is_none() && batch.is_empty() {
                             acks.idle = acks.idle.max(wal_end);
                         }
                         if reply_requested {
-                            let safe = acks.safe(tx.is_none() && batch.is_empty());
+                            let safe = acks.safe(st.tx.is_none() && batch.is_empty());
                             repl.send_status(safe.max(acks.confirmed), false).await?;
                             acks.confirmed = acks.confirmed.max(safe);
                             last_status = Instant::now();
                         }
                     }
                     ReplicationMessage::XLogData { wal_start, data, .. } => {
-                        let m = pgoutput::decode(data, stream_xid.is_some())?;
-                        handle(ctx, client, binary, m, wal_start, &mut rels, &mut tx, &mut streams, &mut stream_xid, &mut batch, &mut acks).await?;
+                        let raw = data.clone();
+                        let m = pgoutput::decode(data, st.stream_xid.is_some())?;
+                        if let Some(r) = handle(ctx, client, binary, m, &raw, wal_start, &mut st, &mut batch, &mut acks).await? {
+                            replay(ctx, r, sink, &delivered_tx, &mut batch, &mut acks).await?;
+                        }
                     }
                 }
                 if batch.len() >= ctx.cfg.max_batch_size || (!batch.is_empty() && !repl.has_buffered_frame()) {
@@ -147,7 +150,7 @@ pub(crate) async fn stream(
         while let Ok(l) = delivered_rx.try_recv() {
             acks.delivered = acks.delivered.max(l.0);
         }
-        let safe = acks.safe(tx.is_none() && batch.is_empty());
+        let safe = acks.safe(st.tx.is_none() && batch.is_empty());
         if (safe > acks.confirmed && last_status.elapsed() >= Duration::from_millis(200)) || last_status.elapsed() >= status_every {
             let lsn = safe.max(acks.confirmed);
             repl.send_status(lsn, false).await?;
@@ -187,46 +190,125 @@ fn commit(msgs: Vec<Message>, end_lsn: u64, batch: &mut Vec<Message>, acks: &mut
     acks.emitted = acks.emitted.max(end_lsn);
 }
 
+/// A committed streamed transaction whose records the loop must now send.
+pub(crate) struct Replay {
+    reader: SpillReader,
+    end_lsn: u64,
+    ts_ms: i64,
+    xid: u32,
+}
+
+/// What the stream holds between messages.
+#[derive(Default)]
+pub(crate) struct State {
+    pub rels: HashMap<u32, Arc<Rel>>,
+    pub tx: Option<Tx>,
+    /// Streamed (in-progress) transactions by top-level xid.
+    pub streams: HashMap<u32, SpilledTx>,
+    pub stream_xid: Option<u32>,
+}
+
+/// The events of one change message (insert, update, delete, truncate) against the
+/// relations in `rels`.
+fn change_events(ctx: &Ctx<'_>, rels: &HashMap<u32, Arc<Rel>>, m: LogicalMessage, wal_start: u64, ts_ms: i64, xid: Option<i64>) -> Result<Vec<Message>, CaptureError> {
+    let rel_of = |oid: u32, what: &str| rels.get(&oid).cloned().ok_or_else(|| CaptureError::Protocol(format!("{what} for unknown relation {oid}")));
+    let lsn = Some(Lsn(wal_start));
+    let mut msgs = Vec::with_capacity(2);
+    match m {
+        LogicalMessage::Insert { xid: sx, oid, new } => {
+            let rel = rel_of(oid, "Insert")?;
+            if rel.included {
+                let after = rel.row(&new, wal_start)?;
+                ctx.event(&mut msgs, &rel, Op::Create, None, Some(after), Snapshot::False, ts_ms, xid.or(sx.map(|x| x as i64)), lsn);
+            }
+        }
+        LogicalMessage::Update { xid: sx, oid, old, new } => {
+            let rel = rel_of(oid, "Update")?;
+            if rel.included {
+                let mut after = rel.row(&new, wal_start)?;
+                let old_row = match &old {
+                    Some((_, t)) => Some(rel.row(t, wal_start)?),
+                    None => None,
+                };
+                let tx_id = xid.or(sx.map(|x| x as i64));
+                // A changed primary key: Debezium emits a delete (and tombstone) for the old
+                // key, then a create for the new one.
+                if let Some(o) = &old_row {
+                    if rel.key_of(o).is_some() && rel.key_of(o) != rel.key_of(&after) {
+                        ctx.event(&mut msgs, &rel, Op::Delete, old_row.clone(), None, Snapshot::False, ts_ms, tx_id, lsn);
+                        ctx.event(&mut msgs, &rel, Op::Create, None, Some(after), Snapshot::False, ts_ms, tx_id, lsn);
+                        return Ok(msgs);
+                    }
+                }
+                let before = old_row.filter(|_| matches!(old, Some((b'O', _))));
+                // Unchanged TOASTed values: take them from the old row when we have it.
+                if let Some(b) = &before {
+                    for (i, v) in after.values.iter_mut().enumerate() {
+                        if *v == Value::Unchanged {
+                            *v = b.values[i].clone();
+                        }
+                    }
+                }
+                ctx.event(&mut msgs, &rel, Op::Update, before, Some(after), Snapshot::False, ts_ms, tx_id, lsn);
+            }
+        }
+        LogicalMessage::Delete { xid: sx, oid, old: (_, t) } => {
+            let rel = rel_of(oid, "Delete")?;
+            if rel.included {
+                let before = rel.row(&t, wal_start)?;
+                ctx.event(&mut msgs, &rel, Op::Delete, Some(before), None, Snapshot::False, ts_ms, xid.or(sx.map(|x| x as i64)), lsn);
+            }
+        }
+        LogicalMessage::Truncate { xid: sx, oids, .. } => {
+            for oid in oids {
+                if let Some(rel) = rels.get(&oid).filter(|r| r.included).cloned() {
+                    let mut out = Vec::new();
+                    ctx.event(&mut out, &rel, Op::Truncate, None, None, Snapshot::False, ts_ms, xid.or(sx.map(|x| x as i64)), lsn);
+                    for m in &mut out {
+                        m.key = tensorcdc_change::Key::None;
+                    }
+                    msgs.extend(out);
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(msgs)
+}
+
+/// The relations a change message names.
+fn oids_of(m: &LogicalMessage) -> Vec<u32> {
+    match m {
+        LogicalMessage::Insert { oid, .. } | LogicalMessage::Update { oid, .. } | LogicalMessage::Delete { oid, .. } => vec![*oid],
+        LogicalMessage::Truncate { oids, .. } => oids.clone(),
+        _ => vec![],
+    }
+}
+
+/// Handles one pgoutput message. Changes of a committed (non-streamed) transaction go to
+/// the batch as they come, all but the last: it is held until Commit gives it the
+/// transaction's acknowledgement LSN. Changes of a streamed transaction are recorded in
+/// its [`SpilledTx`]; its StreamCommit returns a [`Replay`] for the loop to send.
 #[allow(clippy::too_many_arguments)]
 async fn handle(
     ctx: &Ctx<'_>,
     client: &Client,
     binary: bool,
     m: LogicalMessage,
+    raw: &Bytes,
     wal_start: u64,
-    rels: &mut HashMap<u32, Arc<Rel>>,
-    tx: &mut Option<Tx>,
-    streams: &mut HashMap<u32, Vec<(u32, Message)>>,
-    stream_xid: &mut Option<u32>,
+    st: &mut State,
     batch: &mut Vec<Message>,
     acks: &mut Acks,
-) -> Result<(), CaptureError> {
-    // In a streamed transaction the commit time is not known yet (the time of decoding is
-    // used) and changes name their subtransaction: report the top-level xid.
-    let (ts_ms, xid) = match (tx.as_ref(), *stream_xid) {
-        (Some(t), _) => (t.ts_ms, Some(t.xid as i64)),
-        (None, Some(top)) => (now_ms(), Some(top as i64)),
-        (None, None) => (now_ms(), None),
-    };
-    let mut emit = |xid_in_stream: Option<u32>, msgs: Vec<Message>, tx: &mut Option<Tx>| {
-        if msgs.is_empty() {
-            return;
-        }
-        ctx.stats.lock().expect("stats").streamed_changes += 1;
-        match (xid_in_stream, stream_xid.as_ref(), tx.as_mut()) {
-            (Some(sub), Some(top), _) => streams.entry(*top).or_default().extend(msgs.into_iter().map(|m| (sub, m))),
-            (_, _, Some(t)) => t.out.extend(msgs),
-            _ => batch.extend(msgs),
-        }
-    };
+) -> Result<Option<Replay>, CaptureError> {
     match m {
         LogicalMessage::Begin { ts, xid, .. } => {
-            *tx = Some(Tx { xid, ts_ms: pg_ts_to_unix_ms(ts), out: Vec::new() });
+            st.tx = Some(Tx { xid, ts_ms: pg_ts_to_unix_ms(ts), held: None });
         }
         LogicalMessage::Commit { end_lsn, .. } => {
-            let t = tx.take().map(|t| t.out).unwrap_or_default();
+            let held = st.tx.take().and_then(|t| t.held);
             ctx.stats.lock().expect("stats").transactions += 1;
-            commit(t, end_lsn, batch, acks);
+            commit(held.into_iter().collect(), end_lsn, batch, acks);
         }
         LogicalMessage::Relation { oid, namespace, name, columns, .. } => {
             let included = ctx.cfg.includes(&namespace, &name);
@@ -255,93 +337,103 @@ async fn handle(
                     )));
                 }
             }
-            rels.insert(oid, Arc::new(build_rel(ctx.cfg, &namespace, &name, &cols, &pk)));
+            st.rels.insert(oid, Arc::new(build_rel(ctx.cfg, &namespace, &name, &cols, &pk)));
         }
-        LogicalMessage::Insert { xid: sx, oid, new } => {
-            let rel = rels.get(&oid).ok_or_else(|| CaptureError::Protocol(format!("Insert for unknown relation {oid}")))?.clone();
-            if rel.included {
-                let after = rel.row(&new, wal_start)?;
-                let mut msgs = Vec::with_capacity(2);
-                ctx.event(&mut msgs, &rel, Op::Create, None, Some(after), Snapshot::False, ts_ms, xid.or(sx.map(|x| x as i64)), Some(Lsn(wal_start)));
-                emit(sx, msgs, tx);
-            }
-        }
-        LogicalMessage::Update { xid: sx, oid, old, new } => {
-            let rel = rels.get(&oid).ok_or_else(|| CaptureError::Protocol(format!("Update for unknown relation {oid}")))?.clone();
-            if rel.included {
-                let mut after = rel.row(&new, wal_start)?;
-                let old_row = match &old {
-                    Some((_, t)) => Some(rel.row(t, wal_start)?),
-                    None => None,
-                };
-                let tx_id = xid.or(sx.map(|x| x as i64));
-                // A changed primary key: Debezium emits a delete (and tombstone) for the old
-                // key, then a create for the new one.
-                if let Some(o) = &old_row {
-                    if rel.key_of(o).is_some() && rel.key_of(o) != rel.key_of(&after) {
-                        let mut msgs = Vec::with_capacity(3);
-                        ctx.event(&mut msgs, &rel, Op::Delete, old_row.clone(), None, Snapshot::False, ts_ms, tx_id, Some(Lsn(wal_start)));
-                        ctx.event(&mut msgs, &rel, Op::Create, None, Some(after), Snapshot::False, ts_ms, tx_id, Some(Lsn(wal_start)));
-                        emit(sx, msgs, tx);
-                        return Ok(());
+        LogicalMessage::Insert { .. } | LogicalMessage::Update { .. } | LogicalMessage::Delete { .. } | LogicalMessage::Truncate { .. } => {
+            let sub = match &m {
+                LogicalMessage::Insert { xid, .. } | LogicalMessage::Update { xid, .. } | LogicalMessage::Delete { xid, .. } | LogicalMessage::Truncate { xid, .. } => *xid,
+                _ => None,
+            };
+            if let (Some(top), Some(sub)) = (st.stream_xid, sub) {
+                // In a streamed transaction: record the bytes, decode at commit.
+                let mut rels = Vec::new();
+                for oid in oids_of(&m) {
+                    let rel = st.rels.get(&oid).cloned().ok_or_else(|| CaptureError::Protocol(format!("change for unknown relation {oid}")))?;
+                    if rel.included {
+                        rels.push((oid, rel));
                     }
                 }
-                let before = old_row.filter(|_| matches!(old, Some((b'O', _))));
-                // Unchanged TOASTed values: take them from the old row when we have it.
-                if let Some(b) = &before {
-                    for (i, v) in after.values.iter_mut().enumerate() {
-                        if *v == Value::Unchanged {
-                            *v = b.values[i].clone();
+                if !rels.is_empty() {
+                    let spilled = st.streams.entry(top).or_default();
+                    let was_on_disk = spilled.on_disk();
+                    spilled.push(&rels, sub, wal_start, raw).map_err(CaptureError::Protocol)?;
+                    if spilled.on_disk() && !was_on_disk {
+                        ctx.stats.lock().expect("stats").spilled_transactions += 1;
+                        info!("streamed transaction {top} passed {} MB: its changes go to a temporary file until it commits", crate::spill::MEMORY_LIMIT >> 20);
+                    }
+                }
+                return Ok(None);
+            }
+            let (ts_ms, xid) = st.tx.as_ref().map_or((now_ms(), None), |t| (t.ts_ms, Some(t.xid as i64)));
+            let msgs = change_events(ctx, &st.rels, m, wal_start, ts_ms, xid)?;
+            if msgs.is_empty() {
+                return Ok(None);
+            }
+            ctx.stats.lock().expect("stats").streamed_changes += 1;
+            match st.tx.as_mut() {
+                Some(t) => {
+                    for msg in msgs {
+                        if let Some(prev) = t.held.replace(msg) {
+                            batch.push(prev);
                         }
                     }
                 }
-                let mut msgs = Vec::with_capacity(2);
-                ctx.event(&mut msgs, &rel, Op::Update, before, Some(after), Snapshot::False, ts_ms, xid.or(sx.map(|x| x as i64)), Some(Lsn(wal_start)));
-                emit(sx, msgs, tx);
+                None => batch.extend(msgs),
             }
         }
-        LogicalMessage::Delete { xid: sx, oid, old: (_, t) } => {
-            let rel = rels.get(&oid).ok_or_else(|| CaptureError::Protocol(format!("Delete for unknown relation {oid}")))?.clone();
-            if rel.included {
-                let before = rel.row(&t, wal_start)?;
-                let mut msgs = Vec::with_capacity(2);
-                ctx.event(&mut msgs, &rel, Op::Delete, Some(before), None, Snapshot::False, ts_ms, xid.or(sx.map(|x| x as i64)), Some(Lsn(wal_start)));
-                emit(sx, msgs, tx);
-            }
-        }
-        LogicalMessage::Truncate { xid: sx, oids, .. } => {
-            let mut msgs = Vec::new();
-            for oid in oids {
-                if let Some(rel) = rels.get(&oid).filter(|r| r.included).cloned() {
-                    let mut out = Vec::new();
-                    ctx.event(&mut out, &rel, Op::Truncate, None, None, Snapshot::False, ts_ms, xid.or(sx.map(|x| x as i64)), Some(Lsn(wal_start)));
-                    for m in &mut out {
-                        m.key = tensorcdc_change::Key::None;
-                    }
-                    msgs.extend(out);
-                }
-            }
-            emit(sx, msgs, tx);
-        }
-        LogicalMessage::StreamStart { xid, .. } => *stream_xid = Some(xid),
-        LogicalMessage::StreamStop => *stream_xid = None,
-        LogicalMessage::StreamCommit { xid, end_lsn, .. } => {
-            let msgs = streams.remove(&xid).unwrap_or_default().into_iter().map(|(_, m)| m).collect();
+        LogicalMessage::StreamStart { xid, .. } => st.stream_xid = Some(xid),
+        LogicalMessage::StreamStop => st.stream_xid = None,
+        LogicalMessage::StreamCommit { xid, end_lsn, ts, .. } => {
+            let spilled = st.streams.remove(&xid).unwrap_or_default();
             let mut s = ctx.stats.lock().expect("stats");
             s.transactions += 1;
             s.streamed_transactions += 1;
+            s.streamed_changes += spilled.changes;
             drop(s);
-            commit(msgs, end_lsn, batch, acks);
+            let reader = spilled.into_reader().map_err(CaptureError::Protocol)?;
+            return Ok(Some(Replay { reader, end_lsn, ts_ms: pg_ts_to_unix_ms(ts), xid }));
         }
         LogicalMessage::StreamAbort { xid, subxid } => {
             if xid == subxid {
-                streams.remove(&xid);
-            } else if let Some(v) = streams.get_mut(&xid) {
-                v.retain(|(s, _)| *s != subxid);
+                st.streams.remove(&xid);
+            } else if let Some(v) = st.streams.get_mut(&xid) {
+                v.abort_sub(subxid);
             }
         }
         LogicalMessage::Origin | LogicalMessage::Type { .. } | LogicalMessage::Message { .. } | LogicalMessage::TwoPhase(_) => {}
     }
+    Ok(None)
+}
+
+/// Sends a committed streamed transaction: its records decoded in order, in batches of
+/// `max.batch.size` (a slow sink holds this back), the last change carrying the
+/// transaction's acknowledgement LSN.
+async fn replay(ctx: &Ctx<'_>, r: Replay, sink: &mut dyn Sink, delivered: &mpsc::UnboundedSender<Lsn>, batch: &mut Vec<Message>, acks: &mut Acks) -> Result<(), CaptureError> {
+    let Replay { mut reader, end_lsn, ts_ms, xid } = r;
+    let mut rels: HashMap<u32, Arc<Rel>> = HashMap::new();
+    let mut held: Option<Message> = None;
+    while let Some(rec) = reader.next_record().map_err(CaptureError::Protocol)? {
+        match rec {
+            Record::SetRel { oid, rel } => {
+                rels.insert(oid, rel);
+            }
+            Record::Data { wal_start, data, .. } => {
+                let m = pgoutput::decode(data, true)?;
+                for msg in change_events(ctx, &rels, m, wal_start, ts_ms, Some(xid as i64))? {
+                    if let Some(prev) = held.replace(msg) {
+                        batch.push(prev);
+                    }
+                }
+                if batch.len() >= ctx.cfg.max_batch_size {
+                    let b = std::mem::take(batch);
+                    let n = b.len() as u64;
+                    sink.send(b, delivered).await?;
+                    ctx.stats.lock().expect("stats").messages += n;
+                }
+            }
+        }
+    }
+    commit(held.into_iter().collect(), end_lsn, batch, acks);
     Ok(())
 }
 

@@ -176,3 +176,73 @@ async fn later_tables_null_pixels_and_excluded_tables() {
     assert!(run.rx.try_recv().is_err(), "no message for other_table");
     run.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn primary_key_change_is_delete_tombstone_then_create() {
+    let pg = start_pg(&[]);
+    let c = client(&pg).await;
+    c.batch_execute(CREATE).await.unwrap();
+    let mut run = spawn(config(&pg, "pk"), identity());
+    run.wait_streaming().await;
+    insert_rows(&c, "mnist_train", 0, 1).await;
+    c.batch_execute("UPDATE mnist_train SET id = 42, label = 5 WHERE id = 1").await.unwrap();
+    // A plain update after it stays an update.
+    c.batch_execute("UPDATE mnist_train SET label = 6 WHERE id = 42").await.unwrap();
+    let msgs = run.take(5, 30).await;
+    run.stop().await;
+    let ops: Vec<Option<Op>> = msgs.iter().map(|m| match &m.payload {
+        Payload::Envelope(e) => Some(e.op),
+        _ => None,
+    }).collect();
+    assert_eq!(ops, vec![Some(Op::Create), Some(Op::Delete), None, Some(Op::Create), Some(Op::Update)]);
+    let key_id = |m: &tensorcdc_change::Message| match &m.key {
+        Key::Row(r) => r.get("id").cloned(),
+        _ => None,
+    };
+    // The delete and its tombstone carry the old key, the create the new one.
+    assert_eq!(key_id(&msgs[1]), Some(Value::Int32(1)));
+    assert_eq!(key_id(&msgs[2]), Some(Value::Int32(1)));
+    assert_eq!(envelope(&msgs[1]).before.as_ref().unwrap().get("id"), Some(&Value::Int32(1)));
+    assert_eq!(key_id(&msgs[3]), Some(Value::Int32(42)));
+    let created = envelope(&msgs[3]).after.as_ref().unwrap();
+    assert_eq!((created.get("id"), created.get("label")), (Some(&Value::Int32(42)), Some(&Value::Int16(5))));
+    assert_eq!(created.get("pixels"), Some(&Value::Bytes(pixels(0))), "unchanged columns are in the new row");
+    // Both halves belong to one transaction: only the create carries its acknowledgement.
+    assert!(msgs[1].ack_lsn.is_none() && msgs[2].ack_lsn.is_none() && msgs[3].ack_lsn.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_larger_than_memory_goes_through_a_file_in_order() {
+    // 64 kB of decoding memory: Postgres streams the transaction while it is in progress;
+    // 14,000 rows of 784 bytes pass tensorcdc's 8 MB in-memory limit and go to a file.
+    let pg = start_pg(&[("logical_decoding_work_mem", "64")]);
+    let c = client(&pg).await;
+    c.batch_execute(CREATE).await.unwrap();
+    let mut run = spawn(config(&pg, "big"), identity());
+    run.wait_streaming().await;
+    c.batch_execute("BEGIN").await.unwrap();
+    insert_rows(&c, "mnist_train", 0, 6000).await;
+    c.batch_execute("SAVEPOINT sp").await.unwrap();
+    insert_rows(&c, "mnist_train", 6000, 3000).await;
+    c.batch_execute("ROLLBACK TO SAVEPOINT sp").await.unwrap();
+    // A column added inside the transaction: rows after it carry it.
+    c.batch_execute("ALTER TABLE mnist_train ADD COLUMN note text").await.unwrap();
+    insert_rows(&c, "mnist_train", 9000, 8000).await;
+    c.batch_execute("UPDATE mnist_train SET note = 'last' WHERE id = 17000").await.unwrap();
+    c.batch_execute("COMMIT").await.unwrap();
+    let msgs = run.take(14_001, 120).await;
+    let stats = run.stop().await;
+    assert!(stats.spilled_transactions >= 1, "the transaction went to a file: {stats:?}");
+    let ids: Vec<i64> = msgs.iter().map(|m| id_of(m).unwrap()).collect();
+    let want: Vec<i64> = (1..=6000).chain(9001..=17000).chain([17000]).collect();
+    assert_eq!(ids, want, "in order, without the rolled-back rows");
+    assert_eq!(pixels_of(&msgs[9000]).unwrap(), pixels(12000));
+    assert!(envelope(&msgs[5999]).after.as_ref().unwrap().get("note").is_none());
+    assert_eq!(envelope(&msgs[6000]).after.as_ref().unwrap().get("note"), Some(&Value::Null));
+    assert_eq!(envelope(&msgs[14_000]).after.as_ref().unwrap().get("note"), Some(&Value::String("last".into())));
+    assert_eq!(msgs.iter().filter(|m| m.ack_lsn.is_some()).count(), 1, "one acknowledgement, on the last change");
+    assert!(msgs[14_000].ack_lsn.is_some());
+    // Commit time, not decoding time: every change of the transaction has the same ts_ms.
+    let ts = envelope(&msgs[0]).source.ts_ms;
+    assert!(msgs.iter().all(|m| envelope(m).source.ts_ms == ts));
+}
