@@ -6,66 +6,16 @@
 //! Usage: bench-capture [DATA_DIR] [ROWS]. Prints a JSON line.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::Result;
 use futures::StreamExt;
+use tensorcdc_bench::{capture_rows, median, Counting};
 use tensorcdc_change::json::JsonWriter;
-use tensorcdc_change::{Delivered, Message, Sink, SinkError};
 use tensorcdc_dataset::mnist::{self, Split};
 use tensorcdc_localpg::{LocalPg, Options};
-use tensorcdc_postgres::{run_capture, CaptureConfig, CaptureStats, SnapshotMode, Transform};
+use tensorcdc_postgres::{run_capture, CaptureConfig, SnapshotMode};
 use tokio_postgres::NoTls;
-
-/// Counts messages (optionally serialising them to Debezium JSON, as a Kafka sink would).
-struct Counting {
-    n: Arc<Mutex<u64>>,
-    bytes: u64,
-    json: bool,
-    writer: JsonWriter,
-}
-
-#[async_trait::async_trait]
-impl Sink for Counting {
-    async fn send(&mut self, batch: Vec<Message>, delivered: &Delivered) -> Result<(), SinkError> {
-        if self.json {
-            for m in &batch {
-                let (k, v) = self.writer.serialize(m);
-                self.bytes += (k.map_or(0, |k| k.len()) + v.map_or(0, |v| v.len())) as u64;
-            }
-        }
-        *self.n.lock().unwrap() += batch.len() as u64;
-        if let Some(l) = batch.iter().filter_map(|m| m.ack_lsn).max() {
-            let _ = delivered.send(l);
-        }
-        Ok(())
-    }
-}
-
-async fn capture_rows(cfg: CaptureConfig, want: u64, json: bool) -> Result<f64> {
-    let n = Arc::new(Mutex::new(0u64));
-    let mut sink = Counting { n: n.clone(), bytes: 0, json, writer: JsonWriter::default() };
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    let identity: Transform = tensorcdc_postgres::identity();
-    let stats = Arc::new(Mutex::new(CaptureStats::default()));
-    let start = Instant::now();
-    let watcher = {
-        let n = n.clone();
-        tokio::spawn(async move {
-            loop {
-                if *n.lock().unwrap() >= want {
-                    let _ = tx.send(true);
-                    return start.elapsed();
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-            }
-        })
-    };
-    run_capture(cfg, identity, &mut sink, rx, stats).await?;
-    let t = watcher.await?;
-    Ok(want as f64 / t.as_secs_f64())
-}
 
 #[tokio::main]
 async fn main() -> Result<()> {
@@ -153,10 +103,6 @@ async fn main() -> Result<()> {
     let st = run_capture(cfg, tensorcdc_postgres::identity(), &mut ksink, rx, Default::default()).await?;
     let to_kafka = st.snapshot_rows as f64 / t.elapsed().as_secs_f64();
 
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        v[v.len() / 2]
-    };
     let (copy, snap, snap_json) = (median(&mut copy_rates), median(&mut snap_rates), median(&mut snap_json_rates));
     println!(
         "{}",
