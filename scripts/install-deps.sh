@@ -17,3 +17,13 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 # Debian's postgresql package starts a cluster of its own; tensorcdc never uses it.
 id postgres >/dev/null 2>&1 || useradd --system --home /var/lib/postgresql postgres
+
+# noida-db 0.2.3: a real Kafka-protocol broker in one binary, for the Kafka tests
+# (crates/kafka/src/testing.rs finds it here). From PyPI, in a venv of its own.
+TOOLS=/var/tmp/tensorcdc-tools
+if ! ls "$TOOLS"/venv/lib/python3*/site-packages/noida_db/noida-db >/dev/null 2>&1; then
+  echo "installing: noida-db 0.2.3 (PyPI) in $TOOLS/venv"
+  mkdir -p "$TOOLS"
+  python3 -m venv "$TOOLS/venv" || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null && python3 -m venv "$TOOLS/venv"; }
+  "$TOOLS/venv/bin/pip" install -q noida-db==0.2.3
+fi

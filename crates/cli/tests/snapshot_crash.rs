@@ -116,3 +116,142 @@ async fn kill_9_during_the_snapshot_loses_no_row() {
     assert_eq!(slots, 1);
     eprintln!("{mid_snapshot_kills} kills during the snapshot in {attempts} attempts; the restart delivered every row");
 }
+
+/// Counts the records of a topic (sum of high watermarks; 0 while it does not exist) with
+/// one client, so polling is quick.
+struct Counter(rdkafka::consumer::BaseConsumer);
+
+impl Counter {
+    fn new(brokers: &str) -> Self {
+        Counter(rdkafka::ClientConfig::new().set("bootstrap.servers", brokers).set("group.id", "count").create().unwrap())
+    }
+
+    fn count(&self, topic: &str) -> i64 {
+        use rdkafka::consumer::Consumer;
+        let Ok(md) = self.0.fetch_metadata(Some(topic), Duration::from_secs(5)) else { return 0 };
+        let Some(t) = md.topics().iter().find(|t| t.name() == topic) else { return 0 };
+        t.partitions().iter().map(|p| self.0.fetch_watermarks(topic, p.id(), Duration::from_secs(5)).map(|w| w.1).unwrap_or(0)).sum()
+    }
+}
+
+/// Distinct row ids in a topic (Debezium JSON without schema).
+fn topic_ids(brokers: &str, topic: &str, expect_records: i64) -> HashSet<i64> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::Message;
+    let c: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "check")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    c.subscribe(&[topic]).unwrap();
+    let mut ids = HashSet::new();
+    let mut n = 0;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while n < expect_records {
+        assert!(Instant::now() < deadline, "read {n} of {expect_records} records of {topic}");
+        if let Some(m) = c.poll(Duration::from_millis(500)) {
+            let m = m.unwrap();
+            n += 1;
+            if let Some(v) = m.payload() {
+                let v: serde_json::Value = serde_json::from_slice(v).unwrap();
+                ids.insert(v["after"]["id"].as_i64().unwrap());
+            }
+        }
+    }
+    ids
+}
+
+/// Whether the capture's offsets file records a completed snapshot.
+fn snapshot_completed(dir: &Path) -> bool {
+    std::fs::read_dir(dir.join("state")).into_iter().flatten().flatten().any(|e| {
+        std::fs::read_to_string(e.path()).ok().and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok()).is_some_and(|v| v["snapshot_completed"] == true)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_the_snapshot_to_kafka_loses_no_row() {
+    // A real Kafka-protocol broker (noida-db) in its own process survives every kill.
+    let broker = tensorcdc_kafka::testing::Noida::start().unwrap();
+    let brokers = broker.bootstrap();
+    let pg = LocalPg::start(Options { no_fsync: true, ..Default::default() }).unwrap();
+    let (c, conn) = tokio_postgres::connect(&pg.conninfo("postgres"), NoTls).await.unwrap();
+    tokio::spawn(conn);
+    c.batch_execute(&tensorcdc_postgres::load::create_table_sql("mnist_train")).await.unwrap();
+    // 10,000 rows: noida-db keeps everything in one JSON file, so the backlog stays small.
+    let rows = 10_000;
+    let data = mnist::load(Path::new("/usr/share/datasets/fashion-mnist"), Split::Train).unwrap().truncate(rows);
+    tensorcdc_postgres::load::load_examples(&c, "mnist_train", &data, 1000).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let topic = "tf.public.mnist_train";
+    let spawn = |with_file: bool| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tensorcdc"));
+        cmd.env("TENSORCDC_STATE_DIR", dir.path().join("state")).arg("capture");
+        if with_file {
+            let reg = serde_json::json!({"name": "crash", "config": {
+                "connector.class": "io.debezium.connector.postgresql.PostgresConnector",
+                "database.url": pg.url("postgres"),
+                "table.include.list": "public.mnist_train",
+                "slot.name": "kcrash",
+                "bootstrap.servers": brokers,
+                "value.converter": "org.apache.kafka.connect.json.JsonConverter",
+                "value.converter.schemas.enable": "false",
+            }});
+            let path = dir.path().join("register.json");
+            std::fs::write(&path, reg.to_string()).unwrap();
+            cmd.arg("--config").arg(path);
+        } else {
+            cmd.args(["--postgres", &pg.url("postgres"), "--table-include-list", "public.mnist_train", "--slot-name", "kcrash"]);
+            cmd.args(["--converter", "json-noschema", "--kafka", &brokers]);
+        }
+        Kill(cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap())
+    };
+    let counter = Counter::new(&brokers);
+    let topic_count = |_: &str, t: &str| counter.count(t);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let (mut mid_snapshot_kills, mut attempts) = (0, 0);
+    while mid_snapshot_kills < 10 {
+        attempts += 1;
+        assert!(attempts <= 40, "only {mid_snapshot_kills} kills landed during a snapshot in 40 attempts");
+        let before = topic_count(&brokers, topic);
+        let at = before + rng.random_range(1..(rows as i64 * 4 / 5));
+        let mut child = spawn(attempts % 2 == 0);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while topic_count(&brokers, topic) < at && !snapshot_completed(dir.path()) {
+            assert!(Instant::now() < deadline, "attempt {attempts}: fewer than {at} records in 60 s");
+            assert!(child.0.try_wait().unwrap().is_none(), "attempt {attempts}: capture exited early");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        child.0.kill().unwrap();
+        child.0.wait().unwrap();
+        let done = snapshot_completed(dir.path());
+        eprintln!("attempt {attempts}: killed at {} records, snapshot {}", topic_count(&brokers, topic) - before, if done { "complete" } else { "incomplete" });
+        if done {
+            // Too late: start over with a new slot so the next kill can land in a snapshot.
+            std::fs::remove_dir_all(dir.path().join("state")).unwrap();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while c.execute("SELECT pg_drop_replication_slot('kcrash')", &[]).await.is_err() {
+                assert!(Instant::now() < deadline, "slot kcrash still active");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        } else {
+            mid_snapshot_kills += 1;
+        }
+    }
+    let before = topic_count(&brokers, topic);
+    let child = spawn(false);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !snapshot_completed(dir.path()) {
+        assert!(Instant::now() < deadline, "the last start did not complete its snapshot");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(child);
+    let total = topic_count(&brokers, topic);
+    drop(counter);
+    assert!(total - before >= rows as i64, "the last start produced its whole snapshot");
+    let ids = topic_ids(&brokers, topic, total);
+    assert_eq!(ids.len(), rows, "every row in the topic");
+    assert!((1..=rows as i64).all(|id| ids.contains(&id)));
+    eprintln!("{mid_snapshot_kills} kills during the snapshot in {attempts} attempts; {total} records, every row present");
+}

@@ -10,9 +10,11 @@
 //!   a consumer group that ends after `stream_timeout` without a record (or never), with
 //!   offsets stored only after the caller has used a batch.
 //! * [`settings`]: librdkafka `key=value` settings passed through.
+//! * [`testing`]: a noida-db broker for tests (a real Kafka-protocol broker).
 
 mod reader;
 mod sink;
+pub mod testing;
 
 pub use reader::{read_bounded, GroupReader, Record};
 pub use sink::{KafkaSink, Publisher};
