@@ -139,7 +139,8 @@ pub(crate) async fn stream(
                         }
                     }
                 }
-                if batch.len() >= ctx.cfg.max_batch_size || (!batch.is_empty() && !repl.has_buffered_frame()) {
+                // Mid-transaction the rest of it is on its way: send full batches only.
+                if batch.len() >= ctx.cfg.max_batch_size || (!batch.is_empty() && st.tx.is_none() && !repl.has_buffered_frame()) {
                     let b = std::mem::take(&mut batch);
                     let n = b.len() as u64;
                     sink.send(b, &delivered_tx).await?;
