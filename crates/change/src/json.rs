@@ -76,7 +76,9 @@ fn field_schema_json(f: &Field, binary: BinaryMode, with_name: bool) -> J {
             m.insert("items".into(), field_schema_json(items, binary, false));
         }
         if f.ty == FieldType::Struct {
-            m.insert("fields".into(), J::Array(l.fields.iter().map(|x| field_schema_json(x, binary, true)).collect()));
+            // binary.handling.mode is for bytea columns: struct members (a
+            // VariableScaleDecimal's value, a Point's wkb) stay bytes.
+            m.insert("fields".into(), J::Array(l.fields.iter().map(|x| field_schema_json(x, BinaryMode::Bytes, true)).collect()));
         }
     }
     m.insert("optional".into(), J::from(f.optional));
@@ -151,7 +153,7 @@ pub fn value_json_of(v: &Value, f: Option<&Field>, binary: BinaryMode) -> J {
         }
         Value::Struct(vals) => {
             let fields = f.and_then(|f| f.logical.as_ref()).map_or(&[][..], |l| &l.fields[..]);
-            J::Object(fields.iter().zip(vals).map(|(sf, x)| (sf.name.clone(), value_json_of(x, Some(sf), binary))).collect())
+            J::Object(fields.iter().zip(vals).map(|(sf, x)| (sf.name.clone(), value_json_of(x, Some(sf), BinaryMode::Bytes))).collect())
         }
         Value::Unchanged => J::from(UNAVAILABLE),
     }
@@ -224,8 +226,9 @@ fn envelope_schema(e: &ChangeEvent, topic: &str, binary: BinaryMode) -> J {
 #[derive(Debug, Default)]
 pub struct JsonWriter {
     cfg: ConverterConfig,
-    /// (fields fingerprint, kind, topic) -> schema JSON.
-    schemas: std::collections::HashMap<(u64, u8, String), Box<str>>,
+    /// (fields fingerprint, kind, topic) -> the fields (kept alive, so the addresses the
+    /// fingerprint hashes cannot be reused by other schemas) and their schema JSON.
+    schemas: std::collections::HashMap<(u64, u8, String), (std::sync::Arc<Vec<Field>>, Box<str>)>,
 }
 
 fn write_str(out: &mut Vec<u8>, s: &str) {
@@ -381,8 +384,10 @@ impl JsonWriter {
                 (KIND_KEY, _) => struct_schema(fields, &format!("{topic}.Key"), false, binary, None),
                 _ => struct_schema(fields, &format!("{topic}.Value"), false, binary, None),
             };
-            j.to_string().into_boxed_str()
+            (fields.clone(), j.to_string().into_boxed_str())
         })
+        .1
+        .as_ref()
     }
 
     fn wrap(&mut self, schemas: bool, schema_of: Option<(&std::sync::Arc<Vec<Field>>, u8, &str, Option<&ChangeEvent>)>, payload: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {

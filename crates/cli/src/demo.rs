@@ -18,7 +18,6 @@ use tensorcdc_localpg::{LocalPg, Options};
 use tensorcdc_model::{argmax, checkpoint, Metrics};
 use tensorcdc_postgres::{run_capture, CaptureConfig, CaptureStats, Transform};
 use tokio::sync::mpsc;
-use tokio_postgres::NoTls;
 
 use crate::follow::{percentile, predict_items, TableWriter};
 use crate::source::{model_version, Item};
@@ -176,9 +175,9 @@ async fn run(a: DemoArgs, _shutdown: tokio::sync::watch::Receiver<bool>) -> Resu
             u
         }
     };
-    println!("connect with: psql '{url}'");
-    let (client, conn) = tokio_postgres::connect(&url, NoTls).await.with_context(|| format!("connecting to {url}"))?;
-    tokio::spawn(conn);
+    let shown = tensorcdc_postgres::conn::redact(&url);
+    println!("connect with: psql '{shown}'");
+    let client = tensorcdc_postgres::conn::connect(&url).await.with_context(|| format!("connecting to {shown}"))?;
     for t in ["mnist_train", "mnist_test", "mnist_manual", "mnist_predictions"] {
         client.batch_execute(&format!("DROP TABLE IF EXISTS {t}")).await?;
     }
@@ -275,13 +274,12 @@ async fn run(a: DemoArgs, _shutdown: tokio::sync::watch::Receiver<bool>) -> Resu
     let test_path = a.out.join("mnist_test.sql");
     if a.manual {
         // The table does not exist yet: capture picks it up from its first row.
-        println!("waiting for rows: psql '{url}' -f {}", test_path.display());
+        println!("waiting for rows: psql '{shown}' -f {}", test_path.display());
     } else {
         let c2 = url.clone();
         let rows = test_set.clone();
         tokio::spawn(async move {
-            let (c, conn) = tokio_postgres::connect(&c2, NoTls).await?;
-            tokio::spawn(conn);
+            let c = tensorcdc_postgres::conn::connect(&c2).await?;
             tensorcdc_postgres::load::load_examples(&c, "mnist_test", &rows, 500).await.map_err(anyhow::Error::from)
         });
     }

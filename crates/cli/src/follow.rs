@@ -4,7 +4,6 @@
 
 use anyhow::{Context, Result};
 use tensorcdc_model::{argmax, checkpoint, device_from_env, Predictor};
-use tokio_postgres::NoTls;
 
 use crate::source::{model_version, Item};
 use crate::train::PredictArgs;
@@ -62,8 +61,7 @@ impl TableWriter {
         if !table.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             anyhow::bail!("--predictions-table {table:?}: use letters, digits and '_'");
         }
-        let (client, conn) = tokio_postgres::connect(url, NoTls).await.with_context(|| format!("connecting to {url}"))?;
-        tokio::spawn(conn);
+        let client = tensorcdc_postgres::conn::connect(url).await.with_context(|| format!("--predictions-db {}", tensorcdc_postgres::conn::redact(url)))?;
         client
             .batch_execute(&format!(
                 "CREATE TABLE IF NOT EXISTS {table}(id BIGSERIAL PRIMARY KEY, row_key TEXT, digit SMALLINT, probability REAL, \

@@ -13,7 +13,7 @@ mod train;
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 
 /// mimalloc: training allocates and frees ~400 kB tensors every step; glibc serves those
 /// with mmap/munmap and page faults, mimalloc reuses them.
@@ -106,7 +106,9 @@ struct Mirror {
 
 fn main() {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("TENSORCDC_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("TENSORCDC_LOG")
+                .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+                .unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
         .init();
     if let Err(e) = run(Cli::parse()) {
@@ -125,8 +127,7 @@ fn load(data: &std::path::Path, url: &str, split: &str, limit: Option<usize>, ch
     };
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
-        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.map_err(|e| anyhow::anyhow!("connecting to {url}: {e}"))?;
-        tokio::spawn(conn);
+        let client = tensorcdc_postgres::conn::connect(url).await.with_context(|| format!("connecting to {}", tensorcdc_postgres::conn::redact(url)))?;
         for s in splits {
             let mut ex = mnist::load(data, s)?;
             if let Some(n) = limit {

@@ -121,7 +121,8 @@ impl SourceArgs {
         cfg.include = tensorcdc_postgres::config::parse_table_list("table.include.list", &format!("public\\.{table}"))?;
         cfg.slot_name = format!("tensorcdc_{}_{}", table.to_lowercase(), std::process::id());
         cfg.publication_name = "tensorcdc_reader".into();
-        cfg.drop_slot_on_stop = true;
+        // A temporary slot: the server drops it when the connection ends, even after kill -9.
+        cfg.temporary_slot = true;
         cfg.status_interval_ms = 1000;
         Ok(cfg)
     }
@@ -146,6 +147,8 @@ impl SourceArgs {
             let table = self.table.clone().unwrap_or_else(|| split.table().into());
             let mut cfg = self.capture_config(url, &table)?;
             cfg.snapshot_mode = SnapshotMode::InitialOnly;
+            // A batch read fails fast (connection refused, no password) instead of retrying.
+            cfg.errors_max_retries = Some(0);
             let (mut sink, mut rx) = ChannelSink::new(4096);
             let (_stop, stop_rx) = tokio::sync::watch::channel(false);
             let run = tokio::spawn(async move { run_capture(cfg, tensorcdc_postgres::identity(), &mut sink, stop_rx, Default::default()).await });

@@ -70,8 +70,14 @@ pub struct CaptureConfig {
     pub transforms: Vec<(String, BTreeMap<String, String>)>,
     /// `bootstrap.servers` and `kafka.*`/`producer.*` settings for a Kafka sink.
     pub kafka: BTreeMap<String, String>,
-    /// `slot.drop.on.stop`: drop the slot when capture stops (for throwaway readers).
+    /// `slot.drop.on.stop`: drop the slot when capture stops.
     pub drop_slot_on_stop: bool,
+    /// `errors.max.retries`: retryable failures in a row before capture gives up (Debezium's
+    /// key; `-1`, the default, retries for ever). Batch readers use 0: fail fast.
+    pub errors_max_retries: Option<u32>,
+    /// `slot.temporary` (tensorcdc's key): a TEMPORARY slot, which the server drops when the
+    /// replication connection ends, even after `kill -9` (throwaway readers use it).
+    pub temporary_slot: bool,
     /// `decimal.handling.mode`, `time.precision.mode`, `interval.handling.mode`,
     /// `money.fraction.digits`.
     pub types: crate::types::TypeSettings,
@@ -102,6 +108,8 @@ impl Default for CaptureConfig {
             transforms: vec![],
             kafka: BTreeMap::new(),
             drop_slot_on_stop: false,
+            temporary_slot: false,
+            errors_max_retries: None,
             types: Default::default(),
         }
     }
@@ -144,7 +152,7 @@ pub fn json_properties(doc: &J) -> Result<BTreeMap<String, String>, CaptureError
     let mut props = BTreeMap::new();
     for (k, v) in map {
         let s = match v {
-            J::String(s) => s.clone(),
+            J::String(s) => expand_providers(k, s)?,
             J::Number(n) => n.to_string(),
             J::Bool(b) => b.to_string(),
             other => return Err(bad(k, format!("expected a string, number or boolean, got {other}"))),
@@ -178,9 +186,10 @@ impl CaptureConfig {
         c
     }
 
-    /// Sets the connection from a `postgres://` URL or libpq `key=value` string.
+    /// Sets the connection from a `postgres://` URL or libpq `key=value` string, completed
+    /// from libpq's environment and password file (see [`crate::conn`]).
     pub fn set_connection(&mut self, url: &str) -> Result<(), CaptureError> {
-        let c: tokio_postgres::Config = url.parse().map_err(|e| bad("database.url", format!("{e}")))?;
+        let c = crate::conn::resolve(url).map_err(|e| bad("database.url", e))?;
         if let Some(h) = c.get_hosts().first() {
             self.host = match h {
                 tokio_postgres::config::Host::Tcp(h) => h.clone(),
@@ -284,6 +293,11 @@ impl CaptureConfig {
                 "value.converter" => c.converter.value = parse_converter(k, v, value_schemas)?,
                 "key.converter.schemas.enable" | "value.converter.schemas.enable" | "transforms" | "name" | "tasks.max" => {}
                 "slot.drop.on.stop" => c.drop_slot_on_stop = parse_bool(k, v)?,
+                "slot.temporary" => c.temporary_slot = parse_bool(k, v)?,
+                "errors.max.retries" => {
+                    let n: i64 = v.parse().map_err(|_| bad(k, format!("{v:?} is not a number (-1: no limit)")))?;
+                    c.errors_max_retries = (n >= 0).then_some(n as u32);
+                }
                 "tombstones.on.delete" => c.tombstones_on_delete = parse_bool(k, v)?,
                 "skipped.operations" => {
                     c.skipped_ops = v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty() && s != "none").collect();
@@ -313,8 +327,41 @@ impl CaptureConfig {
                 _ => unknown.push(k.clone()),
             }
         }
+        if c.password.is_none() {
+            c.password = std::env::var("PGPASSWORD").ok().filter(|p| !p.is_empty()).or_else(|| crate::conn::pgpass_password(&c.host, c.port, &c.dbname, &c.user));
+        }
         Ok((c, unknown))
     }
+}
+
+/// Kafka Connect's config providers in a property value: `${env:VAR}` (an environment
+/// variable) and `${file:/path:key}` (`key` of a Java properties file, as
+/// `FileConfigProvider` reads it).
+pub fn expand_providers(key: &str, v: &str) -> Result<String, CaptureError> {
+    let mut out = String::new();
+    let mut rest = v;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let end = rest[start..].find('}').ok_or_else(|| bad(key, "unclosed ${...}"))? + start;
+        let spec = &rest[start + 2..end];
+        let value = if let Some(var) = spec.strip_prefix("env:") {
+            std::env::var(var).map_err(|_| bad(key, format!("${{env:{var}}}: environment variable {var} is not set")))?
+        } else if let Some(path_key) = spec.strip_prefix("file:") {
+            let (path, k) = path_key.rsplit_once(':').ok_or_else(|| bad(key, "${file:...} needs /path:key"))?;
+            let text = std::fs::read_to_string(path).map_err(|e| bad(key, format!("${{file:{path}:{k}}}: {e}")))?;
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.starts_with('#') && !l.starts_with('!'))
+                .find_map(|l| l.split_once(['=', ':']).filter(|(a, _)| a.trim() == k).map(|(_, b)| b.trim().to_string()))
+                .ok_or_else(|| bad(key, format!("${{file:{path}:{k}}}: no key {k:?} in {path}")))?
+        } else {
+            return Err(bad(key, format!("${{{spec}}}: supported providers are env: and file:")));
+        };
+        out.push_str(&value);
+        rest = &rest[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -129,10 +129,14 @@ struct Offsets {
     snapshot_completed: bool,
 }
 
-/// Where the offsets of this capture are kept.
-pub fn offsets_path(cfg: &CaptureConfig) -> std::path::PathBuf {
+/// Where the offsets of this capture are kept (none for a temporary slot: it cannot
+/// outlive the session whose snapshot it would describe).
+pub fn offsets_path(cfg: &CaptureConfig) -> Option<std::path::PathBuf> {
     if let Some(p) = &cfg.offset_file {
-        return p.clone();
+        return Some(p.clone());
+    }
+    if cfg.temporary_slot {
+        return None;
     }
     let dir = std::env::var_os("TENSORCDC_STATE_DIR")
         .map(std::path::PathBuf::from)
@@ -140,17 +144,17 @@ pub fn offsets_path(cfg: &CaptureConfig) -> std::path::PathBuf {
         .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".local/state/tensorcdc")))
         .unwrap_or_else(|| std::env::temp_dir().join("tensorcdc-state"));
     let host: String = cfg.host.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' }).collect();
-    dir.join(format!("offsets-{host}-{}-{}-{}.json", cfg.port, cfg.dbname, cfg.slot_name))
+    Some(dir.join(format!("offsets-{host}-{}-{}-{}.json", cfg.port, cfg.dbname, cfg.slot_name)))
 }
 
 fn read_offsets(cfg: &CaptureConfig) -> Option<Offsets> {
-    serde_json::from_str(&std::fs::read_to_string(offsets_path(cfg)).ok()?).ok()
+    serde_json::from_str(&std::fs::read_to_string(offsets_path(cfg)?).ok()?).ok()
 }
 
 /// Writes the offsets durably (temporary file, fsync, rename).
 fn write_offsets(cfg: &CaptureConfig, completed: bool) -> Result<(), CaptureError> {
     use std::io::Write;
-    let path = offsets_path(cfg);
+    let Some(path) = offsets_path(cfg) else { return Ok(()) };
     let o = Offsets { slot: cfg.slot_name.clone(), snapshot_completed: completed };
     let tmp = path.with_extension("tmp");
     let write = || -> std::io::Result<()> {
@@ -176,6 +180,7 @@ pub async fn run_capture(
 ) -> Result<CaptureStats, CaptureError> {
     let mut backoff = Duration::from_millis(200);
     let text_tuples = std::sync::atomic::AtomicBool::new(false);
+    let mut retries = 0u32;
     loop {
         let started = Instant::now();
         match session(&cfg, &transform, sink, &mut shutdown, &stats, &text_tuples).await {
@@ -189,9 +194,13 @@ pub async fn run_capture(
             Err(e) if e.is_retryable() => {
                 if started.elapsed() > Duration::from_secs(30) {
                     backoff = Duration::from_millis(200);
+                    retries = 0;
                 }
+                if cfg.errors_max_retries.is_some_and(|max| retries >= max) {
+                    return Err(e);
+                }
+                retries += 1;
                 warn!("capture: {e}; retrying in {backoff:?}");
-                eprintln!("capture: {e}; retrying in {backoff:?}");
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
                     _ = shutdown.changed() => return Ok(stats.lock().expect("stats").clone()),
@@ -231,8 +240,14 @@ async fn connect_sql(cfg: &CaptureConfig) -> Result<Client, CaptureError> {
                 *user = cfg.user.clone();
             }
             err
+        } else if format!("{e:?}").contains("password missing") {
+            CaptureError::Auth {
+                user: cfg.user.clone(),
+                reason: "the server asks for a password and none was supplied (give it in the URL, PGPASSWORD, ~/.pgpass or database.password)".into(),
+            }
         } else {
-            CaptureError::Connect { addr: format!("{}:{}", cfg.host, cfg.port), reason: e.to_string() }
+            let reason = std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| format!("{e}: {s}"));
+            CaptureError::Connect { addr: format!("{}:{}", cfg.host, cfg.port), reason }
         }
     })?;
     tokio::spawn(async move {
@@ -292,6 +307,13 @@ async fn session(
         )));
     }
     let offsets = read_offsets(cfg);
+    if slot.is_some() && offsets.is_none() && cfg.snapshot_mode != SnapshotMode::Never && !cfg.temporary_slot {
+        warn!(
+            "slot {} exists but no offsets file was found ({}); assuming its snapshot completed (keep the state directory between runs)",
+            cfg.slot_name,
+            offsets_path(cfg).map(|p| p.display().to_string()).unwrap_or_default()
+        );
+    }
     let snapshot_incomplete = slot.is_some()
         && cfg.snapshot_mode != SnapshotMode::Never
         && offsets.as_ref().is_some_and(|o| o.slot == cfg.slot_name && !o.snapshot_completed);
@@ -312,8 +334,9 @@ async fn session(
             write_offsets(cfg, false)?;
         }
         let sql = format!(
-            "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput {}",
+            "CREATE_REPLICATION_SLOT {} {}LOGICAL pgoutput {}",
             quote_ident(&cfg.slot_name),
+            if cfg.temporary_slot { "TEMPORARY " } else { "" },
             if want_snapshot { "EXPORT_SNAPSHOT" } else { "NOEXPORT_SNAPSHOT" }
         );
         let rows = repl.simple_query(&sql).await?;
@@ -335,6 +358,12 @@ async fn session(
         crate::snapshot::snapshot(&ctx, &client, None, Lsn(0), sink, &delivered_tx, shutdown).await?;
     }
     stats.lock().expect("stats").snapshot_done = true;
+    if cfg.snapshot_mode == SnapshotMode::InitialOnly && !cfg.temporary_slot {
+        // Nothing will stream from it: do not leave a slot that pins WAL.
+        if let Err(e) = repl.simple_query(&format!("DROP_REPLICATION_SLOT {}", quote_ident(&cfg.slot_name))).await {
+            warn!("dropping slot {} after the initial_only snapshot: {e}", cfg.slot_name);
+        }
+    }
     if cfg.snapshot_mode == SnapshotMode::InitialOnly || *shutdown.borrow() {
         repl.close().await;
         return Ok(());

@@ -2,6 +2,8 @@
 //!
 //! * [`config`]: Debezium connector properties (`database.*`, `topic.prefix`,
 //!   `table.include.list`, `slot.name`, `snapshot.mode`, ...).
+//! * [`conn`]: libpq's environment and password file, and connection strings with their
+//!   password hidden for printing.
 //! * [`replication`]: our replication connection (startup, auth, CopyBoth stream).
 //! * [`pgoutput`]: the pgoutput decoder, protocol versions 1 to 4.
 //! * [`types`]: column types from the catalog, values decoded from text and binary forms,
@@ -13,6 +15,7 @@
 
 mod catalog;
 pub mod config;
+pub mod conn;
 pub mod engine;
 mod error;
 pub mod load;

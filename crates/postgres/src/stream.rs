@@ -135,7 +135,7 @@ pub(crate) async fn stream(
                         let raw = data.clone();
                         let m = pgoutput::decode(data, st.stream_xid.is_some())?;
                         if let Some(r) = handle(ctx, client, binary, m, &raw, wal_start, &mut st, &mut batch, &mut acks).await? {
-                            replay(ctx, r, sink, &delivered_tx, &mut batch, &mut acks).await?;
+                            replay(ctx, r, sink, &mut repl, &delivered_tx, &mut batch, &mut acks).await?;
                         }
                     }
                 }
@@ -409,8 +409,19 @@ async fn handle(
 /// Sends a committed streamed transaction: its records decoded in order, in batches of
 /// `max.batch.size` (a slow sink holds this back), the last change carrying the
 /// transaction's acknowledgement LSN.
-async fn replay(ctx: &Ctx<'_>, r: Replay, sink: &mut dyn Sink, delivered: &mpsc::UnboundedSender<Lsn>, batch: &mut Vec<Message>, acks: &mut Acks) -> Result<(), CaptureError> {
+#[allow(clippy::too_many_arguments)]
+async fn replay(
+    ctx: &Ctx<'_>,
+    r: Replay,
+    sink: &mut dyn Sink,
+    repl: &mut ReplicationConn,
+    delivered: &mpsc::UnboundedSender<Lsn>,
+    batch: &mut Vec<Message>,
+    acks: &mut Acks,
+) -> Result<(), CaptureError> {
     let Replay { mut reader, end_lsn, ts_ms, xid } = r;
+    // A long replay must still answer the server, or wal_sender_timeout ends the stream.
+    let mut last_status = Instant::now();
     let mut rels: HashMap<u32, Arc<Rel>> = HashMap::new();
     let mut held: Option<Message> = None;
     while let Some(rec) = reader.next_record().map_err(CaptureError::Protocol)? {
@@ -430,6 +441,10 @@ async fn replay(ctx: &Ctx<'_>, r: Replay, sink: &mut dyn Sink, delivered: &mpsc:
                     let n = b.len() as u64;
                     sink.send(b, delivered).await?;
                     ctx.stats.lock().expect("stats").messages += n;
+                }
+                if last_status.elapsed() >= Duration::from_secs(5) {
+                    repl.send_status(acks.confirmed, false).await?;
+                    last_status = Instant::now();
                 }
             }
         }

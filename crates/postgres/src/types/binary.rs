@@ -46,12 +46,12 @@ fn utf8(b: &[u8], what: &str) -> Result<String, String> {
     String::from_utf8(b.to_vec()).map_err(|e| format!("{what}: invalid UTF-8: {e}"))
 }
 
-fn ts(us: i64) -> Ts {
-    match us {
+fn ts(us: i64) -> Result<Ts, String> {
+    Ok(match us {
         i64::MAX => Ts::PosInf,
         i64::MIN => Ts::NegInf,
-        v => Ts::Micros(v + PG_EPOCH_MICROS),
-    }
+        v => Ts::Micros(v.checked_add(PG_EPOCH_MICROS).ok_or_else(|| format!("timestamp {v} µs after 2000 is out of range"))?),
+    })
 }
 
 fn numeric(b: &[u8]) -> Result<Numeric, String> {
@@ -182,8 +182,8 @@ pub fn decode(t: &PgType, b: &[u8]) -> Result<Datum, String> {
             // Postgres stores the zone as seconds west of UTC.
             Datum::TimeTz(us, -zone)
         }
-        oids::TIMESTAMP => Datum::Timestamp(ts(i64::from_be_bytes(fixed(b, "timestamp")?))),
-        oids::TIMESTAMPTZ => Datum::TimestampTz(ts(i64::from_be_bytes(fixed(b, "timestamptz")?))),
+        oids::TIMESTAMP => Datum::Timestamp(ts(i64::from_be_bytes(fixed(b, "timestamp")?))?),
+        oids::TIMESTAMPTZ => Datum::TimestampTz(ts(i64::from_be_bytes(fixed(b, "timestamptz")?))?),
         oids::INTERVAL => {
             let mut r = Reader { b, what: "interval" };
             let (micros, days, months) = (r.i64()?, r.i32()?, r.i32()?);

@@ -261,7 +261,8 @@ fn zoned_timestamp(t: Ts, precision: u32) -> Value {
                 out.push('Z');
                 Value::String(out)
             }
-            None => Value::Null,
+            // Beyond chrono's calendar (year 262142): Postgres' own text rather than nothing.
+            None => Value::String(super::datum::pg_timestamp_text(t, true)),
         },
     }
 }
@@ -300,17 +301,20 @@ fn micro_duration(months: i32, days: i32, micros: i64) -> i64 {
 /// Bits as Debezium writes them (`PostgresValueConverter.convertBits`): bit i counted from
 /// the right set in a `BitSet`, written little-endian.
 fn bits_bytes(b: &Bits) -> Vec<u8> {
-    // Postgres sends the bits high-bit first; Debezium reads the bit string as a binary
-    // number and writes it least significant byte first.
-    let mut v = BigInt::from(0);
-    for i in 0..b.len {
-        v = (v << 1) + ((b.bytes[i / 8] >> (7 - i % 8)) & 1);
+    // Postgres sends the bits first-character-first, high bit first; bit j counted from the
+    // right (the last character) goes to byte j / 8, bit j % 8.
+    let mut out = vec![0u8; b.len.div_ceil(8)];
+    for j in 0..b.len {
+        let i = b.len - 1 - j;
+        if (b.bytes[i / 8] >> (7 - i % 8)) & 1 == 1 {
+            out[j / 8] |= 1 << (j % 8);
+        }
     }
     // `BitSet.toByteArray()`: as many bytes as the highest set bit needs (none for zero).
-    if v == BigInt::from(0) {
-        return Vec::new();
+    while out.last() == Some(&0) {
+        out.pop();
     }
-    v.to_bytes_le().1
+    out
 }
 
 fn point_wkb(x: f64, y: f64) -> Vec<u8> {

@@ -217,7 +217,7 @@ pub fn from_copy(t: &PgType, v: Option<Bytes>, s: &TypeSettings) -> Result<Value
 }
 
 /// The session settings under which text forms are read (startup `options`).
-pub const SESSION_OPTIONS: &str = "-c DateStyle=ISO -c IntervalStyle=iso_8601 -c TimeZone=UTC -c extra_float_digits=3 -c lc_monetary=C";
+pub const SESSION_OPTIONS: &str = "-c DateStyle=ISO -c IntervalStyle=iso_8601 -c TimeZone=UTC -c extra_float_digits=3 -c lc_monetary=C -c bytea_output=hex";
 
 #[cfg(test)]
 mod tests {

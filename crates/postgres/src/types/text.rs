@@ -113,13 +113,16 @@ fn interval(s: &str) -> Option<Datum> {
     }
     for c in time_part.chars() {
         match c {
-            'H' => micros += std::mem::take(&mut num).parse::<i64>().ok()? * 3_600_000_000,
-            'M' => micros += std::mem::take(&mut num).parse::<i64>().ok()? * 60_000_000,
+            'H' => micros += std::mem::take(&mut num).parse::<i64>().ok()?.checked_mul(3_600_000_000)?,
+            'M' => micros += std::mem::take(&mut num).parse::<i64>().ok()?.checked_mul(60_000_000)?,
             'S' => {
                 let n = std::mem::take(&mut num);
                 let neg = n.starts_with('-');
                 let (w, f) = n.trim_start_matches('-').split_once('.').map_or((n.trim_start_matches('-').to_string(), String::new()), |(a, b)| (a.into(), b.into()));
-                let us = w.parse::<i64>().ok()? * 1_000_000 + if f.is_empty() { 0 } else { format!("{f:0<6}")[..6].parse::<i64>().ok()? };
+                if !f.is_ascii() {
+                    return None;
+                }
+                let us = w.parse::<i64>().ok()?.checked_mul(1_000_000)? + if f.is_empty() { 0 } else { format!("{f:0<6}")[..6].parse::<i64>().ok()? };
                 micros += if neg { -us } else { us };
             }
             _ => num.push(c),

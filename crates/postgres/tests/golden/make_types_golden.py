@@ -45,6 +45,7 @@ default=[
  ("bit(8)","B'10000001'",BITS(8),b64([0x81]), src(PVC+" l.776-803; io/debezium/data/Bits.java l.22-35 (BitSet, little-endian)")),
  ("varbit","B'101'",BITS(2147483647),b64([5]), src(ARPT+" l.622-623 (length Integer.MAX_VALUE)")),
  ("varbit(24)","B'000000110000001000000001'",BITS(24),b64([1,2,3]), src(ARPT+" l.619-621")),
+ ("varbit(20)","B'10000000000000000001'",BITS(20),b64([1,0,8]), src(PVC+" l.776-803 (bit 19 from the right in byte 2)")),
  ("bit(4)","B'0000'",BITS(4),"", src("BitSet.toByteArray() of no set bit is empty; "+PVC+" l.776-803")),
  ("smallint","-32768",I("int16"),-32768, src(ARPT+" l.244")),
  ("integer","2147483647",I("int32"),2147483647, src(ARPT+" l.245")),
@@ -170,6 +171,9 @@ for mode,val in [("hex","fbff"),("base64","+/8="),("base64-url-safe","-_8=")]:
     groups.append({"name":"binary_"+mode.replace("-","_"),"settings":{"binary.handling.mode":mode},"cases":[
      ("bytea","'\\xfbff'",I("string"),val, src("JdbcValueConverters l.759-836; "+ARPT+" l.446-465")),
      ("numeric(10,2)","1.5",DEC(2,10),dec(150), src("binary.handling.mode applies to bytea only")),
+     ("numeric","10",VSD,vsd(0,10), src("binary.handling.mode applies to bytea only: VariableScaleDecimal.value stays bytes")),
+     ("point","'(1,1)'",POINT,{"x":1.0,"y":1.0,"wkb":wkb(1.0,1.0),"srid":None}, src("binary.handling.mode applies to bytea only: Point.wkb stays bytes")),
+     ("varbit","B'101'",BITS(2147483647),b64([5]), src("Bits are bytes whatever binary.handling.mode says")),
     ]})
 out={"_about":"Golden Debezium 2.x field schemas and values per Postgres type, checked by crates/postgres/tests/types.rs from the snapshot and from the stream (binary and text tuples). Each case names where its expectation comes from in Debezium's source ("+DBZ+"; ARPT = "+ARPT+", PVC = "+PVC+"). Schemas omit the 'field' key (the test adds the column name).",
  "groups":[{"name":g["name"],"settings":g["settings"],"cases":[{"type":t,"literal":l,"schema":s,"value":v,"source":so} for (t,l,s,v,so) in g["cases"]]} for g in groups]}

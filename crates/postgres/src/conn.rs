@@ -1,0 +1,173 @@
+//! Connection settings as libpq reads them, and URLs safe to print.
+//!
+//! A connection string (`postgres://` URL or `key=value` pairs) is completed from libpq's
+//! environment for what it leaves out (`PGHOST`, `PGPORT`, `PGUSER`, `PGPASSWORD`,
+//! `PGDATABASE`), then the password from the password file (`PGPASSFILE`, else
+//! `~/.pgpass`; lines `host:port:database:user:password`, `*` matching anything, ignored
+//! unless the file is private to its owner, as libpq does). [`redact`] hides the password
+//! of a connection string in every message tensorcdc prints.
+
+use std::path::PathBuf;
+
+use tokio_postgres::config::Host;
+use tokio_postgres::{Client, Config, NoTls};
+
+use crate::CaptureError;
+
+/// The connection string with its password replaced by `****`.
+pub fn redact(conn: &str) -> String {
+    let mut out = conn.to_string();
+    // URL form: scheme://user:password@host
+    if let Some(scheme_end) = out.find("://") {
+        let rest = &out[scheme_end + 3..];
+        let auth_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        if let Some(at) = rest[..auth_end].rfind('@') {
+            if let Some(colon) = rest[..at].find(':') {
+                let (a, b) = (scheme_end + 3 + colon + 1, scheme_end + 3 + at);
+                out.replace_range(a..b, "****");
+            }
+        }
+    }
+    // `password=...` as a query parameter or a key=value pair (quoted or not).
+    let mut i = 0;
+    while let Some(pos) = out[i..].find("password=") {
+        let start = i + pos + "password=".len();
+        let bytes = out.as_bytes();
+        let end = if bytes.get(start) == Some(&b'\'') {
+            out[start + 1..].find('\'').map_or(out.len(), |e| start + 1 + e + 1)
+        } else {
+            out[start..].find(['&', ' ']).map_or(out.len(), |e| start + e)
+        };
+        out.replace_range(start..end, "****");
+        i = start + 4;
+    }
+    out
+}
+
+fn env(key: &str) -> Option<String> {
+    std::env::var(key).ok().filter(|v| !v.is_empty())
+}
+
+/// The password file libpq would read.
+fn passfile() -> Option<PathBuf> {
+    env("PGPASSFILE").map(PathBuf::from).or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".pgpass")))
+}
+
+/// One `.pgpass` field matches when it is `*` or equal (with `\:` and `\\` unescaped).
+fn split_pgpass(line: &str) -> Vec<String> {
+    let mut fields = vec![String::new()];
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                if let Some(n) = chars.next() {
+                    fields.last_mut().expect("one field").push(n);
+                }
+            }
+            ':' if fields.len() < 5 => fields.push(String::new()),
+            c => fields.last_mut().expect("one field").push(c),
+        }
+    }
+    fields
+}
+
+/// The password for a connection from the password file, if any line matches.
+pub fn pgpass_password(host: &str, port: u16, db: &str, user: &str) -> Option<String> {
+    let path = passfile()?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).ok()?.permissions().mode();
+        if mode & 0o077 != 0 {
+            tracing::warn!("password file {} has group or world access; it is ignored (chmod 0600 it)", path.display());
+            return None;
+        }
+    }
+    let text = std::fs::read_to_string(&path).ok()?;
+    // libpq matches a Unix socket directory as "localhost".
+    let host = if host.starts_with('/') { "localhost" } else { host };
+    let port = port.to_string();
+    text.lines().filter(|l| !l.trim_start().starts_with('#') && !l.trim().is_empty()).find_map(|l| {
+        let f = split_pgpass(l);
+        let ok = f.len() == 5 && [host, port.as_str(), db, user].iter().zip(&f).all(|(want, field)| field == "*" || field == want);
+        ok.then(|| f[4].clone())
+    })
+}
+
+/// A tokio-postgres config from a connection string completed as libpq does (environment,
+/// then password file).
+pub fn resolve(conn: &str) -> Result<Config, String> {
+    let mut c: Config = if conn.trim().is_empty() { Config::new() } else { conn.parse().map_err(|e| format!("{}: {e}", redact(conn)))? };
+    if c.get_hosts().is_empty() {
+        match env("PGHOST") {
+            Some(h) if h.starts_with('/') => c.host_path(h),
+            Some(h) => c.host(&h),
+            None => c.host("localhost"),
+        };
+    }
+    if c.get_ports().is_empty() {
+        let port = env("PGPORT").map(|p| p.parse::<u16>().map_err(|_| format!("PGPORT {p:?} is not a port number"))).transpose()?;
+        c.port(port.unwrap_or(5432));
+    }
+    if c.get_user().is_none() {
+        c.user(env("PGUSER").as_deref().unwrap_or("postgres"));
+    }
+    if c.get_dbname().is_none() {
+        let db = env("PGDATABASE").unwrap_or_else(|| c.get_user().unwrap_or("postgres").to_string());
+        c.dbname(&db);
+    }
+    if c.get_password().is_none() {
+        let host = match c.get_hosts().first() {
+            Some(Host::Tcp(h)) => h.clone(),
+            Some(Host::Unix(p)) => p.display().to_string(),
+            None => "localhost".into(),
+        };
+        let (port, db, user) = (c.get_ports().first().copied().unwrap_or(5432), c.get_dbname().unwrap_or("").to_string(), c.get_user().unwrap_or("").to_string());
+        if let Some(p) = env("PGPASSWORD").or_else(|| pgpass_password(&host, port, &db, &user)) {
+            c.password(p);
+        }
+    }
+    Ok(c)
+}
+
+/// Connects a SQL client for `conn` (completed by [`resolve`]); errors name the server by
+/// its redacted connection string, never the password.
+pub async fn connect(conn: &str) -> Result<Client, CaptureError> {
+    let cfg = resolve(conn).map_err(|reason| CaptureError::Config { key: "database.url".into(), reason })?;
+    let (client, connection) = cfg.connect(NoTls).await.map_err(|e| match e.as_db_error() {
+        Some(_) => {
+            let mut err = CaptureError::from_pg("connect", e);
+            if let CaptureError::Auth { user, .. } = &mut err {
+                *user = cfg.get_user().unwrap_or("").to_string();
+            }
+            err
+        }
+        None => CaptureError::Connect { addr: redact(conn), reason: e.to_string() },
+    })?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!("sql connection ended: {e}");
+        }
+    });
+    Ok(client)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_hidden() {
+        assert_eq!(redact("postgres://u:s3cret@h:5/db?sslmode=require"), "postgres://u:****@h:5/db?sslmode=require");
+        assert_eq!(redact("postgresql://u@h/db"), "postgresql://u@h/db");
+        assert_eq!(redact("host=h password=s3cret user=u"), "host=h password=**** user=u");
+        assert_eq!(redact("host=h password='s3 cret' user=u"), "host=h password=**** user=u");
+        assert_eq!(redact("postgres://h/db?password=s3cret&user=u"), "postgres://h/db?password=****&user=u");
+        assert_eq!(redact("postgres://u:p%40ss@h/db"), "postgres://u:****@h/db");
+    }
+
+    #[test]
+    fn pgpass_fields() {
+        assert_eq!(split_pgpass(r"h:5432:*:u:pa\:ss:w"), vec!["h", "5432", "*", "u", "pa:ss:w"]);
+    }
+}
