@@ -89,3 +89,56 @@ async fn train_evaluate_predict_from_postgres_in_process() {
     let slots: i64 = c.query_one("SELECT count(*) FROM pg_replication_slots", &[]).await.unwrap().get(0);
     assert_eq!(slots, 0);
 }
+
+/// Waits for a condition on the database, failing after `secs` seconds.
+async fn wait_for(c: &tokio_postgres::Client, sql: &str, want: i64, secs: u64, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        let n: i64 = c.query_one(sql, &[]).await.unwrap().get(0);
+        if n == want {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what}: {sql} gave {n}, expected {want}, after {secs}s");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_readers_leave_no_slot_and_batch_reads_fail_fast() {
+    let pg = LocalPg::start(Options { no_fsync: true, ..Default::default() }).unwrap();
+    let url = pg.url("postgres");
+    let (c, conn) = tokio_postgres::connect(&pg.conninfo("postgres"), NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let train = mnist::load(Path::new(FASHION), Split::Train).unwrap();
+    tensorcdc_postgres::load::load_examples(&c, "mnist_train", &train, 5000).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    // kill -9 of train --source while it reads its snapshot of 60,000 rows.
+    let mut child = bin().args(["train", "--source", &url, "--epochs", "1", "--out", model.to_str().unwrap()]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    wait_for(&c, "SELECT count(*) FROM pg_replication_slots WHERE active", 1, 30, "train's slot").await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    wait_for(&c, "SELECT count(*) FROM pg_replication_slots", 0, 10, "no slot after kill -9 of train --source").await;
+    // The same for a follower (predict --follow) once it streams.
+    let out = bin().args(["train", "--source", &url, "--epochs", "1", "--limit", "2000", "--out", model.to_str().unwrap()]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    wait_for(&c, "SELECT count(*) FROM pg_replication_slots", 0, 10, "no slot after train --source").await;
+    let mut follow = bin()
+        .args(["predict", "--follow", "--source", &url, "--table", "mnist_manual", "--model", model.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(&c, "SELECT count(*) FROM pg_replication_slots WHERE active", 1, 30, "the follower's slot").await;
+    follow.kill().unwrap();
+    follow.wait().unwrap();
+    wait_for(&c, "SELECT count(*) FROM pg_replication_slots", 0, 10, "no slot after kill -9 of predict --follow").await;
+    // A batch read at a closed port fails within 10 s, naming host and port.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let t = std::time::Instant::now();
+    let out = bin().args(["train", "--source", &format!("postgres://postgres@127.0.0.1:{closed}/postgres"), "--out", model.to_str().unwrap()]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(t.elapsed() < std::time::Duration::from_secs(10), "took {:?}", t.elapsed());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("127.0.0.1:{closed}")) && err.contains("refused"), "{err}");
+}
