@@ -200,7 +200,8 @@ async fn run(a: DemoArgs, _shutdown: tokio::sync::watch::Receiver<bool>) -> Resu
     // The predictions the demo writes back are not training data.
     cfg.exclude = tensorcdc_postgres::config::parse_table_list("table.exclude.list", "public.mnist_predictions")?;
     cfg.slot_name = format!("tensorcdc_demo_{}", std::process::id());
-    cfg.drop_slot_on_stop = true;
+    // The demo's slot lives as long as its connection (no offsets file, nothing left behind).
+    cfg.temporary_slot = true;
     cfg.status_interval_ms = 1000;
     let stats = Arc::new(Mutex::new(CaptureStats::default()));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

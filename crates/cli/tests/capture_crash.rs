@@ -24,6 +24,7 @@ impl Drop for Kill {
 
 fn spawn_capture(pg: &LocalPg, out: &Path) -> Kill {
     Kill(Command::new(env!("CARGO_BIN_EXE_tensorcdc"))
+        .env("TENSORCDC_STATE_DIR", out.parent().unwrap().join("state"))
         .args(["capture", "--postgres", &pg.url("postgres"), "--table-include-list", "public.mnist_.*", "--slot-name", "crash"])
         .args(["--converter", "json-noschema", "--set", "status.interval.ms=200"])
         .arg("--sink")

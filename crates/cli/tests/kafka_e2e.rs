@@ -37,6 +37,8 @@ impl Drop for Kill {
 fn capture(pg: &LocalPg, brokers: &str, slot: &str, extra: &[&str]) -> Kill {
     Kill(
         bin()
+            // The offsets file of this test run, not the user's state directory.
+            .env("TENSORCDC_STATE_DIR", std::env::temp_dir().join(format!("tensorcdc-e2e-state-{}", std::process::id())))
             .args(["capture", "--postgres", &pg.url("postgres"), "--kafka", brokers, "--table-include-list", "public.mnist_.*", "--slot-name", slot])
             .args(extra)
             .stdout(Stdio::null())

@@ -27,6 +27,7 @@ fn props_config(pg: &tensorcdc_localpg::LocalPg, table: &str, slot: &str, binary
         ("table.include.list".to_string(), format!("public.{table}")),
         ("slot.name".to_string(), slot.to_string()),
         ("binary.tuples".to_string(), binary_tuples.to_string()),
+        ("offset.storage.file.filename".to_string(), offsets_file(pg, slot).display().to_string()),
     ]);
     for (k, v) in settings.as_object().unwrap() {
         props.insert(k.clone(), v.as_str().unwrap().to_string());

@@ -32,7 +32,13 @@ pub fn config(pg: &LocalPg, slot: &str) -> CaptureConfig {
     cfg.include = tensorcdc_postgres::config::parse_table_list("table.include.list", "public.mnist_.*").unwrap();
     cfg.slot_name = slot.into();
     cfg.status_interval_ms = 1000;
+    cfg.offset_file = Some(offsets_file(pg, slot));
     cfg
+}
+
+/// An offsets file of this test's own (not the user's state directory).
+pub fn offsets_file(pg: &LocalPg, slot: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("tensorcdc-test-offsets-{}-{}-{slot}.json", std::process::id(), pg.port()))
 }
 
 pub fn identity() -> Transform {
