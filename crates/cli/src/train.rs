@@ -105,6 +105,9 @@ pub fn evaluate(a: EvaluateArgs) -> Result<()> {
     rt.block_on(async move {
         if a.source.group.is_none() && a.source.source.is_none() {
             let (test, report) = a.source.bounded(Split::Test).await?;
+            if test.is_empty() {
+                anyhow::bail!("nothing to evaluate: {} records read, {} skipped, no example", report.records, report.skipped);
+            }
             let m = predictor.evaluate(&test, 1024);
             println!("{} examples - loss: {:.4} - accuracy: {:.4}", m.examples, m.loss(), m.accuracy());
             if report.skipped > 0 {
@@ -116,6 +119,9 @@ pub fn evaluate(a: EvaluateArgs) -> Result<()> {
             println!("rows: {} - loss: {:.4} - accuracy: {:.4}", m.examples, m.loss(), m.accuracy());
         })
         .await?;
+        if m.examples == 0 {
+            anyhow::bail!("nothing to evaluate: the stream ended without an example");
+        }
         println!("final: {} examples - loss: {:.4} - accuracy: {:.4}", m.examples, m.loss(), m.accuracy());
         Ok(())
     })

@@ -83,10 +83,12 @@ async fn kill_9_while_streaming_loses_nothing() {
     assert!(!loader.is_finished(), "the kill must come while rows are still being inserted");
     child.0.kill().unwrap();
     child.0.wait().unwrap();
+    let released = Instant::now() + Duration::from_secs(30);
     let confirmed_at_kill = loop {
         if let Some((false, lsn)) = slot_active(&c).await {
             break lsn;
         }
+        assert!(Instant::now() < released, "the killed capture's slot stayed active for 30 s");
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let (before_restart, _) = read_lines(&out);

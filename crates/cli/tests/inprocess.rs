@@ -40,13 +40,7 @@ async fn train_evaluate_predict_from_postgres_in_process() {
         .unwrap();
     let mut lines = BufReader::new(eval.stdout.take().unwrap()).lines();
     // Wait for the in-process capture's slot before inserting.
-    loop {
-        let n: i64 = c.query_one("SELECT count(*) FROM pg_replication_slots WHERE active", &[]).await.unwrap().get(0);
-        if n > 0 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    wait_for(&c, "SELECT count(*) FROM pg_replication_slots WHERE active", 1, 30, "evaluate's slot").await;
     tensorcdc_postgres::load::load_examples(&c, "mnist_test", &test, 100).await.unwrap();
     let mut last = String::new();
     for l in lines.by_ref() {
@@ -65,13 +59,7 @@ async fn train_evaluate_predict_from_postgres_in_process() {
         .spawn()
         .unwrap();
     let stdout = follow.stdout.take().unwrap();
-    loop {
-        let n: i64 = c.query_one("SELECT count(*) FROM pg_replication_slots WHERE active", &[]).await.unwrap().get(0);
-        if n > 0 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    wait_for(&c, "SELECT count(*) FROM pg_replication_slots WHERE active", 1, 30, "the follower's slot").await;
     let manual = test.clone().truncate(3);
     tensorcdc_postgres::load::load_examples(&c, "mnist_manual", &manual, 1).await.unwrap();
     let preds: Vec<serde_json::Value> = BufReader::new(stdout).lines().map(|l| serde_json::from_str(&l.unwrap()).unwrap()).collect();
@@ -133,6 +121,14 @@ async fn killed_readers_leave_no_slot_and_batch_reads_fail_fast() {
     follow.kill().unwrap();
     follow.wait().unwrap();
     wait_for(&c, "SELECT count(*) FROM pg_replication_slots", 0, 10, "no slot after kill -9 of predict --follow").await;
+    // An evaluation that reads nothing says so and fails.
+    c.batch_execute("CREATE TABLE mnist_empty(id serial PRIMARY KEY, label smallint, pixels bytea)").await.unwrap();
+    let out = bin()
+        .args(["evaluate", "--source", &url, "--table", "mnist_empty", "--stream-timeout", "1000", "--model", model.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing to evaluate"), "{}", String::from_utf8_lossy(&out.stderr));
     // A batch read at a closed port fails within 10 s, naming host and port.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let t = std::time::Instant::now();

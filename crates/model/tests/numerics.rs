@@ -260,6 +260,14 @@ fn checkpoint_round_trip_and_errors() {
     assert!((p1[0].iter().sum::<f32>() - 1.0).abs() < 1e-5);
     let e = tensorcdc_model::checkpoint::load(&dir.path().join("missing"), &device).unwrap_err().to_string();
     assert!(e.contains("missing") && e.contains("no such checkpoint"), "{e}");
+    // One flipped byte in the weights: the checksum in config.json says so.
+    let w = dir.path().join("model.bpk");
+    let mut bytes = std::fs::read(&w).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x40;
+    std::fs::write(&w, &bytes).unwrap();
+    let e = tensorcdc_model::checkpoint::load(dir.path(), &device).unwrap_err().to_string();
+    assert!(e.contains("model.bpk") && e.contains("corrupt") && e.contains("SHA-256"), "{e}");
     std::fs::write(dir.path().join("model.bpk"), b"garbage").unwrap();
     let e = tensorcdc_model::checkpoint::load(dir.path(), &device).unwrap_err().to_string();
     assert!(e.contains("model.bpk"), "{e}");

@@ -59,11 +59,13 @@ async fn slot_held_by_another_process_is_a_clear_error() {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let pid = loop {
         let r = c.query_one("SELECT active_pid FROM pg_replication_slots WHERE slot_name = 'held'", &[]).await.unwrap();
         if let Some(p) = r.get::<_, Option<i32>>(0) {
             break p;
         }
+        assert!(std::time::Instant::now() < deadline, "pg_recvlogical did not take the slot within 30 s");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let e = run_once(cfg).await.unwrap_err().to_string();
