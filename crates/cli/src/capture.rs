@@ -50,6 +50,46 @@ pub struct CaptureArgs {
     /// Kafka bootstrap servers: produce each event to its topic.
     #[arg(long)]
     pub kafka: Option<String>,
+    /// Seconds between progress lines on stderr.
+    #[arg(long, default_value_t = 10)]
+    pub progress_interval: u64,
+}
+
+/// Progress on stderr: the snapshot per table (rows, rows/s, the planner's estimate), the
+/// LSN streaming starts from, then a status line (events/s, lag behind the server's WAL
+/// end and since the last commit seen) every `every`.
+async fn report_progress(stats: Arc<Mutex<CaptureStats>>, every: std::time::Duration) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+    let (mut last_at, mut last_messages, mut last_line) = (std::time::Instant::now(), 0u64, std::time::Instant::now());
+    let mut said_streaming = false;
+    loop {
+        tick.tick().await;
+        let s = stats.lock().expect("stats").clone();
+        let dt = last_at.elapsed().as_secs_f64().max(1e-3);
+        if s.streaming && !said_streaming {
+            eprintln!("snapshot done: {} rows; streaming from LSN {}", s.snapshot_rows, s.stream_start_lsn);
+            said_streaming = true;
+        }
+        if last_line.elapsed() < every {
+            continue;
+        }
+        let rate = (s.messages.max(s.snapshot_rows) - last_messages) as f64 / dt;
+        if let (false, Some((table, rows, estimate))) = (s.streaming, &s.snapshot_table) {
+            let of = if *estimate > 0 { format!(" of ~{estimate}") } else { String::new() };
+            eprintln!("snapshot {table}: {rows}{of} rows ({rate:.0} rows/s)");
+        } else if s.streaming {
+            let lag_bytes = s.server_wal_end.0.saturating_sub(s.confirmed_lsn.0);
+            let since = if s.last_commit_ms > 0 { format!("{} ms since the last commit seen", now_ms() - s.last_commit_ms) } else { "no commit seen yet".into() };
+            eprintln!("streaming: {rate:.0} events/s, confirmed {} ({lag_bytes} bytes behind the server), {since}", s.confirmed_lsn);
+        }
+        last_messages = s.messages.max(s.snapshot_rows);
+        last_at = std::time::Instant::now();
+        last_line = last_at;
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Collects the properties: the file, then the flags.
@@ -139,7 +179,10 @@ pub fn capture(a: CaptureArgs) -> Result<()> {
         };
         let stats = Arc::new(Mutex::new(CaptureStats::default()));
         let shutdown = shutdown_signal();
-        let s = run_capture(cfg, transform, sink.as_mut(), shutdown, stats).await?;
+        let progress = tokio::spawn(report_progress(stats.clone(), std::time::Duration::from_secs(a.progress_interval.max(1))));
+        let s = run_capture(cfg, transform, sink.as_mut(), shutdown, stats).await;
+        progress.abort();
+        let s = s?;
         eprintln!(
             "capture stopped: {} snapshot rows, {} streamed changes, {} transactions, confirmed LSN {}",
             s.snapshot_rows, s.streamed_changes, s.transactions, s.confirmed_lsn

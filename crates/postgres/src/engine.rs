@@ -53,6 +53,15 @@ pub struct CaptureStats {
     pub streaming: bool,
     /// Things a person should know (include-list entries that match no table yet, ...).
     pub warnings: Vec<String>,
+    /// The table being snapshotted, its rows read so far and the planner's estimate
+    /// (`pg_class.reltuples`, -1 when never analysed).
+    pub snapshot_table: Option<(String, u64, i64)>,
+    /// Where streaming started.
+    pub stream_start_lsn: Lsn,
+    /// The server's WAL end as last reported (keepalives), for the lag behind it.
+    pub server_wal_end: Lsn,
+    /// Commit time (Unix ms) of the last transaction seen.
+    pub last_commit_ms: i64,
 }
 
 pub(crate) fn now_ms() -> i64 {

@@ -105,6 +105,9 @@ pub(crate) async fn snapshot(
     let mut rows_done = 0u64;
     for (schema, table, oid) in &tables {
         let (cols, pk) = describe(client, *oid, &mut *ctx.types.lock().await).await?;
+        let estimate: f32 = client.query_one("SELECT reltuples FROM pg_class WHERE oid = $1", &[oid]).await.map_err(pg("pg_class.reltuples"))?.get(0);
+        let table_start = rows_done;
+        ctx.stats.lock().expect("stats").snapshot_table = Some((format!("{schema}.{table}"), 0, estimate as i64));
         // Types we cannot decode in binary are read as text (`types::from_copy` knows which).
         let select: Vec<String> = cols
             .iter()
@@ -134,7 +137,12 @@ pub(crate) async fn snapshot(
                 }
                 if batch.len() >= ctx.cfg.max_batch_size {
                     sink.send(std::mem::take(&mut batch), delivered).await?;
-                    ctx.stats.lock().expect("stats").snapshot_rows = rows_done;
+                    let mut st = ctx.stats.lock().expect("stats");
+                    st.snapshot_rows = rows_done;
+                    if let Some(t) = st.snapshot_table.as_mut() {
+                        t.1 = rows_done - table_start;
+                    }
+                    drop(st);
                     if *shutdown.borrow() {
                         return Err(CaptureError::Setup("shut down during the snapshot".into()));
                     }

@@ -82,6 +82,8 @@ pub(crate) async fn stream(
     {
         let mut s = ctx.stats.lock().expect("stats");
         s.streaming = true;
+        s.stream_start_lsn = start;
+        s.snapshot_table = None;
     }
     let mut acks = Acks::default();
     let mut st = State::default();
@@ -121,6 +123,7 @@ pub(crate) async fn stream(
                 };
                 match msg {
                     ReplicationMessage::Keepalive { wal_end, reply_requested } => {
+                        ctx.stats.lock().expect("stats").server_wal_end = Lsn(wal_end);
                         if st.tx.is_none() && batch.is_empty() {
                             acks.idle = acks.idle.max(wal_end);
                         }
@@ -304,6 +307,7 @@ async fn handle(
 ) -> Result<Option<Replay>, CaptureError> {
     match m {
         LogicalMessage::Begin { ts, xid, .. } => {
+            ctx.stats.lock().expect("stats").last_commit_ms = pg_ts_to_unix_ms(ts);
             st.tx = Some(Tx { xid, ts_ms: pg_ts_to_unix_ms(ts), held: None });
         }
         LogicalMessage::Commit { end_lsn, .. } => {
