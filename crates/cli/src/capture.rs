@@ -179,6 +179,16 @@ pub fn capture(a: CaptureArgs) -> Result<()> {
         };
         let stats = Arc::new(Mutex::new(CaptureStats::default()));
         let shutdown = shutdown_signal();
+        // Stop within 5 s of the signal whatever the database or broker do: what was not
+        // delivered was not confirmed, so a restart sends it again.
+        let mut watch = shutdown.clone();
+        tokio::spawn(async move {
+            if watch.wait_for(|stop| *stop).await.is_ok() {
+                tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+                eprintln!("capture stopped before every event was delivered; the slot was confirmed only up to what was, so a restart sends the rest again");
+                std::process::exit(1);
+            }
+        });
         let progress = tokio::spawn(report_progress(stats.clone(), std::time::Duration::from_secs(a.progress_interval.max(1))));
         let s = run_capture(cfg, transform, sink.as_mut(), shutdown, stats).await;
         progress.abort();

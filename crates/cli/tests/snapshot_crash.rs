@@ -255,3 +255,62 @@ async fn kill_9_during_the_snapshot_to_kafka_loses_no_row() {
     assert!((1..=rows as i64).all(|id| ids.contains(&id)));
     eprintln!("{mid_snapshot_kills} kills during the snapshot in {attempts} attempts; {total} records, every row present");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_the_broker_down_stops_within_5_s_and_loses_nothing() {
+    let pg = LocalPg::start(Options { no_fsync: true, ..Default::default() }).unwrap();
+    let (c, conn) = tokio_postgres::connect(&pg.conninfo("postgres"), NoTls).await.unwrap();
+    tokio::spawn(conn);
+    c.batch_execute(&tensorcdc_postgres::load::create_table_sql("mnist_train")).await.unwrap();
+    let rows = 2000;
+    let data = mnist::load(Path::new("/usr/share/datasets/fashion-mnist"), Split::Train).unwrap().truncate(rows);
+    tensorcdc_postgres::load::load_examples(&c, "mnist_train", &data, 1000).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // No broker on this port yet.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let brokers = format!("127.0.0.1:{port}");
+    let spawn = || {
+        Kill(
+            Command::new(env!("CARGO_BIN_EXE_tensorcdc"))
+                .env("TENSORCDC_STATE_DIR", dir.path().join("state"))
+                .args(["capture", "--postgres", &pg.url("postgres"), "--table-include-list", "public.mnist_train", "--slot-name", "down"])
+                .args(["--converter", "json-noschema", "--kafka", &brokers])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let mut child = spawn();
+    // Its snapshot is under way (the slot exists), the broker cannot be reached.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c.query("SELECT 1 FROM pg_replication_slots WHERE slot_name = 'down'", &[]).await.unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "capture never created its slot");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let t = Instant::now();
+    assert!(Command::new("kill").args(["-TERM", &child.0.id().to_string()]).status().unwrap().success());
+    let stop_deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if child.0.try_wait().unwrap().is_some() {
+            break;
+        }
+        assert!(Instant::now() < stop_deadline, "capture still running 5 s after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!("stopped {:?} after SIGTERM", t.elapsed());
+    assert!(!snapshot_completed(dir.path()), "nothing was delivered, so the snapshot is not recorded as done");
+    // The broker comes up on that port; the restart delivers every row.
+    let broker = tensorcdc_kafka::testing::Noida::start_on(port).unwrap();
+    let child = spawn();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !snapshot_completed(dir.path()) {
+        assert!(Instant::now() < deadline, "the restart did not complete its snapshot");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(child);
+    let total = Counter::new(&broker.bootstrap()).count("tf.public.mnist_train");
+    let ids = topic_ids(&broker.bootstrap(), "tf.public.mnist_train", total);
+    assert_eq!(ids.len(), rows, "every row in the topic");
+}

@@ -33,10 +33,15 @@ pub fn noida_binary() -> Option<PathBuf> {
 }
 
 impl Noida {
-    /// Starts a broker; an error says how to install noida-db when it is missing.
+    /// Starts a broker on a free port; an error says how to install noida-db when it is missing.
     pub fn start() -> Result<Noida, String> {
-        let bin = noida_binary().ok_or("noida-db not found: run scripts/install-deps.sh (pip install noida-db==0.2.3) or set NOIDA_DB")?;
         let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
+        Noida::start_on(port)
+    }
+
+    /// Starts a broker on `port`.
+    pub fn start_on(port: u16) -> Result<Noida, String> {
+        let bin = noida_binary().ok_or("noida-db not found: run scripts/install-deps.sh (pip install noida-db==0.2.3) or set NOIDA_DB")?;
         let dir = std::env::temp_dir().join(format!("noida-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         let child = Command::new(&bin)
