@@ -12,10 +12,12 @@
 //! * [`settings`]: librdkafka `key=value` settings passed through.
 //! * [`testing`]: a noida-db broker for tests (a real Kafka-protocol broker).
 
+mod logging;
 mod reader;
 mod sink;
 pub mod testing;
 
+pub use logging::LogContext;
 pub use reader::{read_bounded, GroupReader, Record};
 pub use sink::{KafkaSink, Publisher};
 

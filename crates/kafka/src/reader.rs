@@ -3,6 +3,8 @@
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
+
+use crate::LogContext;
 use rdkafka::message::Message as _;
 use rdkafka::{Offset, TopicPartitionList};
 use tracing::info;
@@ -33,7 +35,7 @@ fn record(m: &rdkafka::message::BorrowedMessage<'_>) -> Record {
 }
 
 /// Waits until `topic` has partitions; returns their ids.
-fn wait_topic(consumer: &BaseConsumer, brokers: &str, topic: &str, wait: Duration) -> Result<Vec<i32>, KafkaError> {
+fn wait_topic(consumer: &BaseConsumer<LogContext>, brokers: &str, topic: &str, wait: Duration) -> Result<Vec<i32>, KafkaError> {
     let start = Instant::now();
     let mut said = false;
     loop {
@@ -79,7 +81,7 @@ pub fn read_bounded(
     ];
     let cfg = client_config(brokers, &defaults, extra);
     let t0 = Instant::now();
-    let consumer: BaseConsumer = cfg.create().map_err(client_err("create consumer"))?;
+    let consumer: BaseConsumer<LogContext> = cfg.create_with_context(LogContext::default()).map_err(client_err("create consumer"))?;
     let parts = wait_topic(&consumer, brokers, topic, wait)?;
     tracing::debug!("bounded read of {topic}: metadata after {:?}", t0.elapsed());
     let parts: Vec<i32> = match partition {
@@ -128,7 +130,7 @@ pub fn read_bounded(
 
 /// A consumer-group stream (`KafkaGroupIODataset`).
 pub struct GroupReader {
-    consumer: StreamConsumer,
+    consumer: StreamConsumer<LogContext>,
     /// Stop after this long without a record (`None`: never).
     pub stream_timeout: Option<Duration>,
     topics: Vec<String>,
@@ -159,7 +161,7 @@ impl GroupReader {
             ("fetch.wait.max.ms", "10"),
         ];
         let cfg = client_config(brokers, &defaults, extra);
-        let consumer: StreamConsumer = cfg.create().map_err(client_err("create consumer"))?;
+        let consumer: StreamConsumer<LogContext> = cfg.create_with_context(LogContext::default()).map_err(client_err("create consumer"))?;
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer.subscribe(&names).map_err(client_err("subscribe"))?;
         Ok(GroupReader {

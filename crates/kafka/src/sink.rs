@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::error::{KafkaError as RdError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use tensorcdc_change::json::{ConverterConfig, JsonWriter};
@@ -16,12 +15,12 @@ use tensorcdc_change::{Delivered, Lsn, Message, Sink, SinkError};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-use crate::{client_config, client_err, KafkaError};
+use crate::{client_config, client_err, KafkaError, LogContext};
 
 /// Produces each message to its topic (`<prefix>.<schema>.<table>`).
 pub struct KafkaSink {
-    producer: FutureProducer,
-    admin: AdminClient<DefaultClientContext>,
+    producer: FutureProducer<LogContext>,
+    admin: AdminClient<LogContext>,
     writer: JsonWriter,
     known_topics: HashSet<String>,
     pending: Option<mpsc::Sender<(DeliveryFuture, Option<Lsn>)>>,
@@ -43,8 +42,8 @@ impl KafkaSink {
             ("compression.type", "lz4"),
             ("queue.buffering.max.kbytes", "262144"),
         ];
-        let producer: FutureProducer = client_config(brokers, &defaults, extra).create().map_err(client_err("create producer"))?;
-        let admin: AdminClient<DefaultClientContext> = client_config(brokers, &[], extra).create().map_err(client_err("create admin client"))?;
+        let producer: FutureProducer<LogContext> = client_config(brokers, &defaults, extra).create_with_context(LogContext::default()).map_err(client_err("create producer"))?;
+        let admin: AdminClient<LogContext> = client_config(brokers, &[], extra).create_with_context(LogContext::default()).map_err(client_err("create admin client"))?;
         Ok(KafkaSink {
             producer,
             admin,
@@ -179,13 +178,13 @@ impl Sink for KafkaSink {
 
 /// A plain JSON publisher (predictions to a topic).
 pub struct Publisher {
-    producer: FutureProducer,
+    producer: FutureProducer<LogContext>,
 }
 
 impl Publisher {
     pub fn new(brokers: &str, extra: &[(String, String)]) -> Result<Self, KafkaError> {
         let cfg = client_config(brokers, &[("enable.idempotence", "true"), ("linger.ms", "0")], extra);
-        Ok(Publisher { producer: cfg.create().map_err(client_err("create producer"))? })
+        Ok(Publisher { producer: cfg.create_with_context(LogContext::default()).map_err(client_err("create producer"))? })
     }
 
     /// Sends one record and waits for its delivery.
