@@ -65,3 +65,42 @@ pub fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
 }
+
+/// `pg_recvlogical` of the cluster's own binaries.
+pub fn recvlogical(pg: &tensorcdc_localpg::LocalPg) -> std::path::PathBuf {
+    pg.bin_dir().join("pg_recvlogical")
+}
+
+/// Creates the reference slot `ref` (pgoutput) that `pg_recvlogical` reads.
+pub fn create_reference_slot(pg: &tensorcdc_localpg::LocalPg) -> Result<()> {
+    let ok = std::process::Command::new(recvlogical(pg)).args(["-d", &pg.url("postgres"), "--slot", "ref", "--create-slot", "-P", "pgoutput"]).status()?;
+    anyhow::ensure!(ok.success(), "pg_recvlogical --create-slot failed");
+    Ok(())
+}
+
+/// The arguments with which `pg_recvlogical` reads slot `ref` up to `end` (pgoutput v2,
+/// binary tuples, publication `dbz_publication`) into /dev/null.
+pub fn recvlogical_read_args(pg: &tensorcdc_localpg::LocalPg, end: &str) -> Vec<String> {
+    ["-d", &pg.url("postgres"), "--slot", "ref", "--start", "--endpos", end, "-o", "proto_version=2", "-o", "binary=true", "-o", "publication_names=dbz_publication", "-f", "/dev/null"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+/// `pg_recvlogical` reading slot `ref` up to `end`: `rows` per second.
+pub fn recvlogical_rate(pg: &tensorcdc_localpg::LocalPg, end: &str, rows: u64) -> Result<f64> {
+    let t = Instant::now();
+    let ok = std::process::Command::new(recvlogical(pg)).args(recvlogical_read_args(pg, end)).status()?;
+    anyhow::ensure!(ok.success(), "pg_recvlogical --start failed");
+    Ok(rows as f64 / t.elapsed().as_secs_f64())
+}
+
+/// Creates the slot of `cfg` (whose snapshot mode should be `never`) by starting and
+/// stopping capture once.
+pub async fn create_capture_slot(cfg: &CaptureConfig) -> Result<()> {
+    let mut sink = Counting { n: Default::default(), bytes: 0, json: false, writer: JsonWriter::default() };
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let _ = tx.send(true);
+    run_capture(cfg.clone(), tensorcdc_postgres::identity(), &mut sink, rx, Default::default()).await?;
+    Ok(())
+}

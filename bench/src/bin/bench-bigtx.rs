@@ -27,9 +27,7 @@ async fn main() -> Result<()> {
     tokio::spawn(conn);
     c.batch_execute("CREATE TABLE mnist_train(id bigserial PRIMARY KEY, label smallint, pixels bytea); CREATE PUBLICATION dbz_publication FOR ALL TABLES").await?;
     let url = pg.url("postgres");
-    let bin = pg.bin_dir().to_path_buf();
-    let ok = Command::new(bin.join("pg_recvlogical")).args(["-d", &url, "--slot", "ref", "--create-slot", "-P", "pgoutput"]).status()?;
-    anyhow::ensure!(ok.success(), "pg_recvlogical --create-slot failed");
+    tensorcdc_bench::create_reference_slot(&pg)?;
     let exe = std::env::current_exe()?.with_file_name("tensorcdc");
     let state = tempfile_dir()?;
     let mut capture = Command::new(&exe)
@@ -68,8 +66,8 @@ async fn main() -> Result<()> {
     let _ = capture.wait();
     let out = Command::new("/usr/bin/time")
         .args(["-f", "maxrss_kb=%M"])
-        .arg(bin.join("pg_recvlogical"))
-        .args(["-d", &url, "--slot", "ref", "--start", "--endpos", &end, "-o", "proto_version=2", "-o", "binary=true", "-o", "publication_names=dbz_publication", "-f", "/dev/null"])
+        .arg(tensorcdc_bench::recvlogical(&pg))
+        .args(tensorcdc_bench::recvlogical_read_args(&pg, &end))
         .output()?;
     anyhow::ensure!(out.status.success(), "pg_recvlogical failed: {}", String::from_utf8_lossy(&out.stderr));
     let err = String::from_utf8_lossy(&out.stderr);

@@ -10,8 +10,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 use futures::StreamExt;
-use tensorcdc_bench::{capture_rows, median, Counting};
-use tensorcdc_change::json::JsonWriter;
+use tensorcdc_bench::{capture_rows, create_capture_slot, create_reference_slot, median, recvlogical_rate};
 use tensorcdc_dataset::mnist::{self, Split};
 use tensorcdc_localpg::{LocalPg, Options};
 use tensorcdc_postgres::{run_capture, CaptureConfig, SnapshotMode};
@@ -57,32 +56,16 @@ async fn main() -> Result<()> {
     }
 
     // Streaming: two slots created before the same inserts.
-    let bin = pg.bin_dir().to_path_buf();
-    let url = pg.url("postgres");
-    let status = std::process::Command::new(bin.join("pg_recvlogical"))
-        .args(["-d", &url, "--slot", "ref", "--create-slot", "-P", "pgoutput"])
-        .status()?;
-    anyhow::ensure!(status.success(), "pg_recvlogical --create-slot failed");
+    create_reference_slot(&pg)?;
     let mut cfg = base.clone();
     cfg.slot_name = "tc".into();
     cfg.snapshot_mode = SnapshotMode::Never;
     cfg.status_interval_ms = 1000;
-    // Create the tensorcdc slot (no snapshot) by starting and stopping capture once.
-    {
-        let mut sink = Counting { n: Default::default(), bytes: 0, json: false, writer: JsonWriter::default() };
-        let (tx, rx) = tokio::sync::watch::channel(false);
-        let _ = tx.send(true);
-        run_capture(cfg.clone(), tensorcdc_postgres::identity(), &mut sink, rx, Default::default()).await?;
-    }
+    create_capture_slot(&cfg).await?;
     c.batch_execute("TRUNCATE mnist_train").await?;
     tensorcdc_postgres::load::load_examples(&c, "mnist_train", &data, 500).await?;
     let end: String = c.query_one("SELECT pg_current_wal_lsn()::text", &[]).await?.get(0);
-    let t = Instant::now();
-    let status = std::process::Command::new(bin.join("pg_recvlogical"))
-        .args(["-d", &url, "--slot", "ref", "--start", "--endpos", &end, "-o", "proto_version=2", "-o", "binary=true", "-o", "publication_names=dbz_publication", "-f", "/dev/null"])
-        .status()?;
-    anyhow::ensure!(status.success(), "pg_recvlogical --start failed");
-    let recv_rate = rows as f64 / t.elapsed().as_secs_f64();
+    let recv_rate = recvlogical_rate(&pg, &end, rows as u64)?;
     // The TRUNCATE is one more message for tensorcdc.
     let stream_rate = capture_rows(cfg, rows as u64 + 1, false).await? * rows as f64 / (rows as f64 + 1.0);
 

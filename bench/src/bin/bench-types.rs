@@ -10,10 +10,9 @@ use std::time::Instant;
 
 use anyhow::Result;
 use futures::StreamExt;
-use tensorcdc_bench::{capture_rows, median, Counting};
-use tensorcdc_change::json::JsonWriter;
+use tensorcdc_bench::{capture_rows, create_capture_slot, create_reference_slot, median, recvlogical_rate};
 use tensorcdc_localpg::{LocalPg, Options};
-use tensorcdc_postgres::{run_capture, CaptureConfig, SnapshotMode};
+use tensorcdc_postgres::{CaptureConfig, SnapshotMode};
 use tokio_postgres::NoTls;
 
 const CREATE: &str = "CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
@@ -59,30 +58,17 @@ async fn main() -> Result<()> {
     }
 
     // Streaming: both slots exist before the same inserts.
-    let bin = pg.bin_dir().to_path_buf();
-    let url = pg.url("postgres");
-    let ok = std::process::Command::new(bin.join("pg_recvlogical")).args(["-d", &url, "--slot", "ref", "--create-slot", "-P", "pgoutput"]).status()?;
-    anyhow::ensure!(ok.success(), "pg_recvlogical --create-slot failed");
+    create_reference_slot(&pg)?;
     let mut cfg = base.clone();
     cfg.slot_name = "tc".into();
     cfg.snapshot_mode = SnapshotMode::Never;
-    {
-        let mut sink = Counting { n: Default::default(), bytes: 0, json: false, writer: JsonWriter::default() };
-        let (tx, rx) = tokio::sync::watch::channel(false);
-        let _ = tx.send(true);
-        run_capture(cfg.clone(), tensorcdc_postgres::identity(), &mut sink, rx, Default::default()).await?;
-    }
+    create_capture_slot(&cfg).await?;
     // 1,000 rows a transaction, as an application writes them.
     for from in (0..rows).step_by(1000) {
         c.batch_execute(&insert(rows + 1 + from, 1000.min(rows - from))).await?;
     }
     let end: String = c.query_one("SELECT pg_current_wal_lsn()::text", &[]).await?.get(0);
-    let t = Instant::now();
-    let ok = std::process::Command::new(bin.join("pg_recvlogical"))
-        .args(["-d", &url, "--slot", "ref", "--start", "--endpos", &end, "-o", "proto_version=2", "-o", "binary=true", "-o", "publication_names=dbz_publication", "-f", "/dev/null"])
-        .status()?;
-    anyhow::ensure!(ok.success(), "pg_recvlogical --start failed");
-    let recv_rate = rows as f64 / t.elapsed().as_secs_f64();
+    let recv_rate = recvlogical_rate(&pg, &end, rows as u64)?;
     let stream_rate = capture_rows(cfg, rows as u64, false).await?;
     let (copy, snap) = (median(&mut copy_rates), median(&mut snap_rates));
     println!(

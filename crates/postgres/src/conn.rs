@@ -134,15 +134,30 @@ pub fn resolve(conn: &str) -> Result<Config, String> {
 /// its redacted connection string, never the password.
 pub async fn connect(conn: &str) -> Result<Client, CaptureError> {
     let cfg = resolve(conn).map_err(|reason| CaptureError::Config { key: "database.url".into(), reason })?;
-    let (client, connection) = cfg.connect(NoTls).await.map_err(|e| match e.as_db_error() {
-        Some(_) => {
+    connect_config(&cfg, redact(conn)).await
+}
+
+/// Connects a SQL client with `cfg`; `addr` names the server in errors. A refused password,
+/// and a password the server asks for but nobody supplied, are permanent `Auth` errors;
+/// a server that cannot be reached is a retryable `Connect` error with its cause.
+pub async fn connect_config(cfg: &Config, addr: String) -> Result<Client, CaptureError> {
+    let user = || cfg.get_user().unwrap_or("").to_string();
+    let (client, connection) = cfg.connect(NoTls).await.map_err(|e| {
+        if e.as_db_error().is_some() {
             let mut err = CaptureError::from_pg("connect", e);
-            if let CaptureError::Auth { user, .. } = &mut err {
-                *user = cfg.get_user().unwrap_or("").to_string();
+            if let CaptureError::Auth { user: u, .. } = &mut err {
+                *u = user();
             }
             err
+        } else if format!("{e:?}").contains("password missing") {
+            CaptureError::Auth {
+                user: user(),
+                reason: "the server asks for a password and none was supplied (give it in the URL, PGPASSWORD, ~/.pgpass or database.password)".into(),
+            }
+        } else {
+            let reason = std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| format!("{e}: {s}"));
+            CaptureError::Connect { addr, reason }
         }
-        None => CaptureError::Connect { addr: redact(conn), reason: e.to_string() },
     })?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {

@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 
 use tensorcdc_change::{ChangeEvent, Lsn, Message, Op, Payload, Row, Sink, Snapshot, Source};
 use tokio::sync::{mpsc, watch};
-use tokio_postgres::{Client, NoTls};
-use tracing::{debug, info, warn};
+use tokio_postgres::Client;
+use tracing::{info, warn};
 
 use crate::catalog::{ensure_publication, list_tables, quote_ident, slot_state, Rel};
 use crate::config::{CaptureConfig, SnapshotMode};
@@ -242,29 +242,7 @@ async fn drop_slot(cfg: &CaptureConfig) {
 }
 
 async fn connect_sql(cfg: &CaptureConfig) -> Result<Client, CaptureError> {
-    let (client, conn) = cfg.pg_config().connect(NoTls).await.map_err(|e| {
-        if e.as_db_error().is_some() {
-            let mut err = CaptureError::from_pg("connect", e);
-            if let CaptureError::Auth { user, .. } = &mut err {
-                *user = cfg.user.clone();
-            }
-            err
-        } else if format!("{e:?}").contains("password missing") {
-            CaptureError::Auth {
-                user: cfg.user.clone(),
-                reason: "the server asks for a password and none was supplied (give it in the URL, PGPASSWORD, ~/.pgpass or database.password)".into(),
-            }
-        } else {
-            let reason = std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| format!("{e}: {s}"));
-            CaptureError::Connect { addr: format!("{}:{}", cfg.host, cfg.port), reason }
-        }
-    })?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            debug!("sql connection ended: {e}");
-        }
-    });
-    Ok(client)
+    crate::conn::connect_config(&cfg.pg_config(), format!("{}:{}", cfg.host, cfg.port)).await
 }
 
 async fn session(
