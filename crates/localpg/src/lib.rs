@@ -36,6 +36,11 @@ pub struct Options {
     pub settings: Vec<(String, String)>,
     /// Turn `fsync` off (faster, for throwaway clusters).
     pub no_fsync: bool,
+    /// TLS: the server's certificate and key (PEM files), copied into the data directory;
+    /// the server starts with `ssl = on`.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// The whole `pg_hba.conf` (for example `hostssl` lines only).
+    pub hba: Option<String>,
 }
 
 /// A running private cluster. Stops on drop.
@@ -95,6 +100,16 @@ fn is_root() -> bool {
     Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
 }
 
+/// Mode 0600, owned by the server's user (the server refuses a key others can read).
+fn set_private(path: &Path, root: bool) -> Result<(), LocalPgError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|e| LocalPgError::Io { path: path.into(), source: e })?;
+    if root {
+        run("chown", Command::new("chown").arg("postgres:postgres").arg(path))?;
+    }
+    Ok(())
+}
+
 impl LocalPg {
     /// Creates (if needed) and starts a cluster.
     pub fn start(opts: Options) -> Result<LocalPg, LocalPgError> {
@@ -146,6 +161,19 @@ impl LocalPg {
             ("max_replication_slots".into(), "20".into()),
             ("max_connections".into(), "100".into()),
         ];
+        if let Some((cert, key)) = &opts.tls {
+            for (from, to) in [(cert, "server.crt"), (key, "server.key")] {
+                let dest = data_dir.join(to);
+                std::fs::copy(from, &dest).map_err(|e| LocalPgError::Io { path: from.clone(), source: e })?;
+                set_private(&dest, root)?;
+            }
+            settings.extend([("ssl".to_string(), "on".to_string()), ("ssl_cert_file".into(), "'server.crt'".into()), ("ssl_key_file".into(), "'server.key'".into())]);
+        }
+        if let Some(hba) = &opts.hba {
+            let dest = data_dir.join("pg_hba.conf");
+            std::fs::write(&dest, hba).map_err(io)?;
+            set_private(&dest, root)?;
+        }
         if opts.no_fsync {
             settings.push(("fsync".into(), "off".into()));
             settings.push(("full_page_writes".into(), "off".into()));

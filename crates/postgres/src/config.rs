@@ -81,6 +81,9 @@ pub struct CaptureConfig {
     /// `decimal.handling.mode`, `time.precision.mode`, `interval.handling.mode`,
     /// `money.fraction.digits`.
     pub types: crate::types::TypeSettings,
+    /// TLS: `database.sslmode`, `database.sslrootcert`, `database.sslcert`, `database.sslkey`
+    /// (or the URL's `sslmode`, ...), defaulting to libpq's `PGSSLMODE`, ... environment.
+    pub tls: crate::tls::TlsSettings,
 }
 
 impl Default for CaptureConfig {
@@ -111,6 +114,7 @@ impl Default for CaptureConfig {
             temporary_slot: false,
             errors_max_retries: None,
             types: Default::default(),
+            tls: Default::default(),
         }
     }
 }
@@ -189,7 +193,8 @@ impl CaptureConfig {
     /// Sets the connection from a `postgres://` URL or libpq `key=value` string, completed
     /// from libpq's environment and password file (see [`crate::conn`]).
     pub fn set_connection(&mut self, url: &str) -> Result<(), CaptureError> {
-        let c = crate::conn::resolve(url).map_err(|e| bad("database.url", e))?;
+        let (c, tls) = crate::conn::resolve(url).map_err(|e| bad("database.url", e))?;
+        self.tls = tls;
         if let Some(h) = c.get_hosts().first() {
             self.host = match h {
                 tokio_postgres::config::Host::Tcp(h) => h.clone(),
@@ -219,7 +224,7 @@ impl CaptureConfig {
 
     /// Reads connector properties. Returns the config and the keys it did not know.
     pub fn from_properties(props: &BTreeMap<String, String>) -> Result<(CaptureConfig, Vec<String>), CaptureError> {
-        let mut c = CaptureConfig::default();
+        let mut c = CaptureConfig { tls: crate::tls::TlsSettings::from_env().map_err(|e| bad("database.sslmode", e))?, ..CaptureConfig::default() };
         let mut unknown = Vec::new();
         let get_schemas = |k: &str| props.get(k).map(|v| parse_bool(k, v)).transpose();
         let key_schemas = get_schemas("key.converter.schemas.enable")?.unwrap_or(true);
@@ -257,6 +262,9 @@ impl CaptureConfig {
                 "database.password" => c.password = Some(v.clone()),
                 "database.dbname" => c.dbname = v.clone(),
                 "database.url" => c.set_connection(v)?,
+                "database.sslmode" | "database.sslrootcert" | "database.sslcert" | "database.sslkey" => {
+                    c.tls.set(&k["database.".len()..], v).map_err(|e| bad(k, e))?
+                }
                 "topic.prefix" | "database.server.name" => {
                     if v.is_empty() || !v.chars().all(|ch| ch.is_ascii_alphanumeric() || "._-".contains(ch)) {
                         return Err(bad(k, format!("{v:?}: use letters, digits, '.', '_' or '-'")));

@@ -10,7 +10,11 @@
 use std::path::PathBuf;
 
 use tokio_postgres::config::Host;
+use tokio_postgres::config::SslMode;
 use tokio_postgres::{Client, Config, NoTls};
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use crate::tls::{Attempt, TlsSettings};
 
 use crate::CaptureError;
 
@@ -94,10 +98,16 @@ pub fn pgpass_password(host: &str, port: u16, db: &str, user: &str) -> Option<St
     })
 }
 
-/// A tokio-postgres config from a connection string completed as libpq does (environment,
-/// then password file).
-pub fn resolve(conn: &str) -> Result<Config, String> {
-    let mut c: Config = if conn.trim().is_empty() { Config::new() } else { conn.parse().map_err(|e| format!("{}: {e}", redact(conn)))? };
+/// A tokio-postgres config and TLS settings from a connection string completed as libpq
+/// does (environment, then password file). The TLS keys (`sslmode`, `sslrootcert`,
+/// `sslcert`, `sslkey`) are read here, since tokio-postgres knows only some of them.
+pub fn resolve(conn: &str) -> Result<(Config, TlsSettings), String> {
+    let (rest, tls_pairs) = crate::tls::take_tls_params(conn);
+    let mut tls = TlsSettings::from_env()?;
+    for (k, v) in &tls_pairs {
+        tls.set(k, v)?;
+    }
+    let mut c: Config = if rest.trim().is_empty() { Config::new() } else { rest.parse().map_err(|e| format!("{}: {e}", redact(conn)))? };
     if c.get_hosts().is_empty() {
         match env("PGHOST") {
             Some(h) if h.starts_with('/') => c.host_path(h),
@@ -127,22 +137,46 @@ pub fn resolve(conn: &str) -> Result<Config, String> {
             c.password(p);
         }
     }
-    Ok(c)
+    Ok((c, tls))
 }
 
 /// Connects a SQL client for `conn` (completed by [`resolve`]); errors name the server by
 /// its redacted connection string, never the password.
 pub async fn connect(conn: &str) -> Result<Client, CaptureError> {
-    let cfg = resolve(conn).map_err(|reason| CaptureError::Config { key: "database.url".into(), reason })?;
-    connect_config(&cfg, redact(conn)).await
+    let (cfg, tls) = resolve(conn).map_err(|reason| CaptureError::Config { key: "database.url".into(), reason })?;
+    connect_config(&cfg, &tls, redact(conn)).await
 }
 
-/// Connects a SQL client with `cfg`; `addr` names the server in errors. A refused password,
-/// and a password the server asks for but nobody supplied, are permanent `Auth` errors;
-/// a server that cannot be reached is a retryable `Connect` error with its cause.
-pub async fn connect_config(cfg: &Config, addr: String) -> Result<Client, CaptureError> {
+/// True when the server turned the session away in a way the next attempt of `allow` or
+/// `prefer` may fix (pg_hba.conf has no entry for this kind of connection).
+pub(crate) fn hba_rejected(e: &CaptureError) -> bool {
+    matches!(e, CaptureError::Auth { reason, .. } if reason.contains("pg_hba.conf"))
+}
+
+/// Connects a SQL client with `cfg`, trying plain and TLS sessions as `tls.mode` says (see
+/// [`crate::tls`]); `addr` names the server in errors. A refused password, and a password
+/// the server asks for but nobody supplied, are permanent `Auth` errors; a server that
+/// cannot be reached is a retryable `Connect` error with its cause.
+pub async fn connect_config(cfg: &Config, tls: &TlsSettings, addr: String) -> Result<Client, CaptureError> {
+    let unix = matches!(cfg.get_hosts().first(), Some(Host::Unix(_)));
+    let attempts = tls.attempts(unix);
+    let mut last = None;
+    for (i, attempt) in attempts.iter().enumerate() {
+        match connect_once(cfg, tls, *attempt, &addr).await {
+            Ok(c) => return Ok(c),
+            Err(e) if i + 1 < attempts.len() && hba_rejected(&e) => {
+                tracing::debug!("{addr}: {e}; trying again {}", if matches!(attempt, Attempt::Plain) { "with TLS" } else { "without TLS" });
+                last = Some(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.expect("at least one attempt"))
+}
+
+async fn connect_once(cfg: &Config, tls: &TlsSettings, attempt: Attempt, addr: &str) -> Result<Client, CaptureError> {
     let user = || cfg.get_user().unwrap_or("").to_string();
-    let (client, connection) = cfg.connect(NoTls).await.map_err(|e| {
+    let classify = |e: tokio_postgres::Error| {
         if e.as_db_error().is_some() {
             let mut err = CaptureError::from_pg("connect", e);
             if let CaptureError::Auth { user: u, .. } = &mut err {
@@ -156,15 +190,40 @@ pub async fn connect_config(cfg: &Config, addr: String) -> Result<Client, Captur
             }
         } else {
             let reason = std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| format!("{e}: {s}"));
-            CaptureError::Connect { addr, reason }
+            let reason = if reason.contains("server does not support TLS") {
+                format!("the server does not support TLS, but sslmode={} requires it", tls.mode.as_str())
+            } else {
+                reason
+            };
+            CaptureError::Connect { addr: addr.to_string(), reason }
         }
-    })?;
+    };
+    let client = match attempt {
+        Attempt::Plain => {
+            let mut c = cfg.clone();
+            c.ssl_mode(SslMode::Disable);
+            let (client, connection) = c.connect(NoTls).await.map_err(classify)?;
+            spawn_connection(connection);
+            client
+        }
+        Attempt::Tls { required } => {
+            let config = tls.client_config().map_err(|reason| CaptureError::Config { key: "sslmode".into(), reason })?;
+            let mut c = cfg.clone();
+            c.ssl_mode(if required { SslMode::Require } else { SslMode::Prefer });
+            let (client, connection) = c.connect(MakeRustlsConnect::new((*config).clone())).await.map_err(classify)?;
+            spawn_connection(connection);
+            client
+        }
+    };
+    Ok(client)
+}
+
+fn spawn_connection<F: std::future::Future<Output = Result<(), tokio_postgres::Error>> + Send + 'static>(connection: F) {
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!("sql connection ended: {e}");
         }
     });
-    Ok(client)
 }
 
 #[cfg(test)]

@@ -242,7 +242,7 @@ async fn drop_slot(cfg: &CaptureConfig) {
 }
 
 async fn connect_sql(cfg: &CaptureConfig) -> Result<Client, CaptureError> {
-    crate::conn::connect_config(&cfg.pg_config(), format!("{}:{}", cfg.host, cfg.port)).await
+    crate::conn::connect_config(&cfg.pg_config(), &cfg.tls, format!("{}:{}", cfg.host, cfg.port)).await
 }
 
 async fn session(
@@ -304,7 +304,7 @@ async fn session(
     let snapshot_incomplete = slot.is_some()
         && cfg.snapshot_mode != SnapshotMode::Never
         && offsets.as_ref().is_some_and(|o| o.slot == cfg.slot_name && !o.snapshot_completed);
-    let mut repl = ReplicationConn::connect(&cfg.pg_config(), "tensorcdc").await?;
+    let mut repl = ReplicationConn::connect(&cfg.pg_config(), &cfg.tls, "tensorcdc").await?;
     if snapshot_incomplete {
         warn!("the snapshot of slot {} did not complete; dropping the slot and starting over", cfg.slot_name);
         repl.simple_query(&format!("DROP_REPLICATION_SLOT {}", quote_ident(&cfg.slot_name))).await?;

@@ -4,6 +4,7 @@
 //!   `table.include.list`, `slot.name`, `snapshot.mode`, ...).
 //! * [`conn`]: libpq's environment and password file, and connection strings with their
 //!   password hidden for printing.
+//! * [`tls`]: libpq's `sslmode` with rustls, for the SQL and replication connections.
 //! * [`replication`]: our replication connection (startup, auth, CopyBoth stream).
 //! * [`pgoutput`]: the pgoutput decoder, protocol versions 1 to 4.
 //! * [`types`]: column types from the catalog, values decoded from text and binary forms,
@@ -24,6 +25,7 @@ pub mod replication;
 mod snapshot;
 mod spill;
 mod stream;
+pub mod tls;
 pub mod types;
 
 pub use config::{CaptureConfig, PublicationMode, SnapshotMode};

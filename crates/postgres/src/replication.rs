@@ -13,6 +13,7 @@ use postgres_protocol::message::frontend;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_postgres::config::Host;
 
+use crate::tls::{Attempt, TlsSettings};
 use crate::CaptureError;
 
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -76,8 +77,53 @@ fn error_fields(mut body: Bytes) -> (String, String) {
 }
 
 impl ReplicationConn {
-    /// Connects and authenticates with `replication=database`.
-    pub async fn connect(cfg: &tokio_postgres::Config, application_name: &str) -> Result<Self, CaptureError> {
+    /// Connects and authenticates with `replication=database`, trying plain and TLS
+    /// sessions as `tls.mode` says (see [`crate::tls`]).
+    pub async fn connect(cfg: &tokio_postgres::Config, tls: &TlsSettings, application_name: &str) -> Result<Self, CaptureError> {
+        let unix = matches!(cfg.get_hosts().first(), Some(Host::Unix(_)));
+        let attempts = tls.attempts(unix);
+        let mut last = None;
+        for (i, attempt) in attempts.iter().enumerate() {
+            match Self::connect_once(cfg, tls, *attempt, application_name).await {
+                Ok(c) => return Ok(c),
+                Err(e) if i + 1 < attempts.len() && crate::conn::hba_rejected(&e) => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.expect("at least one attempt"))
+    }
+
+    /// Asks for TLS (`SSLRequest`) and runs the handshake when the server agrees.
+    async fn start_tls<S>(mut s: S, host: &str, tls: &TlsSettings, required: bool, addr: &str) -> Result<Box<dyn Io>, CaptureError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let io_err = |e: std::io::Error| CaptureError::Connect { addr: addr.to_string(), reason: e.to_string() };
+        let mut req = BytesMut::new();
+        frontend::ssl_request(&mut req);
+        s.write_all(&req).await.map_err(io_err)?;
+        let mut answer = [0u8; 1];
+        s.read_exact(&mut answer).await.map_err(io_err)?;
+        match answer[0] {
+            b'S' => {
+                let config = tls.client_config().map_err(|reason| CaptureError::Config { key: "sslmode".into(), reason })?;
+                let name = crate::tls::server_name(host).map_err(|reason| CaptureError::Config { key: "sslmode".into(), reason })?;
+                let stream = tokio_rustls::TlsConnector::from(config)
+                    .connect(name, s)
+                    .await
+                    .map_err(|e| CaptureError::Connect { addr: addr.to_string(), reason: format!("TLS handshake: {e}") })?;
+                Ok(Box::new(stream))
+            }
+            b'N' if !required => Ok(Box::new(s)),
+            b'N' => Err(CaptureError::Connect {
+                addr: addr.to_string(),
+                reason: format!("the server does not support TLS, but sslmode={} requires it", tls.mode.as_str()),
+            }),
+            other => Err(CaptureError::Protocol(format!("unexpected answer {other:#x} to SSLRequest"))),
+        }
+    }
+
+    async fn connect_once(cfg: &tokio_postgres::Config, tls: &TlsSettings, attempt: Attempt, application_name: &str) -> Result<Self, CaptureError> {
         let host = cfg.get_hosts().first().cloned().unwrap_or(Host::Tcp("localhost".into()));
         let port = cfg.get_ports().first().copied().unwrap_or(5432);
         let user = cfg.get_user().unwrap_or("postgres").to_string();
@@ -89,7 +135,11 @@ impl ReplicationConn {
                     .await
                     .map_err(|e| CaptureError::Connect { addr: addr.clone(), reason: e.to_string() })?;
                 let _ = s.set_nodelay(true);
-                (Box::new(s), addr)
+                let io = match attempt {
+                    Attempt::Plain => Box::new(s) as Box<dyn Io>,
+                    Attempt::Tls { required } => Self::start_tls(s, &h, tls, required, &addr).await?,
+                };
+                (io, addr)
             }
             Host::Unix(dir) => {
                 let path = dir.join(format!(".s.PGSQL.{port}"));
