@@ -108,16 +108,24 @@ pub enum Key {
     None,
     Row(Row),
     Text(String),
+    /// A key a transform computed (the blog's MnistToCsv puts the label there), written as
+    /// the record key; the row's own key is kept in `source` (the Kafka sink writes it in
+    /// the record header [`SOURCE_KEY_HEADER`]) so predictions are keyed by the row.
+    Derived { text: String, source: Row },
 }
+
+/// The record header that carries the source row's key (as [`Key::to_text`] gives it) when
+/// a transform replaced the record key.
+pub const SOURCE_KEY_HEADER: &str = "tensorcdc.key";
 
 impl Key {
     /// The key as text: a text key as is, a one-column row key as its value (the row id),
-    /// a several-column key as its values joined by commas.
+    /// a several-column key as its values joined by commas; for a derived key, the row's.
     pub fn to_text(&self) -> Option<String> {
         match self {
             Key::None => None,
             Key::Text(t) => Some(t.clone()),
-            Key::Row(r) => {
+            Key::Derived { source: r, .. } | Key::Row(r) => {
                 let parts: Vec<String> = r
                     .values
                     .iter()

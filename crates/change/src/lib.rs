@@ -17,7 +17,7 @@ pub mod lsn;
 pub mod sink;
 pub mod value;
 
-pub use event::{ChangeEvent, Key, Message, Op, Payload, Snapshot, Source};
+pub use event::{ChangeEvent, Key, Message, Op, Payload, Snapshot, Source, SOURCE_KEY_HEADER};
 pub use lsn::Lsn;
 pub use sink::{ChannelSink, Delivered, MemorySink, Sink, SinkError};
 pub use value::{Field, FieldType, Logical, Row, Value};

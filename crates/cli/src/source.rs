@@ -30,6 +30,10 @@ pub struct SourceArgs {
     /// Bounded read: first offset.
     #[arg(long, default_value_t = 0)]
     pub offset: i64,
+    /// Bounded read: fail when records from --offset on are gone (retention, compaction)
+    /// instead of warning and reading what is left.
+    #[arg(long)]
+    pub strict: bool,
     /// Consumer group: stream instead of a bounded read.
     #[arg(long)]
     pub group: Option<String>,
@@ -164,13 +168,13 @@ impl SourceArgs {
         let Some(brokers) = &self.kafka else { bail!("give a source: --data DIR, --kafka HOST:PORT --topic T, or --source postgres://...") };
         let topic = self.topic.first().context("--kafka needs --topic")?.clone();
         let extra = self.kafka_extra()?;
-        let (brokers, part, offset, limit) = (brokers.clone(), self.partition, self.offset, self.limit);
+        let (brokers, part, offset, limit, strict) = (brokers.clone(), self.partition, self.offset, self.limit, self.strict);
         let this = self.clone();
         let (ex, report) = tokio::task::spawn_blocking(move || -> Result<(Examples, Report)> {
             let mut ex = Examples::default();
             let mut report = Report::default();
             let mut err = None;
-            read_bounded(&brokers, &topic, part, offset, &extra, Duration::from_secs(60), |r| {
+            read_bounded(&brokers, &topic, part, offset, strict, &extra, Duration::from_secs(60), |r| {
                 if limit.is_some_and(|n| ex.len() >= n) || err.is_some() {
                     return Ok(());
                 }
@@ -253,7 +257,7 @@ impl Stream {
                         let what = Position::Kafka { topic: rec.topic.clone(), partition: rec.partition, offset: rec.offset };
                         let res = decode(rec.key.as_deref(), rec.value.as_deref(), &what, &self.opts);
                         if let Some(mut e) = self.args.take(res, &mut self.report)? {
-                            e.key = rec.key.as_ref().map(|k| String::from_utf8_lossy(k).into_owned());
+                            e.key = rec.source_key.clone().or_else(|| rec.key.as_deref().map(tensorcdc_dataset::decode::key_text));
                             e.position = Some(what);
                             items.push(Item { example: e, commit_ts_ms: rec.timestamp_ms });
                         }

@@ -183,7 +183,7 @@ async fn debezium_json_with_and_without_schema_gives_bytes() {
 /// Row ids in a topic of Debezium JSON (without schema).
 fn ids_in(brokers: &str, topic: &str) -> Vec<i64> {
     let mut ids = Vec::new();
-    tensorcdc_kafka::read_bounded(brokers, topic, None, 0, &[], Duration::from_secs(30), |r| {
+    tensorcdc_kafka::read_bounded(brokers, topic, None, 0, false, &[], Duration::from_secs(30), |r| {
         if let Some(v) = r.value {
             let j: serde_json::Value = serde_json::from_slice(&v).unwrap();
             ids.push(j["after"]["id"].as_i64().unwrap());

@@ -155,6 +155,25 @@ fn decode_json(value: &[u8], what: &dyn Display, opts: &DecodeOptions) -> Result
     Example::new(&pixels, label, what).map(Some)
 }
 
+/// A record key as text, the way in-process keys read (`Key::to_text`): a Debezium JSON key
+/// (`{"id":5}`, or with its schema `{"schema":…,"payload":{"id":5}}`) gives its values joined
+/// by commas ("5"; several columns come in the order of their names); any other key is its
+/// bytes as text.
+pub fn key_text(key: &[u8]) -> String {
+    let parsed: Option<serde_json::Map<String, J>> = serde_json::from_slice::<J>(key).ok().and_then(|j| match j {
+        J::Object(mut o) if o.contains_key("schema") && o.contains_key("payload") => match o.remove("payload") {
+            Some(J::Object(p)) => Some(p),
+            _ => None,
+        },
+        J::Object(o) => Some(o),
+        _ => None,
+    });
+    match parsed {
+        Some(o) => o.values().map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string)).collect::<Vec<_>>().join(","),
+        None => String::from_utf8_lossy(key).into_owned(),
+    }
+}
+
 /// Decodes one record. `Ok(None)`: nothing to learn from (a tombstone, a delete, a
 /// truncate). `what` names the record in errors (topic/partition@offset).
 pub fn decode(key: Option<&[u8]>, value: Option<&[u8]>, what: &dyn Display, opts: &DecodeOptions) -> Result<Option<Example>, DatasetError> {
@@ -178,7 +197,7 @@ pub fn from_message(m: &Message, opts: &DecodeOptions) -> Result<Option<Example>
         Payload::Tombstone => return Ok(None),
         Payload::Text(t) => {
             let key = match &m.key {
-                Key::Text(k) => Some(k.as_bytes()),
+                Key::Text(k) | Key::Derived { text: k, .. } => Some(k.as_bytes()),
                 _ => None,
             };
             return decode_csv(key, t.as_bytes(), &what).map(Some);
@@ -207,6 +226,15 @@ mod tests {
 
     fn csv(px: &[u8]) -> Vec<u8> {
         px.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(",").into_bytes()
+    }
+
+    #[test]
+    fn keys_read_as_in_process() {
+        assert_eq!(key_text(br#"{"id":5}"#), "5");
+        assert_eq!(key_text(br#"{"schema":{"type":"struct"},"payload":{"id":5}}"#), "5");
+        assert_eq!(key_text(br#"{"a":"x","b":2}"#), "x,2");
+        assert_eq!(key_text(b"7"), "7");
+        assert_eq!(key_text(b"not json"), "not json");
     }
 
     #[test]

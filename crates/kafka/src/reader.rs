@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
 
 use crate::LogContext;
-use rdkafka::message::Message as _;
+use rdkafka::message::{Headers as _, Message as _};
+use tensorcdc_change::SOURCE_KEY_HEADER;
 use rdkafka::{Offset, TopicPartitionList};
 use tracing::info;
 
@@ -21,6 +22,9 @@ pub struct Record {
     pub value: Option<Vec<u8>>,
     /// Record timestamp (capture sets it to the transaction's commit time), ms.
     pub timestamp_ms: Option<i64>,
+    /// The source row's key from the `tensorcdc.key` header, when a transform replaced the
+    /// record key (the blog's MnistToCsv keys records by label).
+    pub source_key: Option<String>,
 }
 
 fn record(m: &rdkafka::message::BorrowedMessage<'_>) -> Record {
@@ -31,6 +35,9 @@ fn record(m: &rdkafka::message::BorrowedMessage<'_>) -> Record {
         key: m.key().map(<[u8]>::to_vec),
         value: m.payload().map(<[u8]>::to_vec),
         timestamp_ms: m.timestamp().to_millis(),
+        source_key: m.headers().and_then(|h| {
+            h.iter().find(|x| x.key == SOURCE_KEY_HEADER).and_then(|x| x.value).map(|v| String::from_utf8_lossy(v).into_owned())
+        }),
     }
 }
 
@@ -60,11 +67,17 @@ fn wait_topic(consumer: &BaseConsumer<LogContext>, brokers: &str, topic: &str, w
 /// Reads `topic` (one partition, or all) from `offset` up to the high watermark seen at
 /// start, calling `each` per record in partition order. Waits up to `wait` for the topic.
 /// Returns the number of records read. Blocking: call from a blocking thread.
+///
+/// When `offset` is below a partition's first offset (records deleted by retention or
+/// compaction), a warning names the records missing; with `strict` it is an error
+/// ([`KafkaError::Gap`]) and nothing is read.
+#[allow(clippy::too_many_arguments)]
 pub fn read_bounded(
     brokers: &str,
     topic: &str,
     partition: Option<i32>,
     offset: i64,
+    strict: bool,
     extra: &[(String, String)],
     wait: Duration,
     mut each: impl FnMut(Record) -> Result<(), KafkaError>,
@@ -92,6 +105,13 @@ pub fn read_bounded(
     let mut ends = Vec::new();
     for p in &parts {
         let (low, high) = consumer.fetch_watermarks(topic, *p, Duration::from_secs(10)).map_err(client_err("fetch watermarks"))?;
+        if offset < low && offset < high {
+            let missing = low - offset;
+            if strict {
+                return Err(KafkaError::Gap { topic: topic.into(), partition: *p, asked: offset, first: low, missing });
+            }
+            tracing::warn!("{topic}/{p}: offset {offset} is no longer in the topic; reading from {low}, {missing} records missing (--strict makes this an error)");
+        }
         let start = offset.max(low);
         if start < high {
             tpl.add_partition_offset(topic, *p, Offset::Offset(start)).map_err(client_err("assign"))?;

@@ -11,7 +11,8 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::error::{KafkaError as RdError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use tensorcdc_change::json::{ConverterConfig, JsonWriter};
-use tensorcdc_change::{Delivered, Lsn, Message, Sink, SinkError};
+use rdkafka::message::{Header, OwnedHeaders};
+use tensorcdc_change::{Delivered, Lsn, Message, Sink, SinkError, SOURCE_KEY_HEADER};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
@@ -139,10 +140,14 @@ impl Sink for KafkaSink {
         for m in batch {
             self.ensure_topic(&m.topic).await;
             let (key, value) = self.writer.serialize(&m);
+            let source_key = matches!(m.key, tensorcdc_change::Key::Derived { .. }).then(|| m.key.to_text()).flatten();
             loop {
                 let mut rec: FutureRecord<'_, Vec<u8>, Vec<u8>> = FutureRecord::to(&m.topic).timestamp(m.commit_ts_ms);
                 if let Some(k) = key.as_ref() {
                     rec = rec.key(k);
+                }
+                if let Some(source) = source_key.as_ref() {
+                    rec = rec.headers(OwnedHeaders::new().insert(Header { key: SOURCE_KEY_HEADER, value: Some(source.as_bytes()) }));
                 }
                 if let Some(v) = value.as_ref() {
                     rec = rec.payload(v);

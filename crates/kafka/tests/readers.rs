@@ -23,7 +23,7 @@ fn bounded_reads_to_the_high_watermark() {
     mock.create_topic("t", 2, 1).unwrap();
     produce(&b, "t", 100);
     let mut all = Vec::new();
-    let n = read_bounded(&b, "t", None, 0, &[], Duration::from_secs(10), |r| {
+    let n = read_bounded(&b, "t", None, 0, false, &[], Duration::from_secs(10), |r| {
         all.push(String::from_utf8(r.value.unwrap()).unwrap());
         Ok(())
     })
@@ -35,21 +35,21 @@ fn bounded_reads_to_the_high_watermark() {
     assert_eq!(all, want);
     // One partition from an offset: partition 0 holds the 50 even records.
     let mut offsets = Vec::new();
-    read_bounded(&b, "t", Some(0), 45, &[], Duration::from_secs(10), |r| {
+    read_bounded(&b, "t", Some(0), 45, false, &[], Duration::from_secs(10), |r| {
         offsets.push(r.offset);
         Ok(())
     })
     .unwrap();
     assert_eq!(offsets, (45..50).collect::<Vec<i64>>());
     // Settings are passed through to librdkafka, and a bad one is an error, not a panic.
-    let e = read_bounded(&b, "t", None, 0, &[("no.such.setting".into(), "1".into())], Duration::from_secs(1), |_| Ok(())).unwrap_err();
+    let e = read_bounded(&b, "t", None, 0, false, &[("no.such.setting".into(), "1".into())], Duration::from_secs(1), |_| Ok(())).unwrap_err();
     assert!(e.to_string().contains("no.such.setting"), "{e}");
 }
 
 #[test]
 fn missing_topic_is_waited_for_then_reported() {
     let mock = MockCluster::new(1).unwrap();
-    let e = read_bounded(&mock.bootstrap_servers(), "nope", None, 0, &[], Duration::from_secs(1), |_| Ok(())).unwrap_err();
+    let e = read_bounded(&mock.bootstrap_servers(), "nope", None, 0, false, &[], Duration::from_secs(1), |_| Ok(())).unwrap_err();
     assert!(matches!(e, KafkaError::NoTopic { .. }), "{e}");
     assert!(e.to_string().contains("\"nope\""));
 }
@@ -93,4 +93,68 @@ async fn group_resumes_after_used_offsets_and_ends_on_timeout() {
         n += batch.len();
     }
     assert_eq!(n, 100);
+}
+
+/// Records written and read back over SASL PLAIN (`security.protocol=SASL_PLAINTEXT`).
+fn sasl_round_trip(brokers: &str, extra: &[(String, String)]) -> Result<u64, String> {
+    let mut cfg = rdkafka::ClientConfig::new();
+    cfg.set("bootstrap.servers", brokers);
+    for (k, v) in extra {
+        cfg.set(k, v);
+    }
+    let p: BaseProducer = cfg.create().map_err(|e| e.to_string())?;
+    for i in 0..10 {
+        p.send(BaseRecord::to("sasl").key(&format!("k{i}")).payload(&format!("v{i}"))).map_err(|(e, _)| e.to_string())?;
+    }
+    p.flush(Duration::from_secs(10)).map_err(|e| e.to_string())?;
+    read_bounded(brokers, "sasl", None, 0, false, extra, Duration::from_secs(10), |_| Ok(())).map_err(|e| e.to_string())
+}
+
+/// SASL PLAIN against noida-db (librdkafka's mock cluster has no SASL): librdkafka is built
+/// with SSL and SASL, so `security.protocol=SASL_PLAINTEXT|SASL_SSL` works.
+#[test]
+fn sasl_plain_against_a_real_broker() {
+    let sasl: Vec<(String, String)> = [("security.protocol", "SASL_PLAINTEXT"), ("sasl.mechanism", "PLAIN"), ("sasl.username", "u"), ("sasl.password", "p")]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let noida = tensorcdc_kafka::testing::Noida::start().unwrap();
+    assert_eq!(sasl_round_trip(&noida.bootstrap(), &sasl), Ok(10));
+    // SCRAM is compiled in too (it needs OpenSSL): the client accepts the mechanism.
+    let scram = [("security.protocol", "SASL_SSL"), ("sasl.mechanism", "SCRAM-SHA-512"), ("sasl.username", "u"), ("sasl.password", "p")];
+    let mut cfg = rdkafka::ClientConfig::new();
+    cfg.set("bootstrap.servers", noida.bootstrap());
+    for (k, v) in scram {
+        cfg.set(k, v);
+    }
+    cfg.create::<BaseProducer>().expect("librdkafka built with SSL and SCRAM");
+}
+
+/// A bounded read from an offset that retention removed warns and reads what is left, or
+/// with `strict` fails naming the partition, the offsets and the count missing. Neither
+/// broker here implements DeleteRecords; librdkafka's mock cluster keeps about 5 MiB per
+/// partition and drops older segments, which moves the partition's first offset as
+/// retention does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bounded_read_from_deleted_offsets_warns_or_fails() {
+    let mock = MockCluster::new(1).unwrap();
+    let brokers = mock.bootstrap_servers();
+    mock.create_topic("t", 1, 1).unwrap();
+    let p: BaseProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
+    let value = vec![7u8; 100_000];
+    for i in 0..150 {
+        p.send(BaseRecord::to("t").key(&format!("k{i}")).payload(&value).partition(0)).unwrap();
+        p.poll(Duration::ZERO);
+    }
+    p.flush(Duration::from_secs(10)).unwrap();
+    let c: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
+    let (low, high) = rdkafka::consumer::Consumer::fetch_watermarks(&c, "t", 0, Duration::from_secs(5)).unwrap();
+    assert!(low > 0 && high == 150, "the mock cluster kept every record ({low}..{high})");
+    let b = brokers.clone();
+    let n = tokio::task::spawn_blocking(move || read_bounded(&b, "t", None, 0, false, &[], Duration::from_secs(10), |_| Ok(())).unwrap()).await.unwrap();
+    assert_eq!(n as i64, high - low);
+    let b = brokers.clone();
+    let e = tokio::task::spawn_blocking(move || read_bounded(&b, "t", None, 0, true, &[], Duration::from_secs(10), |_| Ok(())).unwrap_err()).await.unwrap();
+    assert!(matches!(e, KafkaError::Gap { partition: 0, asked: 0, first, missing, .. } if first == low && missing == low), "{e}");
+    assert!(e.to_string().contains(&format!("t/0: offset 0 is no longer in the topic (it starts at {low}; {low} records")), "{e}");
 }

@@ -194,7 +194,11 @@ fn mnist_csv(msg: Message, label_field: &str, pixels_field: &str) -> Option<Mess
         }
         let _ = write!(csv, "{p}");
     }
-    Some(Message { key: Key::Text(label.to_string()), payload: Payload::Text(csv), ..msg })
+    let key = match msg.key {
+        Key::Row(source) => Key::Derived { text: label.to_string(), source },
+        _ => Key::Text(label.to_string()),
+    };
+    Some(Message { key, payload: Payload::Text(csv), ..msg })
 }
 
 impl Chain {
@@ -237,7 +241,7 @@ mod tests {
                 after,
                 source: Source { name: "tf".into(), ts_ms: 1, snapshot: Snapshot::False, db: "db".into(), schema: "public".into(), table: "mnist_test".into(), tx_id: Some(9), lsn: Some(Lsn(42)) },
                 ts_ms: 2,
-                key: None,
+                key: Some(Row::new(Arc::new(vec![Field::new("id", FieldType::Int32, false)]), vec![Value::Int32(3)])),
             },
             Some(Lsn(50)),
         )
@@ -256,7 +260,9 @@ mod tests {
         .unwrap();
         let out = chain.apply(event(Op::Create));
         assert_eq!(out.len(), 1);
-        assert_eq!(out[0].key, Key::Text("7".into()));
+        // The record key is the label (the blog's); the row's key travels with it.
+        assert!(matches!(&out[0].key, Key::Derived { text, .. } if text == "7"), "{:?}", out[0].key);
+        assert_eq!(out[0].key.to_text().as_deref(), Some("3"));
         assert_eq!(out[0].payload, Payload::Text("0,128,255".into()));
         assert_eq!(out[0].ack_lsn, Some(Lsn(50)));
         assert!(chain.apply(event(Op::Delete)).is_empty());

@@ -313,7 +313,7 @@ impl JsonWriter {
         let binary = self.cfg.binary;
         let key = match (&msg.key, self.cfg.key) {
             (Key::None, _) => None,
-            (Key::Text(t), _) => Some(t.clone().into_bytes()),
+            (Key::Text(t) | Key::Derived { text: t, .. }, _) => Some(t.clone().into_bytes()),
             (Key::Row(r), Converter::String) => {
                 let mut out = Vec::new();
                 write_row(&mut out, r, binary);
