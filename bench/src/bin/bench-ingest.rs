@@ -55,7 +55,7 @@ fn main() -> Result<()> {
         seen = 0;
         let mut first = Duration::ZERO;
         let mut last = Instant::now();
-        tensorcdc_kafka::read_bounded(&brokers, topic, Some(0), 0, &extra, Duration::from_secs(10), |r| {
+        tensorcdc_kafka::read_bounded(&brokers, topic, Some(0), 0, false, &extra, Duration::from_secs(10), |r| {
             let what = Position::Kafka { topic: r.topic.clone(), partition: r.partition, offset: r.offset };
             seen += 1;
             if seen == 1 {

@@ -455,6 +455,7 @@ fn kafka_source(brokers: &str, topic: &str, group: Option<&str>) -> crate::sourc
         topic: vec![topic.into()],
         partition: None,
         offset: 0,
+        strict: false,
         group: group.map(String::from),
         stream_timeout: None,
         auto_offset_reset: "earliest".into(),

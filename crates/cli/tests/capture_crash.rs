@@ -2,25 +2,20 @@
 //! Fashion-MNIST rows to a durable file, then restarted. Every row arrives at least once;
 //! rows delivered twice all come after the LSN the slot had confirmed at the kill.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tensorcdc_change::Lsn;
 use tensorcdc_dataset::mnist::{self, Split};
+// Kills the capture process if the test fails half-way (no process outlives the test).
+use common::Kill;
 use tensorcdc_localpg::{LocalPg, Options};
 use tokio_postgres::NoTls;
 
-/// Kills the capture process if the test fails half-way (no process outlives the test).
-struct Kill(Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn spawn_capture(pg: &LocalPg, out: &Path) -> Kill {
     Kill(Command::new(env!("CARGO_BIN_EXE_tensorcdc"))

@@ -1,10 +1,12 @@
 //! `tensorcdc demo` end to end on Fashion-MNIST: in-process, through Kafka (librdkafka's mock
-//! cluster on loopback), and interrupted with Ctrl-C.
+//! cluster on loopback, and noida-db), and interrupted with Ctrl-C.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use common::Lines;
 use rdkafka::mocking::MockCluster;
 
 const FASHION: &str = "/usr/share/datasets/fashion-mnist";
@@ -63,6 +65,16 @@ fn demo_through_kafka() {
     assert_eq!(s["transport"], "kafka");
 }
 
+/// The same against noida-db, a broker process of its own; capture makes the topics.
+#[test]
+fn demo_through_kafka_noida() {
+    let noida = tensorcdc_kafka::testing::Noida::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let s = demo(dir.path(), &["--rows", "10000", "--test-rows", "2000", "--kafka", &noida.bootstrap()]);
+    check_summary(&s, 10000, 2000);
+    assert_eq!(s["transport"], "kafka");
+}
+
 fn postgres_running_on(dir: &Path) -> bool {
     std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
         std::fs::read(e.path().join("cmdline")).map(|c| String::from_utf8_lossy(&c).contains(dir.to_str().unwrap())).unwrap_or(false)
@@ -81,9 +93,9 @@ fn ctrl_c_leaves_nothing_behind_and_a_second_run_works() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let lines = Lines::of(child.stdout.take().unwrap());
         loop {
-            let l = lines.next().expect("demo ended before the step").unwrap();
+            let l = lines.next(300, "demo's steps").expect("demo ended before the step");
             if l.starts_with(stop_at) {
                 break;
             }
@@ -110,9 +122,9 @@ fn manual_psql_f_while_evaluate_waits() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let lines = Lines::of(child.stdout.take().unwrap());
     let cmd = loop {
-        let l = lines.next().expect("demo ended before waiting").unwrap();
+        let l = lines.next(300, "demo's steps").expect("demo ended before waiting");
         if let Some(rest) = l.strip_prefix("waiting for rows: psql ") {
             break rest.to_string();
         }
@@ -123,7 +135,7 @@ fn manual_psql_f_while_evaluate_waits() {
     let bin = tensorcdc_localpg::find_bin_dir().unwrap().join("psql");
     let st = Command::new(bin).args([url.as_str(), "-q", "-f", file.as_str()]).stdout(Stdio::null()).status().unwrap();
     assert!(st.success());
-    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    let rest = lines.rest(300, "demo after the manual rows");
     assert!(child.wait().unwrap().success(), "{rest:?}");
     let s: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
     assert_eq!(s["test_rows"], 400, "{s}");

@@ -1,10 +1,12 @@
 //! The learning commands against Postgres directly (`--source postgres://...`): capture runs
 //! in-process and hands typed events over a channel, no Kafka and no serialisation.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use common::Lines;
 use tensorcdc_dataset::mnist::{self, Split};
 use tensorcdc_localpg::{LocalPg, Options};
 use tokio_postgres::NoTls;
@@ -38,14 +40,11 @@ async fn train_evaluate_predict_from_postgres_in_process() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(eval.stdout.take().unwrap()).lines();
+    let lines = Lines::of(eval.stdout.take().unwrap());
     // Wait for the in-process capture's slot before inserting.
     wait_for(&c, "SELECT count(*) FROM pg_replication_slots WHERE active", 1, 30, "evaluate's slot").await;
     tensorcdc_postgres::load::load_examples(&c, "mnist_test", &test, 100).await.unwrap();
-    let mut last = String::new();
-    for l in lines.by_ref() {
-        last = l.unwrap();
-    }
+    let last = lines.rest(120, "evaluate").pop().unwrap_or_default();
     assert!(eval.wait().unwrap().success());
     assert!(last.starts_with("final: 300 examples"), "{last}");
     let acc: f64 = last.rsplit(' ').next().unwrap().parse().unwrap();
@@ -62,7 +61,7 @@ async fn train_evaluate_predict_from_postgres_in_process() {
     wait_for(&c, "SELECT count(*) FROM pg_replication_slots WHERE active", 1, 30, "the follower's slot").await;
     let manual = test.clone().truncate(3);
     tensorcdc_postgres::load::load_examples(&c, "mnist_manual", &manual, 1).await.unwrap();
-    let preds: Vec<serde_json::Value> = BufReader::new(stdout).lines().map(|l| serde_json::from_str(&l.unwrap()).unwrap()).collect();
+    let preds: Vec<serde_json::Value> = Lines::of(stdout).rest(60, "predictions").iter().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert!(follow.wait().unwrap().success());
     assert_eq!(preds.len(), 3);
     for (i, p) in preds.iter().enumerate() {

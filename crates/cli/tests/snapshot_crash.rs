@@ -4,25 +4,20 @@
 //! the end. Every row must be in the sink: a capture that had not finished its snapshot
 //! redoes it, whatever its flags.
 
+mod common;
+
 use std::collections::HashSet;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
 use tensorcdc_dataset::mnist::{self, Split};
+// Kills the capture process if the test fails half-way (no process outlives the test).
+use common::Kill;
 use tensorcdc_localpg::{LocalPg, Options};
 use tokio_postgres::NoTls;
 
-/// Kills the capture process if the test fails half-way (no process outlives the test).
-struct Kill(Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn spawn_capture(pg: &LocalPg, dir: &Path, out: &Path, with_file: bool) -> Kill {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tensorcdc"));

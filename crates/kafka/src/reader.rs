@@ -157,6 +157,8 @@ pub struct GroupReader {
     brokers: String,
     last: Instant,
     started: bool,
+    /// Admin settings for creating missing topics, until that was tried once.
+    create_topics: Option<rdkafka::ClientConfig>,
     /// Next offset to commit per (topic, partition): one past the last record used.
     used: std::collections::BTreeMap<(String, i32), i64>,
     last_commit: Instant,
@@ -176,12 +178,22 @@ impl GroupReader {
             ("session.timeout.ms", "6000"),
             ("enable.partition.eof", "false"),
             ("topic.metadata.refresh.interval.ms", "500"),
+            // A topic that does not exist yet is created now (see `create_missing_topics`);
+            // `-X allow.auto.create.topics=false` turns that off.
+            ("allow.auto.create.topics", "true"),
             // Low latency for live rows: brokers that do not answer a fetch as soon as data
             // arrives (librdkafka's mock cluster) would otherwise hold it for 500 ms.
             ("fetch.wait.max.ms", "10"),
         ];
         let cfg = client_config(brokers, &defaults, extra);
         let consumer: StreamConsumer<LogContext> = cfg.create_with_context(LogContext::default()).map_err(client_err("create consumer"))?;
+        let create = (cfg.get("allow.auto.create.topics") == Some("true")).then(|| {
+            let mut admin_cfg = client_config(brokers, &[], extra);
+            for k in ["group.id", "auto.offset.reset", "enable.auto.commit", "enable.auto.offset.store", "session.timeout.ms", "enable.partition.eof", "fetch.wait.max.ms", "allow.auto.create.topics"] {
+                admin_cfg.remove(k);
+            }
+            admin_cfg
+        });
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer.subscribe(&names).map_err(client_err("subscribe"))?;
         Ok(GroupReader {
@@ -191,9 +203,36 @@ impl GroupReader {
             brokers: brokers.into(),
             last: Instant::now(),
             started: false,
+            create_topics: create,
             used: Default::default(),
             last_commit: Instant::now(),
         })
+    }
+
+    /// Creates the subscribed topics that do not exist yet, with one partition as capture
+    /// would, so the group forms now. A group that joins only when the first row creates
+    /// its topic waits for the broker's initial rebalance delay (Kafka's
+    /// `group.initial.rebalance.delay.ms`, 3 s by default) before reading that row.
+    async fn create_missing_topics(&self, cfg: rdkafka::ClientConfig) {
+        let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> = match cfg.create() {
+            Ok(a) => a,
+            Err(e) => return tracing::debug!("admin client for missing topics: {e}"),
+        };
+        let topics: Vec<rdkafka::admin::NewTopic<'_>> =
+            self.topics.iter().map(|t| rdkafka::admin::NewTopic::new(t, 1, rdkafka::admin::TopicReplication::Fixed(1))).collect();
+        let opts = rdkafka::admin::AdminOptions::new().operation_timeout(Some(Duration::from_secs(5))).request_timeout(Some(Duration::from_secs(5)));
+        match admin.create_topics(topics.iter(), &opts).await {
+            Ok(results) => {
+                for r in results {
+                    match r {
+                        Ok(name) => info!("created topic {name} (1 partition) so the group forms before its first rows"),
+                        Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                        Err((name, code)) => tracing::debug!("create topic {name}: {code}; waiting for it"),
+                    }
+                }
+            }
+            Err(e) => tracing::debug!("create topics {:?}: {e}; waiting for them", self.topics),
+        }
     }
 
     fn assigned(&self) -> bool {
@@ -204,13 +243,17 @@ impl GroupReader {
     /// the stream ended (no record for `stream_timeout`). The stream timeout starts once the
     /// group has been assigned partitions (a topic that does not exist yet is waited for).
     pub async fn next_batch(&mut self, max: usize, linger: Duration) -> Result<Option<Vec<Record>>, KafkaError> {
+        if let Some(cfg) = self.create_topics.take() {
+            self.create_missing_topics(cfg).await;
+        }
         let mut out = Vec::new();
         loop {
             if !self.started {
                 if self.assigned() {
                     self.started = true;
                     self.last = Instant::now();
-                    info!("group assigned partitions of {:?}", self.topics);
+                    // Said on stderr, as capture says "streaming from": the reader is live.
+                    eprintln!("group assigned partitions of {}; reading", self.topics.join(", "));
                 }
             }
             let wait = if out.is_empty() { Duration::from_millis(100) } else { linger };

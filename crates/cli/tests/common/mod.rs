@@ -1,0 +1,52 @@
+//! What the CLI tests share.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::time::{Duration, Instant};
+
+/// Lines of a child's output with a deadline: a thread reads, the test waits on a channel.
+pub struct Lines(std::sync::mpsc::Receiver<String>);
+
+impl Lines {
+    pub fn of(out: impl std::io::Read + Send + 'static) -> Lines {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    return;
+                }
+            }
+        });
+        Lines(rx)
+    }
+
+    /// The next line; `None` at the end of the output; fails after `secs` seconds.
+    pub fn next(&self, secs: u64, what: &str) -> Option<String> {
+        match self.0.recv_timeout(Duration::from_secs(secs)) {
+            Ok(l) => Some(l),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => None,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("{what}: no line in {secs} s"),
+        }
+    }
+
+    /// Every remaining line, failing after `secs` seconds.
+    pub fn rest(&self, secs: u64, what: &str) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        let mut out = Vec::new();
+        while let Some(l) = self.next(deadline.saturating_duration_since(Instant::now()).as_secs().max(1), what) {
+            out.push(l);
+        }
+        out
+    }
+}
+
+
+/// A child process killed (SIGKILL) and reaped when dropped.
+pub struct Kill(pub std::process::Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
