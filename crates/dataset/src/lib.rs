@@ -2,6 +2,8 @@
 //!
 //! * [`idx`]: the MNIST IDX file format (read and write, `.gz` or plain).
 //! * [`decode`]: Kafka records (CSV, Debezium JSON) and typed change events to examples.
+//! * [`features`]: features from any columns: the feature spec (kinds, scaling, vocabularies,
+//!   NULLs, label and task), cells from typed rows and Debezium JSON, the keyed row set.
 //! * [`mnist`]: the four-file MNIST layout on disk, and the SQL export (`mnist sql`).
 //! * [`example`]: [`Example`] (one image and its label) and [`Examples`], the in-memory
 //!   set that training and evaluation batch and shuffle.
@@ -12,6 +14,7 @@
 pub mod decode;
 pub mod error;
 pub mod example;
+pub mod features;
 pub mod idx;
 pub mod mnist;
 

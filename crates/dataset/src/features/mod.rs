@@ -1,0 +1,507 @@
+//! Features from any columns: the feature spec, fitted on training rows and kept in
+//! checkpoints, that turns a [`Record`] of any source into a `f32` feature vector and a target.
+//!
+//! | column kind | from | encoding |
+//! |---|---|---|
+//! | number | integers, floats, decimals, dates and times (Debezium's numbers) | scaled: `standard` (mean and deviation of the training rows), `minmax`, or `none` |
+//! | boolean | booleans | 0 / 1 |
+//! | category | text, varchar, enums | one-hot over the training vocabulary, plus one slot for values never seen |
+//! | bytes | bytea | one feature per byte, divided by 255 (the MNIST case) |
+//! | array | one-dimensional numeric arrays of fixed length | one feature per element |
+//!
+//! NULLs: [`Nulls::Skip`] (the row is skipped and counted) or [`Nulls::Impute`] (the training
+//! mean, per element for bytes and arrays, or the most frequent value). The label makes the
+//! task: classes from integers, text and booleans (names kept), regression from other numbers;
+//! [`SpecOptions::task`] overrides. [`FeatureSpec::mnist`] is the blog's table as a preset.
+//!
+//! * [`cell`]: cells and records from typed rows and Debezium JSON, and the change a record
+//!   stands for.
+//! * [`keyed`]: the keyed set: an update replaces the row with its key, a delete removes it.
+
+pub mod cell;
+pub mod keyed;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+pub use cell::{Cell, Change, Record};
+pub use keyed::KeyedRecords;
+
+/// How a column becomes features.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Number,
+    Boolean,
+    Category,
+    Bytes,
+    Array,
+}
+
+/// How number columns are scaled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Scaling {
+    #[default]
+    Standard,
+    MinMax,
+    None,
+}
+
+/// What a NULL feature does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Nulls {
+    #[default]
+    Skip,
+    Impute,
+}
+
+/// What the label asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Task {
+    Classification,
+    Regression,
+}
+
+impl std::str::FromStr for Scaling {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "standard" => Ok(Scaling::Standard),
+            "minmax" => Ok(Scaling::MinMax),
+            "none" => Ok(Scaling::None),
+            o => Err(format!("--scaling {o:?}: expected standard, minmax or none")),
+        }
+    }
+}
+
+impl std::str::FromStr for Nulls {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "skip" => Ok(Nulls::Skip),
+            "impute" => Ok(Nulls::Impute),
+            o => Err(format!("--nulls {o:?}: expected skip or impute")),
+        }
+    }
+}
+
+impl std::str::FromStr for Task {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "classification" => Ok(Task::Classification),
+            "regression" => Ok(Task::Regression),
+            o => Err(format!("--task {o:?}: expected classification or regression")),
+        }
+    }
+}
+
+/// What to learn from: the label, the features (default: every column but the key columns
+/// and the label), and how to encode them.
+#[derive(Debug, Clone, Default)]
+pub struct SpecOptions {
+    pub label: String,
+    pub features: Option<Vec<String>>,
+    /// Columns never used as features by default (the primary key).
+    pub exclude: Vec<String>,
+    pub scaling: Scaling,
+    pub nulls: Nulls,
+    pub task: Option<Task>,
+}
+
+/// One feature column, fitted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Column {
+    pub name: String,
+    pub kind: Kind,
+    /// Features it makes.
+    pub width: usize,
+    /// Numbers: `(x - shift) / scale`.
+    #[serde(default)]
+    pub shift: f64,
+    #[serde(default = "one")]
+    pub scale: f64,
+    /// Categories: the training vocabulary (sorted); the last slot is for the unseen.
+    #[serde(default)]
+    pub vocab: Vec<String>,
+    /// The encoded features a NULL gets when imputing.
+    pub impute: Vec<f32>,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// The fitted spec: columns, label, task, class names, NULL policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeatureSpec {
+    pub columns: Vec<Column>,
+    pub label: String,
+    pub task: Task,
+    /// Class names in output order (classification).
+    #[serde(default)]
+    pub classes: Vec<String>,
+    pub scaling: Scaling,
+    pub nulls: Nulls,
+}
+
+/// A training target.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Target {
+    Class(usize),
+    Value(f32),
+}
+
+/// Why a record gives no example.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EncodeError {
+    #[error("column {0:?} is NULL")]
+    Null(String),
+    #[error("no column {0:?}")]
+    Missing(String),
+    #[error("column {column:?}: expected {expected}, got {got}")]
+    Kind { column: String, expected: String, got: String },
+    #[error("label {0:?} is not one of the classes seen in training")]
+    UnknownClass(String),
+}
+
+impl EncodeError {
+    /// True for a NULL (counted and skipped under [`Nulls::Skip`]).
+    pub fn is_null(&self) -> bool {
+        matches!(self, EncodeError::Null(_))
+    }
+}
+
+fn describe(c: &Cell) -> String {
+    match c {
+        Cell::Null => "NULL".into(),
+        Cell::Bool(b) => format!("boolean {b}"),
+        Cell::Int(i) => format!("integer {i}"),
+        Cell::Number(x) => format!("number {x}"),
+        Cell::Text(t) => format!("text {t:?}"),
+        Cell::Bytes(b) => format!("{} bytes", b.len()),
+        Cell::Array(a) => format!("an array of {}", a.len()),
+    }
+}
+
+/// Bytes of a cell: bytes as they are, text as base64 or hex (JSON without schemas).
+fn bytes_of(c: &Cell) -> Option<std::borrow::Cow<'_, [u8]>> {
+    match c {
+        Cell::Bytes(b) => Some(std::borrow::Cow::Borrowed(b)),
+        Cell::Text(t) => tensorcdc_change::json::decode_binary(t, None, None).ok().map(std::borrow::Cow::Owned),
+        _ => None,
+    }
+}
+
+fn number_of(c: &Cell) -> Option<f64> {
+    match c {
+        Cell::Text(t) => t.trim().parse().ok(),
+        other => other.as_f64(),
+    }
+}
+
+fn column_kind(c: &Cell) -> Option<(Kind, usize)> {
+    Some(match c {
+        Cell::Null => return None,
+        Cell::Bool(_) => (Kind::Boolean, 1),
+        Cell::Int(_) | Cell::Number(_) => (Kind::Number, 1),
+        Cell::Text(_) => (Kind::Category, 0),
+        Cell::Bytes(b) => (Kind::Bytes, b.len()),
+        Cell::Array(a) => (Kind::Array, a.len()),
+    })
+}
+
+fn most_frequent<'a>(values: impl Iterator<Item = &'a str>) -> Option<String> {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for v in values {
+        *counts.entry(v).or_default() += 1;
+    }
+    counts.into_iter().max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(a.0))).map(|(v, _)| v.to_string())
+}
+
+impl FeatureSpec {
+    /// The blog's table: the label `label` (classes 0..9) and `pixels`, 784 bytes.
+    pub fn mnist() -> FeatureSpec {
+        FeatureSpec {
+            columns: vec![Column { name: "pixels".into(), kind: Kind::Bytes, width: crate::PIXELS, shift: 0.0, scale: 1.0, vocab: vec![], impute: vec![0.0; crate::PIXELS] }],
+            label: "label".into(),
+            task: Task::Classification,
+            classes: (0..10).map(|d: u8| d.to_string()).collect(),
+            scaling: Scaling::None,
+            nulls: Nulls::Skip,
+        }
+    }
+
+    /// Fits the spec on training records: kinds from the first non-NULL value of each
+    /// column, scaling statistics, vocabularies, NULL imputations, the task and its classes.
+    pub fn fit<'a>(records: impl Iterator<Item = &'a Record> + Clone, opts: &SpecOptions) -> Result<FeatureSpec, String> {
+        let first = records.clone().next().ok_or("no rows to learn from")?;
+        if first.get(&opts.label).is_none() {
+            let names: Vec<&str> = first.cells.iter().map(|(n, _)| n.as_str()).collect();
+            return Err(format!("no label column {:?} (columns: {})", opts.label, names.join(", ")));
+        }
+        let names: Vec<String> = match &opts.features {
+            Some(f) => f.clone(),
+            None => first.cells.iter().map(|(n, _)| n.clone()).filter(|n| *n != opts.label && !opts.exclude.contains(n)).collect(),
+        };
+        if names.is_empty() {
+            return Err(format!("no feature columns (every column is the label {:?} or the key)", opts.label));
+        }
+        let mut columns = Vec::new();
+        for name in &names {
+            let cells: Vec<&Cell> = records.clone().filter_map(|r| r.get(name)).filter(|c| !c.is_null()).collect();
+            let Some((kind, width)) = cells.first().and_then(|c| column_kind(c)) else {
+                return Err(format!("column {name:?} is NULL in every row (or missing)"));
+            };
+            columns.push(fit_column(name, kind, width, &cells, opts.scaling)?);
+        }
+        let labels: Vec<&Cell> = records.clone().filter_map(|r| r.get(&opts.label)).filter(|c| !c.is_null()).collect();
+        let task = match (opts.task, labels.first()) {
+            (Some(t), _) => t,
+            (None, Some(Cell::Number(_))) => Task::Regression,
+            (None, Some(_)) => Task::Classification,
+            (None, None) => return Err(format!("label {:?} is NULL in every row", opts.label)),
+        };
+        let classes = if task == Task::Classification {
+            let mut names: Vec<String> = labels.iter().filter_map(|c| c.class_name()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+            if names.iter().all(|n| n.parse::<i64>().is_ok()) {
+                names.sort_by_key(|n| n.parse::<i64>().unwrap_or(0));
+            }
+            if names.len() < 2 {
+                return Err(format!("label {:?} has {} class(es) in the training rows; classification needs two or more", opts.label, names.len()));
+            }
+            names
+        } else {
+            vec![]
+        };
+        Ok(FeatureSpec { columns, label: opts.label.clone(), task, classes, scaling: opts.scaling, nulls: opts.nulls })
+    }
+
+    /// Features per example.
+    pub fn width(&self) -> usize {
+        self.columns.iter().map(|c| c.width).sum()
+    }
+
+    /// Outputs of the model: classes, or one value.
+    pub fn outputs(&self) -> usize {
+        match self.task {
+            Task::Classification => self.classes.len(),
+            Task::Regression => 1,
+        }
+    }
+
+    /// The target of a record.
+    pub fn target(&self, r: &Record) -> Result<Target, EncodeError> {
+        let cell = r.get(&self.label).ok_or_else(|| EncodeError::Missing(self.label.clone()))?;
+        if cell.is_null() {
+            return Err(EncodeError::Null(self.label.clone()));
+        }
+        match self.task {
+            Task::Classification => {
+                let name = cell.class_name().ok_or_else(|| EncodeError::Kind { column: self.label.clone(), expected: "a class".into(), got: describe(cell) })?;
+                self.classes.iter().position(|c| *c == name).map(Target::Class).ok_or(EncodeError::UnknownClass(name))
+            }
+            Task::Regression => number_of(cell)
+                .map(|x| Target::Value(x as f32))
+                .ok_or_else(|| EncodeError::Kind { column: self.label.clone(), expected: "a number".into(), got: describe(cell) }),
+        }
+    }
+
+    /// Appends the features of a record to `out` (nothing is appended on error).
+    pub fn encode(&self, r: &Record, out: &mut Vec<f32>) -> Result<(), EncodeError> {
+        let start = out.len();
+        let res = self.encode_inner(r, out);
+        if res.is_err() {
+            out.truncate(start);
+        }
+        res
+    }
+
+    fn encode_inner(&self, r: &Record, out: &mut Vec<f32>) -> Result<(), EncodeError> {
+        for col in &self.columns {
+            let cell = r.get(&col.name).ok_or_else(|| EncodeError::Missing(col.name.clone()))?;
+            if cell.is_null() {
+                match self.nulls {
+                    Nulls::Skip => return Err(EncodeError::Null(col.name.clone())),
+                    Nulls::Impute => {
+                        out.extend_from_slice(&col.impute);
+                        continue;
+                    }
+                }
+            }
+            let bad = |expected: &str| EncodeError::Kind { column: col.name.clone(), expected: expected.into(), got: describe(cell) };
+            match col.kind {
+                Kind::Number => out.push(((number_of(cell).ok_or_else(|| bad("a number"))? - col.shift) / col.scale) as f32),
+                Kind::Boolean => out.push(match cell {
+                    Cell::Bool(b) => *b as u8 as f32,
+                    other => other.as_f64().ok_or_else(|| bad("a boolean"))? as f32,
+                }),
+                Kind::Category => {
+                    let name = cell.class_name().ok_or_else(|| bad("text"))?;
+                    let slot = col.vocab.binary_search(&name).unwrap_or(col.vocab.len());
+                    out.extend((0..col.width).map(|i| (i == slot) as u8 as f32));
+                }
+                Kind::Bytes => {
+                    let b = bytes_of(cell).ok_or_else(|| bad(&format!("{} bytes", col.width)))?;
+                    if b.len() != col.width {
+                        return Err(bad(&format!("{} bytes", col.width)));
+                    }
+                    out.extend(b.iter().map(|x| *x as f32 / 255.0));
+                }
+                Kind::Array => match cell {
+                    Cell::Array(a) if a.len() == col.width => {
+                        for (i, x) in a.iter().enumerate() {
+                            match (x, self.nulls) {
+                                (Some(x), _) => out.push(*x as f32),
+                                (None, Nulls::Impute) => out.push(col.impute[i]),
+                                (None, Nulls::Skip) => return Err(EncodeError::Null(format!("{}[{}]", col.name, i + 1))),
+                            }
+                        }
+                    }
+                    _ => return Err(bad(&format!("an array of {}", col.width))),
+                },
+            }
+        }
+        Ok(())
+    }
+}
+
+fn fit_column(name: &str, kind: Kind, width: usize, cells: &[&Cell], scaling: Scaling) -> Result<Column, String> {
+    let mut col = Column { name: name.into(), kind, width, shift: 0.0, scale: 1.0, vocab: vec![], impute: vec![] };
+    match kind {
+        Kind::Number => {
+            let xs: Vec<f64> = cells.iter().filter_map(|c| number_of(c)).filter(|x| x.is_finite()).collect();
+            let n = xs.len().max(1) as f64;
+            let mean = xs.iter().sum::<f64>() / n;
+            let std = (xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n).sqrt();
+            let (min, max) = xs.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| (a.min(*x), b.max(*x)));
+            (col.shift, col.scale) = match scaling {
+                Scaling::Standard => (mean, if std > 0.0 { std } else { 1.0 }),
+                Scaling::MinMax => (min, if max > min { max - min } else { 1.0 }),
+                Scaling::None => (0.0, 1.0),
+            };
+            col.impute = vec![((mean - col.shift) / col.scale) as f32];
+        }
+        Kind::Boolean => {
+            let ones = cells.iter().filter(|c| c.as_f64() == Some(1.0)).count();
+            col.impute = vec![(ones * 2 > cells.len()) as u8 as f32];
+        }
+        Kind::Category => {
+            let names: Vec<String> = cells.iter().filter_map(|c| c.class_name()).collect();
+            col.vocab = names.iter().cloned().collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+            col.width = col.vocab.len() + 1;
+            let top = most_frequent(names.iter().map(String::as_str));
+            let slot = top.and_then(|t| col.vocab.binary_search(&t).ok());
+            col.impute = (0..col.width).map(|i| (Some(i) == slot) as u8 as f32).collect();
+        }
+        Kind::Bytes | Kind::Array => {
+            let mut sum = vec![0f64; width];
+            let mut n = vec![0usize; width];
+            for c in cells {
+                let vals: Vec<Option<f64>> = match (kind, c) {
+                    (Kind::Bytes, c) => match bytes_of(c) {
+                        Some(b) if b.len() == width => b.iter().map(|x| Some(*x as f64 / 255.0)).collect(),
+                        _ => return Err(format!("column {name:?}: values of different lengths ({width} bytes, then {})", describe(c))),
+                    },
+                    (_, Cell::Array(a)) if a.len() == width => a.clone(),
+                    _ => return Err(format!("column {name:?}: arrays of different lengths ({width}, then {}); use fixed-length arrays", describe(c))),
+                };
+                for (i, v) in vals.iter().enumerate() {
+                    if let Some(v) = v {
+                        sum[i] += v;
+                        n[i] += 1;
+                    }
+                }
+            }
+            col.impute = sum.iter().zip(&n).map(|(s, n)| (s / (*n).max(1) as f64) as f32).collect();
+        }
+    }
+    Ok(col)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(key: &str, cells: &[(&str, Cell)]) -> Record {
+        Record { key: Some(key.into()), cells: cells.iter().map(|(n, c)| (n.to_string(), c.clone())).collect() }
+    }
+
+    fn rows() -> Vec<Record> {
+        vec![
+            rec("1", &[("id", Cell::Int(1)), ("income", Cell::Number(10.0)), ("owner", Cell::Bool(true)), ("color", Cell::Text("E".into())), ("v", Cell::Array(vec![Some(1.0), Some(2.0)])), ("defaulted", Cell::Bool(false))]),
+            rec("2", &[("id", Cell::Int(2)), ("income", Cell::Number(30.0)), ("owner", Cell::Bool(false)), ("color", Cell::Text("D".into())), ("v", Cell::Array(vec![Some(3.0), None])), ("defaulted", Cell::Bool(true))]),
+            rec("3", &[("id", Cell::Int(3)), ("income", Cell::Null), ("owner", Cell::Bool(true)), ("color", Cell::Text("E".into())), ("v", Cell::Array(vec![Some(5.0), Some(4.0)])), ("defaulted", Cell::Bool(false))]),
+        ]
+    }
+
+    #[test]
+    fn fits_and_encodes_every_kind() {
+        let rows = rows();
+        let opts = SpecOptions { label: "defaulted".into(), exclude: vec!["id".into()], ..Default::default() };
+        let spec = FeatureSpec::fit(rows.iter(), &opts).unwrap();
+        assert_eq!(spec.task, Task::Classification);
+        assert_eq!(spec.classes, ["false", "true"]);
+        let kinds: Vec<(&str, Kind, usize)> = spec.columns.iter().map(|c| (c.name.as_str(), c.kind, c.width)).collect();
+        assert_eq!(kinds, [("income", Kind::Number, 1), ("owner", Kind::Boolean, 1), ("color", Kind::Category, 3), ("v", Kind::Array, 2)]);
+        assert_eq!(spec.width(), 7);
+        // income: mean 20, population deviation 10.
+        let mut out = Vec::new();
+        spec.encode(&rows[1], &mut out).unwrap_err();
+        assert!(out.is_empty(), "nothing appended for a skipped row");
+        spec.encode(&rows[0], &mut out).unwrap();
+        assert_eq!(out, [-1.0, 1.0, 0.0, 1.0, 0.0, 1.0, 2.0]);
+        assert_eq!(spec.target(&rows[1]), Ok(Target::Class(1)));
+        // NULLs are skipped by default, named; an unseen category takes the last slot.
+        assert_eq!(spec.encode(&rows[2], &mut out), Err(EncodeError::Null("income".into())));
+        let mut unseen = rows[0].clone();
+        unseen.cells[3].1 = Cell::Text("J".into());
+        out.clear();
+        spec.encode(&unseen, &mut out).unwrap();
+        assert_eq!(&out[2..5], [0.0, 0.0, 1.0]);
+        // Imputed: the mean (0 after scaling), the training mean of each array element.
+        let spec = FeatureSpec::fit(rows.iter(), &SpecOptions { nulls: Nulls::Impute, ..opts.clone() }).unwrap();
+        out.clear();
+        spec.encode(&rows[2], &mut out).unwrap();
+        assert_eq!(out[0], 0.0);
+        out.clear();
+        spec.encode(&rows[1], &mut out).unwrap();
+        assert_eq!(out[6], 3.0);
+    }
+
+    #[test]
+    fn regression_scaling_and_errors() {
+        let rows = rows();
+        let opts = SpecOptions { label: "income".into(), features: Some(vec!["v".into(), "owner".into()]), nulls: Nulls::Impute, ..Default::default() };
+        let spec = FeatureSpec::fit(rows.iter(), &opts).unwrap();
+        assert_eq!((spec.task, spec.outputs()), (Task::Regression, 1));
+        assert_eq!(spec.target(&rows[1]), Ok(Target::Value(30.0)));
+        assert_eq!(spec.target(&rows[2]), Err(EncodeError::Null("income".into())));
+        let spec = FeatureSpec::fit(rows.iter(), &SpecOptions { label: "defaulted".into(), features: Some(vec!["income".into()]), scaling: Scaling::MinMax, ..Default::default() }).unwrap();
+        let mut out = Vec::new();
+        spec.encode(&rows[1], &mut out).unwrap();
+        assert_eq!(out, [1.0]);
+        let e = FeatureSpec::fit(rows.iter(), &SpecOptions { label: "nope".into(), ..Default::default() }).unwrap_err();
+        assert!(e.contains("no label column \"nope\"") && e.contains("income"), "{e}");
+        let mut wrong = rows[0].clone();
+        wrong.cells[1].1 = Cell::Text("lots".into());
+        assert!(matches!(spec.encode(&wrong, &mut out), Err(EncodeError::Kind { column, .. }) if column == "income"));
+    }
+
+    #[test]
+    fn mnist_is_a_preset() {
+        let spec = FeatureSpec::mnist();
+        let r = rec("7", &[("id", Cell::Int(7)), ("label", Cell::Int(3)), ("pixels", Cell::Bytes(vec![255; 784]))]);
+        let mut out = Vec::new();
+        spec.encode(&r, &mut out).unwrap();
+        assert_eq!((out.len(), out[0]), (784, 1.0));
+        assert_eq!(spec.target(&r), Ok(Target::Class(3)));
+        // The same spec round-trips through JSON (checkpoints keep it).
+        let back: FeatureSpec = serde_json::from_str(&serde_json::to_string(&spec).unwrap()).unwrap();
+        assert_eq!(back, spec);
+    }
+}
