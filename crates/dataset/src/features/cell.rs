@@ -196,8 +196,19 @@ pub fn cell_of_json(v: &J, schema: Option<&J>) -> Cell {
 
 /// The record of a Debezium JSON row (`after` or `before`) with its struct schema, if any.
 pub fn record_of_json(row: &serde_json::Map<String, J>, schema: Option<&J>, key: Option<String>) -> Record {
-    let field_schema = |name: &str| schema.and_then(|s| s["fields"].as_array()).and_then(|fs| fs.iter().find(|f| f["field"] == name));
-    Record { key, cells: row.iter().map(|(k, v)| (k.clone(), cell_of_json(v, field_schema(k)))).collect() }
+    // With a schema, cells come in the table's column order (as typed rows); without, in
+    // the order serde_json keeps object keys (sorted).
+    if let Some(fields) = schema.and_then(|s| s["fields"].as_array()) {
+        let cells = fields
+            .iter()
+            .filter_map(|f| {
+                let name = f["field"].as_str()?;
+                Some((name.to_string(), row.get(name).map_or(Cell::Null, |v| cell_of_json(v, Some(f)))))
+            })
+            .collect();
+        return Record { key, cells };
+    }
+    Record { key, cells: row.iter().map(|(k, v)| (k.clone(), cell_of_json(v, None))).collect() }
 }
 
 /// The change a Debezium JSON record stands for (`value` null: a tombstone). `key` is the
