@@ -6,6 +6,8 @@
 //!   ε 1e-7, batch 64, 5 epochs, a shuffle seed).
 //! * [`Trainer`] runs `fit`, `evaluate` and `predict` and reports progress through a callback,
 //!   so the CLI can draw a Keras-like line without this crate printing anything.
+//! * [`sequential`]: any Sequential model (Keras' `to_json()` or `--layers`) on feature
+//!   vectors, with its losses, fit/evaluate/predict and checkpoints.
 //! * [`checkpoint`] saves and loads a folder holding `config.json` and `model.bpk`.
 //!
 //! The device picks the backend (burn 0.22): [`default_device`] is burn's `flex` CPU backend;
@@ -17,6 +19,7 @@ pub mod checkpoint;
 pub mod metrics;
 mod mlp;
 mod parallel;
+pub mod sequential;
 mod train;
 
 pub use adam::FusedAdam;

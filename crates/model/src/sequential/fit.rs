@@ -1,0 +1,314 @@
+//! Keras' `fit`, `evaluate` and `predict` for any Sequential model on feature vectors: the
+//! loss (sparse categorical or binary cross-entropy from logits, mean squared or absolute
+//! error, Huber), Keras' Adam ([`crate::FusedAdam`]), shuffled mini-batches.
+
+use std::time::{Duration, Instant};
+
+use burn::module::Module;
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::tensor::activation::relu;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+
+use super::net::{activate, Net};
+use super::spec::{Activation, SequentialSpec};
+use crate::{FusedAdam, ModelError};
+
+/// The loss, Keras' names.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Loss {
+    SparseCategoricalCrossentropy,
+    BinaryCrossentropy,
+    MeanSquaredError,
+    MeanAbsoluteError,
+    Huber { delta: f64 },
+}
+
+impl Loss {
+    pub fn is_classification(self) -> bool {
+        matches!(self, Loss::SparseCategoricalCrossentropy | Loss::BinaryCrossentropy)
+    }
+
+    pub fn parse(name: &str) -> Result<Loss, String> {
+        Ok(match name {
+            "sparse_categorical_crossentropy" => Loss::SparseCategoricalCrossentropy,
+            "binary_crossentropy" => Loss::BinaryCrossentropy,
+            "mean_squared_error" | "mse" => Loss::MeanSquaredError,
+            "mean_absolute_error" | "mae" => Loss::MeanAbsoluteError,
+            "huber" => Loss::Huber { delta: 1.0 },
+            o => return Err(format!("loss {o:?}: expected sparse_categorical_crossentropy, binary_crossentropy, mse, mae or huber")),
+        })
+    }
+}
+
+/// Keras' `compile`/`fit` settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FitSettings {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub learning_rate: f64,
+    pub seed: u64,
+}
+
+impl Default for FitSettings {
+    fn default() -> Self {
+        FitSettings { epochs: 5, batch_size: 64, learning_rate: 0.001, seed: 42 }
+    }
+}
+
+/// Targets of a data set: class indices or values.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Targets {
+    Classes(Vec<i64>),
+    Values(Vec<f32>),
+}
+
+/// Feature vectors (row-major, `width` each) and their targets.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Data {
+    pub x: Vec<f32>,
+    pub width: usize,
+    pub y: Targets,
+}
+
+impl Data {
+    pub fn len(&self) -> usize {
+        match &self.y {
+            Targets::Classes(c) => c.len(),
+            Targets::Values(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn gather(&self, idx: &[usize]) -> (Vec<f32>, Targets) {
+        let mut x = Vec::with_capacity(idx.len() * self.width);
+        for &i in idx {
+            x.extend_from_slice(&self.x[i * self.width..(i + 1) * self.width]);
+        }
+        let y = match &self.y {
+            Targets::Classes(c) => Targets::Classes(idx.iter().map(|&i| c[i]).collect()),
+            Targets::Values(v) => Targets::Values(idx.iter().map(|&i| v[i]).collect()),
+        };
+        (x, y)
+    }
+}
+
+/// Running metrics: loss, and accuracy or absolute and squared errors.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct FitMetrics {
+    pub n: usize,
+    pub loss_sum: f64,
+    pub correct: usize,
+    pub abs_err: f64,
+    pub sq_err: f64,
+}
+
+impl FitMetrics {
+    pub fn loss(&self) -> f64 {
+        self.loss_sum / self.n.max(1) as f64
+    }
+    pub fn accuracy(&self) -> f64 {
+        self.correct as f64 / self.n.max(1) as f64
+    }
+    pub fn mae(&self) -> f64 {
+        self.abs_err / self.n.max(1) as f64
+    }
+    pub fn mse(&self) -> f64 {
+        self.sq_err / self.n.max(1) as f64
+    }
+}
+
+/// The loss of a batch (mean) from the model's logits or outputs, and its metrics.
+fn loss_and_metrics(loss: Loss, z: Tensor<2>, y: &Targets, device: &Device) -> (Tensor<1>, FitMetrics) {
+    let n = z.dims()[0];
+    let read = z.clone().detach().into_data().try_to_vec::<f32>().unwrap_or_default();
+    let mut m = FitMetrics { n, ..Default::default() };
+    let out = match (loss, y) {
+        (Loss::SparseCategoricalCrossentropy, Targets::Classes(c)) => {
+            let k = z.dims()[1];
+            m.correct = read.chunks(k).zip(c).filter(|(row, &l)| crate::argmax(row).0 as i64 == l).count();
+            let t = Tensor::<1, Int>::from_data(TensorData::new(c.clone(), [n]), device);
+            CrossEntropyLossConfig::new().init(device).forward(z, t)
+        }
+        (Loss::BinaryCrossentropy, Targets::Classes(c)) => {
+            m.correct = read.iter().zip(c).filter(|(z, &l)| (**z > 0.0) as i64 == l).count();
+            let t = Tensor::<2>::from_data(TensorData::new(c.iter().map(|&l| l as f32).collect::<Vec<_>>(), [n, 1]), device);
+            // max(z, 0) - z y + log(1 + exp(-|z|)), the stable form of Keras' from_logits loss.
+            (relu(z.clone()) - z.clone() * t + z.abs().neg().exp().log1p()).mean()
+        }
+        (_, Targets::Values(v)) => {
+            for (p, t) in read.iter().zip(v) {
+                let d = (*p - *t) as f64;
+                m.abs_err += d.abs();
+                m.sq_err += d * d;
+            }
+            let t = Tensor::<2>::from_data(TensorData::new(v.clone(), [n, 1]), device);
+            let d = z - t;
+            match loss {
+                Loss::MeanAbsoluteError => d.abs().mean(),
+                Loss::Huber { delta } => {
+                    let a = d.abs();
+                    let q = a.clone().clamp_max(delta);
+                    (q.clone().square().mul_scalar(0.5) + (a - q).mul_scalar(delta)).mean()
+                }
+                _ => d.square().mean(),
+            }
+        }
+        (l, _) => panic!("loss {l:?} does not match the targets"),
+    };
+    (out, m)
+}
+
+/// Per-step progress.
+#[derive(Debug, Clone, Copy)]
+pub struct FitProgress {
+    pub epoch: usize,
+    pub step: usize,
+    pub steps: usize,
+    pub metrics: FitMetrics,
+}
+
+/// An epoch's end.
+#[derive(Debug, Clone, Copy)]
+pub struct FitEpoch {
+    pub epoch: usize,
+    pub metrics: FitMetrics,
+    pub elapsed: Duration,
+}
+
+/// Trains a Sequential model.
+pub struct SeqTrainer {
+    pub spec: SequentialSpec,
+    pub settings: FitSettings,
+    pub loss: Loss,
+    net: Option<Net>,
+    optim: ModuleOptimizer,
+    device: Device,
+    pub epochs_done: usize,
+}
+
+impl SeqTrainer {
+    /// A fresh model on `device`, its weights drawn from `settings.seed`.
+    pub fn new(spec: SequentialSpec, loss: Loss, settings: FitSettings, device: &Device) -> Result<Self, ModelError> {
+        let out = spec.outputs();
+        match loss {
+            Loss::BinaryCrossentropy if out != 1 => return Err(ModelError::Input(format!("binary_crossentropy needs 1 output unit, the model has {out}"))),
+            Loss::MeanSquaredError | Loss::MeanAbsoluteError | Loss::Huber { .. } if out != 1 => {
+                return Err(ModelError::Input(format!("a regression loss needs 1 output unit, the model has {out}")))
+            }
+            _ => {}
+        }
+        if settings.batch_size == 0 || settings.learning_rate <= 0.0 {
+            return Err(ModelError::Input("batch size and learning rate must be positive".into()));
+        }
+        let device = device.clone().autodiff();
+        static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _init = INIT.lock().unwrap_or_else(|e| e.into_inner());
+        device.seed(settings.seed);
+        let net = spec.init(&device);
+        drop(_init);
+        Ok(SeqTrainer { spec, settings, loss, net: Some(net), optim: ModuleOptimizer::from(FusedAdam::default()), device, epochs_done: 0 })
+    }
+
+    /// One step on the examples at `idx`.
+    pub fn step(&mut self, data: &Data, idx: &[usize]) -> FitMetrics {
+        let (x, y) = data.gather(idx);
+        let x = Tensor::<2>::from_data(TensorData::new(x, [idx.len(), data.width]), &self.device);
+        let net = self.net.take().expect("model present between steps");
+        let (z, _) = net.forward_logits(&self.spec, x);
+        let (loss, mut m) = loss_and_metrics(self.loss, z, &y, &self.device);
+        let grads = loss.backward();
+        m.loss_sum = loss.into_scalar::<f32>() as f64 * idx.len() as f64;
+        let grads = GradientsParams::from_grads(grads, &net);
+        self.net = Some(self.optim.step(self.settings.learning_rate, net, grads));
+        m
+    }
+
+    /// One epoch, shuffled with the seed and the epoch number.
+    pub fn fit_epoch(&mut self, data: &Data, mut on_step: impl FnMut(&FitProgress)) -> FitEpoch {
+        let start = Instant::now();
+        let mut order: Vec<usize> = (0..data.len()).collect();
+        order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(self.settings.seed.wrapping_add(self.epochs_done as u64)));
+        let steps = order.len().div_ceil(self.settings.batch_size);
+        let mut total = FitMetrics::default();
+        for (step, chunk) in order.chunks(self.settings.batch_size).enumerate() {
+            let m = self.step(data, chunk);
+            total.n += m.n;
+            total.loss_sum += m.loss_sum;
+            total.correct += m.correct;
+            total.abs_err += m.abs_err;
+            total.sq_err += m.sq_err;
+            on_step(&FitProgress { epoch: self.epochs_done + 1, step: step + 1, steps, metrics: total });
+        }
+        self.epochs_done += 1;
+        FitEpoch { epoch: self.epochs_done, metrics: total, elapsed: start.elapsed() }
+    }
+
+    /// An inference copy of the current weights.
+    pub fn predictor(&self) -> SeqPredictor {
+        SeqPredictor { spec: self.spec.clone(), loss: self.loss, net: self.net.as_ref().expect("model present").valid() }
+    }
+
+    pub(crate) fn net(&self) -> &Net {
+        self.net.as_ref().expect("model present")
+    }
+}
+
+/// Evaluation and prediction without autodiff.
+#[derive(Debug, Clone)]
+pub struct SeqPredictor {
+    pub spec: SequentialSpec,
+    pub loss: Loss,
+    pub net: Net,
+}
+
+impl SeqPredictor {
+    fn device(&self) -> Device {
+        self.net.dense[0].weight.val().device()
+    }
+
+    /// Keras' `evaluate` over `data` in batches.
+    pub fn evaluate(&self, data: &Data, batch_size: usize) -> FitMetrics {
+        let mut total = FitMetrics::default();
+        let idx: Vec<usize> = (0..data.len()).collect();
+        for chunk in idx.chunks(batch_size.max(1)) {
+            let (x, y) = data.gather(chunk);
+            let x = Tensor::<2>::from_data(TensorData::new(x, [chunk.len(), data.width]), &self.device());
+            let (z, _) = self.net.forward_logits(&self.spec, x);
+            let (loss, m) = loss_and_metrics(self.loss, z, &y, &self.device());
+            total.n += m.n;
+            total.loss_sum += loss.into_scalar::<f32>() as f64 * chunk.len() as f64;
+            total.correct += m.correct;
+            total.abs_err += m.abs_err;
+            total.sq_err += m.sq_err;
+        }
+        total
+    }
+
+    /// One output row per example: class probabilities (a binary model's `[1 - p, p]`), or
+    /// the value.
+    pub fn predict(&self, x: &[f32], width: usize) -> Result<Vec<Vec<f32>>, ModelError> {
+        if width != self.spec.inputs || x.is_empty() || x.len() % width != 0 {
+            return Err(ModelError::Input(format!("{} values for a model of {} inputs", x.len(), self.spec.inputs)));
+        }
+        let n = x.len() / width;
+        let t = Tensor::<2>::from_data(TensorData::new(x.to_vec(), [n, width]), &self.device());
+        let (z, held) = self.net.forward_logits(&self.spec, t);
+        let out = match (self.loss, held) {
+            (Loss::SparseCategoricalCrossentropy, _) => activate(Activation::Softmax, z),
+            (Loss::BinaryCrossentropy, _) => activate(Activation::Sigmoid, z),
+            (_, a) => activate(a, z),
+        };
+        let k = out.dims()[1];
+        let v = out.into_data().try_to_vec::<f32>().map_err(|e| ModelError::Input(format!("{e:?}")))?;
+        Ok(v.chunks(k).map(|r| if self.loss == Loss::BinaryCrossentropy { vec![1.0 - r[0], r[0]] } else { r.to_vec() }).collect())
+    }
+}

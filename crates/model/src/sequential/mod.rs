@@ -1,0 +1,16 @@
+//! Any Sequential model on feature vectors: the Keras model a user already has
+//! (`model.to_json()`), or `--layers 64,64`.
+//!
+//! * [`spec`]: the model as Keras writes it ([`SequentialSpec`]).
+//! * [`net`]: the weights on burn and the forward pass.
+//! * [`fit`]: losses, Keras' Adam, `fit` / `evaluate` / `predict`.
+//! * [`checkpoint`]: a folder with `model.json` (model, loss, settings, the feature spec,
+//!   the weights' SHA-256) and `model.bpk`, enough to predict from a raw row.
+
+pub mod checkpoint;
+pub mod fit;
+pub mod net;
+pub mod spec;
+
+pub use fit::{Data, FitEpoch, FitMetrics, FitProgress, FitSettings, Loss, SeqPredictor, SeqTrainer, Targets};
+pub use spec::{Activation, Init, Layer, SequentialSpec};
