@@ -31,3 +31,9 @@ if ! ls "$TOOLS"/venv/lib/python3*/site-packages/noida_db/noida-db >/dev/null 2>
   python3 -m venv "$TOOLS/venv" || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null && python3 -m venv "$TOOLS/venv"; }
   "$TOOLS/venv/bin/pip" install -q noida-db==0.2.3
 fi
+# scikit-learn's bundled tabular data sets (breast_cancer, wine, diabetes) for the any-table
+# tests (scripts/sklearn_csv.py writes them as CSV), in the same venv.
+if ! "$TOOLS/venv/bin/python" -c "import sklearn" >/dev/null 2>&1; then
+  echo "installing: scikit-learn (PyPI) in $TOOLS/venv"
+  "$TOOLS/venv/bin/pip" install -q scikit-learn
+fi

@@ -9,6 +9,7 @@ mod pictures;
 mod progress;
 mod sinks;
 mod source;
+mod tabular;
 mod train;
 
 use std::path::PathBuf;

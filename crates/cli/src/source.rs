@@ -119,7 +119,7 @@ impl SourceArgs {
         Ok(tensorcdc_kafka::settings(&self.kafka_settings)?)
     }
 
-    fn capture_config(&self, url: &str, table: &str) -> Result<CaptureConfig> {
+    pub(crate) fn capture_config(&self, url: &str, table: &str) -> Result<CaptureConfig> {
         let mut cfg = CaptureConfig::default();
         cfg.set_connection(url)?;
         cfg.include = tensorcdc_postgres::config::parse_table_list("table.include.list", &format!("public\\.{table}"))?;

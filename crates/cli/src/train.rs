@@ -36,6 +36,8 @@ pub struct TrainArgs {
     /// Write the training curves (loss, accuracy by epoch) to this PNG.
     #[arg(long)]
     pub curves: Option<PathBuf>,
+    #[command(flatten)]
+    pub model: crate::tabular::ModelArgs,
 }
 
 /// Trains on `train_set` with the Keras-like progress line; returns the trainer and epochs.
@@ -53,6 +55,10 @@ pub fn fit(train_set: &Examples, cfg: TrainConfig) -> Result<(Trainer, Vec<Epoch
 }
 
 pub fn train(a: TrainArgs) -> Result<()> {
+    if a.model.general() {
+        let settings = tensorcdc_model::sequential::FitSettings { epochs: a.epochs, batch_size: a.batch_size, learning_rate: a.learning_rate, seed: a.seed };
+        return crate::tabular::train(&a.source, &a.model, settings, &a.out);
+    }
     let rt = tokio::runtime::Runtime::new()?;
     let (train_set, report) = rt.block_on(a.source.bounded(Split::Train))?;
     if train_set.is_empty() {
@@ -100,6 +106,9 @@ pub struct EvaluateArgs {
 }
 
 pub fn evaluate(a: EvaluateArgs) -> Result<()> {
+    if tensorcdc_model::sequential::checkpoint::is_sequential(&a.model) && a.source.group.is_none() {
+        return crate::tabular::evaluate(&a.source, &a.model);
+    }
     let (_, predictor) = checkpoint::load(&a.model, &device_from_env()?)?;
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
@@ -155,8 +164,11 @@ pub struct PredictArgs {
     #[arg(long, default_value = "model")]
     pub model: PathBuf,
     /// 784 comma-separated pixel values 0..=255 (row-major 28x28).
-    #[arg(long, required_unless_present = "follow")]
+    #[arg(long, required_unless_present_any = ["follow", "row"])]
     pub pixels: Option<String>,
+    /// A row to classify with a model trained with --label: a JSON object of column values.
+    #[arg(long, conflicts_with = "pixels")]
+    pub row: Option<String>,
     /// Classify rows as they arrive (--kafka ... --topic T, or --source postgres://...).
     #[arg(long)]
     pub follow: bool,
@@ -199,6 +211,9 @@ pub fn parse_pixels(text: &str) -> Result<Vec<u8>> {
 pub fn predict(a: PredictArgs) -> Result<()> {
     if a.follow {
         return crate::follow::follow(a);
+    }
+    if let Some(row) = &a.row {
+        return crate::tabular::predict_row(&a.model, row);
     }
     let pixels = parse_pixels(a.pixels.as_deref().unwrap_or_default())?;
     let (_, predictor) = checkpoint::load(&a.model, &device_from_env()?).context("loading the model")?;

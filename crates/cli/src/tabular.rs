@@ -1,0 +1,249 @@
+//! Any table, any model: `train --label COL` (and `--features`, `--layers`, `--model-spec`),
+//! `evaluate` and `predict --row` with a checkpoint that holds its feature spec.
+//!
+//! Rows come from Postgres in-process (typed) or a Kafka topic of Debezium JSON (with or
+//! without schemas), into a keyed set (updates replace, deletes remove); the feature spec is
+//! fitted on the training rows and saved with the model.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use tensorcdc_change::{ChannelSink, Key};
+use tensorcdc_dataset::decode::key_text;
+use tensorcdc_dataset::features::cell::{change_of_json, change_of_message, record_of_json};
+use tensorcdc_dataset::features::{EncodeError, FeatureSpec, KeyedRecords, SpecOptions, Target, Task};
+use tensorcdc_model::sequential::{checkpoint, Data, FitMetrics, FitSettings, Loss, SeqPredictor, SeqTrainer, SequentialSpec, Targets};
+use tensorcdc_model::device_from_env;
+use tensorcdc_postgres::{run_capture, SnapshotMode};
+
+use crate::source::SourceArgs;
+
+/// The flags of the general path.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct ModelArgs {
+    /// The label column (classes from integers, text and booleans; regression from other numbers).
+    #[arg(long)]
+    pub label: Option<String>,
+    /// Feature columns (default: every column but the primary key and the label).
+    #[arg(long, value_delimiter = ',')]
+    pub features: Option<Vec<String>>,
+    /// Scaling of number columns: standard, minmax or none.
+    #[arg(long, default_value = "standard")]
+    pub scaling: String,
+    /// A NULL feature: skip the row (counted) or impute (mean / most frequent).
+    #[arg(long, default_value = "skip")]
+    pub nulls: String,
+    /// classification or regression (default: from the label's type).
+    #[arg(long)]
+    pub task: Option<String>,
+    /// Hidden Dense(relu) layers, e.g. 64,64 (the output layer is sized by the task).
+    #[arg(long, value_delimiter = ',')]
+    pub layers: Option<Vec<usize>>,
+    /// The JSON of Keras' `model.to_json()` (a Sequential model).
+    #[arg(long)]
+    pub model_spec: Option<PathBuf>,
+    /// sparse_categorical_crossentropy, binary_crossentropy, mse, mae or huber (default: by task).
+    #[arg(long)]
+    pub loss: Option<String>,
+}
+
+impl ModelArgs {
+    /// True when these flags ask for the general path.
+    pub fn general(&self) -> bool {
+        self.label.is_some() || self.model_spec.is_some() || self.layers.is_some()
+    }
+}
+
+/// Rows read, skipped, and the key columns seen.
+#[derive(Default)]
+pub struct Rows {
+    pub set: KeyedRecords,
+    pub records: u64,
+    pub bad: u64,
+    pub key_columns: BTreeSet<String>,
+}
+
+/// Reads everything available now: the table through an in-process snapshot, or a Kafka
+/// topic of Debezium JSON up to its high watermark.
+pub async fn read_rows(src: &SourceArgs) -> Result<Rows> {
+    let mut rows = Rows::default();
+    if let Some(url) = &src.source {
+        let table = src.table.clone().context("--source needs --table T (the table to read)")?;
+        let mut cfg = src.capture_config(url, &table)?;
+        cfg.snapshot_mode = SnapshotMode::InitialOnly;
+        cfg.errors_max_retries = Some(0);
+        let (mut sink, mut rx) = ChannelSink::new(4096);
+        let (_stop, stop_rx) = tokio::sync::watch::channel(false);
+        let run = tokio::spawn(async move { run_capture(cfg, tensorcdc_postgres::identity(), &mut sink, stop_rx, Default::default()).await });
+        while let Some(m) = rx.recv().await {
+            rows.records += 1;
+            if let Key::Row(k) = &m.key {
+                rows.key_columns.extend(k.fields.iter().map(|f| f.name.clone()));
+            }
+            rows.set.apply(change_of_message(&m));
+        }
+        run.await??;
+        return Ok(rows);
+    }
+    let (Some(brokers), Some(topic)) = (&src.kafka, src.topic.first()) else { bail!("give a source: --source postgres://... --table T, or --kafka HOST:PORT --topic T") };
+    let (brokers, topic, extra, part, offset, strict, fail) = (brokers.clone(), topic.clone(), tensorcdc_kafka::settings(&src.kafka_settings)?, src.partition, src.offset, src.strict, src.on_error == "fail");
+    tokio::task::spawn_blocking(move || -> Result<Rows> {
+        let mut err = None;
+        tensorcdc_kafka::read_bounded(&brokers, &topic, part, offset, strict, &extra, Duration::from_secs(60), |r| {
+            rows.records += 1;
+            if let Some(serde_json::Value::Object(k)) = r.key.as_deref().and_then(|k| serde_json::from_slice(k).ok()) {
+                let names = match k.get("payload") {
+                    Some(serde_json::Value::Object(p)) if k.contains_key("schema") => p.keys().cloned().collect::<Vec<_>>(),
+                    _ => k.keys().cloned().collect(),
+                };
+                rows.key_columns.extend(names);
+            }
+            let what = format!("{}/{}@{}", r.topic, r.partition, r.offset);
+            match change_of_json(r.value.as_deref(), r.key.as_deref().map(key_text), &what) {
+                Ok(c) => rows.set.apply(c),
+                Err(e) if fail => err = Some(e),
+                Err(e) => {
+                    rows.bad += 1;
+                    if rows.bad <= 5 {
+                        eprintln!("skipping record: {e}");
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        if let Some(e) = err {
+            bail!(e);
+        }
+        Ok(rows)
+    })
+    .await?
+}
+
+/// Encodes every row; returns the data, and the rows skipped with the first reasons.
+fn encode(spec: &FeatureSpec, set: &KeyedRecords) -> (Data, Vec<(Option<String>, EncodeError)>) {
+    let mut x = Vec::with_capacity(set.len() * spec.width());
+    let (mut classes, mut values) = (Vec::new(), Vec::new());
+    let mut skipped = Vec::new();
+    for r in set.iter() {
+        match spec.target(r).and_then(|t| spec.encode(r, &mut x).map(|_| t)) {
+            Ok(Target::Class(c)) => classes.push(c as i64),
+            Ok(Target::Value(v)) => values.push(v),
+            Err(e) => skipped.push((r.key.clone(), e)),
+        }
+    }
+    let y = if spec.task == Task::Classification { Targets::Classes(classes) } else { Targets::Values(values) };
+    (Data { x, width: spec.width(), y }, skipped)
+}
+
+fn report_skipped(skipped: &[(Option<String>, EncodeError)], total: usize) {
+    if skipped.is_empty() {
+        return;
+    }
+    eprintln!("skipped {} of {total} rows:", skipped.len());
+    for (k, e) in skipped.iter().take(5) {
+        eprintln!("  row with key {}: {e}", k.as_deref().unwrap_or("(none)"));
+    }
+}
+
+fn describe(loss: Loss, m: &FitMetrics) -> String {
+    if loss.is_classification() {
+        format!("loss: {:.4} - accuracy: {:.4}", m.loss(), m.accuracy())
+    } else {
+        format!("loss: {:.4} - mse: {:.4} - mae: {:.4}", m.loss(), m.mse(), m.mae())
+    }
+}
+
+/// `train --label ...`.
+pub fn train(src: &SourceArgs, m: &ModelArgs, settings: FitSettings, out: &std::path::Path) -> Result<()> {
+    let rt = tokio::runtime::Runtime::new()?;
+    let rows = rt.block_on(read_rows(src))?;
+    let label = m.label.clone().context("--label COL is needed to learn from a table")?;
+    let opts = SpecOptions {
+        label,
+        features: m.features.clone(),
+        exclude: rows.key_columns.iter().cloned().collect(),
+        scaling: m.scaling.parse().map_err(anyhow::Error::msg)?,
+        nulls: m.nulls.parse().map_err(anyhow::Error::msg)?,
+        task: m.task.as_deref().map(str::parse).transpose().map_err(anyhow::Error::msg)?,
+    };
+    let spec = FeatureSpec::fit(rows.set.iter(), &opts).map_err(anyhow::Error::msg)?;
+    let (data, skipped) = encode(&spec, &rows.set);
+    report_skipped(&skipped, rows.set.len());
+    if data.is_empty() {
+        bail!("no training examples ({} records read, {} rows, {} skipped)", rows.records, rows.set.len(), skipped.len());
+    }
+    let model = match (&m.model_spec, &m.layers) {
+        (Some(path), _) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("--model-spec {}", path.display()))?;
+            SequentialSpec::from_keras_json(&text, spec.width()).with_context(|| format!("--model-spec {}", path.display()))?
+        }
+        (None, layers) => SequentialSpec::dense(spec.width(), layers.as_deref().unwrap_or(&[64, 64]), spec.outputs()),
+    };
+    let loss = match (&m.loss, spec.task) {
+        (Some(l), _) => Loss::parse(l).map_err(anyhow::Error::msg)?,
+        (None, Task::Classification) if model.outputs() == 1 && spec.classes.len() == 2 => Loss::BinaryCrossentropy,
+        (None, Task::Classification) => Loss::SparseCategoricalCrossentropy,
+        (None, Task::Regression) => Loss::MeanSquaredError,
+    };
+    if loss == Loss::SparseCategoricalCrossentropy && model.outputs() != spec.classes.len() {
+        bail!("the model has {} outputs but the label {:?} has {} classes ({})", model.outputs(), spec.label, spec.classes.len(), spec.classes.join(", "));
+    }
+    let cols: Vec<String> = spec.columns.iter().map(|c| format!("{} ({:?}, {})", c.name, c.kind, c.width)).collect();
+    println!("training on {} rows ({} records read, {} skipped): {} features from {}", data.len(), rows.records, skipped.len(), spec.width(), cols.join(", "));
+    match spec.task {
+        Task::Classification => println!("label {:?}: {} classes ({})", spec.label, spec.classes.len(), spec.classes.join(", ")),
+        Task::Regression => println!("label {:?}: regression", spec.label),
+    }
+    let mut t = SeqTrainer::new(model, loss, settings.clone(), &device_from_env()?)?;
+    let t0 = Instant::now();
+    for _ in 0..settings.epochs {
+        let e = t.fit_epoch(&data, |_| {});
+        println!("epoch {}/{} - {:.3}s - {}", e.epoch, settings.epochs, e.elapsed.as_secs_f64(), describe(loss, &e.metrics));
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    println!("trained {} epochs in {secs:.2}s ({:.3} s/epoch)", settings.epochs, secs / settings.epochs.max(1) as f64);
+    checkpoint::save(&t, &spec, out)?;
+    println!("checkpoint: {}", out.display());
+    Ok(())
+}
+
+/// `evaluate` with a general checkpoint.
+pub fn evaluate(src: &SourceArgs, model: &std::path::Path) -> Result<()> {
+    let (meta, p) = checkpoint::load(model, &device_from_env()?)?;
+    let rt = tokio::runtime::Runtime::new()?;
+    let rows = rt.block_on(read_rows(src))?;
+    let (data, skipped) = encode(&meta.features, &rows.set);
+    report_skipped(&skipped, rows.set.len());
+    if data.is_empty() {
+        bail!("nothing to evaluate: {} records read, {} rows, {} skipped", rows.records, rows.set.len(), skipped.len());
+    }
+    let m = p.evaluate(&data, 1024);
+    println!("{} examples - {}", m.n, describe(meta.loss, &m));
+    Ok(())
+}
+
+/// `predict --row '{"col": value, ...}'` with a general checkpoint.
+pub fn predict_row(model: &std::path::Path, row: &str) -> Result<()> {
+    let (meta, p) = checkpoint::load(model, &device_from_env()?)?;
+    let obj: serde_json::Map<String, serde_json::Value> = serde_json::from_str(row).context("--row: expected a JSON object of column values")?;
+    let record = record_of_json(&obj, None, None);
+    let mut x = Vec::new();
+    meta.features.encode(&record, &mut x).map_err(|e| anyhow::anyhow!("--row: {e}"))?;
+    print_prediction(&meta.features, &p, &x)
+}
+
+fn print_prediction(spec: &FeatureSpec, p: &SeqPredictor, x: &[f32]) -> Result<()> {
+    let out = p.predict(x, spec.width())?.remove(0);
+    match spec.task {
+        Task::Classification => {
+            let (i, prob) = tensorcdc_model::argmax(&out);
+            println!("prediction: {} ({:.1}%)", spec.classes[i], prob * 100.0);
+            let list: Vec<String> = spec.classes.iter().zip(&out).map(|(c, p)| format!("{c}: {p:.4}")).collect();
+            println!("probabilities: {}", list.join("  "));
+        }
+        Task::Regression => println!("prediction: {:.6}", out[0]),
+    }
+    Ok(())
+}

@@ -1,0 +1,31 @@
+"""Writes one of scikit-learn's bundled data sets as CSV with a header line.
+
+    python scripts/sklearn_csv.py breast_cancer|wine|diabetes OUT.csv
+
+Columns: the features (names lower-cased, non-alphanumerics as `_`), then `target`
+(the class as an integer, or diabetes' disease progression as a number). Rows in the data
+set's own order.
+"""
+import csv
+import re
+import sys
+
+from sklearn import datasets
+
+
+def main() -> None:
+    name, out = sys.argv[1], sys.argv[2]
+    loaders = {"breast_cancer": datasets.load_breast_cancer, "wine": datasets.load_wine, "diabetes": datasets.load_diabetes}
+    if name not in loaders:
+        sys.exit(f"unknown data set {name!r}: expected one of {', '.join(loaders)}")
+    d = loaders[name]()
+    cols = [re.sub(r"[^a-z0-9]+", "_", c.lower()).strip("_") for c in d.feature_names]
+    with open(out, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(cols + ["target"])
+        for x, y in zip(d.data, d.target):
+            w.writerow([repr(float(v)) for v in x] + [int(y) if name != "diabetes" else float(y)])
+
+
+if __name__ == "__main__":
+    main()
