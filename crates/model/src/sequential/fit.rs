@@ -257,6 +257,60 @@ impl SeqTrainer {
         SeqPredictor { spec: self.spec.clone(), loss: self.loss, net: self.net.as_ref().expect("model present").valid() }
     }
 
+    /// The mean loss on `data` and the gradient of each parameter (kernels and biases of the
+    /// Dense layers in order: kernel 0, bias 0, kernel 1, ...), row-major (for gradient checks).
+    pub fn loss_and_gradients(&self, data: &Data) -> (f64, Vec<Vec<f32>>) {
+        let idx: Vec<usize> = (0..data.len()).collect();
+        let (x, y) = data.gather(&idx);
+        let x = Tensor::<2>::from_data(TensorData::new(x, [idx.len(), data.width]), &self.device);
+        let net = self.net().clone();
+        let (z, _) = net.forward_logits(&self.spec, x);
+        let (loss, _) = loss_and_metrics(self.loss, z, &y, &self.device);
+        let grads = loss.backward();
+        let mut out = Vec::new();
+        for l in &net.dense {
+            let g = |t: Tensor<2>| t.grad(&grads).map(|g| g.into_data().try_to_vec::<f32>().unwrap_or_default()).unwrap_or_default();
+            out.push(g(l.weight.val()));
+            if let Some(b) = &l.bias {
+                out.push(b.val().grad(&grads).map(|g| g.into_data().try_to_vec::<f32>().unwrap_or_default()).unwrap_or_default());
+            }
+        }
+        (loss.into_scalar::<f32>() as f64, out)
+    }
+
+    /// The mean loss on `data` with element `index` of parameter `param` (numbered as in
+    /// [`loss_and_gradients`](Self::loss_and_gradients)) moved by `delta`.
+    pub fn loss_with(&self, data: &Data, param: usize, index: usize, delta: f32) -> f64 {
+        let mut net = self.net().clone().valid();
+        let device = net.dense[0].weight.val().device();
+        let mut k = 0;
+        for l in &mut net.dense {
+            for is_bias in [false, true] {
+                let t: Tensor<2> = match (is_bias, &l.bias) {
+                    (false, _) => l.weight.val(),
+                    (true, Some(b)) => b.val().unsqueeze_dim(0),
+                    (true, None) => continue,
+                };
+                if k == param {
+                    let dims = t.dims();
+                    let mut v = t.into_data().try_to_vec::<f32>().unwrap_or_default();
+                    v[index] += delta;
+                    if is_bias {
+                        l.bias = Some(burn::module::Param::from_tensor(Tensor::<1>::from_data(TensorData::new(v, [dims[1]]), &device)));
+                    } else {
+                        l.weight = burn::module::Param::from_tensor(Tensor::<2>::from_data(TensorData::new(v, dims), &device));
+                    }
+                }
+                k += 1;
+            }
+        }
+        let idx: Vec<usize> = (0..data.len()).collect();
+        let (x, y) = data.gather(&idx);
+        let x = Tensor::<2>::from_data(TensorData::new(x, [idx.len(), data.width]), &device);
+        let (z, _) = net.forward_logits(&self.spec, x);
+        loss_and_metrics(self.loss, z, &y, &device).0.into_scalar::<f32>() as f64
+    }
+
     pub(crate) fn net(&self) -> &Net {
         self.net.as_ref().expect("model present")
     }
