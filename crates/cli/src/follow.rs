@@ -94,6 +94,9 @@ pub fn percentile(v: &[f64], p: f64) -> Option<f64> {
 }
 
 pub fn follow(a: PredictArgs) -> Result<()> {
+    if tensorcdc_model::sequential::checkpoint::is_sequential(&a.model) {
+        return crate::tabular::follow(&a);
+    }
     let (_, predictor) = checkpoint::load(&a.model, &device_from_env()?).context("loading the model")?;
     let version = model_version(&a.model);
     let rt = tokio::runtime::Runtime::new()?;
@@ -145,7 +148,7 @@ pub fn follow(a: PredictArgs) -> Result<()> {
     })
 }
 
-async fn wait_true(mut rx: tokio::sync::watch::Receiver<bool>) {
+pub(crate) async fn wait_true(mut rx: tokio::sync::watch::Receiver<bool>) {
     while !*rx.borrow() {
         if rx.changed().await.is_err() {
             std::future::pending::<()>().await;

@@ -77,6 +77,13 @@ pub struct Report {
 }
 
 /// An example with where it came from and when its row was committed.
+/// A change of any table from a stream, with where it came from and its commit time.
+pub struct ChangeItem {
+    pub change: tensorcdc_dataset::features::Change,
+    pub position: String,
+    pub commit_ts_ms: Option<i64>,
+}
+
 pub struct Item {
     pub example: Example,
     pub commit_ts_ms: Option<i64>,
@@ -91,7 +98,7 @@ impl SourceArgs {
         })
     }
 
-    fn skip_errors(&self) -> Result<bool> {
+    pub(crate) fn skip_errors(&self) -> Result<bool> {
         match self.on_error.as_str() {
             "skip" => Ok(true),
             "fail" => Ok(false),
@@ -242,9 +249,77 @@ pub struct Stream {
 }
 
 impl Stream {
-    /// The next batch (up to `max`); `None` when the stream timed out. Asking for the next
-    /// batch marks the previous one used: its Kafka offsets may then be committed.
+    /// The next batch of MNIST examples (up to `max`); `None` when the stream timed out.
+    /// Asking for the next batch marks the previous one used: its Kafka offsets may then be
+    /// committed.
     pub async fn next_batch(&mut self, max: usize) -> Result<Option<Vec<Item>>> {
+        let opts = self.opts.clone();
+        let args = self.args.clone();
+        self.next_with(
+            max,
+            |rec, what, report| {
+                let res = decode(rec.key.as_deref(), rec.value.as_deref(), what, &opts);
+                Ok(args.take(res, report)?.map(|mut e| {
+                    e.key = rec.source_key.clone().or_else(|| rec.key.as_deref().map(tensorcdc_dataset::decode::key_text));
+                    e.position = Some(what.clone());
+                    Item { example: e, commit_ts_ms: rec.timestamp_ms }
+                }))
+            },
+            |m, report| {
+                let res = from_message(m, &opts);
+                Ok(args.take(res, report)?.map(|mut e| {
+                    e.key = m.key.to_text();
+                    if let tensorcdc_change::Payload::Envelope(ev) = &m.payload {
+                        e.position = ev.source.lsn.map(|l| Position::Lsn(l.0));
+                    }
+                    Item { example: e, commit_ts_ms: Some(m.commit_ts_ms) }
+                }))
+            },
+        )
+        .await
+    }
+
+    /// The next batch of changes of any table (an upsert or a delete per record), with
+    /// where each came from and its commit time.
+    pub async fn next_changes(&mut self, max: usize) -> Result<Option<Vec<ChangeItem>>> {
+        let fail = !self.args.skip_errors()?;
+        self.next_with(
+            max,
+            |rec, what, report| {
+                report.records += 1;
+                let key = rec.source_key.clone().or_else(|| rec.key.as_deref().map(tensorcdc_dataset::decode::key_text));
+                match tensorcdc_dataset::features::cell::change_of_json(rec.value.as_deref(), key, what) {
+                    Ok(change) => Ok(Some(ChangeItem { change, position: what.to_string(), commit_ts_ms: rec.timestamp_ms })),
+                    Err(e) if fail => bail!(e),
+                    Err(e) => {
+                        report.skipped += 1;
+                        if report.skipped <= 5 {
+                            eprintln!("skipping record: {e}");
+                        }
+                        Ok(None)
+                    }
+                }
+            },
+            |m, report| {
+                report.records += 1;
+                let position = match &m.payload {
+                    tensorcdc_change::Payload::Envelope(ev) => ev.source.lsn.map(|l| Position::Lsn(l.0).to_string()).unwrap_or_default(),
+                    _ => String::new(),
+                };
+                Ok(Some(ChangeItem { change: tensorcdc_dataset::features::cell::change_of_message(m), position, commit_ts_ms: Some(m.commit_ts_ms) }))
+            },
+        )
+        .await
+    }
+
+    /// The one batch gatherer: Kafka records or in-process messages, each turned into a `T`
+    /// (or skipped) by the decoder for its source.
+    async fn next_with<T>(
+        &mut self,
+        max: usize,
+        mut from_record: impl FnMut(&tensorcdc_kafka::Record, &Position, &mut Report) -> Result<Option<T>>,
+        mut from_msg: impl FnMut(&Message, &mut Report) -> Result<Option<T>>,
+    ) -> Result<Option<Vec<T>>> {
         if let Inner::Kafka(r) = &mut self.inner {
             r.done_with(&std::mem::take(&mut self.unacked))?;
         }
@@ -255,11 +330,8 @@ impl Stream {
                     let Some(batch) = r.next_batch(max, Duration::from_millis(5)).await? else { return Ok(None) };
                     for rec in &batch {
                         let what = Position::Kafka { topic: rec.topic.clone(), partition: rec.partition, offset: rec.offset };
-                        let res = decode(rec.key.as_deref(), rec.value.as_deref(), &what, &self.opts);
-                        if let Some(mut e) = self.args.take(res, &mut self.report)? {
-                            e.key = rec.source_key.clone().or_else(|| rec.key.as_deref().map(tensorcdc_dataset::decode::key_text));
-                            e.position = Some(what);
-                            items.push(Item { example: e, commit_ts_ms: rec.timestamp_ms });
+                        if let Some(t) = from_record(rec, &what, &mut self.report)? {
+                            items.push(t);
                         }
                     }
                     // Offsets are committed once the caller has used the batch (next call or close).
@@ -277,14 +349,9 @@ impl Stream {
                                 }
                             }
                             self.last = Instant::now();
-                            for m in msgs {
-                                let res = from_message(&m, &self.opts);
-                                if let Some(mut e) = self.args.take(res, &mut self.report)? {
-                                    e.key = m.key.to_text();
-                                    if let tensorcdc_change::Payload::Envelope(ev) = &m.payload {
-                                        e.position = ev.source.lsn.map(|l| Position::Lsn(l.0));
-                                    }
-                                    items.push(Item { example: e, commit_ts_ms: Some(m.commit_ts_ms) });
+                            for m in &msgs {
+                                if let Some(t) = from_msg(m, &mut self.report)? {
+                                    items.push(t);
                                 }
                             }
                         }

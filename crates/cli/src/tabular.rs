@@ -247,3 +247,131 @@ fn print_prediction(spec: &FeatureSpec, p: &SeqPredictor, x: &[f32]) -> Result<(
     }
     Ok(())
 }
+
+/// One prediction of `predict --follow` on any table.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RowPrediction {
+    pub key: Option<String>,
+    /// The class name, or the value as text.
+    pub prediction: String,
+    /// The class's probability (classification).
+    pub probability: Option<f32>,
+    /// The predicted value (regression).
+    pub value: Option<f64>,
+    pub model_version: String,
+    pub position: String,
+    pub latency_ms: Option<f64>,
+}
+
+/// Writes predictions of any table to a Postgres table.
+struct RowTable {
+    client: tokio_postgres::Client,
+    insert: tokio_postgres::Statement,
+}
+
+impl RowTable {
+    async fn new(url: &str, table: &str) -> Result<Self> {
+        if !table.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            bail!("--predictions-table {table:?}: use letters, digits and '_'");
+        }
+        let client = tensorcdc_postgres::conn::connect(url).await.with_context(|| format!("--predictions-db {}", tensorcdc_postgres::conn::redact(url)))?;
+        client
+            .batch_execute(&format!(
+                "CREATE TABLE IF NOT EXISTS {table}(id BIGSERIAL PRIMARY KEY, row_key TEXT, prediction TEXT, probability REAL, value DOUBLE PRECISION, \
+                 model_version TEXT, source_position TEXT, latency_ms DOUBLE PRECISION, predicted_at TIMESTAMPTZ DEFAULT now())"
+            ))
+            .await?;
+        let insert = client
+            .prepare(&format!("INSERT INTO {table}(row_key, prediction, probability, value, model_version, source_position, latency_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)"))
+            .await?;
+        Ok(RowTable { client, insert })
+    }
+
+    async fn write(&self, p: &RowPrediction) -> Result<()> {
+        self.client.execute(&self.insert, &[&p.key, &p.prediction, &p.probability, &p.value, &p.model_version, &p.position, &p.latency_ms]).await?;
+        Ok(())
+    }
+}
+
+/// `predict --follow` with a checkpoint trained on any table: every inserted or updated row
+/// is predicted as it arrives (deletes are passed over).
+pub fn follow(a: &crate::train::PredictArgs) -> Result<()> {
+    let (meta, p) = checkpoint::load(&a.model, &device_from_env()?).context("loading the model")?;
+    let spec = meta.features;
+    let version = crate::source::model_version(&a.model);
+    if a.source.source.is_some() && a.source.table.is_none() {
+        bail!("--source needs --table T (the table to follow)");
+    }
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async move {
+        let mut stream = a.source.stream("", -1).await?;
+        let publisher = match (&a.predictions_topic, &a.source.kafka) {
+            (Some(_), Some(b)) => Some(tensorcdc_kafka::Publisher::new(b, &tensorcdc_kafka::settings(&a.source.kafka_settings)?)?),
+            (Some(_), None) => bail!("--predictions-topic needs --kafka"),
+            _ => None,
+        };
+        let table = match &a.predictions_table {
+            Some(t) => {
+                let url = a.predictions_db.as_ref().or(a.source.source.as_ref()).context("--predictions-table needs --predictions-db URL (or --source)")?;
+                Some(RowTable::new(url, t).await?)
+            }
+            None => None,
+        };
+        let shutdown = crate::capture::shutdown_signal();
+        let (mut n, mut skipped) = (0usize, 0usize);
+        let mut latencies = Vec::new();
+        loop {
+            let batch = tokio::select! {
+                b = stream.next_changes(256) => b?,
+                _ = crate::follow::wait_true(shutdown.clone()) => None,
+            };
+            let Some(items) = batch else { break };
+            let mut x = Vec::new();
+            let mut rows = Vec::new();
+            for it in &items {
+                let tensorcdc_dataset::features::Change::Upsert(r) = &it.change else { continue };
+                match spec.encode(r, &mut x) {
+                    Ok(()) => rows.push((r.key.clone(), it)),
+                    Err(e) => {
+                        skipped += 1;
+                        eprintln!("row with key {} at {}: {e}; not predicted", r.key.as_deref().unwrap_or("(none)"), it.position);
+                    }
+                }
+            }
+            if rows.is_empty() {
+                continue;
+            }
+            let outs = p.predict(&x, spec.width())?;
+            let done = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs_f64() * 1e3;
+            for ((key, it), out) in rows.into_iter().zip(outs) {
+                let (prediction, probability, value) = match spec.task {
+                    Task::Classification => {
+                        let (i, prob) = tensorcdc_model::argmax(&out);
+                        (spec.classes[i].clone(), Some(prob), None)
+                    }
+                    Task::Regression => (out[0].to_string(), None, Some(out[0] as f64)),
+                };
+                let pred = RowPrediction { key, prediction, probability, value, model_version: version.clone(), position: it.position.clone(), latency_ms: it.commit_ts_ms.map(|c| done - c as f64) };
+                println!("{}", serde_json::to_string(&pred)?);
+                if let (Some(pubr), Some(topic)) = (&publisher, &a.predictions_topic) {
+                    pubr.send(topic, pred.key.as_deref().unwrap_or(""), &serde_json::to_vec(&pred)?).await?;
+                }
+                if let Some(t) = &table {
+                    t.write(&pred).await?;
+                }
+                if let Some(l) = pred.latency_ms {
+                    latencies.push(l);
+                }
+                n += 1;
+            }
+            if a.max.is_some_and(|m| n >= m) {
+                break;
+            }
+        }
+        stream.close().await?;
+        if let (Some(p50), Some(p99)) = (crate::follow::percentile(&latencies, 50.0), crate::follow::percentile(&latencies, 99.0)) {
+            eprintln!("{n} predictions ({skipped} rows not predicted); commit-to-prediction latency p50 {p50:.1} ms, p99 {p99:.1} ms");
+        }
+        Ok(())
+    })
+}

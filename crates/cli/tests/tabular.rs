@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use tensorcdc_localpg::{LocalPg, Options};
+
+mod common;
 use tokio_postgres::NoTls;
 
 fn python() -> PathBuf {
@@ -71,6 +73,31 @@ async fn sklearn_tables_train_evaluate_predict() {
     let row: serde_json::Map<String, serde_json::Value> = h.iter().zip(&rows[4]).filter(|(k, _)| *k != "target").map(|(k, v)| (k.clone(), v.parse::<f64>().unwrap().into())).collect();
     let out = run(&["predict", "--model", model.to_str().unwrap(), "--row", &serde_json::Value::Object(row).to_string()]);
     assert!(out.starts_with(&format!("prediction: {} (", rows[4].last().unwrap())), "row 5 is class {}: {out}", rows[4].last().unwrap());
+
+    // Live: predict --follow on a table, each new row predicted and written to a table.
+    c.batch_execute("CREATE TABLE bc_live (LIKE bc_test INCLUDING ALL)").await.unwrap();
+    let mut follow = Command::new(env!("CARGO_BIN_EXE_tensorcdc"))
+        .args(["predict", "--follow", "--source", &url, "--table", "bc_live", "--max", "3", "--model", model.to_str().unwrap(), "--predictions-table", "bc_predictions"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while c.query_one("SELECT count(*) FROM pg_replication_slots WHERE active", &[]).await.unwrap().get::<_, i64>(0) < 1 {
+        assert!(std::time::Instant::now() < deadline, "the follower's slot within 30 s");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    c.batch_execute("INSERT INTO bc_live SELECT * FROM bc_test ORDER BY id LIMIT 3").await.unwrap();
+    let out = common::Lines::of(follow.stdout.take().unwrap()).rest(60, "predictions");
+    assert!(follow.wait().unwrap().success());
+    let preds: Vec<serde_json::Value> = out.iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let keys: Vec<&str> = preds.iter().map(|p| p["key"].as_str().unwrap()).collect();
+    assert_eq!(keys, ["1", "2", "3"], "{out:?}");
+    for p in &preds {
+        assert!(["0", "1"].contains(&p["prediction"].as_str().unwrap()) && p["probability"].as_f64().unwrap() >= 0.5, "{p}");
+        assert!(p["latency_ms"].as_f64().unwrap() < 5000.0, "{p}");
+    }
+    let n: i64 = c.query_one("SELECT count(*) FROM bc_predictions", &[]).await.unwrap().get(0);
+    assert_eq!(n, 3);
 
     // Three classes: wine, with the Keras model as Keras writes it (to_json()).
     let (h, rows) = sklearn("wine", dir.path());
