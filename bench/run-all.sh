@@ -10,3 +10,4 @@ target/release/bench-types | tee bench/out/types.jsonl
 target/release/bench-bigtx 1024 | tee bench/out/bigtx.jsonl
 target/release/bench-ingest bench/.venv/bin/python | tee bench/out/ingest.jsonl
 target/release/bench-latency 300 50 | tee bench/out/latency.jsonl
+target/release/bench-tabular bench/.venv/bin/python 3 | tee bench/out/tabular.jsonl

@@ -203,7 +203,7 @@ pub fn train(src: &SourceArgs, m: &ModelArgs, settings: FitSettings, out: &std::
         println!("epoch {}/{} - {:.3}s - {}", e.epoch, settings.epochs, e.elapsed.as_secs_f64(), describe(loss, &e.metrics));
     }
     let secs = t0.elapsed().as_secs_f64();
-    println!("trained {} epochs in {secs:.2}s ({:.3} s/epoch)", settings.epochs, secs / settings.epochs.max(1) as f64);
+    println!("trained {} epochs in {secs:.3}s ({:.5} s/epoch)", settings.epochs, secs / settings.epochs.max(1) as f64);
     checkpoint::save(&t, &spec, out)?;
     println!("checkpoint: {}", out.display());
     Ok(())
