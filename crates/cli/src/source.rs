@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use tensorcdc_change::{ChannelSink, Message};
 use tensorcdc_dataset::mnist::{self, Split};
-use tensorcdc_dataset::{decode, from_message, DecodeOptions, Example, Examples, Position};
+use tensorcdc_dataset::{decode, from_message, DecodeOptions, Example, Examples, KeyedExamples, Position};
 use tensorcdc_kafka::{read_bounded, GroupReader};
 use tensorcdc_postgres::{run_capture, CaptureConfig, CaptureStats, SnapshotMode};
 
@@ -178,7 +178,8 @@ impl SourceArgs {
         let (brokers, part, offset, limit, strict) = (brokers.clone(), self.partition, self.offset, self.limit, self.strict);
         let this = self.clone();
         let (ex, report) = tokio::task::spawn_blocking(move || -> Result<(Examples, Report)> {
-            let mut ex = Examples::default();
+            // Keyed, as the table: an update replaces its row's example, a delete removes it.
+            let mut ex = KeyedExamples::default();
             let mut report = Report::default();
             let mut err = None;
             read_bounded(&brokers, &topic, part, offset, strict, &extra, Duration::from_secs(60), |r| {
@@ -186,9 +187,22 @@ impl SourceArgs {
                     return Ok(());
                 }
                 let what = Position::Kafka { topic: r.topic.clone(), partition: r.partition, offset: r.offset };
+                // A row's key: the MnistToCsv header, or a Debezium JSON key (an object). The
+                // blog's CSV records written by Debezium itself are keyed by their label, which
+                // names no row: those are appended.
+                let key = r.source_key.clone().or_else(|| {
+                    r.key.as_deref().filter(|k| k.first() == Some(&b'{')).map(tensorcdc_dataset::decode::key_text)
+                });
                 match this.take(decode(r.key.as_deref(), r.value.as_deref(), &what, &opts), &mut report) {
-                    Ok(Some(e)) => ex.push(&e),
-                    Ok(None) => {}
+                    Ok(Some(mut e)) => {
+                        e.key = key;
+                        ex.upsert(&e)
+                    }
+                    Ok(None) => {
+                        if let Ok(tensorcdc_dataset::features::Change::Delete(k)) = tensorcdc_dataset::features::cell::change_of_json(r.value.as_deref(), key, &what) {
+                            ex.delete(&k);
+                        }
+                    }
                     Err(e) => err = Some(e),
                 }
                 Ok(())
@@ -196,7 +210,7 @@ impl SourceArgs {
             if let Some(e) = err {
                 return Err(e);
             }
-            Ok((ex, report))
+            Ok((ex.into_examples(), report))
         })
         .await??;
         Ok((ex, report))

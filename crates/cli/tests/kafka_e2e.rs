@@ -397,3 +397,37 @@ struct Run {
     ids: usize,
     capture: Kill,
 }
+
+/// A table with 100 inserts, 100 updates and 50 deletes trains on the 50 rows it holds,
+/// through Kafka (Debezium JSON: an update replaces the row's example, a delete removes it)
+/// as in-process (the snapshot), against noida-db.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn updates_and_deletes_give_the_table_through_kafka_and_in_process() {
+    let rows = mnist::load(Path::new(FASHION), Split::Train).unwrap().truncate(100);
+    let (pg, c) = pg_with(&Examples::default()).await;
+    let broker = Broker::noida();
+    let brokers = broker.bootstrap();
+    let topic = "tf.public.mnist_train";
+    let _cap = capture(&pg, &broker, "upd", &["--converter", "json"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !confirmed(&c, "upd").await.0 {
+        assert!(Instant::now() < deadline, "capture's slot not active after 60 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tensorcdc_postgres::load::load_examples(&c, "mnist_train", &rows, 10).await.unwrap();
+    c.batch_execute("UPDATE mnist_train SET label = (label + 1) % 10; DELETE FROM mnist_train WHERE id % 2 = 0").await.unwrap();
+    // 100 creates, 100 updates, 50 deletes and their 50 tombstones.
+    wait_count(&brokers, topic, 300, 60);
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("m");
+    let out = check(
+        bin().args(["train", "--kafka", &brokers, "--topic", topic, "--format", "debezium", "--epochs", "1", "--out", model.to_str().unwrap()]).output().unwrap(),
+        "train through Kafka",
+    );
+    assert!(out.contains("training on 50 examples (300 records read, 0 skipped)"), "{out}");
+    let out = check(
+        bin().env("TENSORCDC_STATE_DIR", dir.path()).args(["train", "--source", &pg.url("postgres"), "--table", "mnist_train", "--epochs", "1", "--out", model.to_str().unwrap()]).output().unwrap(),
+        "train in-process",
+    );
+    assert!(out.contains("training on 50 examples"), "{out}");
+}

@@ -139,9 +139,89 @@ pub fn scale_pixels(src: &[u8], dst: &mut [f32]) {
     }
 }
 
+/// Examples by row key, as a table holds them: an update replaces the example with its
+/// key, a delete removes it (the same as the keyed rows of [`crate::features`]). Examples
+/// without a key are appended.
+#[derive(Debug, Default)]
+pub struct KeyedExamples {
+    set: Examples,
+    index: std::collections::HashMap<String, usize>,
+    deleted: Vec<bool>,
+    removed: usize,
+}
+
+impl KeyedExamples {
+    pub fn upsert(&mut self, e: &Example) {
+        if let Some(&i) = e.key.as_ref().and_then(|k| self.index.get(k)) {
+            self.set.pixels[i * PIXELS..(i + 1) * PIXELS].copy_from_slice(&e.pixels[..]);
+            self.set.labels[i] = e.label;
+            if std::mem::take(&mut self.deleted[i]) {
+                self.removed -= 1;
+            }
+            return;
+        }
+        if let Some(k) = &e.key {
+            self.index.insert(k.clone(), self.set.len());
+        }
+        self.set.push(e);
+        self.deleted.push(false);
+    }
+
+    pub fn delete(&mut self, key: &str) {
+        if let Some(&i) = self.index.get(key) {
+            if !std::mem::replace(&mut self.deleted[i], true) {
+                self.removed += 1;
+            }
+        }
+    }
+
+    /// Examples present now.
+    pub fn len(&self) -> usize {
+        self.set.len() - self.removed
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The examples present, in the order their keys first arrived.
+    pub fn into_examples(self) -> Examples {
+        if self.removed == 0 {
+            return self.set;
+        }
+        let mut out = Examples::default();
+        for (i, gone) in self.deleted.iter().enumerate() {
+            if !gone {
+                out.pixels.extend_from_slice(self.set.image(i));
+                out.labels.push(self.set.labels[i]);
+            }
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keyed_examples_replace_and_remove() {
+        let ex = |k: &str, label: i64| Example { key: Some(k.into()), ..Example::new(&[label as u8; PIXELS], label, "t").unwrap() };
+        let mut set = KeyedExamples::default();
+        for i in 0..10 {
+            set.upsert(&ex(&i.to_string(), i % 10));
+        }
+        for i in 0..10 {
+            set.upsert(&ex(&i.to_string(), 9 - i % 10));
+        }
+        for i in 0..5 {
+            set.delete(&i.to_string());
+        }
+        assert_eq!(set.len(), 5);
+        let out = set.into_examples();
+        assert_eq!(out.labels, [4, 3, 2, 1, 0]);
+        assert_eq!(out.image(0)[0], 4);
+    }
 
     #[test]
     fn example_checks_size_and_label() {

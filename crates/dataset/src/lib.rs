@@ -20,4 +20,4 @@ pub mod mnist;
 
 pub use error::DatasetError;
 pub use decode::{decode, from_message, DecodeOptions, Format};
-pub use example::{scale_pixels, Example, Examples, Position, PIXELS};
+pub use example::{scale_pixels, Example, Examples, KeyedExamples, Position, PIXELS};
