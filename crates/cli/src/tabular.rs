@@ -14,7 +14,7 @@ use tensorcdc_change::{ChannelSink, Key};
 use tensorcdc_dataset::decode::key_text;
 use tensorcdc_dataset::features::cell::{change_of_json, change_of_message, record_of_json};
 use tensorcdc_dataset::features::{EncodeError, FeatureSpec, KeyedRecords, SpecOptions, Target, Task};
-use tensorcdc_model::sequential::{checkpoint, Data, FitMetrics, FitSettings, Loss, SeqPredictor, SeqTrainer, SequentialSpec, Targets};
+use tensorcdc_model::sequential::{checkpoint, Activation, CompileConfig, Data, FitMetrics, FitSettings, Loss, SeqPredictor, SeqTrainer, SequentialSpec, Targets};
 use tensorcdc_model::device_from_env;
 use tensorcdc_postgres::{run_capture, SnapshotMode};
 
@@ -47,6 +47,10 @@ pub struct ModelArgs {
     /// sparse_categorical_crossentropy, binary_crossentropy, mse, mae or huber (default: by task).
     #[arg(long)]
     pub loss: Option<String>,
+    /// The JSON of Keras' `model.get_compile_config()`: optimizer (Adam, AdamW, SGD, RMSprop)
+    /// and loss.
+    #[arg(long)]
+    pub compile_config: Option<PathBuf>,
 }
 
 impl ModelArgs {
@@ -151,7 +155,7 @@ fn describe(loss: Loss, m: &FitMetrics) -> String {
     if loss.is_classification() {
         format!("loss: {:.4} - accuracy: {:.4}", m.loss(), m.accuracy())
     } else {
-        format!("loss: {:.4} - mse: {:.4} - mae: {:.4}", m.loss(), m.mse(), m.mae())
+        format!("loss: {:.4} - mse: {:.4} - rmse: {:.4} - mae: {:.4}", m.loss(), m.mse(), m.mse().sqrt(), m.mae())
     }
 }
 
@@ -181,8 +185,21 @@ pub fn train(src: &SourceArgs, m: &ModelArgs, settings: FitSettings, out: &std::
         }
         (None, layers) => SequentialSpec::dense(spec.width(), layers.as_deref().unwrap_or(&[64, 64]), spec.outputs()),
     };
-    let loss = match (&m.loss, spec.task) {
-        (Some(l), _) => Loss::parse(l).map_err(anyhow::Error::msg)?,
+    let mut settings = settings;
+    let mut compiled_loss = None;
+    if let Some(path) = &m.compile_config {
+        let text = std::fs::read_to_string(path).with_context(|| format!("--compile-config {}", path.display()))?;
+        let cc = CompileConfig::from_keras_json(&text).with_context(|| format!("--compile-config {}", path.display()))?;
+        settings.optimizer = Some(cc.optimizer);
+        if let Some(l) = cc.loss {
+            if l.is_classification() && cc.from_probabilities && model.final_activation() == Activation::Linear {
+                bail!("--compile-config: the loss takes probabilities (from_logits false) but the model's last layer is linear; use from_logits=True or end with softmax/sigmoid");
+            }
+            compiled_loss = Some(l);
+        }
+    }
+    let loss = match (m.loss.as_ref().map(|l| Loss::parse(l)).transpose().map_err(anyhow::Error::msg)?.or(compiled_loss), spec.task) {
+        (Some(l), _) => l,
         (None, Task::Classification) if model.outputs() == 1 && spec.classes.len() == 2 => Loss::BinaryCrossentropy,
         (None, Task::Classification) => Loss::SparseCategoricalCrossentropy,
         (None, Task::Regression) => Loss::MeanSquaredError,

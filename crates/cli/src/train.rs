@@ -56,7 +56,7 @@ pub fn fit(train_set: &Examples, cfg: TrainConfig) -> Result<(Trainer, Vec<Epoch
 
 pub fn train(a: TrainArgs) -> Result<()> {
     if a.model.general() {
-        let settings = tensorcdc_model::sequential::FitSettings { epochs: a.epochs, batch_size: a.batch_size, learning_rate: a.learning_rate, seed: a.seed };
+        let settings = tensorcdc_model::sequential::FitSettings { epochs: a.epochs, batch_size: a.batch_size, learning_rate: a.learning_rate, seed: a.seed, optimizer: None };
         return crate::tabular::train(&a.source, &a.model, settings, &a.out);
     }
     let rt = tokio::runtime::Runtime::new()?;

@@ -119,7 +119,10 @@ async fn sklearn_tables_train_evaluate_predict() {
     let (h, rows) = sklearn("diabetes", dir.path());
     load(&c, "diab", &h, &rows, "float8").await;
     let model = dir.path().join("diab");
-    let out = run(&["train", "--source", &url, "--table", "diab_train", "--label", "target", "--epochs", "100", "--learning-rate", "0.01", "--out", model.to_str().unwrap()]);
+    // The optimizer from Keras' model.get_compile_config(): RMSprop with momentum.
+    let compile = dir.path().join("compile.json");
+    std::fs::write(&compile, r#"{"optimizer": {"module": "keras.optimizers", "class_name": "RMSprop", "config": {"name": "rmsprop", "learning_rate": 0.01, "rho": 0.9, "momentum": 0.5, "epsilon": 1e-07, "centered": false}}, "loss": "mean_squared_error", "metrics": ["mae"]}"#).unwrap();
+    let out = run(&["train", "--source", &url, "--table", "diab_train", "--label", "target", "--epochs", "100", "--compile-config", compile.to_str().unwrap(), "--out", model.to_str().unwrap()]);
     assert!(out.contains("regression"), "{out}");
     let out = run(&["evaluate", "--source", &url, "--table", "diab_test", "--model", model.to_str().unwrap()]);
     let y: Vec<f64> = rows.iter().enumerate().filter(|(i, _)| i % 5 == 4).map(|(_, r)| r.last().unwrap().parse().unwrap()).collect();

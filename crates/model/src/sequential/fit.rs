@@ -14,8 +14,9 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use super::net::{activate, Net};
+use super::optim::{KerasOptimizer, OptimizerSpec};
 use super::spec::{Activation, SequentialSpec};
-use crate::{FusedAdam, ModelError};
+use crate::ModelError;
 
 /// The loss, Keras' names.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -51,13 +52,22 @@ impl Loss {
 pub struct FitSettings {
     pub epochs: usize,
     pub batch_size: usize,
+    /// The learning rate of the default optimizer (Keras' Adam).
     pub learning_rate: f64,
     pub seed: u64,
+    /// The optimizer of a Keras compile config (`None`: Adam at `learning_rate`).
+    pub optimizer: Option<OptimizerSpec>,
 }
 
 impl Default for FitSettings {
     fn default() -> Self {
-        FitSettings { epochs: 5, batch_size: 64, learning_rate: 0.001, seed: 42 }
+        FitSettings { epochs: 5, batch_size: 64, learning_rate: 0.001, seed: 42, optimizer: None }
+    }
+}
+
+impl FitSettings {
+    pub fn optimizer(&self) -> OptimizerSpec {
+        self.optimizer.unwrap_or(OptimizerSpec::adam(self.learning_rate))
     }
 }
 
@@ -206,7 +216,7 @@ impl SeqTrainer {
             }
             _ => {}
         }
-        if settings.batch_size == 0 || settings.learning_rate <= 0.0 {
+        if settings.batch_size == 0 || settings.optimizer().learning_rate() <= 0.0 {
             return Err(ModelError::Input("batch size and learning rate must be positive".into()));
         }
         let device = device.clone().autodiff();
@@ -215,7 +225,8 @@ impl SeqTrainer {
         device.seed(settings.seed);
         let net = spec.init(&device);
         drop(_init);
-        Ok(SeqTrainer { spec, settings, loss, net: Some(net), optim: ModuleOptimizer::from(FusedAdam::default()), device, epochs_done: 0 })
+        let optim = ModuleOptimizer::from(KerasOptimizer(settings.optimizer()));
+        Ok(SeqTrainer { spec, settings, loss, net: Some(net), optim, device, epochs_done: 0 })
     }
 
     /// One step on the examples at `idx`.
@@ -228,7 +239,7 @@ impl SeqTrainer {
         let grads = loss.backward();
         m.loss_sum = loss.into_scalar::<f32>() as f64 * idx.len() as f64;
         let grads = GradientsParams::from_grads(grads, &net);
-        self.net = Some(self.optim.step(self.settings.learning_rate, net, grads));
+        self.net = Some(self.optim.step(self.settings.optimizer().learning_rate(), net, grads));
         m
     }
 

@@ -3,14 +3,17 @@
 //!
 //! * [`spec`]: the model as Keras writes it ([`SequentialSpec`]).
 //! * [`net`]: the weights on burn and the forward pass.
-//! * [`fit`]: losses, Keras' Adam, `fit` / `evaluate` / `predict`.
+//! * [`fit`]: losses, `fit` / `evaluate` / `predict`.
+//! * [`optim`]: Keras' optimizers (Adam, AdamW, SGD, RMSprop) and compile config.
 //! * [`checkpoint`]: a folder with `model.json` (model, loss, settings, the feature spec,
 //!   the weights' SHA-256) and `model.bpk`, enough to predict from a raw row.
 
 pub mod checkpoint;
 pub mod fit;
 pub mod net;
+pub mod optim;
 pub mod spec;
 
 pub use fit::{Data, FitEpoch, FitMetrics, FitProgress, FitSettings, Loss, SeqPredictor, SeqTrainer, Targets};
+pub use optim::{CompileConfig, KerasOptimizer, OptimizerSpec};
 pub use spec::{Activation, Init, Layer, SequentialSpec};
