@@ -138,6 +138,21 @@ impl SourceArgs {
         Ok(cfg)
     }
 
+    /// A snapshot of `table` read in-process: its messages, and the capture to await once
+    /// the channel ends. A batch read fails fast (connection refused, no password) instead
+    /// of retrying.
+    pub(crate) fn snapshot(&self, url: &str, table: &str) -> Result<(tokio::sync::mpsc::Receiver<Message>, tokio::task::JoinHandle<Result<CaptureStats, tensorcdc_postgres::CaptureError>>)> {
+        let mut cfg = self.capture_config(url, table)?;
+        cfg.snapshot_mode = SnapshotMode::InitialOnly;
+        cfg.errors_max_retries = Some(0);
+        let (mut sink, rx) = ChannelSink::new(4096);
+        let run = tokio::spawn(async move {
+            let (_stop, stop_rx) = tokio::sync::watch::channel(false);
+            run_capture(cfg, tensorcdc_postgres::identity(), &mut sink, stop_rx, Default::default()).await
+        });
+        Ok((rx, run))
+    }
+
     fn truncate(&self, ex: Examples) -> Examples {
         match self.limit {
             Some(n) => ex.truncate(n),
@@ -156,13 +171,7 @@ impl SourceArgs {
         let opts = self.decode_options()?;
         if let Some(url) = &self.source {
             let table = self.table.clone().unwrap_or_else(|| split.table().into());
-            let mut cfg = self.capture_config(url, &table)?;
-            cfg.snapshot_mode = SnapshotMode::InitialOnly;
-            // A batch read fails fast (connection refused, no password) instead of retrying.
-            cfg.errors_max_retries = Some(0);
-            let (mut sink, mut rx) = ChannelSink::new(4096);
-            let (_stop, stop_rx) = tokio::sync::watch::channel(false);
-            let run = tokio::spawn(async move { run_capture(cfg, tensorcdc_postgres::identity(), &mut sink, stop_rx, Default::default()).await });
+            let (mut rx, run) = self.snapshot(url, &table)?;
             let mut ex = Examples::default();
             while let Some(m) = rx.recv().await {
                 if let Some(e) = self.take(from_message(&m, &opts), &mut report)? {

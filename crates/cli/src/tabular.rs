@@ -10,13 +10,12 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use tensorcdc_change::{ChannelSink, Key};
+use tensorcdc_change::Key;
 use tensorcdc_dataset::decode::key_text;
 use tensorcdc_dataset::features::cell::{change_of_json, change_of_message, record_of_json};
 use tensorcdc_dataset::features::{EncodeError, FeatureSpec, KeyedRecords, SpecOptions, Target, Task};
 use tensorcdc_model::sequential::{checkpoint, Activation, CompileConfig, Data, FitMetrics, FitSettings, Loss, SeqPredictor, SeqTrainer, SequentialSpec, Targets};
 use tensorcdc_model::device_from_env;
-use tensorcdc_postgres::{run_capture, SnapshotMode};
 
 use crate::source::SourceArgs;
 
@@ -75,12 +74,7 @@ pub async fn read_rows(src: &SourceArgs) -> Result<Rows> {
     let mut rows = Rows::default();
     if let Some(url) = &src.source {
         let table = src.table.clone().context("--source needs --table T (the table to read)")?;
-        let mut cfg = src.capture_config(url, &table)?;
-        cfg.snapshot_mode = SnapshotMode::InitialOnly;
-        cfg.errors_max_retries = Some(0);
-        let (mut sink, mut rx) = ChannelSink::new(4096);
-        let (_stop, stop_rx) = tokio::sync::watch::channel(false);
-        let run = tokio::spawn(async move { run_capture(cfg, tensorcdc_postgres::identity(), &mut sink, stop_rx, Default::default()).await });
+        let (mut rx, run) = src.snapshot(url, &table)?;
         while let Some(m) = rx.recv().await {
             rows.records += 1;
             if let Key::Row(k) = &m.key {
