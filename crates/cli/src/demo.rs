@@ -463,6 +463,7 @@ fn kafka_source(brokers: &str, topic: &str, group: Option<&str>) -> crate::sourc
         source: None,
         table: None,
         format: "auto".into(),
+        columns: None,
         label_field: "label".into(),
         features_field: "pixels".into(),
         on_error: "skip".into(),

@@ -55,6 +55,10 @@ pub struct SourceArgs {
     /// Record format: auto, csv, debezium.
     #[arg(long, default_value = "auto")]
     pub format: String,
+    /// CSV topics read with --label: the column names (default: a bounded read takes the
+    /// topic's first record as a header line).
+    #[arg(long, value_delimiter = ',')]
+    pub columns: Option<Vec<String>>,
     /// Field holding the label.
     #[arg(long, default_value = "label")]
     pub label_field: String,
@@ -306,12 +310,21 @@ impl Stream {
     /// where each came from and its commit time.
     pub async fn next_changes(&mut self, max: usize) -> Result<Option<Vec<ChangeItem>>> {
         let fail = !self.args.skip_errors()?;
+        let mut csv = tensorcdc_dataset::features::cell::CsvColumns(self.args.columns.clone());
         self.next_with(
             max,
             |rec, what, report| {
                 report.records += 1;
                 let key = rec.source_key.clone().or_else(|| rec.key.as_deref().map(tensorcdc_dataset::decode::key_text));
-                match tensorcdc_dataset::features::cell::change_of_json(rec.value.as_deref(), key, what) {
+                let json = rec.value.as_deref().is_none_or(|v| v.iter().find(|c| !c.is_ascii_whitespace()) == Some(&b'{'));
+                let change = if json {
+                    tensorcdc_dataset::features::cell::change_of_json(rec.value.as_deref(), key, what)
+                } else if csv.0.is_none() {
+                    Err(format!("{what}: a CSV record; give its columns with --columns"))
+                } else {
+                    csv.change(rec.value.as_deref(), key, what).map(|c| c.unwrap_or(tensorcdc_dataset::features::Change::Skip))
+                };
+                match change {
                     Ok(change) => Ok(Some(ChangeItem { change, position: what.to_string(), commit_ts_ms: rec.timestamp_ms })),
                     Err(e) if fail => bail!(e),
                     Err(e) => {

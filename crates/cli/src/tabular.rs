@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use tensorcdc_change::Key;
 use tensorcdc_dataset::decode::key_text;
-use tensorcdc_dataset::features::cell::{change_of_json, change_of_message, record_of_json};
+use tensorcdc_dataset::features::cell::{change_of_json, change_of_message, record_of_json, CsvColumns};
 use tensorcdc_dataset::features::{EncodeError, FeatureSpec, KeyedRecords, SpecOptions, Target, Task};
 use tensorcdc_model::sequential::{checkpoint, Activation, CompileConfig, Data, FitMetrics, FitSettings, Loss, SeqPredictor, SeqTrainer, SequentialSpec, Targets};
 use tensorcdc_model::device_from_env;
@@ -87,6 +87,7 @@ pub async fn read_rows(src: &SourceArgs) -> Result<Rows> {
     }
     let (Some(brokers), Some(topic)) = (&src.kafka, src.topic.first()) else { bail!("give a source: --source postgres://... --table T, or --kafka HOST:PORT --topic T") };
     let (brokers, topic, extra, part, offset, strict, fail) = (brokers.clone(), topic.clone(), tensorcdc_kafka::settings(&src.kafka_settings)?, src.partition, src.offset, src.strict, src.on_error == "fail");
+    let mut csv = CsvColumns(src.columns.clone());
     tokio::task::spawn_blocking(move || -> Result<Rows> {
         let mut err = None;
         tensorcdc_kafka::read_bounded(&brokers, &topic, part, offset, strict, &extra, Duration::from_secs(60), |r| {
@@ -99,8 +100,12 @@ pub async fn read_rows(src: &SourceArgs) -> Result<Rows> {
                 rows.key_columns.extend(names);
             }
             let what = format!("{}/{}@{}", r.topic, r.partition, r.offset);
-            match change_of_json(r.value.as_deref(), r.key.as_deref().map(key_text), &what) {
-                Ok(c) => rows.set.apply(c),
+            let key = r.source_key.clone().or_else(|| r.key.as_deref().map(key_text));
+            let json = r.value.as_deref().is_none_or(|v| v.iter().find(|c| !c.is_ascii_whitespace()) == Some(&b'{'));
+            let change = if json { change_of_json(r.value.as_deref(), key, &what).map(Some) } else { csv.change(r.value.as_deref(), key, &what) };
+            match change {
+                Ok(Some(c)) => rows.set.apply(c),
+                Ok(None) => {}
                 Err(e) if fail => err = Some(e),
                 Err(e) => {
                     rows.bad += 1;

@@ -115,6 +115,23 @@ async fn sklearn_tables_train_evaluate_predict() {
     let out = run(&["evaluate", "--source", &url, "--table", "wine_test", "--model", model.to_str().unwrap()]);
     assert!(metric(&out, "accuracy") > 0.85, "{out}");
 
+    // The same rows as CSV records in Kafka topics (noida-db): the training topic starts
+    // with its header line, the test topic has none and is read with --columns.
+    let noida = tensorcdc_kafka::testing::Noida::start().unwrap();
+    let brokers = noida.bootstrap();
+    let producer: rdkafka::producer::BaseProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
+    let send = |topic: &str, key: &str, line: &str| producer.send(rdkafka::producer::BaseRecord::to(topic).key(key).payload(line)).unwrap();
+    send("wine.train", "header", &h.join(","));
+    for (i, r) in rows.iter().enumerate() {
+        send(if i % 5 == 4 { "wine.test" } else { "wine.train" }, &i.to_string(), &r.join(","));
+    }
+    rdkafka::producer::Producer::flush(&producer, std::time::Duration::from_secs(30)).unwrap();
+    let model = dir.path().join("wine-csv");
+    let out = run(&["train", "--kafka", &brokers, "--topic", "wine.train", "--label", "target", "--epochs", "60", "--out", model.to_str().unwrap()]);
+    assert!(out.contains("training on 143 rows") && out.contains("13 features") && out.contains("3 classes"), "{out}");
+    let out = run(&["evaluate", "--kafka", &brokers, "--topic", "wine.test", "--columns", &h.join(","), "--model", model.to_str().unwrap()]);
+    assert!(out.starts_with("35 examples") && metric(&out, "accuracy") > 0.85, "{out}");
+
     // Regression: diabetes (a float8 target); better than always predicting the mean.
     let (h, rows) = sklearn("diabetes", dir.path());
     load(&c, "diab", &h, &rows, "float8").await;

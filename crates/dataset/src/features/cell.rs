@@ -236,8 +236,61 @@ pub fn change_of_json(value: Option<&[u8]>, key: Option<String>, what: &dyn std:
     }
 }
 
+/// The cell of one CSV field: empty is NULL, then an integer, a number, a boolean, or text.
+pub fn cell_of_csv(field: &str) -> Cell {
+    let f = field.trim();
+    if f.is_empty() {
+        return Cell::Null;
+    }
+    if let Ok(i) = f.parse::<i64>() {
+        return Cell::Int(i);
+    }
+    if let Ok(x) = f.parse::<f64>() {
+        return Cell::Number(x);
+    }
+    match f {
+        "true" | "TRUE" | "True" => Cell::Bool(true),
+        "false" | "FALSE" | "False" => Cell::Bool(false),
+        _ => Cell::Text(f.trim_matches('"').to_string()),
+    }
+}
+
+/// CSV records of a topic: `--columns`, or a header line as the topic's first record.
+#[derive(Debug, Clone, Default)]
+pub struct CsvColumns(pub Option<Vec<String>>);
+
+impl CsvColumns {
+    /// The change a CSV record stands for; `None` when it was the header line (the columns
+    /// were not given and none were seen yet). A record whose field count differs from the
+    /// columns is an error naming it.
+    pub fn change(&mut self, value: Option<&[u8]>, key: Option<String>, what: &dyn std::fmt::Display) -> Result<Option<Change>, String> {
+        let Some(value) = value else { return Ok(Some(key.map_or(Change::Skip, Change::Delete))) };
+        let text = std::str::from_utf8(value).map_err(|_| format!("{what}: CSV record is not UTF-8"))?.trim_end_matches(['\r', '\n']);
+        let fields: Vec<&str> = text.split(',').collect();
+        let Some(cols) = &self.0 else {
+            self.0 = Some(fields.iter().map(|f| f.trim().trim_matches('"').to_string()).collect());
+            return Ok(None);
+        };
+        if fields.len() != cols.len() {
+            return Err(format!("{what}: {} CSV fields, expected {} ({})", fields.len(), cols.len(), cols.join(",")));
+        }
+        Ok(Some(Change::Upsert(Record { key, cells: cols.iter().zip(&fields).map(|(c, f)| (c.clone(), cell_of_csv(f))).collect() })))
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn csv_with_a_header_line_or_columns() {
+        let mut cols = CsvColumns::default();
+        assert_eq!(cols.change(Some(b"age,city,owner,income"), None, &"t/0@0").unwrap(), None);
+        let Some(Change::Upsert(r)) = cols.change(Some(b"31,Lyon,true,\r\n"), Some("1".into()), &"t/0@1").unwrap() else { panic!() };
+        assert_eq!(r.cells.iter().map(|(_, c)| c.clone()).collect::<Vec<_>>(), [Cell::Int(31), Cell::Text("Lyon".into()), Cell::Bool(true), Cell::Null]);
+        assert!(cols.change(Some(b"1,2"), None, &"t/0@2").unwrap_err().contains("t/0@2: 2 CSV fields, expected 4"));
+        let mut given = CsvColumns(Some(vec!["x".into(), "y".into()]));
+        assert!(matches!(given.change(Some(b"1.5,2"), None, &"t/0@0").unwrap(), Some(Change::Upsert(r)) if r.get("x") == Some(&Cell::Number(1.5))));
+    }
+
     use super::*;
     use tensorcdc_change::{FieldType, Logical};
 
