@@ -315,7 +315,7 @@ impl Stream {
             max,
             |rec, what, report| {
                 report.records += 1;
-                let key = rec.source_key.clone().or_else(|| rec.key.as_deref().map(tensorcdc_dataset::decode::key_text));
+                let key = rec.source_key.clone().or_else(|| rec.key.as_deref().filter(|k| k.first() == Some(&b'{')).map(tensorcdc_dataset::decode::key_text));
                 let json = rec.value.as_deref().is_none_or(|v| v.iter().find(|c| !c.is_ascii_whitespace()) == Some(&b'{'));
                 let change = if json {
                     tensorcdc_dataset::features::cell::change_of_json(rec.value.as_deref(), key, what)

@@ -100,7 +100,9 @@ pub async fn read_rows(src: &SourceArgs) -> Result<Rows> {
                 rows.key_columns.extend(names);
             }
             let what = format!("{}/{}@{}", r.topic, r.partition, r.offset);
-            let key = r.source_key.clone().or_else(|| r.key.as_deref().map(key_text));
+            // A row's key: the MnistToCsv header, or a Debezium JSON key (an object); other keys
+            // (a CSV topic keyed by label) name no row.
+            let key = r.source_key.clone().or_else(|| r.key.as_deref().filter(|k| k.first() == Some(&b'{')).map(key_text));
             let json = r.value.as_deref().is_none_or(|v| v.iter().find(|c| !c.is_ascii_whitespace()) == Some(&b'{'));
             let change = if json { change_of_json(r.value.as_deref(), key, &what).map(Some) } else { csv.change(r.value.as_deref(), key, &what) };
             match change {
@@ -203,6 +205,14 @@ pub fn train(src: &SourceArgs, m: &ModelArgs, settings: FitSettings, out: &std::
         (None, Task::Classification) => Loss::SparseCategoricalCrossentropy,
         (None, Task::Regression) => Loss::MeanSquaredError,
     };
+    match (loss.is_classification(), spec.task) {
+        (true, Task::Regression) => bail!("loss {loss:?} needs classes, but the label {:?} is a number (regression); give --task classification or a regression loss", spec.label),
+        (false, Task::Classification) => bail!("loss {loss:?} is for regression, but the label {:?} makes {} classes; give --task regression or a classification loss", spec.label, spec.classes.len()),
+        _ => {}
+    }
+    if loss == Loss::BinaryCrossentropy && spec.classes.len() != 2 {
+        bail!("binary_crossentropy needs two classes; the label {:?} has {} ({})", spec.label, spec.classes.len(), spec.classes.join(", "));
+    }
     if loss == Loss::SparseCategoricalCrossentropy && model.outputs() != spec.classes.len() {
         bail!("the model has {} outputs but the label {:?} has {} classes ({})", model.outputs(), spec.label, spec.classes.len(), spec.classes.join(", "));
     }

@@ -34,7 +34,7 @@ pub enum KafkaError {
     },
     #[error("topic {topic:?} did not appear within {secs} s (is capture running and producing to {brokers}?)")]
     NoTopic { topic: String, secs: u64, brokers: String },
-    #[error("{topic}/{partition}: offset {asked} is no longer in the topic (it starts at {first}; {missing} records were deleted by retention or compaction); read from {first} without --strict")]
+    #[error("{topic}/{partition}: offset {asked} is no longer in the topic (it starts at {first}; {missing} records were deleted by retention); read from {first} without --strict")]
     Gap { topic: String, partition: i32, asked: i64, first: i64, missing: i64 },
 }
 

@@ -140,7 +140,19 @@ pub fn read_bounded(
                 }
             }
             Some(Err(e)) => return Err(KafkaError::Client { context: format!("read {topic}"), source: e }),
-            None => {}
+            None => {
+                // A transactional topic ends in a commit marker that no record stands for:
+                // the position passes the high watermark without a last record.
+                if let Ok(pos) = consumer.position() {
+                    ends.retain(|(p, h)| {
+                        let at = pos.find_partition(topic, *p).and_then(|e| match e.offset() {
+                            Offset::Offset(o) => Some(o),
+                            _ => None,
+                        });
+                        at.is_none_or(|o| o < *h)
+                    });
+                }
+            }
         }
     }
     // Closing a consumer takes ~100 ms (it leaves the broker politely); nobody waits for it.

@@ -262,9 +262,8 @@ impl CaptureConfig {
                 "database.password" => c.password = Some(v.clone()),
                 "database.dbname" => c.dbname = v.clone(),
                 "database.url" => c.set_connection(v)?,
-                "database.sslmode" | "database.sslrootcert" | "database.sslcert" | "database.sslkey" => {
-                    c.tls.set(&k["database.".len()..], v).map_err(|e| bad(k, e))?
-                }
+                // Applied after the loop: `database.url` (sorted before them) must not undo them.
+                "database.sslmode" | "database.sslrootcert" | "database.sslcert" | "database.sslkey" => {}
                 "topic.prefix" | "database.server.name" => {
                     if v.is_empty() || !v.chars().all(|ch| ch.is_ascii_alphanumeric() || "._-".contains(ch)) {
                         return Err(bad(k, format!("{v:?}: use letters, digits, '.', '_' or '-'")));
@@ -333,6 +332,11 @@ impl CaptureConfig {
                     c.kafka.insert(stripped.to_string(), v.clone());
                 }
                 _ => unknown.push(k.clone()),
+            }
+        }
+        for k in ["database.sslmode", "database.sslrootcert", "database.sslcert", "database.sslkey"] {
+            if let Some(v) = props.get(k) {
+                c.tls.set(&k["database.".len()..], v).map_err(|e| bad(k, e))?;
             }
         }
         if c.password.is_none() {
@@ -408,6 +412,14 @@ mod tests {
         assert_eq!(c.transforms.len(), 2);
         assert_eq!(c.transforms[0].1["type"], "io.debezium.transforms.ExtractNewRecordState");
         assert_eq!(unknown, vec!["something.else".to_string()]);
+    }
+
+    #[test]
+    fn debezium_tls_keys_win_over_the_url() {
+        let props: BTreeMap<String, String> =
+            [("database.url", "postgres://u@h:5/db?sslmode=prefer"), ("database.sslmode", "verify-full"), ("database.sslrootcert", "/ca.pem")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let (c, _) = CaptureConfig::from_properties(&props).unwrap();
+        assert_eq!((c.tls.mode, c.tls.rootcert.as_deref()), (crate::tls::SslMode::VerifyFull, Some("/ca.pem")));
     }
 
     #[test]

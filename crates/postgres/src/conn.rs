@@ -32,10 +32,19 @@ pub fn redact(conn: &str) -> String {
             }
         }
     }
-    // `password=...` as a query parameter or a key=value pair (quoted or not).
+    // `password=...` as a query parameter or a key=value pair (quoted or not; libpq allows
+    // spaces around the `=`).
     let mut i = 0;
-    while let Some(pos) = out[i..].find("password=") {
-        let start = i + pos + "password=".len();
+    while let Some(pos) = out[i..].find("password") {
+        let mut start = i + pos + "password".len();
+        let rest = &out[start..];
+        let eq = rest.len() - rest.trim_start().len();
+        if !rest[eq..].starts_with('=') {
+            i = start;
+            continue;
+        }
+        start += eq + 1;
+        start += out[start..].len() - out[start..].trim_start().len();
         let bytes = out.as_bytes();
         let end = if bytes.get(start) == Some(&b'\'') {
             out[start + 1..].find('\'').map_or(out.len(), |e| start + 1 + e + 1)
@@ -153,6 +162,25 @@ pub(crate) fn hba_rejected(e: &CaptureError) -> bool {
     matches!(e, CaptureError::Auth { reason, .. } if reason.contains("pg_hba.conf"))
 }
 
+/// Whether the next attempt is made after `e`: the server's pg_hba.conf turned this kind of
+/// session away, or (libpq's `prefer`) anything on the TLS side failed: the handshake, the
+/// client's own certificate files, a server that closed the TLS session. A refused password
+/// is final.
+pub(crate) fn try_next(attempt: Attempt, e: &CaptureError) -> bool {
+    hba_rejected(e) || (attempt == Attempt::Tls { required: false } && !matches!(e, CaptureError::Auth { .. }))
+}
+
+/// A TLS failure that retrying cannot mend (a certificate the settings refuse, a server
+/// without TLS when TLS is required) is a configuration error naming the server.
+pub(crate) fn tls_failure(addr: &str, reason: String) -> CaptureError {
+    let permanent = ["certificate", "does not support TLS", "UnknownIssuer", "NotValidForName", "BadSignature"].iter().any(|w| reason.contains(w));
+    if permanent {
+        CaptureError::Config { key: "sslmode".into(), reason: format!("{addr}: {reason}") }
+    } else {
+        CaptureError::Connect { addr: addr.to_string(), reason }
+    }
+}
+
 /// Connects a SQL client with `cfg`, trying plain and TLS sessions as `tls.mode` says (see
 /// [`crate::tls`]); `addr` names the server in errors. A refused password, and a password
 /// the server asks for but nobody supplied, are permanent `Auth` errors; a server that
@@ -164,7 +192,7 @@ pub async fn connect_config(cfg: &Config, tls: &TlsSettings, addr: String) -> Re
     for (i, attempt) in attempts.iter().enumerate() {
         match connect_once(cfg, tls, *attempt, &addr).await {
             Ok(c) => return Ok(c),
-            Err(e) if i + 1 < attempts.len() && hba_rejected(&e) => {
+            Err(e) if i + 1 < attempts.len() && try_next(*attempt, &e) => {
                 tracing::debug!("{addr}: {e}; trying again {}", if matches!(attempt, Attempt::Plain) { "with TLS" } else { "without TLS" });
                 last = Some(e);
             }
@@ -190,12 +218,10 @@ async fn connect_once(cfg: &Config, tls: &TlsSettings, attempt: Attempt, addr: &
             }
         } else {
             let reason = std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| format!("{e}: {s}"));
-            let reason = if reason.contains("server does not support TLS") {
-                format!("the server does not support TLS, but sslmode={} requires it", tls.mode.as_str())
-            } else {
-                reason
-            };
-            CaptureError::Connect { addr: addr.to_string(), reason }
+            if reason.contains("server does not support TLS") {
+                return tls_failure(addr, format!("the server does not support TLS, but sslmode={} requires it", tls.mode.as_str()));
+            }
+            tls_failure(addr, reason)
         }
     };
     let client = match attempt {
@@ -207,7 +233,7 @@ async fn connect_once(cfg: &Config, tls: &TlsSettings, attempt: Attempt, addr: &
             client
         }
         Attempt::Tls { required } => {
-            let config = tls.client_config().map_err(|reason| CaptureError::Config { key: "sslmode".into(), reason })?;
+            let config = tls.client_config().map_err(|reason| CaptureError::Config { key: "sslmode".into(), reason: format!("{addr}: {reason}") })?;
             let mut c = cfg.clone();
             c.ssl_mode(if required { SslMode::Require } else { SslMode::Prefer });
             let (client, connection) = c.connect(MakeRustlsConnect::new((*config).clone())).await.map_err(classify)?;
@@ -236,6 +262,8 @@ mod tests {
         assert_eq!(redact("postgresql://u@h/db"), "postgresql://u@h/db");
         assert_eq!(redact("host=h password=s3cret user=u"), "host=h password=**** user=u");
         assert_eq!(redact("host=h password='s3 cret' user=u"), "host=h password=**** user=u");
+        assert_eq!(redact("host=h password = s3cret user=u"), "host=h password = **** user=u");
+        assert_eq!(redact("user=passwordless password=x"), "user=passwordless password=****");
         assert_eq!(redact("postgres://h/db?password=s3cret&user=u"), "postgres://h/db?password=****&user=u");
         assert_eq!(redact("postgres://u:p%40ss@h/db"), "postgres://u:****@h/db");
     }

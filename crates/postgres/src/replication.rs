@@ -86,7 +86,7 @@ impl ReplicationConn {
         for (i, attempt) in attempts.iter().enumerate() {
             match Self::connect_once(cfg, tls, *attempt, application_name).await {
                 Ok(c) => return Ok(c),
-                Err(e) if i + 1 < attempts.len() && crate::conn::hba_rejected(&e) => last = Some(e),
+                Err(e) if i + 1 < attempts.len() && crate::conn::try_next(*attempt, &e) => last = Some(e),
                 Err(e) => return Err(e),
             }
         }
@@ -111,14 +111,11 @@ impl ReplicationConn {
                 let stream = tokio_rustls::TlsConnector::from(config)
                     .connect(name, s)
                     .await
-                    .map_err(|e| CaptureError::Connect { addr: addr.to_string(), reason: format!("TLS handshake: {e}") })?;
+                    .map_err(|e| crate::conn::tls_failure(addr, format!("TLS handshake: {e}")))?;
                 Ok(Box::new(stream))
             }
             b'N' if !required => Ok(Box::new(s)),
-            b'N' => Err(CaptureError::Connect {
-                addr: addr.to_string(),
-                reason: format!("the server does not support TLS, but sslmode={} requires it", tls.mode.as_str()),
-            }),
+            b'N' => Err(crate::conn::tls_failure(addr, format!("the server does not support TLS, but sslmode={} requires it", tls.mode.as_str()))),
             other => Err(CaptureError::Protocol(format!("unexpected answer {other:#x} to SSLRequest"))),
         }
     }

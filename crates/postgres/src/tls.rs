@@ -70,6 +70,8 @@ impl SslMode {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TlsSettings {
     pub mode: SslMode,
+    /// Whether `mode` was given (libpq 16: `sslrootcert=system` without it means verify-full).
+    pub mode_given: bool,
     /// `sslrootcert`: a PEM file, or `system`.
     pub rootcert: Option<String>,
     pub cert: Option<PathBuf>,
@@ -109,8 +111,16 @@ impl TlsSettings {
     /// Sets one of [`KEYS`].
     pub fn set(&mut self, key: &str, v: &str) -> Result<(), String> {
         match key {
-            "sslmode" => self.mode = SslMode::parse(v)?,
-            "sslrootcert" => self.rootcert = Some(v.to_string()),
+            "sslmode" => {
+                self.mode = SslMode::parse(v)?;
+                self.mode_given = true;
+            }
+            "sslrootcert" => {
+                self.rootcert = Some(v.to_string());
+                if v == "system" && !self.mode_given {
+                    self.mode = SslMode::VerifyFull;
+                }
+            }
             "sslcert" => self.cert = Some(PathBuf::from(v)),
             "sslkey" => self.key = Some(PathBuf::from(v)),
             other => return Err(format!("unknown TLS setting {other:?}")),

@@ -224,7 +224,11 @@ pub fn change_of_json(value: Option<&[u8]>, key: Option<String>, what: &dyn std:
     let op = env.get("op").and_then(J::as_str);
     let envelope = op.is_some() && (env.contains_key("after") || env.contains_key("before"));
     if !envelope {
-        // A flattened row (ExtractNewRecordState).
+        // A flattened row (ExtractNewRecordState); `delete.handling.mode=rewrite` marks a
+        // delete with `__deleted: "true"`.
+        if env.get("__deleted").is_some_and(|d| d == "true" || d == &J::Bool(true)) {
+            return Ok(key.map_or(Change::Skip, Change::Delete));
+        }
         return Ok(Change::Upsert(record_of_json(env, schema, key)));
     }
     let after_schema = schema.and_then(|s| s["fields"].as_array()).and_then(|fs| fs.iter().find(|f| f["field"] == "after"));

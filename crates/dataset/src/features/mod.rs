@@ -204,6 +204,15 @@ fn number_of(c: &Cell) -> Option<f64> {
     }
 }
 
+/// NaN and infinities carry no number to learn from: they count as NULL.
+fn is_missing(c: &Cell) -> bool {
+    match c {
+        Cell::Null => true,
+        Cell::Number(x) => !x.is_finite(),
+        _ => false,
+    }
+}
+
 fn column_kind(c: &Cell) -> Option<(Kind, usize)> {
     Some(match c {
         Cell::Null => return None,
@@ -246,7 +255,8 @@ impl FeatureSpec {
         }
         let names: Vec<String> = match &opts.features {
             Some(f) => f.clone(),
-            None => first.cells.iter().map(|(n, _)| n.clone()).filter(|n| *n != opts.label && !opts.exclude.contains(n)).collect(),
+            // Debezium's added fields (`__op`, `__deleted`, `__lsn`, ...) are not features.
+            None => first.cells.iter().map(|(n, _)| n.clone()).filter(|n| *n != opts.label && !opts.exclude.contains(n) && !n.starts_with("__")).collect(),
         };
         if names.is_empty() {
             return Err(format!("no feature columns (every column is the label {:?} or the key)", opts.label));
@@ -297,7 +307,7 @@ impl FeatureSpec {
     /// The target of a record.
     pub fn target(&self, r: &Record) -> Result<Target, EncodeError> {
         let cell = r.get(&self.label).ok_or_else(|| EncodeError::Missing(self.label.clone()))?;
-        if cell.is_null() {
+        if is_missing(cell) {
             return Err(EncodeError::Null(self.label.clone()));
         }
         match self.task {
@@ -324,7 +334,7 @@ impl FeatureSpec {
     fn encode_inner(&self, r: &Record, out: &mut Vec<f32>) -> Result<(), EncodeError> {
         for col in &self.columns {
             let cell = r.get(&col.name).ok_or_else(|| EncodeError::Missing(col.name.clone()))?;
-            if cell.is_null() {
+            if is_missing(cell) {
                 match self.nulls {
                     Nulls::Skip => return Err(EncodeError::Null(col.name.clone())),
                     Nulls::Impute => {
@@ -356,9 +366,9 @@ impl FeatureSpec {
                     Cell::Array(a) if a.len() == col.width => {
                         for (i, x) in a.iter().enumerate() {
                             match (x, self.nulls) {
-                                (Some(x), _) => out.push(*x as f32),
-                                (None, Nulls::Impute) => out.push(col.impute[i]),
-                                (None, Nulls::Skip) => return Err(EncodeError::Null(format!("{}[{}]", col.name, i + 1))),
+                                (Some(x), _) if x.is_finite() => out.push(*x as f32),
+                                (_, Nulls::Impute) => out.push(col.impute[i]),
+                                (_, Nulls::Skip) => return Err(EncodeError::Null(format!("{}[{}]", col.name, i + 1))),
                             }
                         }
                     }

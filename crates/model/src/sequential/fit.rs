@@ -136,6 +136,16 @@ impl FitMetrics {
     }
 }
 
+/// What a loss takes: cross-entropies the logits (a final softmax or sigmoid folded in),
+/// regression losses the model's outputs (a final activation applied).
+fn outputs_for_loss(loss: Loss, (z, held): (Tensor<2>, Activation)) -> Tensor<2> {
+    if loss.is_classification() {
+        z
+    } else {
+        activate(held, z)
+    }
+}
+
 /// The loss of a batch (mean) from the model's logits or outputs, and its metrics.
 fn loss_and_metrics(loss: Loss, z: Tensor<2>, y: &Targets, device: &Device) -> (Tensor<1>, FitMetrics) {
     let n = z.dims()[0];
@@ -234,7 +244,7 @@ impl SeqTrainer {
         let (x, y) = data.gather(idx);
         let x = Tensor::<2>::from_data(TensorData::new(x, [idx.len(), data.width]), &self.device);
         let net = self.net.take().expect("model present between steps");
-        let (z, _) = net.forward_logits(&self.spec, x);
+        let z = outputs_for_loss(self.loss, net.forward_logits(&self.spec, x));
         let (loss, mut m) = loss_and_metrics(self.loss, z, &y, &self.device);
         let grads = loss.backward();
         m.loss_sum = loss.into_scalar::<f32>() as f64 * idx.len() as f64;
@@ -275,7 +285,7 @@ impl SeqTrainer {
         let (x, y) = data.gather(&idx);
         let x = Tensor::<2>::from_data(TensorData::new(x, [idx.len(), data.width]), &self.device);
         let net = self.net().clone();
-        let (z, _) = net.forward_logits(&self.spec, x);
+        let z = outputs_for_loss(self.loss, net.forward_logits(&self.spec, x));
         let (loss, _) = loss_and_metrics(self.loss, z, &y, &self.device);
         let grads = loss.backward();
         let mut out = Vec::new();
@@ -318,7 +328,7 @@ impl SeqTrainer {
         let idx: Vec<usize> = (0..data.len()).collect();
         let (x, y) = data.gather(&idx);
         let x = Tensor::<2>::from_data(TensorData::new(x, [idx.len(), data.width]), &device);
-        let (z, _) = net.forward_logits(&self.spec, x);
+        let z = outputs_for_loss(self.loss, net.forward_logits(&self.spec, x));
         loss_and_metrics(self.loss, z, &y, &device).0.into_scalar::<f32>() as f64
     }
 
@@ -347,7 +357,7 @@ impl SeqPredictor {
         for chunk in idx.chunks(batch_size.max(1)) {
             let (x, y) = data.gather(chunk);
             let x = Tensor::<2>::from_data(TensorData::new(x, [chunk.len(), data.width]), &self.device());
-            let (z, _) = self.net.forward_logits(&self.spec, x);
+            let z = outputs_for_loss(self.loss, self.net.forward_logits(&self.spec, x));
             let (loss, m) = loss_and_metrics(self.loss, z, &y, &self.device());
             total.n += m.n;
             total.loss_sum += loss.into_scalar::<f32>() as f64 * chunk.len() as f64;

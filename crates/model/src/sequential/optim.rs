@@ -46,6 +46,15 @@ impl OptimizerSpec {
         if cfg.get("learning_rate").is_some_and(J::is_object) {
             return Err("optimizer: learning-rate schedules are not supported".into());
         }
+        // Settings that change the training and are not implemented: refused, not ignored.
+        let set = |k: &str| cfg.get(k).is_some_and(|v| !v.is_null() && v != &J::Bool(false));
+        let unsupported: Vec<&str> = ["clipnorm", "clipvalue", "global_clipnorm", "use_ema", "gradient_accumulation_steps", "loss_scale_factor"].into_iter().filter(|k| set(k)).collect();
+        if !unsupported.is_empty() {
+            return Err(format!("optimizer {name}: {} not supported", unsupported.join(", ")));
+        }
+        if !name.eq_ignore_ascii_case("adamw") && cfg.get("weight_decay").and_then(J::as_f64).is_some_and(|w| w != 0.0) {
+            return Err(format!("optimizer {name}: weight_decay is supported with AdamW only"));
+        }
         Ok(match name.to_ascii_lowercase().as_str() {
             "adam" => {
                 if cfg.get("amsgrad").and_then(J::as_bool) == Some(true) {
