@@ -151,4 +151,40 @@ async fn every_column_kind_the_same_in_process_and_through_kafka() {
     let incomes = [60000.0, 18000.0, 41000.0, 23000.25];
     let mean = incomes.iter().sum::<f64>() / 4.0;
     assert!((spec.columns[0].shift - mean).abs() < 1e-6, "income's mean over the non-NULL training rows: {} vs {mean}", spec.columns[0].shift);
+
+    // The CLI on the same table: train (NULLs imputed), predict a raw row with a city never
+    // seen, and follow the table (its five rows from the snapshot, then a new one).
+    let bin = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_tensorcdc"));
+        c.env("TENSORCDC_STATE_DIR", dir.path());
+        c
+    };
+    let model = dir.path().join("model");
+    let out = bin().args(["train", "--source", &pg.url("postgres"), "--table", "loans", "--label", "defaulted", "--nulls", "impute", "--epochs", "3", "--out", model.to_str().unwrap()]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("training on 5 rows") && text.contains("2 classes (false, true)"), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    let row = r#"{"income": 50000.0, "age": 40, "rate": 0.05, "owner": true, "city": "Zagreb", "grade": "B", "photo": "AAH/", "scores": [1.0, 2.0], "opened": 18000}"#;
+    let out = bin().args(["predict", "--model", model.to_str().unwrap(), "--row", row]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && (text.starts_with("prediction: false (") || text.starts_with("prediction: true (")), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    let mut follow = bin()
+        .args(["predict", "--follow", "--source", &pg.url("postgres"), "--table", "loans", "--max", "6", "--model", model.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c.query_one("SELECT count(*) FROM pg_replication_slots WHERE active AND slot_name LIKE 'tensorcdc_loans_%'", &[]).await.unwrap().get::<_, i64>(0) < 1 {
+        assert!(Instant::now() < deadline, "the follower's slot within 30 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    c.batch_execute("INSERT INTO loans(income, age, rate, owner, city, grade, photo, scores, opened, defaulted) VALUES (30000, 33, 0.08, false, 'Lima', 'C', '\\x010101', '{1,1}', '2024-01-01', NULL)").await.unwrap();
+    let lines = common::Lines::of(follow.stdout.take().unwrap()).rest(60, "the prediction");
+    assert!(follow.wait().unwrap().success());
+    let preds: Vec<serde_json::Value> = lines.iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+    // The snapshot's rows in the table's physical order (the updated row 1 last), then row 7.
+    let mut keys: Vec<&str> = preds.iter().map(|p| p["key"].as_str().unwrap()).collect();
+    assert_eq!(keys.pop(), Some("7"), "{lines:?}");
+    keys.sort();
+    assert_eq!(keys, ["1", "2", "4", "5", "6"], "{lines:?}");
+    assert!(preds.iter().all(|p| ["false", "true"].contains(&p["prediction"].as_str().unwrap())), "{lines:?}");
 }
