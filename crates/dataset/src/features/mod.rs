@@ -17,9 +17,11 @@
 //! * [`cell`]: cells and records from typed rows and Debezium JSON, and the change a record
 //!   stands for.
 //! * [`keyed`]: the keyed set: an update replaces the row with its key, a delete removes it.
+//! * `kinds`: the column kinds, scaling, NULL policy and task, with their flag names.
 
 pub mod cell;
 pub mod keyed;
+mod kinds;
 
 use std::collections::BTreeMap;
 
@@ -27,78 +29,7 @@ use serde::{Deserialize, Serialize};
 
 pub use cell::{Cell, Change, Record};
 pub use keyed::KeyedRecords;
-
-/// How a column becomes features.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Kind {
-    Number,
-    Boolean,
-    Category,
-    Bytes,
-    Array,
-}
-
-/// How number columns are scaled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Scaling {
-    #[default]
-    Standard,
-    MinMax,
-    None,
-}
-
-/// What a NULL feature does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Nulls {
-    #[default]
-    Skip,
-    Impute,
-}
-
-/// What the label asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Task {
-    Classification,
-    Regression,
-}
-
-impl std::str::FromStr for Scaling {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "standard" => Ok(Scaling::Standard),
-            "minmax" => Ok(Scaling::MinMax),
-            "none" => Ok(Scaling::None),
-            o => Err(format!("--scaling {o:?}: expected standard, minmax or none")),
-        }
-    }
-}
-
-impl std::str::FromStr for Nulls {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "skip" => Ok(Nulls::Skip),
-            "impute" => Ok(Nulls::Impute),
-            o => Err(format!("--nulls {o:?}: expected skip or impute")),
-        }
-    }
-}
-
-impl std::str::FromStr for Task {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "classification" => Ok(Task::Classification),
-            "regression" => Ok(Task::Regression),
-            o => Err(format!("--task {o:?}: expected classification or regression")),
-        }
-    }
-}
+pub use kinds::{Kind, Nulls, Scaling, Task};
 
 /// What to learn from: the label, the features (default: every column but the key columns
 /// and the label), and how to encode them.
