@@ -344,7 +344,7 @@ async fn run(a: DemoArgs, _shutdown: tokio::sync::watch::Receiver<bool>) -> Resu
 
     step(7, "mnist_manual: five rows, predicted live");
     let t = Instant::now();
-    let writer = TableWriter::new(&url, "mnist_predictions").await?;
+    let writer = TableWriter::new::<crate::follow::Prediction>(&url, "mnist_predictions").await?;
     // As the blog: head -5 mnist_test.sql | sed s/test/manual/ | psql
     let five = test_set.clone().truncate(5);
     let mut sql = Vec::new();

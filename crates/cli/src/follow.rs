@@ -20,7 +20,7 @@ pub struct Prediction {
     pub latency_ms: Option<f64>,
 }
 
-fn now_ms() -> f64 {
+pub(crate) fn now_ms() -> f64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs_f64() * 1e3
 }
 
@@ -50,35 +50,122 @@ pub fn predict_items(predictor: &Predictor, version: &str, items: &[Item]) -> Re
         .collect())
 }
 
-/// Writes predictions to a Postgres table.
+/// A prediction as the outputs of `predict --follow` take it: a JSON line, a record keyed by
+/// the source row, and a row of the predictions table (its columns are the prediction's).
+pub trait PredictionRow: serde::Serialize {
+    /// The table's columns after `id`, for `CREATE TABLE`.
+    const COLUMNS: &'static str;
+    /// The columns `params` fills, in order.
+    const INSERT: &'static str;
+    fn key(&self) -> Option<&str>;
+    fn latency_ms(&self) -> Option<f64>;
+    /// The values of `INSERT`, in order.
+    fn params(&self) -> Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>>;
+}
+
+impl PredictionRow for Prediction {
+    const COLUMNS: &'static str = "row_key TEXT, digit SMALLINT, probability REAL, label SMALLINT, model_version TEXT, source_position TEXT, latency_ms DOUBLE PRECISION";
+    const INSERT: &'static str = "row_key, digit, probability, label, model_version, source_position, latency_ms";
+    fn key(&self) -> Option<&str> {
+        self.key.as_deref()
+    }
+    fn latency_ms(&self) -> Option<f64> {
+        self.latency_ms
+    }
+    fn params(&self) -> Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>> {
+        vec![
+            Box::new(self.key.clone()),
+            Box::new(self.digit as i16),
+            Box::new(self.probability),
+            Box::new(self.label as i16),
+            Box::new(self.model_version.clone()),
+            Box::new(self.position.clone()),
+            Box::new(self.latency_ms),
+        ]
+    }
+}
+
+/// Writes predictions to a Postgres table (created if missing).
 pub struct TableWriter {
     client: tokio_postgres::Client,
     insert: tokio_postgres::Statement,
 }
 
 impl TableWriter {
-    pub async fn new(url: &str, table: &str) -> Result<Self> {
+    pub async fn new<P: PredictionRow>(url: &str, table: &str) -> Result<Self> {
         if !table.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             anyhow::bail!("--predictions-table {table:?}: use letters, digits and '_'");
         }
         let client = tensorcdc_postgres::conn::connect(url).await.with_context(|| format!("--predictions-db {}", tensorcdc_postgres::conn::redact(url)))?;
         client
-            .batch_execute(&format!(
-                "CREATE TABLE IF NOT EXISTS {table}(id BIGSERIAL PRIMARY KEY, row_key TEXT, digit SMALLINT, probability REAL, \
-                 label SMALLINT, model_version TEXT, source_position TEXT, latency_ms DOUBLE PRECISION, predicted_at TIMESTAMPTZ DEFAULT now())"
-            ))
+            .batch_execute(&format!("CREATE TABLE IF NOT EXISTS {table}(id BIGSERIAL PRIMARY KEY, {}, predicted_at TIMESTAMPTZ DEFAULT now())", P::COLUMNS))
             .await?;
-        let insert = client
-            .prepare(&format!("INSERT INTO {table}(row_key, digit, probability, label, model_version, source_position, latency_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)"))
-            .await?;
+        let values: Vec<String> = (1..=P::INSERT.split(',').count()).map(|i| format!("${i}")).collect();
+        let insert = client.prepare(&format!("INSERT INTO {table}({}) VALUES ({})", P::INSERT, values.join(", "))).await?;
         Ok(TableWriter { client, insert })
     }
 
-    pub async fn write(&self, p: &Prediction) -> Result<()> {
-        self.client
-            .execute(&self.insert, &[&p.key, &(p.digit as i16), &p.probability, &(p.label as i16), &p.model_version, &p.position, &p.latency_ms])
-            .await?;
+    pub async fn write<P: PredictionRow>(&self, p: &P) -> Result<()> {
+        let values = p.params();
+        let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = values.iter().map(|v| v.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
+        self.client.execute(&self.insert, &refs).await?;
         Ok(())
+    }
+}
+
+/// Where `predict --follow` sends each prediction: stdout (a JSON line), the
+/// `--predictions-topic` (keyed by the source row), the `--predictions-table`; and the
+/// latencies for the closing summary. One for the MNIST follower and the any-table one.
+pub struct Outputs {
+    publisher: Option<(tensorcdc_kafka::Publisher, String)>,
+    table: Option<TableWriter>,
+    latencies: Vec<f64>,
+    max: Option<usize>,
+    pub n: usize,
+}
+
+impl Outputs {
+    pub async fn new<P: PredictionRow>(a: &PredictArgs) -> Result<Self> {
+        let publisher = match (&a.predictions_topic, &a.source.kafka) {
+            (Some(t), Some(b)) => Some((tensorcdc_kafka::Publisher::new(b, &tensorcdc_kafka::settings(&a.source.kafka_settings)?)?, t.clone())),
+            (Some(_), None) => anyhow::bail!("--predictions-topic needs --kafka"),
+            _ => None,
+        };
+        let table = match &a.predictions_table {
+            Some(t) => {
+                let url = a.predictions_db.as_ref().or(a.source.source.as_ref()).context("--predictions-table needs --predictions-db URL (or --source)")?;
+                Some(TableWriter::new::<P>(url, t).await?)
+            }
+            None => None,
+        };
+        Ok(Outputs { publisher, table, latencies: Vec::new(), max: a.max, n: 0 })
+    }
+
+    pub async fn emit<P: PredictionRow>(&mut self, p: &P) -> Result<()> {
+        println!("{}", serde_json::to_string(p)?);
+        if let Some((pubr, topic)) = &self.publisher {
+            pubr.send(topic, p.key().unwrap_or(""), &serde_json::to_vec(p)?).await?;
+        }
+        if let Some(t) = &self.table {
+            t.write(p).await?;
+        }
+        if let Some(l) = p.latency_ms() {
+            self.latencies.push(l);
+        }
+        self.n += 1;
+        Ok(())
+    }
+
+    /// True once `--max` predictions were made.
+    pub fn done(&self) -> bool {
+        self.max.is_some_and(|m| self.n >= m)
+    }
+
+    /// The closing line on stderr (`extra` after the count).
+    pub fn summary(&self, extra: &str) {
+        if let (Some(p50), Some(p99)) = (percentile(&self.latencies, 50.0), percentile(&self.latencies, 99.0)) {
+            eprintln!("{} predictions{extra}; commit-to-prediction latency p50 {p50:.1} ms, p99 {p99:.1} ms", self.n);
+        }
     }
 }
 
@@ -102,21 +189,8 @@ pub fn follow(a: PredictArgs) -> Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
         let mut stream = a.source.stream("mnist_manual", -1).await?;
-        let publisher = match (&a.predictions_topic, &a.source.kafka) {
-            (Some(_), Some(b)) => Some(tensorcdc_kafka::Publisher::new(b, &tensorcdc_kafka::settings(&a.source.kafka_settings)?)?),
-            (Some(_), None) => anyhow::bail!("--predictions-topic needs --kafka"),
-            _ => None,
-        };
-        let table = match &a.predictions_table {
-            Some(t) => {
-                let url = a.predictions_db.as_ref().or(a.source.source.as_ref()).context("--predictions-table needs --predictions-db URL (or --source)")?;
-                Some(TableWriter::new(url, t).await?)
-            }
-            None => None,
-        };
+        let mut out = Outputs::new::<Prediction>(&a).await?;
         let shutdown = crate::capture::shutdown_signal();
-        let mut latencies = Vec::new();
-        let mut n = 0usize;
         loop {
             let batch = tokio::select! {
                 b = stream.next_batch(256) => b?,
@@ -124,26 +198,14 @@ pub fn follow(a: PredictArgs) -> Result<()> {
             };
             let Some(items) = batch else { break };
             for p in predict_items(&predictor, &version, &items)? {
-                println!("{}", serde_json::to_string(&p)?);
-                if let (Some(pubr), Some(topic)) = (&publisher, &a.predictions_topic) {
-                    pubr.send(topic, p.key.as_deref().unwrap_or(""), &serde_json::to_vec(&p)?).await?;
-                }
-                if let Some(t) = &table {
-                    t.write(&p).await?;
-                }
-                if let Some(l) = p.latency_ms {
-                    latencies.push(l);
-                }
-                n += 1;
+                out.emit(&p).await?;
             }
-            if a.max.is_some_and(|m| n >= m) {
+            if out.done() {
                 break;
             }
         }
         stream.close().await?;
-        if let (Some(p50), Some(p99)) = (percentile(&latencies, 50.0), percentile(&latencies, 99.0)) {
-            eprintln!("{n} predictions; commit-to-prediction latency p50 {p50:.1} ms, p99 {p99:.1} ms");
-        }
+        out.summary("");
         Ok(())
     })
 }

@@ -241,7 +241,7 @@ impl SourceArgs {
             let stats = Arc::new(Mutex::new(CaptureStats::default()));
             let st = stats.clone();
             let run = tokio::spawn(async move { run_capture(cfg, tensorcdc_postgres::identity(), &mut sink, stop_rx, st).await });
-            return Ok(Stream { inner: Inner::Capture { rx, stop, run: Some(run), stats }, opts, args: self.clone(), timeout_ms, last: Instant::now(), report: Report::default(), unacked: Vec::new() });
+            return Ok(Stream { inner: Inner::Capture { rx, stop, run: Some(run), stats }, opts: Arc::new(opts), args: Arc::new(self.clone()), timeout_ms, last: Instant::now(), report: Report::default(), unacked: Vec::new() });
         }
         let Some(brokers) = &self.kafka else { bail!("streaming needs --kafka HOST:PORT --topic T --group G, or --source postgres://...") };
         if self.topic.is_empty() {
@@ -249,7 +249,7 @@ impl SourceArgs {
         }
         let group = self.group.clone().unwrap_or_else(|| "tensorcdc".into());
         let reader = GroupReader::new(brokers, &self.topic, &group, &self.auto_offset_reset, timeout_ms, &self.kafka_extra()?)?;
-        Ok(Stream { inner: Inner::Kafka(reader), opts, args: self.clone(), timeout_ms, last: Instant::now(), report: Report::default(), unacked: Vec::new() })
+        Ok(Stream { inner: Inner::Kafka(reader), opts: Arc::new(opts), args: Arc::new(self.clone()), timeout_ms, last: Instant::now(), report: Report::default(), unacked: Vec::new() })
     }
 }
 
@@ -266,8 +266,10 @@ enum Inner {
 /// Examples as they arrive, in batches.
 pub struct Stream {
     inner: Inner,
-    opts: DecodeOptions,
-    args: SourceArgs,
+    /// Shared with the decoders `next_with` calls while it holds the stream (a refcount, not
+    /// a copy, per batch).
+    opts: Arc<DecodeOptions>,
+    args: Arc<SourceArgs>,
     timeout_ms: i64,
     last: Instant,
     pub report: Report,

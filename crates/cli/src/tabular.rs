@@ -92,7 +92,9 @@ pub async fn read_rows(src: &SourceArgs) -> Result<Rows> {
         let mut err = None;
         tensorcdc_kafka::read_bounded(&brokers, &topic, part, offset, strict, &extra, Duration::from_secs(60), |r| {
             rows.records += 1;
-            if let Some(serde_json::Value::Object(k)) = r.key.as_deref().and_then(|k| serde_json::from_slice(k).ok()) {
+            // Every key of a table has the same columns: read them from the first one.
+            let first_key = rows.key_columns.is_empty().then_some(r.key.as_deref()).flatten();
+            if let Some(serde_json::Value::Object(k)) = first_key.and_then(|k| serde_json::from_slice(k).ok()) {
                 let names = match k.get("payload") {
                     Some(serde_json::Value::Object(p)) if k.contains_key("schema") => p.keys().cloned().collect::<Vec<_>>(),
                     _ => k.keys().cloned().collect(),
@@ -289,33 +291,25 @@ pub struct RowPrediction {
     pub latency_ms: Option<f64>,
 }
 
-/// Writes predictions of any table to a Postgres table.
-struct RowTable {
-    client: tokio_postgres::Client,
-    insert: tokio_postgres::Statement,
-}
-
-impl RowTable {
-    async fn new(url: &str, table: &str) -> Result<Self> {
-        if !table.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            bail!("--predictions-table {table:?}: use letters, digits and '_'");
-        }
-        let client = tensorcdc_postgres::conn::connect(url).await.with_context(|| format!("--predictions-db {}", tensorcdc_postgres::conn::redact(url)))?;
-        client
-            .batch_execute(&format!(
-                "CREATE TABLE IF NOT EXISTS {table}(id BIGSERIAL PRIMARY KEY, row_key TEXT, prediction TEXT, probability REAL, value DOUBLE PRECISION, \
-                 model_version TEXT, source_position TEXT, latency_ms DOUBLE PRECISION, predicted_at TIMESTAMPTZ DEFAULT now())"
-            ))
-            .await?;
-        let insert = client
-            .prepare(&format!("INSERT INTO {table}(row_key, prediction, probability, value, model_version, source_position, latency_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)"))
-            .await?;
-        Ok(RowTable { client, insert })
+impl crate::follow::PredictionRow for RowPrediction {
+    const COLUMNS: &'static str = "row_key TEXT, prediction TEXT, probability REAL, value DOUBLE PRECISION, model_version TEXT, source_position TEXT, latency_ms DOUBLE PRECISION";
+    const INSERT: &'static str = "row_key, prediction, probability, value, model_version, source_position, latency_ms";
+    fn key(&self) -> Option<&str> {
+        self.key.as_deref()
     }
-
-    async fn write(&self, p: &RowPrediction) -> Result<()> {
-        self.client.execute(&self.insert, &[&p.key, &p.prediction, &p.probability, &p.value, &p.model_version, &p.position, &p.latency_ms]).await?;
-        Ok(())
+    fn latency_ms(&self) -> Option<f64> {
+        self.latency_ms
+    }
+    fn params(&self) -> Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>> {
+        vec![
+            Box::new(self.key.clone()),
+            Box::new(self.prediction.clone()),
+            Box::new(self.probability),
+            Box::new(self.value),
+            Box::new(self.model_version.clone()),
+            Box::new(self.position.clone()),
+            Box::new(self.latency_ms),
+        ]
     }
 }
 
@@ -331,21 +325,9 @@ pub fn follow(a: &crate::train::PredictArgs) -> Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
         let mut stream = a.source.stream("", -1).await?;
-        let publisher = match (&a.predictions_topic, &a.source.kafka) {
-            (Some(_), Some(b)) => Some(tensorcdc_kafka::Publisher::new(b, &tensorcdc_kafka::settings(&a.source.kafka_settings)?)?),
-            (Some(_), None) => bail!("--predictions-topic needs --kafka"),
-            _ => None,
-        };
-        let table = match &a.predictions_table {
-            Some(t) => {
-                let url = a.predictions_db.as_ref().or(a.source.source.as_ref()).context("--predictions-table needs --predictions-db URL (or --source)")?;
-                Some(RowTable::new(url, t).await?)
-            }
-            None => None,
-        };
+        let mut outputs = crate::follow::Outputs::new::<RowPrediction>(a).await?;
         let shutdown = crate::capture::shutdown_signal();
-        let (mut n, mut skipped) = (0usize, 0usize);
-        let mut latencies = Vec::new();
+        let mut skipped = 0usize;
         loop {
             let batch = tokio::select! {
                 b = stream.next_changes(256) => b?,
@@ -368,7 +350,7 @@ pub fn follow(a: &crate::train::PredictArgs) -> Result<()> {
                 continue;
             }
             let outs = p.predict(&x, spec.width())?;
-            let done = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs_f64() * 1e3;
+            let done = crate::follow::now_ms();
             for ((key, it), out) in rows.into_iter().zip(outs) {
                 let (prediction, probability, value) = match spec.task {
                     Task::Classification => {
@@ -377,27 +359,14 @@ pub fn follow(a: &crate::train::PredictArgs) -> Result<()> {
                     }
                     Task::Regression => (out[0].to_string(), None, Some(out[0] as f64)),
                 };
-                let pred = RowPrediction { key, prediction, probability, value, model_version: version.clone(), position: it.position.clone(), latency_ms: it.commit_ts_ms.map(|c| done - c as f64) };
-                println!("{}", serde_json::to_string(&pred)?);
-                if let (Some(pubr), Some(topic)) = (&publisher, &a.predictions_topic) {
-                    pubr.send(topic, pred.key.as_deref().unwrap_or(""), &serde_json::to_vec(&pred)?).await?;
-                }
-                if let Some(t) = &table {
-                    t.write(&pred).await?;
-                }
-                if let Some(l) = pred.latency_ms {
-                    latencies.push(l);
-                }
-                n += 1;
+                outputs.emit(&RowPrediction { key, prediction, probability, value, model_version: version.clone(), position: it.position.clone(), latency_ms: it.commit_ts_ms.map(|c| done - c as f64) }).await?;
             }
-            if a.max.is_some_and(|m| n >= m) {
+            if outputs.done() {
                 break;
             }
         }
         stream.close().await?;
-        if let (Some(p50), Some(p99)) = (crate::follow::percentile(&latencies, 50.0), crate::follow::percentile(&latencies, 99.0)) {
-            eprintln!("{n} predictions ({skipped} rows not predicted); commit-to-prediction latency p50 {p50:.1} ms, p99 {p99:.1} ms");
-        }
+        outputs.summary(&format!(" ({skipped} rows not predicted)"));
         Ok(())
     })
 }
