@@ -13,10 +13,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use tensorcdc_change::{ChannelSink, Message, Sink};
 use tensorcdc_dataset::mnist::{self, Split};
-use tensorcdc_dataset::{from_message, DecodeOptions, Example, Examples};
+use tensorcdc_dataset::{Example, Examples};
 use tensorcdc_localpg::{LocalPg, Options};
 use tensorcdc_model::{argmax, checkpoint, Metrics};
 use tensorcdc_postgres::{run_capture, CaptureConfig, CaptureStats, Transform};
+use tensorcdc_source::{SourceConfig, Stream};
 use tokio::sync::mpsc;
 
 use crate::follow::{percentile, predict_items, TableWriter};
@@ -91,34 +92,6 @@ pub fn demo(a: DemoArgs) -> Result<()> {
     // (which owns it) was dropped.
     rt.shutdown_timeout(Duration::from_secs(5));
     result
-}
-
-/// Per-topic queues of in-process messages.
-struct Router {
-    train: mpsc::UnboundedReceiver<Message>,
-    test: mpsc::UnboundedReceiver<Message>,
-    manual: mpsc::UnboundedReceiver<Message>,
-}
-
-fn route(mut rx: mpsc::Receiver<Message>) -> Router {
-    let (t1, train) = mpsc::unbounded_channel();
-    let (t2, test) = mpsc::unbounded_channel();
-    let (t3, manual) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Some(m) = rx.recv().await {
-            let tx = if m.topic.ends_with(".mnist_train") {
-                &t1
-            } else if m.topic.ends_with(".mnist_test") {
-                &t2
-            } else if m.topic.ends_with(".mnist_manual") {
-                &t3
-            } else {
-                continue;
-            };
-            let _ = tx.send(m);
-        }
-    });
-    Router { train, test, manual }
 }
 
 async fn run(a: DemoArgs, _shutdown: tokio::sync::watch::Receiver<bool>) -> Result<()> {
@@ -205,16 +178,17 @@ async fn run(a: DemoArgs, _shutdown: tokio::sync::watch::Receiver<bool>) -> Resu
     cfg.status_interval_ms = 1000;
     let stats = Arc::new(Mutex::new(CaptureStats::default()));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let (sink, router): (Box<dyn Sink>, Option<Router>) = match &a.kafka {
+    // In-process, the one capture's messages are split by table, each read as a stream.
+    let (sink, mut routes): (Box<dyn Sink>, Vec<mpsc::Receiver<Message>>) = match &a.kafka {
         Some(brokers) => {
             // The blog's chain: unwrap, then MnistToCsv, string converter.
             cfg.converter.key = tensorcdc_change::json::Converter::String;
             cfg.converter.value = tensorcdc_change::json::Converter::String;
-            (Box::new(tensorcdc_kafka::KafkaSink::new(brokers, &[], cfg.converter)?), None)
+            (Box::new(tensorcdc_kafka::KafkaSink::new(brokers, &[], cfg.converter)?), Vec::new())
         }
         None => {
             let (s, rx) = ChannelSink::new(8192);
-            (Box::new(s), Some(route(rx)))
+            (Box::new(s), tensorcdc_source::route(rx, &[".mnist_train", ".mnist_test", ".mnist_manual"], 8192))
         }
     };
     let transform: Transform = if a.kafka.is_some() {
@@ -234,28 +208,29 @@ async fn run(a: DemoArgs, _shutdown: tokio::sync::watch::Receiver<bool>) -> Resu
     println!("slot {} on publication dbz_publication, tables public.mnist_.*", format_args!("tensorcdc_demo_{}", std::process::id()));
 
     step(5, "Train from the captured rows");
-    let opts = DecodeOptions::default();
-    let mut router = router;
-    let captured_train: Examples = match (&mut router, &a.kafka) {
-        (Some(r), _) => {
+    // One source per table: the routed in-process messages, or the Kafka topics.
+    let in_process = |rx: mpsc::Receiver<Message>, timeout_ms: i64| Stream::from_channel(rx, stats.clone(), &SourceConfig::default(), timeout_ms);
+    let mut routes = routes.drain(..);
+    let (train_rx, test_rx, manual_rx) = (routes.next(), routes.next(), routes.next());
+    let captured_train: Examples = match (train_rx, &a.kafka) {
+        (Some(rx), _) => {
+            let mut s = in_process(rx, -1);
             let mut ex = Examples::default();
             while ex.len() < loaded as usize {
-                let m = r.train.recv().await.context("capture stopped")?;
-                if let Some(e) = from_message(&m, &opts)? {
-                    ex.push(&e);
+                for it in s.next_batch(4096).await?.context("capture stopped")? {
+                    ex.push(&it.example);
                 }
             }
             ex
         }
         (None, Some(brokers)) => {
-            let src = kafka_source(brokers, "tf.public.mnist_train", None);
             // Wait for the snapshot to be delivered, then read the topic to its end.
             while !stats.lock().expect("stats").streaming {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            src.bounded(Split::Train).await?.0
+            tensorcdc_source::bounded_examples(&SourceConfig::kafka(brokers, "tf.public.mnist_train", None), Split::Train).await?.0
         }
-        _ => unreachable!(),
+        _ => unreachable!("either in-process routes or Kafka"),
     };
     println!("captured {} rows ({} by the snapshot) in {}", captured_train.len(), stats.lock().expect("stats").snapshot_rows, secs(t.elapsed()));
     times.push(("capture", t.elapsed()));
@@ -288,41 +263,22 @@ async fn run(a: DemoArgs, _shutdown: tokio::sync::watch::Receiver<bool>) -> Resu
     let mut m = Metrics::default();
     let mut next_line = 0usize;
     let every = (test_set.len() / 10).max(1);
-    let mut last_row = Instant::now();
     let (mut px, mut labels) = (Vec::new(), Vec::new());
-    let mut kafka_test = match (&router, &a.kafka) {
-        (None, Some(b)) => Some(kafka_source(b, "tf.public.mnist_test", Some("mnistcg")).stream("mnist_test", a.stream_timeout as i64).await?),
-        _ => None,
+    // In-process the stream ends `stream_timeout` after the last row; with --manual it waits
+    // for the first row first. Through Kafka the consumer group's stream timeout does both.
+    let mut test_stream = match (test_rx, &a.kafka) {
+        (Some(rx), _) => in_process(rx, if a.manual { -1 } else { a.stream_timeout as i64 }),
+        (None, Some(b)) => Stream::open(&SourceConfig::kafka(b, "tf.public.mnist_test", Some("mnistcg")), "mnist_test", a.stream_timeout as i64).await?,
+        _ => unreachable!("either in-process routes or Kafka"),
     };
     while m.examples < want {
-        let batch: Vec<Example> = match (&mut router, &mut kafka_test) {
-            (Some(r), _) => match tokio::time::timeout(Duration::from_millis(100), r.test.recv()).await {
-                Ok(Some(msg)) => {
-                    let mut v: Vec<Example> = from_message(&msg, &opts)?.into_iter().collect();
-                    while v.len() < 250 {
-                        match r.test.try_recv() {
-                            Ok(msg) => v.extend(from_message(&msg, &opts)?),
-                            Err(_) => break,
-                        }
-                    }
-                    v
-                }
-                Ok(None) => bail!("capture stopped"),
-                Err(_) => vec![],
-            },
-            (None, Some(s)) => match s.next_batch(500).await? {
-                Some(items) => items.into_iter().map(|i| i.example).collect(),
-                None => break,
-            },
-            _ => unreachable!(),
+        let batch: Vec<Example> = match test_stream.next_batch(500).await? {
+            Some(items) => items.into_iter().map(|i| i.example).collect(),
+            None => break,
         };
-        if batch.is_empty() {
-            if (m.examples > 0 || !a.manual) && last_row.elapsed() >= Duration::from_millis(a.stream_timeout) {
-                break;
-            }
-            continue;
+        if a.manual && m.examples == 0 && a.kafka.is_none() {
+            test_stream.set_timeout_ms(a.stream_timeout as i64);
         }
-        last_row = Instant::now();
         px.clear();
         labels.clear();
         for e in &batch {
@@ -336,9 +292,7 @@ async fn run(a: DemoArgs, _shutdown: tokio::sync::watch::Receiver<bool>) -> Resu
             next_line = m.examples + every;
         }
     }
-    if let Some(s) = kafka_test {
-        s.close().await?;
-    }
+    test_stream.close().await?;
     println!("test: {} rows - loss: {:.4} - accuracy: {:.4}", m.examples, m.loss(), m.accuracy());
     times.push(("evaluate", t.elapsed()));
 
@@ -351,30 +305,16 @@ async fn run(a: DemoArgs, _shutdown: tokio::sync::watch::Receiver<bool>) -> Resu
     mnist::write_sql(&mut sql, "mnist_manual", &five)?;
     client.batch_execute(&String::from_utf8(sql)?).await?;
     let version = model_version(&model_dir);
-    let mut kafka_manual = match (&router, &a.kafka) {
-        (None, Some(b)) => Some(kafka_source(b, "tf.public.mnist_manual", Some("predict")).stream("mnist_manual", 30_000).await?),
-        _ => None,
+    let mut manual_stream = match (manual_rx, &a.kafka) {
+        (Some(rx), _) => in_process(rx, 30_000),
+        (None, Some(b)) => Stream::open(&SourceConfig::kafka(b, "tf.public.mnist_manual", Some("predict")), "mnist_manual", 30_000).await?,
+        _ => unreachable!("either in-process routes or Kafka"),
     };
     let mut preds = Vec::new();
     let mut latencies = Vec::new();
     let mut shown: Vec<(Vec<u8>, String)> = Vec::new();
     while preds.len() < five.len() {
-        let items: Vec<Item> = match (&mut router, &mut kafka_manual) {
-            (Some(r), _) => {
-                let msg = tokio::time::timeout(Duration::from_secs(30), r.manual.recv()).await.context("no mnist_manual row within 30 s")?.context("capture stopped")?;
-                let commit = msg.commit_ts_ms;
-                let key = msg.key.to_text();
-                from_message(&msg, &opts)?
-                    .map(|mut e| {
-                        e.key = key;
-                        Item { example: e, commit_ts_ms: Some(commit) }
-                    })
-                    .into_iter()
-                    .collect()
-            }
-            (None, Some(s)) => s.next_batch(5).await?.context("no mnist_manual row within 30 s")?,
-            _ => unreachable!(),
-        };
+        let items: Vec<Item> = manual_stream.next_batch(5).await?.context("no mnist_manual row within 30 s")?;
         for (it, p) in items.iter().zip(predict_items(&predictor, &version, &items)?) {
             print!("{}", pictures::terminal(&it.example.pixels[..]));
             println!(
@@ -393,9 +333,7 @@ async fn run(a: DemoArgs, _shutdown: tokio::sync::watch::Receiver<bool>) -> Resu
             preds.push(p);
         }
     }
-    if let Some(s) = kafka_manual {
-        s.close().await?;
-    }
+    manual_stream.close().await?;
     times.push(("predict", t.elapsed()));
     let n_pred: i64 = client.query_one("SELECT count(*) FROM mnist_predictions", &[]).await?.get(0);
 
@@ -446,27 +384,4 @@ async fn run(a: DemoArgs, _shutdown: tokio::sync::watch::Receiver<bool>) -> Resu
     println!("pictures:        {} ({gw}x{gh}), {}", grid_path.display(), curves.display());
     println!("summary:         {}", a.out.join("summary.json").display());
     Ok(())
-}
-
-fn kafka_source(brokers: &str, topic: &str, group: Option<&str>) -> crate::source::SourceArgs {
-    crate::source::SourceArgs {
-        data: None,
-        kafka: Some(brokers.into()),
-        topic: vec![topic.into()],
-        partition: None,
-        offset: 0,
-        strict: false,
-        group: group.map(String::from),
-        stream_timeout: None,
-        auto_offset_reset: "earliest".into(),
-        kafka_settings: vec![],
-        source: None,
-        table: None,
-        format: "auto".into(),
-        columns: None,
-        label_field: "label".into(),
-        features_field: "pixels".into(),
-        on_error: "skip".into(),
-        limit: None,
-    }
 }

@@ -5,17 +5,17 @@
 //! without schemas), into a keyed set (updates replace, deletes remove); the feature spec is
 //! fitted on the training rows and saved with the model.
 
-use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use tensorcdc_change::Key;
-use tensorcdc_dataset::decode::key_text;
-use tensorcdc_dataset::features::cell::{change_of_json, change_of_message, record_of_json, CsvColumns};
+use tensorcdc_dataset::features::cell::record_of_json;
 use tensorcdc_dataset::features::{EncodeError, FeatureSpec, KeyedRecords, SpecOptions, Target, Task};
-use tensorcdc_model::sequential::{checkpoint, Activation, CompileConfig, Data, FitMetrics, FitSettings, Loss, SeqPredictor, SeqTrainer, SequentialSpec, Targets};
 use tensorcdc_model::device_from_env;
+use tensorcdc_model::sequential::{
+    checkpoint, Activation, CompileConfig, Data, FitMetrics, FitSettings, Loss, SeqPredictor, SeqTrainer, SequentialSpec, Targets,
+};
+use tensorcdc_source::Rows;
 
 use crate::source::SourceArgs;
 
@@ -59,73 +59,10 @@ impl ModelArgs {
     }
 }
 
-/// Rows read, skipped, and the key columns seen.
-#[derive(Default)]
-pub struct Rows {
-    pub set: KeyedRecords,
-    pub records: u64,
-    pub bad: u64,
-    pub key_columns: BTreeSet<String>,
-}
-
 /// Reads everything available now: the table through an in-process snapshot, or a Kafka
-/// topic of Debezium JSON up to its high watermark.
+/// topic of Debezium JSON or CSV up to its high watermark (`tensorcdc-source`).
 pub async fn read_rows(src: &SourceArgs) -> Result<Rows> {
-    let mut rows = Rows::default();
-    if let Some(url) = &src.source {
-        let table = src.table.clone().context("--source needs --table T (the table to read)")?;
-        let (mut rx, run) = src.snapshot(url, &table)?;
-        while let Some(m) = rx.recv().await {
-            rows.records += 1;
-            if let Key::Row(k) = &m.key {
-                rows.key_columns.extend(k.fields.iter().map(|f| f.name.clone()));
-            }
-            rows.set.apply(change_of_message(&m));
-        }
-        run.await??;
-        return Ok(rows);
-    }
-    let (Some(brokers), Some(topic)) = (&src.kafka, src.topic.first()) else { bail!("give a source: --source postgres://... --table T, or --kafka HOST:PORT --topic T") };
-    let (brokers, topic, extra, part, offset, strict, fail) = (brokers.clone(), topic.clone(), tensorcdc_kafka::settings(&src.kafka_settings)?, src.partition, src.offset, src.strict, src.on_error == "fail");
-    let mut csv = CsvColumns(src.columns.clone());
-    tokio::task::spawn_blocking(move || -> Result<Rows> {
-        let mut err = None;
-        tensorcdc_kafka::read_bounded(&brokers, &topic, part, offset, strict, &extra, Duration::from_secs(60), |r| {
-            rows.records += 1;
-            // Every key of a table has the same columns: read them from the first one.
-            let first_key = rows.key_columns.is_empty().then_some(r.key.as_deref()).flatten();
-            if let Some(serde_json::Value::Object(k)) = first_key.and_then(|k| serde_json::from_slice(k).ok()) {
-                let names = match k.get("payload") {
-                    Some(serde_json::Value::Object(p)) if k.contains_key("schema") => p.keys().cloned().collect::<Vec<_>>(),
-                    _ => k.keys().cloned().collect(),
-                };
-                rows.key_columns.extend(names);
-            }
-            let what = format!("{}/{}@{}", r.topic, r.partition, r.offset);
-            // A row's key: the MnistToCsv header, or a Debezium JSON key (an object); other keys
-            // (a CSV topic keyed by label) name no row.
-            let key = r.source_key.clone().or_else(|| r.key.as_deref().filter(|k| k.first() == Some(&b'{')).map(key_text));
-            let json = r.value.as_deref().is_none_or(|v| v.iter().find(|c| !c.is_ascii_whitespace()) == Some(&b'{'));
-            let change = if json { change_of_json(r.value.as_deref(), key, &what).map(Some) } else { csv.change(r.value.as_deref(), key, &what) };
-            match change {
-                Ok(Some(c)) => rows.set.apply(c),
-                Ok(None) => {}
-                Err(e) if fail => err = Some(e),
-                Err(e) => {
-                    rows.bad += 1;
-                    if rows.bad <= 5 {
-                        eprintln!("skipping record: {e}");
-                    }
-                }
-            }
-            Ok(())
-        })?;
-        if let Some(e) = err {
-            bail!(e);
-        }
-        Ok(rows)
-    })
-    .await?
+    Ok(tensorcdc_source::bounded_rows(&src.config()?).await?)
 }
 
 /// Encodes every row; returns the data, and the rows skipped with the first reasons.
@@ -179,7 +116,7 @@ pub fn train(src: &SourceArgs, m: &ModelArgs, settings: FitSettings, out: &std::
     let (data, skipped) = encode(&spec, &rows.set);
     report_skipped(&skipped, rows.set.len());
     if data.is_empty() {
-        bail!("no training examples ({} records read, {} rows, {} skipped)", rows.records, rows.set.len(), skipped.len());
+        bail!("no training examples ({} records read, {} rows, {} skipped)", rows.report.records, rows.set.len(), skipped.len());
     }
     let model = match (&m.model_spec, &m.layers) {
         (Some(path), _) => {
@@ -208,8 +145,14 @@ pub fn train(src: &SourceArgs, m: &ModelArgs, settings: FitSettings, out: &std::
         (None, Task::Regression) => Loss::MeanSquaredError,
     };
     match (loss.is_classification(), spec.task) {
-        (true, Task::Regression) => bail!("loss {loss:?} needs classes, but the label {:?} is a number (regression); give --task classification or a regression loss", spec.label),
-        (false, Task::Classification) => bail!("loss {loss:?} is for regression, but the label {:?} makes {} classes; give --task regression or a classification loss", spec.label, spec.classes.len()),
+        (true, Task::Regression) => {
+            bail!("loss {loss:?} needs classes, but the label {:?} is a number (regression); give --task classification or a regression loss", spec.label)
+        }
+        (false, Task::Classification) => bail!(
+            "loss {loss:?} is for regression, but the label {:?} makes {} classes; give --task regression or a classification loss",
+            spec.label,
+            spec.classes.len()
+        ),
         _ => {}
     }
     if loss == Loss::BinaryCrossentropy && spec.classes.len() != 2 {
@@ -219,7 +162,14 @@ pub fn train(src: &SourceArgs, m: &ModelArgs, settings: FitSettings, out: &std::
         bail!("the model has {} outputs but the label {:?} has {} classes ({})", model.outputs(), spec.label, spec.classes.len(), spec.classes.join(", "));
     }
     let cols: Vec<String> = spec.columns.iter().map(|c| format!("{} ({:?}, {})", c.name, c.kind, c.width)).collect();
-    println!("training on {} rows ({} records read, {} skipped): {} features from {}", data.len(), rows.records, skipped.len(), spec.width(), cols.join(", "));
+    println!(
+        "training on {} rows ({} records read, {} skipped): {} features from {}",
+        data.len(),
+        rows.report.records,
+        skipped.len(),
+        spec.width(),
+        cols.join(", ")
+    );
     match spec.task {
         Task::Classification => println!("label {:?}: {} classes ({})", spec.label, spec.classes.len(), spec.classes.join(", ")),
         Task::Regression => println!("label {:?}: regression", spec.label),
@@ -245,7 +195,7 @@ pub fn evaluate(src: &SourceArgs, model: &std::path::Path) -> Result<()> {
     let (data, skipped) = encode(&meta.features, &rows.set);
     report_skipped(&skipped, rows.set.len());
     if data.is_empty() {
-        bail!("nothing to evaluate: {} records read, {} rows, {} skipped", rows.records, rows.set.len(), skipped.len());
+        bail!("nothing to evaluate: {} records read, {} rows, {} skipped", rows.report.records, rows.set.len(), skipped.len());
     }
     let m = p.evaluate(&data, 1024);
     println!("{} examples - {}", m.n, describe(meta.loss, &m));
@@ -292,7 +242,8 @@ pub struct RowPrediction {
 }
 
 impl crate::follow::PredictionRow for RowPrediction {
-    const COLUMNS: &'static str = "row_key TEXT, prediction TEXT, probability REAL, value DOUBLE PRECISION, model_version TEXT, source_position TEXT, latency_ms DOUBLE PRECISION";
+    const COLUMNS: &'static str =
+        "row_key TEXT, prediction TEXT, probability REAL, value DOUBLE PRECISION, model_version TEXT, source_position TEXT, latency_ms DOUBLE PRECISION";
     const INSERT: &'static str = "row_key, prediction, probability, value, model_version, source_position, latency_ms";
     fn key(&self) -> Option<&str> {
         self.key.as_deref()
@@ -337,7 +288,9 @@ pub fn follow(a: &crate::train::PredictArgs) -> Result<()> {
             let mut x = Vec::new();
             let mut rows = Vec::new();
             for it in &items {
-                let tensorcdc_dataset::features::Change::Upsert(r) = &it.change else { continue };
+                let tensorcdc_dataset::features::Change::Upsert(r) = &it.change else {
+                    continue;
+                };
                 match spec.encode(r, &mut x) {
                     Ok(()) => rows.push((r.key.clone(), it)),
                     Err(e) => {
@@ -359,7 +312,17 @@ pub fn follow(a: &crate::train::PredictArgs) -> Result<()> {
                     }
                     Task::Regression => (out[0].to_string(), None, Some(out[0] as f64)),
                 };
-                outputs.emit(&RowPrediction { key, prediction, probability, value, model_version: version.clone(), position: it.position.clone(), latency_ms: it.commit_ts_ms.map(|c| done - c as f64) }).await?;
+                outputs
+                    .emit(&RowPrediction {
+                        key,
+                        prediction,
+                        probability,
+                        value,
+                        model_version: version.clone(),
+                        position: it.position.clone(),
+                        latency_ms: it.commit_ts_ms.map(|c| done - c as f64),
+                    })
+                    .await?;
             }
             if outputs.done() {
                 break;

@@ -1,0 +1,132 @@
+//! What to read, as plain data: the CLI's flags and Python's keyword arguments both fill a
+//! [`SourceConfig`].
+
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use tensorcdc_change::{ChannelSink, Message};
+use tensorcdc_dataset::DecodeOptions;
+use tensorcdc_postgres::{run_capture, CaptureConfig, CaptureError, CaptureStats, SnapshotMode};
+
+use crate::SourceError;
+
+/// A record that does not decode: skip it (counted, the first five reported) or stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnError {
+    #[default]
+    Skip,
+    Fail,
+}
+
+impl FromStr for OnError {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "skip" => Ok(OnError::Skip),
+            "fail" => Ok(OnError::Fail),
+            o => Err(format!("on-error {o:?}: expected skip or fail")),
+        }
+    }
+}
+
+/// One source: IDX files (`data`), Kafka (`kafka` + `topics`), or Postgres (`source` URL +
+/// `table`).
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    /// Directory holding the four MNIST IDX files.
+    pub data: Option<PathBuf>,
+    /// Kafka bootstrap servers.
+    pub kafka: Option<String>,
+    pub topics: Vec<String>,
+    /// Bounded read: one partition (default all) from `offset`.
+    pub partition: Option<i32>,
+    pub offset: i64,
+    /// Bounded read: records from `offset` on that retention removed are an error, not a warning.
+    pub strict: bool,
+    /// Consumer group of a stream (default "tensorcdc").
+    pub group: Option<String>,
+    /// A stream ends after this many ms without a record (-1: never; None: the caller's default).
+    pub stream_timeout_ms: Option<i64>,
+    /// auto.offset.reset of a new group.
+    pub auto_offset_reset: String,
+    /// librdkafka settings passed through (they win over ours).
+    pub kafka_settings: Vec<(String, String)>,
+    /// Postgres URL: capture `table` in-process.
+    pub source: Option<String>,
+    pub table: Option<String>,
+    /// The MNIST decoders' format and fields.
+    pub decode: DecodeOptions,
+    /// A CSV topic's column names (any-table reads); a bounded read can take them from a header line.
+    pub columns: Option<Vec<String>>,
+    pub on_error: OnError,
+    /// At most this many examples (MNIST bounded reads).
+    pub limit: Option<usize>,
+}
+
+impl Default for SourceConfig {
+    fn default() -> Self {
+        SourceConfig {
+            data: None,
+            kafka: None,
+            topics: Vec::new(),
+            partition: None,
+            offset: 0,
+            strict: false,
+            group: None,
+            stream_timeout_ms: None,
+            auto_offset_reset: "earliest".into(),
+            kafka_settings: Vec::new(),
+            source: None,
+            table: None,
+            decode: DecodeOptions::default(),
+            columns: None,
+            on_error: OnError::Skip,
+            limit: None,
+        }
+    }
+}
+
+impl SourceConfig {
+    /// A Kafka source of `topic` (a bounded read, or a stream when `group` is given).
+    pub fn kafka(brokers: &str, topic: &str, group: Option<&str>) -> Self {
+        SourceConfig { kafka: Some(brokers.into()), topics: vec![topic.into()], group: group.map(String::from), ..Default::default() }
+    }
+
+    /// The capture settings of an in-process read of `table`: a temporary slot named after
+    /// the table and this process, publication `tensorcdc_reader`.
+    pub fn capture_config(&self, url: &str, table: &str) -> Result<CaptureConfig, SourceError> {
+        let mut cfg = CaptureConfig::default();
+        cfg.set_connection(url)?;
+        cfg.include = tensorcdc_postgres::config::parse_table_list("table.include.list", &format!("public\\.{table}"))?;
+        cfg.slot_name = format!("tensorcdc_{}_{}", table.to_lowercase(), std::process::id());
+        cfg.publication_name = "tensorcdc_reader".into();
+        // A temporary slot: the server drops it when the connection ends, even after kill -9.
+        cfg.temporary_slot = true;
+        cfg.status_interval_ms = 1000;
+        Ok(cfg)
+    }
+
+    /// A snapshot of `table` read in-process: its messages, and the capture to await once the
+    /// channel ends. A batch read fails fast (connection refused, no password) instead of
+    /// retrying.
+    pub fn snapshot(
+        &self,
+        url: &str,
+        table: &str,
+    ) -> Result<(tokio::sync::mpsc::Receiver<Message>, tokio::task::JoinHandle<Result<CaptureStats, CaptureError>>), SourceError> {
+        let mut cfg = self.capture_config(url, table)?;
+        cfg.snapshot_mode = SnapshotMode::InitialOnly;
+        cfg.errors_max_retries = Some(0);
+        let (mut sink, rx) = ChannelSink::new(4096);
+        let run = tokio::spawn(async move {
+            let (_stop, stop_rx) = tokio::sync::watch::channel(false);
+            run_capture(cfg, tensorcdc_postgres::identity(), &mut sink, stop_rx, Default::default()).await
+        });
+        Ok((rx, run))
+    }
+
+    /// The first topic, or an error saying a Kafka source needs one.
+    pub(crate) fn topic(&self) -> Result<&str, SourceError> {
+        self.topics.first().map(String::as_str).ok_or_else(|| SourceError::Config("a Kafka source needs a topic (--topic T)".into()))
+    }
+}

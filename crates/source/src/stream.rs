@@ -1,0 +1,249 @@
+//! Streams: rows as they commit, from a Kafka consumer group or an in-process capture, in
+//! batches. One gatherer ([`Stream::next_with`]) serves MNIST examples and any-table changes.
+//!
+//! Offsets: a Kafka batch is marked used when the caller asks for the next batch or closes
+//! the stream; only then are its offsets stored (and committed on close or by the consumer's
+//! interval). A crash therefore re-delivers the batch in hand, never skips it.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tensorcdc_change::{ChannelSink, Message, Payload};
+use tensorcdc_dataset::decode::key_text;
+use tensorcdc_dataset::features::cell::{change_of_message, CsvColumns};
+use tensorcdc_dataset::{decode, from_message, Position};
+use tensorcdc_kafka::{GroupReader, Record};
+use tensorcdc_postgres::{run_capture, CaptureError, CaptureStats};
+use tokio::sync::mpsc;
+
+use crate::{bad_record, record_change, ChangeItem, Item, Report, SourceConfig, SourceError};
+
+enum Inner {
+    Kafka(GroupReader),
+    /// In-process messages: from a capture this stream owns (`own`), or from one it shares
+    /// (the demo's one capture of three tables, split by [`route`]).
+    Capture {
+        rx: mpsc::Receiver<Message>,
+        own: Option<Owned>,
+        stats: Arc<Mutex<CaptureStats>>,
+    },
+}
+
+struct Owned {
+    stop: tokio::sync::watch::Sender<bool>,
+    run: tokio::task::JoinHandle<Result<CaptureStats, CaptureError>>,
+}
+
+/// Rows as they arrive, in batches.
+pub struct Stream {
+    inner: Inner,
+    cfg: Arc<SourceConfig>,
+    timeout_ms: i64,
+    last: Instant,
+    pub report: Report,
+    /// The last Kafka batch handed out, not yet used.
+    unacked: Vec<Record>,
+}
+
+impl Stream {
+    /// A stream of `cfg`'s source: a consumer group on its topics, or an in-process capture
+    /// of its table (default `default_table`) with a temporary slot. It ends after
+    /// `stream_timeout_ms` (default `default_timeout_ms`; -1 never) without a row, not
+    /// counting the time a capture spends on its snapshot.
+    pub async fn open(cfg: &SourceConfig, default_table: &str, default_timeout_ms: i64) -> Result<Stream, SourceError> {
+        let timeout_ms = cfg.stream_timeout_ms.unwrap_or(default_timeout_ms);
+        if let Some(url) = &cfg.source {
+            let table = cfg.table.clone().unwrap_or_else(|| default_table.into());
+            let capture = cfg.capture_config(url, &table)?;
+            let (mut sink, rx) = ChannelSink::new(4096);
+            let (stop, stop_rx) = tokio::sync::watch::channel(false);
+            let stats = Arc::new(Mutex::new(CaptureStats::default()));
+            let st = stats.clone();
+            let run = tokio::spawn(async move { run_capture(capture, tensorcdc_postgres::identity(), &mut sink, stop_rx, st).await });
+            return Ok(Stream::new(Inner::Capture { rx, own: Some(Owned { stop, run }), stats }, cfg, timeout_ms));
+        }
+        let Some(brokers) = &cfg.kafka else {
+            return Err(SourceError::Config("streaming needs --kafka HOST:PORT --topic T --group G, or --source postgres://...".into()));
+        };
+        cfg.topic()?;
+        let group = cfg.group.clone().unwrap_or_else(|| "tensorcdc".into());
+        let reader = GroupReader::new(brokers, &cfg.topics, &group, &cfg.auto_offset_reset, timeout_ms, &cfg.kafka_settings)?;
+        Ok(Stream::new(Inner::Kafka(reader), cfg, timeout_ms))
+    }
+
+    /// A stream over in-process messages of a capture someone else runs (`stats` tells
+    /// whether it is still in its snapshot).
+    pub fn from_channel(rx: mpsc::Receiver<Message>, stats: Arc<Mutex<CaptureStats>>, cfg: &SourceConfig, timeout_ms: i64) -> Stream {
+        Stream::new(Inner::Capture { rx, own: None, stats }, cfg, timeout_ms)
+    }
+
+    fn new(inner: Inner, cfg: &SourceConfig, timeout_ms: i64) -> Stream {
+        Stream { inner, cfg: Arc::new(cfg.clone()), timeout_ms, last: Instant::now(), report: Report::default(), unacked: Vec::new() }
+    }
+
+    /// Changes how long an in-process stream waits for a row before it ends (-1: never).
+    pub fn set_timeout_ms(&mut self, ms: i64) {
+        self.timeout_ms = ms;
+        self.last = Instant::now();
+    }
+
+    /// The next batch of MNIST examples (up to `max`); `None` when the stream timed out.
+    /// Asking for the next batch marks the previous one used: its Kafka offsets may then be
+    /// committed.
+    pub async fn next_batch(&mut self, max: usize) -> Result<Option<Vec<Item>>, SourceError> {
+        let cfg = self.cfg.clone();
+        self.next_with(
+            max,
+            |rec, report| {
+                report.records += 1;
+                let what = Position::Kafka { topic: rec.topic.clone(), partition: rec.partition, offset: rec.offset };
+                match decode(rec.key.as_deref(), rec.value.as_deref(), &what, &cfg.decode) {
+                    Ok(e) => Ok(e.map(|mut e| {
+                        e.key = rec.source_key.clone().or_else(|| rec.key.as_deref().map(key_text));
+                        e.position = Some(what);
+                        Item { example: e, commit_ts_ms: rec.timestamp_ms }
+                    })),
+                    Err(e) => bad_record(cfg.on_error, report, e.to_string()).map(|_| None),
+                }
+            },
+            |m, report| {
+                report.records += 1;
+                match from_message(m, &cfg.decode) {
+                    Ok(e) => Ok(e.map(|mut e| {
+                        e.key = m.key.to_text();
+                        if let Payload::Envelope(ev) = &m.payload {
+                            e.position = ev.source.lsn.map(|l| Position::Lsn(l.0));
+                        }
+                        Item { example: e, commit_ts_ms: Some(m.commit_ts_ms) }
+                    })),
+                    Err(e) => bad_record(cfg.on_error, report, e.to_string()).map(|_| None),
+                }
+            },
+        )
+        .await
+    }
+
+    /// The next batch of changes of any table (an upsert or a delete per record), with where
+    /// each came from and its commit time.
+    pub async fn next_changes(&mut self, max: usize) -> Result<Option<Vec<ChangeItem>>, SourceError> {
+        let cfg = self.cfg.clone();
+        let mut csv = CsvColumns(cfg.columns.clone());
+        self.next_with(
+            max,
+            |rec, report| {
+                report.records += 1;
+                match record_change(rec, &mut csv, false) {
+                    Ok(change) => Ok(Some(ChangeItem {
+                        change: change.unwrap_or(tensorcdc_dataset::features::Change::Skip),
+                        position: format!("{}/{}@{}", rec.topic, rec.partition, rec.offset),
+                        commit_ts_ms: rec.timestamp_ms,
+                    })),
+                    Err(e) => bad_record(cfg.on_error, report, e).map(|_| None),
+                }
+            },
+            |m, report| {
+                report.records += 1;
+                let position = match &m.payload {
+                    Payload::Envelope(ev) => ev.source.lsn.map(|l| Position::Lsn(l.0).to_string()).unwrap_or_default(),
+                    _ => String::new(),
+                };
+                Ok(Some(ChangeItem { change: change_of_message(m), position, commit_ts_ms: Some(m.commit_ts_ms) }))
+            },
+        )
+        .await
+    }
+
+    /// The one batch gatherer: Kafka records or in-process messages, each turned into a `T`
+    /// (or skipped) by the decoder for its source. Returns at least one item, or `None` when
+    /// the stream ended.
+    pub async fn next_with<T>(
+        &mut self,
+        max: usize,
+        mut from_record: impl FnMut(&Record, &mut Report) -> Result<Option<T>, SourceError>,
+        mut from_msg: impl FnMut(&Message, &mut Report) -> Result<Option<T>, SourceError>,
+    ) -> Result<Option<Vec<T>>, SourceError> {
+        if let Inner::Kafka(r) = &mut self.inner {
+            r.done_with(&std::mem::take(&mut self.unacked))?;
+        }
+        loop {
+            let mut items = Vec::new();
+            match &mut self.inner {
+                Inner::Kafka(r) => {
+                    let Some(batch) = r.next_batch(max, Duration::from_millis(5)).await? else {
+                        return Ok(None);
+                    };
+                    for rec in &batch {
+                        items.extend(from_record(rec, &mut self.report)?);
+                    }
+                    // Offsets are stored once the caller has used the batch (next call or close).
+                    self.unacked = batch;
+                }
+                Inner::Capture { rx, stats, .. } => {
+                    match tokio::time::timeout(Duration::from_millis(50), rx.recv()).await {
+                        Ok(Some(m)) => {
+                            let mut msgs = vec![m];
+                            while msgs.len() < max {
+                                match rx.try_recv() {
+                                    Ok(m) => msgs.push(m),
+                                    Err(_) => break,
+                                }
+                            }
+                            self.last = Instant::now();
+                            for m in &msgs {
+                                items.extend(from_msg(m, &mut self.report)?);
+                            }
+                        }
+                        Ok(None) => return Ok(None),
+                        Err(_) => {
+                            // The snapshot of a large table can take longer than the timeout.
+                            if !stats.lock().expect("capture stats").streaming {
+                                self.last = Instant::now();
+                            }
+                            if self.timeout_ms >= 0 && self.last.elapsed() >= Duration::from_millis(self.timeout_ms as u64) {
+                                return Ok(None);
+                            }
+                        }
+                    }
+                }
+            }
+            if !items.is_empty() {
+                return Ok(Some(items));
+            }
+        }
+    }
+
+    /// Commits consumer offsets / stops the in-process capture this stream owns (dropping its
+    /// slot).
+    pub async fn close(mut self) -> Result<Report, SourceError> {
+        match &mut self.inner {
+            Inner::Kafka(r) => {
+                r.done_with(&std::mem::take(&mut self.unacked))?;
+                r.commit()?
+            }
+            Inner::Capture { own, rx, .. } => {
+                rx.close();
+                if let Some(o) = own.take() {
+                    let _ = o.stop.send(true);
+                    o.run.await??;
+                }
+            }
+        }
+        Ok(self.report)
+    }
+}
+
+/// Splits one capture's messages by table: one receiver per topic suffix (`.mnist_train`,
+/// …), in the order given; messages of other topics are dropped. A receiver that was closed
+/// or dropped no longer holds the others back.
+pub fn route(mut rx: mpsc::Receiver<Message>, suffixes: &[&str], capacity: usize) -> Vec<mpsc::Receiver<Message>> {
+    let (txs, rxs): (Vec<_>, Vec<_>) = suffixes.iter().map(|_| mpsc::channel(capacity)).unzip();
+    let suffixes: Vec<String> = suffixes.iter().map(|s| s.to_string()).collect();
+    tokio::spawn(async move {
+        while let Some(m) = rx.recv().await {
+            if let Some(i) = suffixes.iter().position(|s| m.topic.ends_with(s.as_str())) {
+                let _ = txs[i].send(m).await;
+            }
+        }
+    });
+    rxs
+}
