@@ -11,9 +11,10 @@ data="${1:-/usr/share/datasets/fashion-mnist}"
 epochs="${2:-5}"
 rounds="${3:-3}"
 venv=bench/.venv
-if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import tensorflow, sklearn" 2>/dev/null; then
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import tensorflow, sklearn, vega_datasets" 2>/dev/null; then
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q "tensorflow-cpu==2.16.2" "keras==3.15.1" "tensorflow-io==0.37.1" scikit-learn
+  # numpy and pandas pinned: TensorFlow 2.16 needs numpy < 2 (vega_datasets would pull numpy 2).
+  "$venv/bin/pip" install -q "tensorflow-cpu==2.16.2" "keras==3.15.1" "tensorflow-io==0.37.1" scikit-learn vega_datasets "numpy==1.26.4" "pandas<2.3"
 fi
 cargo build --release -q -p tensorcdc
 mkdir -p bench/out

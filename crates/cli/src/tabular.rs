@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use tensorcdc_dataset::features::cell::record_of_json;
-use tensorcdc_dataset::features::{EncodeError, FeatureSpec, KeyedRecords, SpecOptions, Target, Task};
+use tensorcdc_dataset::features::{EncodeError, FeatureSpec, KeyedRecords, SpecOptions, Task};
 use tensorcdc_model::device_from_env;
 use tensorcdc_model::sequential::{
     checkpoint, Activation, CompileConfig, Data, FitMetrics, FitSettings, Loss, SeqPredictor, SeqTrainer, SequentialSpec, Targets,
@@ -67,18 +67,9 @@ pub async fn read_rows(src: &SourceArgs) -> Result<Rows> {
 
 /// Encodes every row; returns the data, and the rows skipped with the first reasons.
 fn encode(spec: &FeatureSpec, set: &KeyedRecords) -> (Data, Vec<(Option<String>, EncodeError)>) {
-    let mut x = Vec::with_capacity(set.len() * spec.width());
-    let (mut classes, mut values) = (Vec::new(), Vec::new());
-    let mut skipped = Vec::new();
-    for r in set.iter() {
-        match spec.target(r).and_then(|t| spec.encode(r, &mut x).map(|_| t)) {
-            Ok(Target::Class(c)) => classes.push(c as i64),
-            Ok(Target::Value(v)) => values.push(v),
-            Err(e) => skipped.push((r.key.clone(), e)),
-        }
-    }
-    let y = if spec.task == Task::Classification { Targets::Classes(classes) } else { Targets::Values(values) };
-    (Data { x, width: spec.width(), y }, skipped)
+    let e = spec.encode_all(set.iter());
+    let y = if spec.task == Task::Classification { Targets::Classes(e.classes) } else { Targets::Values(e.values) };
+    (Data { x: e.x, width: e.width, y }, e.skipped)
 }
 
 fn report_skipped(skipped: &[(Option<String>, EncodeError)], total: usize) {

@@ -88,3 +88,42 @@ mod tests {
         assert_eq!(set.len(), 51);
     }
 }
+
+/// Rows encoded for a model: features row-major, and the targets of the task.
+#[derive(Debug, Default)]
+pub struct Encoded {
+    pub x: Vec<f32>,
+    pub width: usize,
+    /// Class indices (classification) …
+    pub classes: Vec<i64>,
+    /// … or values (regression).
+    pub values: Vec<f32>,
+    /// Rows that gave no example: their key and why.
+    pub skipped: Vec<(Option<String>, super::EncodeError)>,
+}
+
+impl Encoded {
+    pub fn len(&self) -> usize {
+        self.x.len().checked_div(self.width).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl super::FeatureSpec {
+    /// Encodes every record (features and target); a record that gives no example is
+    /// skipped with its key and reason.
+    pub fn encode_all<'a>(&self, records: impl Iterator<Item = &'a Record>) -> Encoded {
+        let mut e = Encoded { width: self.width(), ..Default::default() };
+        for r in records {
+            match self.target(r).and_then(|t| self.encode(r, &mut e.x).map(|_| t)) {
+                Ok(super::Target::Class(c)) => e.classes.push(c as i64),
+                Ok(super::Target::Value(v)) => e.values.push(v),
+                Err(err) => e.skipped.push((r.key.clone(), err)),
+            }
+        }
+        e
+    }
+}

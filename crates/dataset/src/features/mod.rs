@@ -28,7 +28,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub use cell::{Cell, Change, Record};
-pub use keyed::KeyedRecords;
+pub use keyed::{Encoded, KeyedRecords};
 pub use kinds::{Kind, Nulls, Scaling, Task};
 
 /// What to learn from: the label, the features (default: every column but the key columns
