@@ -143,6 +143,11 @@ impl Stream {
             },
             |m, report| {
                 report.records += 1;
+                // In-process events are whole envelopes: a delete event always comes before
+                // its tombstone (Kafka's compaction marker), which adds nothing here.
+                if matches!(m.payload, Payload::Tombstone) {
+                    return Ok(None);
+                }
                 let position = match &m.payload {
                     Payload::Envelope(ev) => ev.source.lsn.map(|l| Position::Lsn(l.0).to_string()).unwrap_or_default(),
                     _ => String::new(),

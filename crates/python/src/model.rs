@@ -1,0 +1,137 @@
+//! Checkpoints the CLI wrote, for prediction from raw rows: a general (Sequential) checkpoint
+//! with its feature spec, or the blog's MNIST network.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use numpy::ndarray::Array2;
+use numpy::{IntoPyArray, PyReadonlyArray2};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+use tensorcdc_dataset::features::{FeatureSpec, Task};
+use tensorcdc_model::sequential::{checkpoint as seq_checkpoint, SeqPredictor};
+use tensorcdc_model::{argmax, checkpoint, device_from_env, Predictor};
+
+use crate::err;
+
+enum Net {
+    Seq(SeqPredictor),
+    Mnist(Predictor),
+}
+
+/// A loaded checkpoint: `predict(rows)` takes dicts of column values (a row as the table
+/// has it), `predict_array(x)` an already encoded float32 array.
+#[pyclass(module = "tensorcdc._tensorcdc")]
+pub struct Model {
+    net: Mutex<Net>,
+    spec: FeatureSpec,
+    #[pyo3(get)]
+    path: PathBuf,
+}
+
+#[pymethods]
+impl Model {
+    #[new]
+    fn new(path: PathBuf) -> PyResult<Self> {
+        let device = device_from_env().map_err(err)?;
+        if seq_checkpoint::is_sequential(&path) {
+            let (meta, p) = seq_checkpoint::load(&path, &device).map_err(err)?;
+            Ok(Model { net: Mutex::new(Net::Seq(p)), spec: meta.features, path })
+        } else {
+            let (_, p) = checkpoint::load(&path, &device).map_err(err)?;
+            Ok(Model { net: Mutex::new(Net::Mnist(p)), spec: FeatureSpec::mnist(), path })
+        }
+    }
+
+    /// The class names in output order (empty for a regression).
+    #[getter]
+    fn classes(&self) -> Vec<String> {
+        self.spec.classes.clone()
+    }
+
+    /// "classification" or "regression".
+    #[getter]
+    fn task(&self) -> &'static str {
+        match self.spec.task {
+            Task::Classification => "classification",
+            Task::Regression => "regression",
+        }
+    }
+
+    /// The feature spec (JSON): columns, vocabularies, scaling statistics, label, classes.
+    #[getter]
+    fn spec(&self) -> PyResult<String> {
+        serde_json::to_string(&self.spec).map_err(err)
+    }
+
+    /// Encodes rows (dicts of column values) with the checkpoint's feature spec: float32 [N, F].
+    fn encode<'py>(&self, py: Python<'py>, rows: Vec<Bound<'py, PyDict>>) -> PyResult<Bound<'py, PyAny>> {
+        let mut x = Vec::with_capacity(rows.len() * self.spec.width());
+        for (i, r) in rows.iter().enumerate() {
+            let rec = crate::convert::record(r, None)?;
+            self.spec.encode(&rec, &mut x).map_err(|e| err(format!("row {i}: {e}")))?;
+        }
+        Ok(Array2::from_shape_vec((rows.len(), self.spec.width()), x).map_err(err)?.into_pyarray(py).into_any())
+    }
+
+    /// The model's outputs for encoded features: class probabilities or values, float32 [N, K].
+    fn predict_array<'py>(&self, py: Python<'py>, x: PyReadonlyArray2<'py, f32>) -> PyResult<Bound<'py, PyAny>> {
+        let a = x.as_array();
+        let (n, w) = (a.nrows(), a.ncols());
+        let data: Vec<f32> = a.iter().copied().collect();
+        let outs = py.detach(|| self.outputs(&data, w))?;
+        let k = outs.first().map(Vec::len).unwrap_or(0);
+        Ok(Array2::from_shape_vec((n, k), outs.concat()).map_err(err)?.into_pyarray(py).into_any())
+    }
+
+    /// Predictions for rows (dicts of column values, the label not needed): a dict per row
+    /// with `prediction` (the class name, or the value), `probability` (classification) and
+    /// `probabilities` by class name.
+    fn predict<'py>(&self, py: Python<'py>, rows: Vec<Bound<'py, PyDict>>) -> PyResult<Bound<'py, PyList>> {
+        if rows.is_empty() {
+            return Ok(PyList::empty(py));
+        }
+        let x = self.encode(py, rows)?;
+        let x: PyReadonlyArray2<f32> = x.extract()?;
+        let a = x.as_array();
+        let (w, data) = (a.ncols(), a.iter().copied().collect::<Vec<f32>>());
+        let outs = py.detach(|| self.outputs(&data, w))?;
+        let out = PyList::empty(py);
+        for o in outs {
+            let d = PyDict::new(py);
+            match self.spec.task {
+                Task::Classification => {
+                    let (i, p) = argmax(&o);
+                    d.set_item("prediction", &self.spec.classes[i])?;
+                    d.set_item("probability", p)?;
+                    let probs = PyDict::new(py);
+                    for (c, p) in self.spec.classes.iter().zip(&o) {
+                        probs.set_item(c, p)?;
+                    }
+                    d.set_item("probabilities", probs)?;
+                }
+                Task::Regression => d.set_item("prediction", o[0])?,
+            }
+            out.append(d)?;
+        }
+        Ok(out)
+    }
+
+    fn __repr__(&self) -> String {
+        format!("Model({:?}, {} inputs, {} {})", self.path.display().to_string(), self.spec.width(), self.task(), if self.spec.classes.is_empty() { String::new() } else { format!("{:?}", self.spec.classes) })
+    }
+}
+
+impl Model {
+    fn outputs(&self, x: &[f32], width: usize) -> PyResult<Vec<Vec<f32>>> {
+        let net = self.net.lock().map_err(|_| err("model poisoned by an earlier panic"))?;
+        match &*net {
+            Net::Seq(p) => p.predict(x, width).map_err(err),
+            Net::Mnist(p) => {
+                // The blog's network takes bytes; the spec scaled them to [0, 1].
+                let px: Vec<u8> = x.iter().map(|v| (v * 255.0).round().clamp(0.0, 255.0) as u8).collect();
+                p.predict(&px).map_err(err)
+            }
+        }
+    }
+}

@@ -1,0 +1,299 @@
+"""tensorcdc: live database rows into machine learning.
+
+Datasets read a Kafka topic (a bounded read, or a consumer group that streams) or a
+Postgres table in-process, and yield ``(x, y)`` numpy batches: ``x`` float32 ``[B, F]``,
+``y`` int64 class indices or float32 values. ``.to_tf()`` gives a ``tf.data.Dataset`` for
+Keras' ``fit``/``evaluate``/``predict``; ``.to_torch()`` a PyTorch ``IterableDataset``.
+
+Without ``label=`` a dataset reads the blog's MNIST records (the CSV of MnistToCsv, or
+Debezium JSON with ``label`` and ``pixels``) as 784 pixels / 255 and the digit. With
+``label=`` it reads any table (Debezium JSON with or without schemas, CSV with a header line
+or ``columns=``) and encodes it with a feature spec: numbers standardised, booleans 0/1,
+text one-hot with a slot for values never seen, bytes / 255, numeric arrays element-wise.
+
+The argument names follow TensorFlow I/O's ``from_kafka`` and ``KafkaGroupIODataset`` where
+they overlap (``topic``, ``partition``, ``offset``, ``servers``, ``configuration``,
+``topics``, ``group_id``, ``stream_timeout``).
+"""
+from __future__ import annotations
+
+import json
+from typing import Iterator, Optional, Sequence, Tuple
+
+import numpy as np
+
+from . import _tensorcdc as _native
+from ._tensorcdc import Model, TensorcdcError
+
+__all__ = [
+    "Dataset",
+    "BoundedDataset",
+    "KafkaGroupDataset",
+    "PostgresDataset",
+    "from_kafka",
+    "load_model",
+    "capture",
+    "Model",
+    "TensorcdcError",
+]
+
+PIXELS = 784
+
+
+def _spec_json(spec) -> Optional[str]:
+    """A feature spec given as JSON text, a dict, a loaded Model, a checkpoint folder or a
+    fitted dataset."""
+    if spec is None:
+        return None
+    if isinstance(spec, Model):
+        return spec.spec
+    if isinstance(spec, Dataset):
+        return spec.spec
+    if isinstance(spec, dict):
+        return json.dumps(spec)
+    if isinstance(spec, str) and spec.lstrip().startswith("{"):
+        return spec
+    return Model(str(spec)).spec
+
+
+class Dataset:
+    """Batches of ``(x, y)``. Subclasses define ``_batches(shard)``."""
+
+    batch_size: int = 64
+    _label: Optional[str] = None
+    _spec: Optional[str] = None
+
+    def __iter__(self) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+        return self._batches(None)
+
+    def _batches(self, shard: Optional[Tuple[int, int]]) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+        raise NotImplementedError
+
+    @property
+    def mnist(self) -> bool:
+        """True when this dataset reads the blog's MNIST records (no ``label=``, no ``spec=``)."""
+        return self._label is None and self._spec is None
+
+    @property
+    def spec(self) -> Optional[str]:
+        """The feature spec (JSON) that encodes this dataset's rows; None for MNIST."""
+        return self._spec
+
+    @property
+    def width(self) -> int:
+        """Features per example."""
+        if self.mnist:
+            return PIXELS
+        return sum(c["width"] for c in json.loads(self.spec)["columns"])
+
+    @property
+    def classification(self) -> bool:
+        return self.mnist or json.loads(self.spec)["task"] == "classification"
+
+    @property
+    def classes(self) -> Sequence[str]:
+        """Class names in output order."""
+        if self.mnist:
+            return [str(d) for d in range(10)]
+        return json.loads(self.spec).get("classes", [])
+
+    def to_tf(self):
+        """A ``tf.data.Dataset`` of ``(x, y)`` batches; each iteration (each epoch of
+        ``model.fit``) reads the source again."""
+        import tensorflow as tf
+
+        width, y_type = self.width, tf.int64 if self.classification else tf.float32
+        signature = (tf.TensorSpec(shape=(None, width), dtype=tf.float32), tf.TensorSpec(shape=(None,), dtype=y_type))
+        return tf.data.Dataset.from_generator(lambda: iter(self), output_signature=signature)
+
+    def to_torch(self):
+        """A PyTorch ``IterableDataset`` of ``(x, y)`` tensor batches: use it with
+        ``DataLoader(ds, batch_size=None, num_workers=N)``. Workers never hand out a record
+        twice: a bounded read gives worker i every N-th batch; a consumer group gives each
+        worker its own consumer, and Kafka shares the partitions among them."""
+        import torch
+
+        outer = self
+
+        class _Torch(torch.utils.data.IterableDataset):
+            def __iter__(self):
+                info = torch.utils.data.get_worker_info()
+                shard = (info.id, info.num_workers) if info is not None else None
+                for x, y in outer._batches(shard):
+                    yield torch.from_numpy(x), torch.from_numpy(y)
+
+        return _Torch()
+
+
+class BoundedDataset(Dataset):
+    """Everything in the source when an iteration starts (a topic to its high watermark, or a
+    snapshot of a table), keyed as the table is: an update replaces its row, a delete removes
+    it. Every iteration reads the source again; the feature spec is fitted on the first read
+    (or given with ``spec=``) and kept, so every epoch is encoded the same way."""
+
+    def __init__(self, cfg: dict, batch_size: int, label, spec, options: dict, shuffle: bool, seed: Optional[int]):
+        self._cfg = cfg
+        self.batch_size = batch_size
+        self._label = label
+        self._spec = _spec_json(spec)
+        self._options = dict(options, label=label)
+        self._shuffle = shuffle
+        self._rng = np.random.default_rng(seed)
+        self.records = 0
+        self.skipped = 0
+        self.skipped_rows: list = []
+
+    def read(self) -> Tuple[np.ndarray, np.ndarray]:
+        """One bounded read: all examples as ``(x, y)`` arrays (MNIST pixels as uint8)."""
+        if self.mnist:
+            x, y, self.records, self.skipped = _native.read_examples(self._cfg)
+            return x, y
+        out = _native.read_rows(self._cfg, self._spec, None if self._spec else self._options)
+        self._spec = out["spec"]
+        self.records, self.skipped, self.skipped_rows = out["records"], out["bad"], out["skipped"]
+        return out["x"], out["y"]
+
+    @property
+    def spec(self) -> Optional[str]:
+        if self._spec is None and self._label is not None:
+            self.read()
+        return self._spec
+
+    def _batches(self, shard):
+        x, y = self.read()
+        order = self._rng.permutation(len(y)) if self._shuffle else None
+        for i, start in enumerate(range(0, len(y), self.batch_size)):
+            if shard is not None and i % shard[1] != shard[0]:
+                continue
+            idx = slice(start, start + self.batch_size) if order is None else order[start : start + self.batch_size]
+            xb = x[idx]
+            if xb.dtype == np.uint8:
+                xb = xb.astype(np.float32) / np.float32(255.0)
+            yield xb, y[idx]
+
+
+class _StreamDataset(Dataset):
+    """Batches as rows arrive, from a consumer group or an in-process capture."""
+
+    def __init__(self, cfg: dict, batch_size: int, stream_timeout: int, label, spec):
+        self._cfg = cfg
+        self.batch_size = batch_size
+        self._timeout = stream_timeout
+        self._label = label
+        self._spec = _spec_json(spec)
+        if label is not None and self._spec is None:
+            raise ValueError("a stream of any table needs spec= (a checkpoint folder, a Model, or a fitted bounded dataset), to encode rows the way the model was trained")
+        self.keys: list = []
+        self.positions: list = []
+
+    def _batches(self, shard):
+        # Each DataLoader worker gets a consumer of its own: Kafka splits the partitions.
+        stream = _native.Stream(self._cfg, "mnist" if self.mnist else "rows", self._timeout, self._spec)
+        try:
+            while True:
+                b = stream.next(self.batch_size)
+                if b is None:
+                    return
+                x, y, self.keys, self.positions = b
+                if x.dtype == np.uint8:
+                    x = x.astype(np.float32) / np.float32(255.0)
+                yield x, y
+        finally:
+            stream.close()
+
+
+def _kafka_cfg(servers, configuration, on_error, fmt, columns, **kw) -> dict:
+    return dict(kw, servers=servers, configuration=list(configuration or []), on_error=on_error, format=fmt, columns=columns)
+
+
+def from_kafka(
+    topic: str,
+    partition: Optional[int] = 0,
+    offset: int = 0,
+    servers: str = "localhost:9092",
+    configuration: Optional[Sequence[str]] = None,
+    *,
+    label: Optional[str] = None,
+    features: Optional[Sequence[str]] = None,
+    spec=None,
+    batch_size: int = 64,
+    on_error: str = "skip",
+    format: str = "auto",
+    columns: Optional[Sequence[str]] = None,
+    scaling: str = "standard",
+    nulls: str = "skip",
+    task: Optional[str] = None,
+    shuffle: bool = False,
+    seed: Optional[int] = None,
+    strict: bool = False,
+) -> BoundedDataset:
+    """A bounded read of ``topic`` from ``offset`` up to the high watermark seen when each
+    iteration starts (TF-IO's ``from_kafka``; unlike it, ``offset`` is honoured).
+    ``partition=None`` reads every partition."""
+    cfg = _kafka_cfg(servers, configuration, on_error, format, columns, topics=[topic], partition=partition, offset=offset, strict=strict)
+    opts = dict(features=list(features) if features else None, scaling=scaling, nulls=nulls, task=task)
+    return BoundedDataset(cfg, batch_size, label, spec, opts, shuffle, seed)
+
+
+class KafkaGroupDataset(_StreamDataset):
+    """Streams ``topics`` in the consumer group ``group_id`` (TF-IO's
+    ``KafkaGroupIODataset``): waits for topics that do not exist yet, ends after
+    ``stream_timeout`` ms without a record (-1: never), and commits the offsets of the
+    batches it handed out, so a restart resumes after them. A second group reads the topics
+    again from the start (``auto.offset.reset=earliest``, the default)."""
+
+    def __init__(
+        self,
+        topics: Sequence[str],
+        group_id: str,
+        servers: str = "localhost:9092",
+        stream_timeout: int = -1,
+        configuration: Optional[Sequence[str]] = None,
+        *,
+        label: Optional[str] = None,
+        spec=None,
+        batch_size: int = 64,
+        on_error: str = "skip",
+        format: str = "auto",
+        columns: Optional[Sequence[str]] = None,
+    ):
+        cfg = _kafka_cfg(servers, configuration, on_error, format, columns, topics=list(topics), group_id=group_id, stream_timeout=stream_timeout)
+        super().__init__(cfg, batch_size, stream_timeout, label, spec)
+
+
+class PostgresDataset(Dataset):
+    """A table read in-process (no Kafka): a snapshot (bounded, like ``from_kafka``), or with
+    ``stream=True`` the snapshot and then the rows as they commit, ending after
+    ``stream_timeout`` ms without a row (-1: never). The capture uses a temporary
+    replication slot, which the server drops when the read ends, even after a crash."""
+
+    def __new__(cls, url: str, table: str, *, stream: bool = False, stream_timeout: int = 10000, label=None, features=None, spec=None, batch_size: int = 64,
+                on_error: str = "skip", scaling: str = "standard", nulls: str = "skip", task=None, shuffle: bool = False, seed=None):
+        cfg = dict(url=url, table=table, on_error=on_error, stream_timeout=stream_timeout)
+        if stream:
+            return _StreamDataset(cfg, batch_size, stream_timeout, label, spec)
+        opts = dict(features=list(features) if features else None, scaling=scaling, nulls=nulls, task=task)
+        return BoundedDataset(cfg, batch_size, label, spec, opts, shuffle, seed)
+
+
+def load_model(path: str) -> Model:
+    """A checkpoint written by ``tensorcdc train`` (any table, or the blog's MNIST network):
+    ``predict(rows)`` takes dicts of column values and returns the class name and
+    probability (or the value) per row."""
+    return Model(str(path))
+
+
+def capture(url: str, table: str, stream_timeout: int = -1, batch_size: int = 256) -> Iterator[dict]:
+    """The change events of ``table``, in-process: the snapshot's rows, then each insert,
+    update and delete as it commits, as dicts ``{"op": "upsert"|"delete", "key", "row",
+    "position", "commit_ts_ms"}``. Ends after ``stream_timeout`` ms without a change (-1:
+    never), or when the caller stops iterating."""
+    stream = _native.Stream(dict(url=url, table=table, stream_timeout=stream_timeout), "changes", stream_timeout, None)
+    try:
+        while True:
+            events = stream.next(batch_size)
+            if events is None:
+                return
+            yield from events
+    finally:
+        stream.close()
