@@ -37,3 +37,12 @@ if ! "$TOOLS/venv/bin/python" -c "import sklearn" >/dev/null 2>&1; then
   echo "installing: scikit-learn (PyPI) in $TOOLS/venv"
   "$TOOLS/venv/bin/pip" install -q scikit-learn
 fi
+# The Python package's tests (python/tests): TensorFlow and Keras at the versions of the
+# benchmarks' reference runs, pytest, and maturin (pip fetches it to build ./python), in a
+# venv of their own. numpy stays below 2 for TensorFlow 2.16.
+PYVENV="$TOOLS/pyvenv"
+if ! "$PYVENV/bin/python" -c "import tensorflow, keras, pytest" >/dev/null 2>&1; then
+  echo "installing: tensorflow-cpu 2.16.2, keras 3.15.1, pytest (PyPI) in $PYVENV"
+  python3 -m venv "$PYVENV"
+  "$PYVENV/bin/pip" install -q "tensorflow-cpu==2.16.2" "keras==3.15.1" "numpy==1.26.4" pytest
+fi

@@ -98,13 +98,14 @@ class Dataset:
         return json.loads(self.spec).get("classes", [])
 
     def to_tf(self):
-        """A ``tf.data.Dataset`` of ``(x, y)`` batches; each iteration (each epoch of
-        ``model.fit``) reads the source again."""
+        """A ``tf.data.Dataset`` of ``(x, y)`` batches, prefetched; each iteration (each epoch
+        of ``model.fit``) reads the source again."""
         import tensorflow as tf
 
         width, y_type = self.width, tf.int64 if self.classification else tf.float32
         signature = (tf.TensorSpec(shape=(None, width), dtype=tf.float32), tf.TensorSpec(shape=(None,), dtype=y_type))
-        return tf.data.Dataset.from_generator(lambda: iter(self), output_signature=signature)
+        # prefetch: the next batches are made (reads release the GIL) while Keras trains.
+        return tf.data.Dataset.from_generator(lambda: iter(self), output_signature=signature).prefetch(tf.data.AUTOTUNE)
 
     def to_torch(self):
         """A PyTorch ``IterableDataset`` of ``(x, y)`` tensor batches: use it with

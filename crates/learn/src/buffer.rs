@@ -1,0 +1,192 @@
+//! The training buffer: labelled rows by primary key, split into training and held-out rows
+//! by a stable hash of the key (FNV-1a, the same on every run and machine).
+
+use std::collections::HashMap;
+
+use rand::seq::IteratorRandom;
+use tensorcdc_dataset::features::{Change, Record};
+
+/// What one change did to the buffer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Applied {
+    /// A labelled row entered the buffer (or replaced its previous version).
+    Labelled { key: String, replaced: bool, held_out: bool },
+    /// A row without a label: to be predicted (and retracted from the buffer if it was there).
+    Unlabelled(Record),
+    /// A delete removed a row the buffer held.
+    Retracted(String),
+    /// Nothing to do (a delete of an unknown key, a truncate, a row without a key).
+    Ignored,
+}
+
+/// FNV-1a over the key's bytes.
+fn fnv1a(key: &str) -> u64 {
+    key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3))
+}
+
+/// Labelled rows by key.
+#[derive(Debug)]
+pub struct TrainingBuffer {
+    label: String,
+    held_out_percent: u64,
+    rows: HashMap<String, Record>,
+    /// Training rows changed since the last [`TrainingBuffer::take_new`].
+    fresh: Vec<String>,
+    /// Labelled changes applied in all (updates count again: each is a new example).
+    pub labelled_changes: u64,
+}
+
+impl TrainingBuffer {
+    /// A buffer for rows whose label is `label`; `held_out_percent` of the keys (by hash)
+    /// are held out for scoring versions.
+    pub fn new(label: &str, held_out_percent: u8) -> Self {
+        TrainingBuffer { label: label.into(), held_out_percent: held_out_percent.min(100) as u64, rows: HashMap::new(), fresh: Vec::new(), labelled_changes: 0 }
+    }
+
+    /// True when the row with this key belongs to the held-out slice.
+    pub fn is_held_out(&self, key: &str) -> bool {
+        fnv1a(key) % 100 < self.held_out_percent
+    }
+
+    /// Applies one change from the stream.
+    pub fn apply(&mut self, change: Change) -> Applied {
+        match change {
+            Change::Upsert(r) => {
+                let labelled = r.get(&self.label).is_some_and(|c| !c.is_null());
+                let Some(key) = r.key.clone() else {
+                    return if labelled { Applied::Ignored } else { Applied::Unlabelled(r) };
+                };
+                if !labelled {
+                    self.rows.remove(&key);
+                    return Applied::Unlabelled(r);
+                }
+                let held_out = self.is_held_out(&key);
+                let replaced = self.rows.insert(key.clone(), r).is_some();
+                self.labelled_changes += 1;
+                if !held_out {
+                    self.fresh.push(key.clone());
+                }
+                Applied::Labelled { key, replaced, held_out }
+            }
+            Change::Delete(k) => match self.rows.remove(&k) {
+                Some(_) => Applied::Retracted(k),
+                None => Applied::Ignored,
+            },
+            Change::Skip => Applied::Ignored,
+        }
+    }
+
+    /// Labelled rows held now.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// The row with this key, if the buffer holds it.
+    pub fn get(&self, key: &str) -> Option<&Record> {
+        self.rows.get(key)
+    }
+
+    /// Training rows (not held out).
+    pub fn training(&self) -> impl Iterator<Item = &Record> {
+        self.rows.iter().filter(|(k, _)| !self.is_held_out(k)).map(|(_, r)| r)
+    }
+
+    /// Held-out rows.
+    pub fn held_out(&self) -> impl Iterator<Item = &Record> {
+        self.rows.iter().filter(|(k, _)| self.is_held_out(k)).map(|(_, r)| r)
+    }
+
+    /// Training rows that arrived or changed since the last call (each once, as it is now;
+    /// rows deleted since are left out).
+    pub fn take_new(&mut self) -> Vec<Record> {
+        let mut keys = std::mem::take(&mut self.fresh);
+        keys.sort();
+        keys.dedup();
+        keys.iter().filter_map(|k| self.rows.get(k).cloned()).collect()
+    }
+
+    /// Training rows that arrived or changed since the last [`TrainingBuffer::take_new`].
+    pub fn new_count(&self) -> usize {
+        self.fresh.len()
+    }
+
+    /// Up to `n` training rows chosen at random (the replay sample mixed with new rows).
+    pub fn replay(&self, n: usize, rng: &mut impl rand::Rng) -> Vec<&Record> {
+        self.training().choose_multiple(rng, n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use tensorcdc_dataset::features::Cell;
+
+    fn row(key: i64, x: f64, label: Option<i64>) -> Change {
+        Change::Upsert(Record { key: Some(key.to_string()), cells: vec![("id".into(), Cell::Int(key)), ("x".into(), Cell::Number(x)), ("y".into(), label.map_or(Cell::Null, Cell::Int))] })
+    }
+
+    #[test]
+    fn an_update_replaces_and_a_delete_retracts() {
+        let mut b = TrainingBuffer::new("y", 0);
+        assert!(matches!(b.apply(row(1, 0.5, Some(1))), Applied::Labelled { replaced: false, .. }));
+        assert!(matches!(b.apply(row(1, 0.7, Some(0))), Applied::Labelled { replaced: true, .. }));
+        assert_eq!(b.len(), 1);
+        assert_eq!(b.get("1").and_then(|r| r.get("x")), Some(&Cell::Number(0.7)));
+        // Both versions were new examples, but the row is taken once, as it is now.
+        let new = b.take_new();
+        assert_eq!(new.len(), 1);
+        assert_eq!(new[0].get("y"), Some(&Cell::Int(0)));
+        assert!(b.take_new().is_empty());
+        assert_eq!(b.apply(Change::Delete("1".into())), Applied::Retracted("1".into()));
+        assert!(b.is_empty());
+        assert_eq!(b.apply(Change::Delete("1".into())), Applied::Ignored);
+        assert_eq!(b.labelled_changes, 2);
+    }
+
+    #[test]
+    fn a_label_set_to_null_retracts_and_asks_for_a_prediction() {
+        let mut b = TrainingBuffer::new("y", 0);
+        b.apply(row(4, 1.0, Some(1)));
+        assert!(matches!(b.apply(row(4, 1.0, None)), Applied::Unlabelled(_)));
+        assert!(b.is_empty());
+        // A deleted row that was retracted before changes nothing more.
+        assert_eq!(b.apply(Change::Delete("4".into())), Applied::Ignored);
+    }
+
+    #[test]
+    fn the_held_out_slice_is_stable_and_near_its_share() {
+        let mut b = TrainingBuffer::new("y", 20);
+        for k in 0..5000 {
+            b.apply(row(k, 0.0, Some(k % 2)));
+        }
+        let held = b.held_out().count();
+        assert!((800..1200).contains(&held), "{held} of 5000 held out at 20%");
+        assert_eq!(b.training().count() + held, 5000);
+        // The split depends on the key alone: an update never moves a row across it.
+        let before: Vec<bool> = (0..100).map(|k| b.is_held_out(&k.to_string())).collect();
+        for k in 0..100 {
+            b.apply(row(k, 9.0, Some(1)));
+        }
+        assert_eq!(before, (0..100).map(|k| b.is_held_out(&k.to_string())).collect::<Vec<_>>());
+        // New rows to train on exclude the held-out ones.
+        assert!(b.take_new().iter().all(|r| !b.is_held_out(r.key.as_deref().unwrap())));
+        assert_eq!(fnv1a("a"), 0xaf63dc4c8601ec8c, "FNV-1a test vector");
+    }
+
+    #[test]
+    fn replay_draws_only_training_rows() {
+        let mut b = TrainingBuffer::new("y", 50);
+        for k in 0..200 {
+            b.apply(row(k, 0.0, Some(1)));
+        }
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let s = b.replay(30, &mut rng);
+        assert_eq!(s.len(), 30);
+        assert!(s.iter().all(|r| !b.is_held_out(r.key.as_deref().unwrap())));
+    }
+}

@@ -1,0 +1,139 @@
+//! Model versions in a folder, published atomically:
+//!
+//! ```text
+//! DIR/v000001/        a checkpoint (model.json, model.bpk) and version.json
+//! DIR/versions.jsonl  one line per version: number, position covered, examples seen,
+//!                     held-out score, whether it served
+//! DIR/serving         the number of the serving version
+//! ```
+//!
+//! A version is written into `DIR/.v000001.tmp` and renamed into place, and `serving` is
+//! replaced by rename, so a crash leaves either the old or the new state, never half of one.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::Score;
+
+/// What `version.json` (and a line of `versions.jsonl`) holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VersionMeta {
+    pub version: u64,
+    /// The source position (LSN or topic/partition@offset) whose labelled rows it has seen.
+    pub position: String,
+    /// Labelled examples trained on, counted once each (an update is a new example).
+    pub examples_seen: u64,
+    pub score: Score,
+    /// True when the gate admitted it to serve.
+    pub serving: bool,
+    pub published_ms: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {source}")]
+pub struct VersionError {
+    pub path: PathBuf,
+    #[source]
+    pub source: std::io::Error,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> VersionError + '_ {
+    move |source| VersionError { path: path.into(), source }
+}
+
+/// The versions folder.
+#[derive(Debug, Clone)]
+pub struct Versions {
+    dir: PathBuf,
+}
+
+impl Versions {
+    pub fn open(dir: &Path) -> Result<Self, VersionError> {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        Ok(Versions { dir: dir.into() })
+    }
+
+    pub fn path(&self, version: u64) -> PathBuf {
+        self.dir.join(format!("v{version:06}"))
+    }
+
+    /// Every version published, in order (from `versions.jsonl`; a torn last line, left by a
+    /// crash while appending, is ignored).
+    pub fn history(&self) -> Result<Vec<VersionMeta>, VersionError> {
+        let p = self.dir.join("versions.jsonl");
+        match std::fs::read_to_string(&p) {
+            Ok(t) => Ok(t.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(io(&p)(e)),
+        }
+    }
+
+    /// The serving version's number, if one serves.
+    pub fn serving(&self) -> Result<Option<u64>, VersionError> {
+        let p = self.dir.join("serving");
+        match std::fs::read_to_string(&p) {
+            Ok(t) => Ok(t.trim().parse().ok()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io(&p)(e)),
+        }
+    }
+
+    /// The next version number.
+    pub fn next_number(&self) -> Result<u64, VersionError> {
+        Ok(self.history()?.iter().map(|m| m.version).max().unwrap_or(0) + 1)
+    }
+
+    /// Publishes a version: `write` fills the folder it is given (the checkpoint), then the
+    /// folder is renamed into place, its line appended to the history, and, when
+    /// `meta.serving`, the serving pointer moved to it.
+    pub fn publish(&self, meta: &VersionMeta, write: impl FnOnce(&Path) -> Result<(), String>) -> Result<PathBuf, String> {
+        let tmp = self.dir.join(format!(".v{:06}.tmp", meta.version));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+        write(&tmp)?;
+        let json = serde_json::to_string(meta).expect("meta serialises");
+        std::fs::write(tmp.join("version.json"), &json).map_err(|e| format!("{}: {e}", tmp.display()))?;
+        let dest = self.path(meta.version);
+        std::fs::rename(&tmp, &dest).map_err(|e| format!("{} -> {}: {e}", tmp.display(), dest.display()))?;
+        let hist = self.dir.join("versions.jsonl");
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&hist).map_err(|e| format!("{}: {e}", hist.display()))?;
+        writeln!(f, "{json}").and_then(|_| f.sync_all()).map_err(|e| format!("{}: {e}", hist.display()))?;
+        if meta.serving {
+            let tmp_ptr = self.dir.join(".serving.tmp");
+            std::fs::write(&tmp_ptr, meta.version.to_string()).map_err(|e| format!("{}: {e}", tmp_ptr.display()))?;
+            std::fs::rename(&tmp_ptr, self.dir.join("serving")).map_err(|e| format!("serving: {e}"))?;
+        }
+        Ok(dest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(v: u64, serving: bool) -> VersionMeta {
+        VersionMeta { version: v, position: format!("lsn 0/{v}"), examples_seen: v * 10, score: Score { loss: 1.0, accuracy: Some(0.5), rows: 3 }, serving, published_ms: 0 }
+    }
+
+    #[test]
+    fn versions_are_published_whole_and_only_admitted_ones_serve() {
+        let d = tempfile::tempdir().unwrap();
+        let vs = Versions::open(d.path()).unwrap();
+        assert_eq!(vs.next_number().unwrap(), 1);
+        vs.publish(&meta(1, true), |p| std::fs::write(p.join("model.bpk"), b"w1").map_err(|e| e.to_string())).unwrap();
+        vs.publish(&meta(2, false), |p| std::fs::write(p.join("model.bpk"), b"w2").map_err(|e| e.to_string())).unwrap();
+        assert_eq!(vs.serving().unwrap(), Some(1), "a refused version does not serve");
+        assert_eq!(std::fs::read(vs.path(2).join("model.bpk")).unwrap(), b"w2", "but it is kept");
+        assert_eq!(vs.history().unwrap().iter().map(|m| (m.version, m.serving)).collect::<Vec<_>>(), vec![(1, true), (2, false)]);
+        // A failed write leaves nothing in place and the history unchanged.
+        assert!(vs.publish(&meta(3, true), |_| Err("disk full".into())).is_err());
+        assert!(!vs.path(3).exists());
+        assert_eq!(vs.serving().unwrap(), Some(1));
+        assert_eq!(vs.next_number().unwrap(), 3);
+        // A torn last line (a crash while appending) is ignored.
+        std::fs::OpenOptions::new().append(true).open(d.path().join("versions.jsonl")).unwrap().write_all(b"{\"version\": 9").unwrap();
+        assert_eq!(vs.history().unwrap().len(), 2);
+    }
+}
