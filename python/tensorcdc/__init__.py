@@ -129,8 +129,9 @@ class Dataset:
 class BoundedDataset(Dataset):
     """Everything in the source when an iteration starts (a topic to its high watermark, or a
     snapshot of a table), keyed as the table is: an update replaces its row, a delete removes
-    it. Every iteration reads the source again; the feature spec is fitted on the first read
-    (or given with ``spec=``) and kept, so every epoch is encoded the same way."""
+    it. Every iteration reads the source again (a Kafka partition: only what was added since
+    the last iteration); the feature spec is fitted on the first read (or given with
+    ``spec=``) and kept, so every epoch is encoded the same way."""
 
     def __init__(self, cfg: dict, batch_size: int, label, spec, options: dict, shuffle: bool, seed: Optional[int]):
         self._cfg = cfg
@@ -145,11 +146,23 @@ class BoundedDataset(Dataset):
         self.skipped_rows: list = []
 
     def read(self) -> Tuple[np.ndarray, np.ndarray]:
-        """One bounded read: all examples as ``(x, y)`` arrays (MNIST pixels as uint8)."""
-        if self.mnist:
+        """One bounded read: all examples as ``(x, y)`` arrays (MNIST pixels as uint8).
+
+        A Kafka partition is read as a table kept between reads: each read fetches only the
+        records added since the last one (up to the high watermark now) and applies them to
+        the rows already read, so an epoch costs a full read only once."""
+        if self._cfg.get("servers") is not None and self._cfg.get("partition") is not None:
+            if getattr(self, "_table", None) is None:
+                self._table = _native.KafkaTable(self._cfg, self._spec, None if (self.mnist or self._spec) else self._options)
+            out = self._table.refresh()
+            if self.mnist:
+                x, y, self.records, self.skipped = out
+                return x, y
+        elif self.mnist:
             x, y, self.records, self.skipped = _native.read_examples(self._cfg)
             return x, y
-        out = _native.read_rows(self._cfg, self._spec, None if self._spec else self._options)
+        else:
+            out = _native.read_rows(self._cfg, self._spec, None if self._spec else self._options)
         self._spec = out["spec"]
         self.records, self.skipped, self.skipped_rows = out["records"], out["bad"], out["skipped"]
         return out["x"], out["y"]

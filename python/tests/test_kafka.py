@@ -128,3 +128,17 @@ def test_torch_workers_never_hand_out_a_record_twice(blog):
     torch = pytest.importorskip("torch")
     loader = torch.utils.data.DataLoader(ds.to_torch(), batch_size=None, num_workers=2)
     assert sum(len(y) for _, y in loader) == TRAIN_ROWS
+
+
+def test_each_epoch_reads_the_rows_added_since_the_last(blog):
+    pg, servers = blog["pg"], blog["servers"]
+    testing.load_mnist(pg.url, "mnist_grow", FASHION, "test", limit=100)
+    wait_for("100 records in tf.public.mnist_grow", lambda: count(servers, "tf.public.mnist_grow") >= 100)
+    ds = tensorcdc.from_kafka("tf.public.mnist_grow", servers=servers, batch_size=32)
+    first = np.concatenate([y for _, y in ds])
+    assert len(first) == 100
+    testing.load_mnist(pg.url, "mnist_grow", FASHION, "test", limit=50, offset=100)
+    wait_for("150 records in tf.public.mnist_grow", lambda: count(servers, "tf.public.mnist_grow") >= 150)
+    second = np.concatenate([y for _, y in ds])
+    np.testing.assert_array_equal(second, idx("t10k-labels-idx1-ubyte.gz")[:150])
+    assert ds.records == 150, "the second epoch read only the 50 new records"

@@ -184,6 +184,19 @@ impl KeyedExamples {
         self.len() == 0
     }
 
+    /// A copy of the examples present, in the order their keys first arrived (the set is
+    /// kept, to be read into again).
+    pub fn to_examples(&self) -> Examples {
+        let mut out = Examples { pixels: Vec::with_capacity(self.len() * PIXELS), labels: Vec::with_capacity(self.len()) };
+        for (i, gone) in self.deleted.iter().enumerate() {
+            if !gone {
+                out.pixels.extend_from_slice(self.set.image(i));
+                out.labels.push(self.set.labels[i]);
+            }
+        }
+        out
+    }
+
     /// The examples present, in the order their keys first arrived.
     pub fn into_examples(self) -> Examples {
         if self.removed == 0 {

@@ -9,7 +9,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 use tensorcdc_dataset::features::{Change, Encoded, FeatureSpec, SpecOptions, Task};
 use tensorcdc_dataset::mnist::Split;
-use tensorcdc_dataset::PIXELS;
+use tensorcdc_dataset::{KeyedExamples, PIXELS};
+use tensorcdc_source::{Rows, TopicTable};
 
 use crate::{err, runtime, source_config};
 
@@ -72,16 +73,78 @@ pub fn read_rows<'py>(py: Python<'py>, cfg: &Bound<'py, PyDict>, spec: Option<St
         (None, None) => return Err(pyo3::exceptions::PyValueError::new_err("give label= (to fit a feature spec) or spec=")),
     };
     let e = spec.encode_all(rows.set.iter());
-    let (x, y, skipped) = targets(py, &spec, e);
-    let out = PyDict::new(py);
-    out.set_item("x", x)?;
-    out.set_item("y", y)?;
-    out.set_item("spec", serde_json::to_string(&spec).map_err(err)?)?;
-    out.set_item("classes", spec.classes.clone())?;
-    out.set_item("skipped", skipped)?;
+    let out = rows_dict(py, &spec, e)?;
     out.set_item("records", rows.report.records)?;
     out.set_item("bad", rows.report.skipped)?;
     Ok(out)
+}
+
+/// `x`, `y`, the spec (JSON), its classes and the rows skipped, as a dict.
+fn rows_dict<'py>(py: Python<'py>, spec: &FeatureSpec, e: Encoded) -> PyResult<Bound<'py, PyDict>> {
+    let (x, y, skipped) = targets(py, spec, e);
+    let out = PyDict::new(py);
+    out.set_item("x", x)?;
+    out.set_item("y", y)?;
+    out.set_item("spec", serde_json::to_string(spec).map_err(err)?)?;
+    out.set_item("classes", spec.classes.clone())?;
+    out.set_item("skipped", skipped)?;
+    Ok(out)
+}
+
+enum TableKind {
+    Mnist(TopicTable<KeyedExamples>),
+    Rows { table: TopicTable<Rows>, spec: Option<Box<FeatureSpec>>, options: Option<SpecOptions> },
+}
+
+/// A topic read as a table, again each epoch but incrementally: the keyed set is kept and each
+/// `refresh()` reads only the records added since (one partition; with none given, every
+/// partition is read from the start each time).
+#[pyclass(module = "tensorcdc._tensorcdc")]
+pub struct KafkaTable {
+    kind: Mutex<TableKind>,
+}
+
+#[pymethods]
+impl KafkaTable {
+    #[new]
+    #[pyo3(signature = (cfg, spec=None, options=None))]
+    fn new(cfg: &Bound<'_, PyDict>, spec: Option<String>, options: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
+        let c = source_config(cfg)?;
+        let kind = match (spec, options) {
+            (None, None) => TableKind::Mnist(TopicTable::new(&c)),
+            (Some(json), _) => TableKind::Rows { table: TopicTable::new(&c), spec: Some(Box::new(serde_json::from_str(&json).map_err(|e| err(format!("spec: {e}")))?)), options: None },
+            (None, Some(o)) => TableKind::Rows { table: TopicTable::new(&c), spec: None, options: Some(spec_options(o, Vec::new())?) },
+        };
+        Ok(KafkaTable { kind: Mutex::new(kind) })
+    }
+
+    /// Reads what was added since the last refresh and returns the whole table: MNIST
+    /// `(pixels uint8, labels int64, records, skipped)`, or for any table a dict as
+    /// `read_rows` gives (the spec fitted on the first refresh and kept).
+    fn refresh<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let mut kind = self.kind.lock().map_err(|_| err("table poisoned by an earlier panic"))?;
+        match &mut *kind {
+            TableKind::Mnist(t) => {
+                let ex = py.detach(|| runtime().block_on(t.refresh()).map(|s| s.to_examples())).map_err(err)?;
+                let labels: Vec<i64> = ex.labels.iter().map(|&l| l as i64).collect();
+                Ok((pixels(py, ex.pixels)?, labels.into_pyarray(py), t.report.records, t.report.skipped).into_pyobject(py)?.into_any())
+            }
+            TableKind::Rows { table, spec, options } => {
+                let rows = py.detach(|| runtime().block_on(table.refresh())).map_err(err)?;
+                if spec.is_none() {
+                    let mut o = options.take().expect("options when no spec");
+                    o.exclude = rows.key_columns.iter().cloned().collect();
+                    *spec = Some(Box::new(FeatureSpec::fit(rows.set.iter(), &o).map_err(err)?));
+                }
+                let spec = spec.as_ref().expect("fitted");
+                let e = spec.encode_all(rows.set.iter());
+                let out = rows_dict(py, spec, e)?;
+                out.set_item("records", table.report.records)?;
+                out.set_item("bad", table.report.skipped)?;
+                Ok(out.into_any())
+            }
+        }
+    }
 }
 
 enum Mode {

@@ -75,6 +75,7 @@ fn _tensorcdc(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(datasets::read_examples, m)?)?;
     m.add_function(wrap_pyfunction!(datasets::read_rows, m)?)?;
     m.add_class::<datasets::Stream>()?;
+    m.add_class::<datasets::KafkaTable>()?;
     m.add_class::<model::Model>()?;
     m.add_class::<testing::LocalPostgres>()?;
     m.add_class::<testing::Broker>()?;

@@ -1,7 +1,7 @@
 //! Bounded reads: everything available now, as MNIST examples or as the rows of any table.
 //! Both are keyed as the table is: an update replaces its row, a delete removes it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use tensorcdc_change::Key;
@@ -67,45 +67,129 @@ pub async fn bounded_examples(cfg: &SourceConfig, split: Split) -> Result<(Examp
         run.await??;
         return Ok((truncate(ex), report));
     }
-    let Some(brokers) = cfg.kafka.clone() else {
+    if cfg.kafka.is_none() {
         return Err(SourceError::Config("give a source: --data DIR, --kafka HOST:PORT --topic T, or --source postgres://...".into()));
-    };
+    }
+    let (set, report, _) = read_topic_into(cfg, KeyedExamples::default(), cfg.offset).await?;
+    Ok((truncate_keyed(set, cfg.limit), report))
+}
+
+/// A keyed set a Kafka topic is read into, record by record.
+pub trait TopicSet: Default + Send + 'static {
+    /// Applies one record (a bad one is counted in `report`, or is the error).
+    fn apply(&mut self, r: &Record, cfg: &SourceConfig, csv: &mut CsvColumns, report: &mut Report) -> Result<(), SourceError>;
+    /// True when the set holds all it may (`limit`).
+    fn full(&self, _cfg: &SourceConfig) -> bool {
+        false
+    }
+}
+
+impl TopicSet for KeyedExamples {
+    fn apply(&mut self, r: &Record, cfg: &SourceConfig, _csv: &mut CsvColumns, report: &mut Report) -> Result<(), SourceError> {
+        let what = Position::Kafka { topic: r.topic.clone(), partition: r.partition, offset: r.offset };
+        let key = record_key(r);
+        match decode(r.key.as_deref(), r.value.as_deref(), &what, &cfg.decode) {
+            Ok(Some(mut e)) => {
+                e.key = key;
+                self.upsert(&e);
+                Ok(())
+            }
+            Ok(None) => {
+                if let Ok(tensorcdc_dataset::features::Change::Delete(k)) = change_of_json(r.value.as_deref(), key, &what) {
+                    self.delete(&k);
+                }
+                Ok(())
+            }
+            Err(e) => bad_record(cfg.on_error, report, e.to_string()),
+        }
+    }
+
+    fn full(&self, cfg: &SourceConfig) -> bool {
+        cfg.limit.is_some_and(|n| self.len() >= n)
+    }
+}
+
+impl TopicSet for Rows {
+    fn apply(&mut self, r: &Record, cfg: &SourceConfig, csv: &mut CsvColumns, report: &mut Report) -> Result<(), SourceError> {
+        // Every key of a table has the same columns: read them from the first one.
+        if self.key_columns.is_empty() {
+            self.key_columns.extend(json_key_columns(r.key.as_deref()));
+        }
+        match record_change(r, csv, true) {
+            Ok(Some(c)) => {
+                self.set.apply(c);
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(e) => bad_record(cfg.on_error, report, e),
+        }
+    }
+}
+
+/// Reads `cfg`'s topic from `offset` up to its high watermark now into `set`. Returns the set,
+/// what the read saw, and per partition the offset after the last record read.
+pub async fn read_topic_into<S: TopicSet>(cfg: &SourceConfig, mut set: S, offset: i64) -> Result<(S, Report, BTreeMap<i32, i64>), SourceError> {
+    let Some(brokers) = cfg.kafka.clone() else { return Err(SourceError::Config("a Kafka source needs --kafka HOST:PORT".into())) };
     let topic = cfg.topic()?.to_string();
     let cfg = cfg.clone();
     tokio::task::spawn_blocking(move || {
-        // Keyed, as the table: an update replaces its row's example, a delete removes it.
-        let mut ex = KeyedExamples::default();
         let mut report = Report::default();
+        let mut next = BTreeMap::new();
+        let mut csv = CsvColumns(cfg.columns.clone());
         let mut err = None;
-        read_bounded(&brokers, &topic, cfg.partition, cfg.offset, cfg.strict, &cfg.kafka_settings, TOPIC_WAIT, |r| {
-            if cfg.limit.is_some_and(|n| ex.len() >= n) || err.is_some() {
+        read_bounded(&brokers, &topic, cfg.partition, offset, cfg.strict, &cfg.kafka_settings, TOPIC_WAIT, |r| {
+            next.insert(r.partition, r.offset + 1);
+            if err.is_some() || set.full(&cfg) {
                 return Ok(());
             }
             report.records += 1;
-            let what = Position::Kafka { topic: r.topic.clone(), partition: r.partition, offset: r.offset };
-            let key = record_key(&r);
-            match decode(r.key.as_deref(), r.value.as_deref(), &what, &cfg.decode) {
-                Ok(Some(mut e)) => {
-                    e.key = key;
-                    ex.upsert(&e)
-                }
-                Ok(None) => {
-                    if let Ok(tensorcdc_dataset::features::Change::Delete(k)) = change_of_json(r.value.as_deref(), key, &what) {
-                        ex.delete(&k);
-                    }
-                }
-                Err(e) => err = bad_record(cfg.on_error, &mut report, e.to_string()).err(),
-            }
+            err = set.apply(&r, &cfg, &mut csv, &mut report).err();
             Ok(())
         })?;
         match err {
             Some(e) => Err(e),
-            None => Ok((truncate_keyed(ex, cfg.limit), report)),
+            None => Ok((set, report, next)),
         }
     })
     .await?
 }
 
+/// A topic read again and again as a table: the keyed set is kept, and each
+/// [`TopicTable::refresh`] reads only the records added since the last one (up to the high
+/// watermark at that moment). With no partition given it reads every partition from the start
+/// again each time.
+pub struct TopicTable<S: TopicSet> {
+    cfg: SourceConfig,
+    set: Option<S>,
+    next: Option<i64>,
+    /// What every refresh saw, in all.
+    pub report: Report,
+}
+
+impl<S: TopicSet> TopicTable<S> {
+    pub fn new(cfg: &SourceConfig) -> Self {
+        TopicTable { cfg: cfg.clone(), set: None, next: None, report: Report::default() }
+    }
+
+    /// Brings the set up to the topic's high watermark now.
+    pub async fn refresh(&mut self) -> Result<&S, SourceError> {
+        let incremental = self.cfg.partition.is_some();
+        let (set, from) = match (incremental, self.set.take(), self.next) {
+            (true, Some(set), Some(n)) => (set, n),
+            (true, Some(set), None) => (set, self.cfg.offset),
+            _ => (S::default(), self.cfg.offset),
+        };
+        let (set, report, next) = read_topic_into(&self.cfg, set, from).await?;
+        self.report.records += report.records;
+        self.report.skipped += report.skipped;
+        if let Some(p) = self.cfg.partition {
+            if let Some(&n) = next.get(&p) {
+                self.next = Some(n);
+            }
+        }
+        Ok(self.set.insert(set))
+    }
+}
 fn truncate_keyed(ex: KeyedExamples, limit: Option<usize>) -> Examples {
     let ex = ex.into_examples();
     match limit {
@@ -139,35 +223,12 @@ pub async fn bounded_rows(cfg: &SourceConfig) -> Result<Rows, SourceError> {
         run.await??;
         return Ok(rows);
     }
-    let (Some(brokers), Ok(topic)) = (cfg.kafka.clone(), cfg.topic()) else {
+    if cfg.kafka.is_none() {
         return Err(SourceError::Config("give a source: --source postgres://... --table T, or --kafka HOST:PORT --topic T".into()));
-    };
-    let (topic, cfg) = (topic.to_string(), cfg.clone());
-    tokio::task::spawn_blocking(move || {
-        let mut csv = CsvColumns(cfg.columns.clone());
-        let mut err = None;
-        read_bounded(&brokers, &topic, cfg.partition, cfg.offset, cfg.strict, &cfg.kafka_settings, TOPIC_WAIT, |r| {
-            if err.is_some() {
-                return Ok(());
-            }
-            rows.report.records += 1;
-            // Every key of a table has the same columns: read them from the first one.
-            if rows.key_columns.is_empty() {
-                rows.key_columns.extend(json_key_columns(r.key.as_deref()));
-            }
-            match record_change(&r, &mut csv, true) {
-                Ok(Some(c)) => rows.set.apply(c),
-                Ok(None) => {}
-                Err(e) => err = bad_record(cfg.on_error, &mut rows.report, e).err(),
-            }
-            Ok(())
-        })?;
-        match err {
-            Some(e) => Err(e),
-            None => Ok(rows),
-        }
-    })
-    .await?
+    }
+    let (mut rows, report, _) = read_topic_into(cfg, rows, cfg.offset).await?;
+    rows.report = report;
+    Ok(rows)
 }
 
 /// The column names of a Debezium JSON key (with or without its schema).

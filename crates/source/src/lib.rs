@@ -19,7 +19,7 @@ mod bounded;
 mod config;
 mod stream;
 
-pub use bounded::{bounded_examples, bounded_rows, record_change, record_key, Rows};
+pub use bounded::{bounded_examples, bounded_rows, read_topic_into, record_change, record_key, Rows, TopicSet, TopicTable};
 pub use config::{OnError, SourceConfig};
 pub use stream::{route, Stream};
 pub use tensorcdc_dataset::features::Change;
