@@ -7,6 +7,7 @@ mod download;
 mod follow;
 mod pictures;
 mod progress;
+mod run;
 mod sinks;
 mod source;
 mod tabular;
@@ -33,6 +34,9 @@ struct Cli {
 enum Command {
     /// The blog's whole story in one command: private Postgres, load, capture, train, evaluate while inserting, predict live.
     Demo(demo::DemoArgs),
+    /// Continuous learning on one table: train on labelled rows as they commit, publish
+    /// versions that pass the held-out gate, predict unlabelled rows with the serving one.
+    Run(run::RunArgs),
     /// MNIST files: download them, turn them into SQL (the blog's mnist2sql).
     Mnist {
         #[command(subcommand)]
@@ -161,5 +165,6 @@ fn run(cli: Cli) -> Result<()> {
         Command::Predict(a) => train::predict(a),
         Command::Capture(a) => capture::capture(a),
         Command::Demo(a) => demo::demo(a),
+        Command::Run(a) => run::run(a),
     }
 }

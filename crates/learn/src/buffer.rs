@@ -91,12 +91,12 @@ impl TrainingBuffer {
     }
 
     /// Training rows (not held out).
-    pub fn training(&self) -> impl Iterator<Item = &Record> {
+    pub fn training(&self) -> impl Iterator<Item = &Record> + Clone {
         self.rows.iter().filter(|(k, _)| !self.is_held_out(k)).map(|(_, r)| r)
     }
 
     /// Held-out rows.
-    pub fn held_out(&self) -> impl Iterator<Item = &Record> {
+    pub fn held_out(&self) -> impl Iterator<Item = &Record> + Clone {
         self.rows.iter().filter(|(k, _)| self.is_held_out(k)).map(|(_, r)| r)
     }
 

@@ -81,6 +81,14 @@ impl Stream {
         Stream { inner, cfg: Arc::new(cfg.clone()), timeout_ms, last: Instant::now(), report: Report::default(), unacked: Vec::new() }
     }
 
+    /// False while an in-process capture is still reading its snapshot (a Kafka stream: always true).
+    pub fn streaming(&self) -> bool {
+        match &self.inner {
+            Inner::Kafka(_) => true,
+            Inner::Capture { stats, .. } => stats.lock().expect("capture stats").streaming,
+        }
+    }
+
     /// Changes how long an in-process stream waits for a row before it ends (-1: never).
     pub fn set_timeout_ms(&mut self, ms: i64) {
         self.timeout_ms = ms;

@@ -1,0 +1,131 @@
+//! `tensorcdc run`: continuous learning on scikit-learn's breast_cancer table in a private
+//! Postgres. Labelled rows train versions, unlabelled rows are predicted by the serving
+//! version and upserted into the predictions table, a changed row is predicted again, and
+//! new labelled rows publish a new version with more examples seen.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tensorcdc_localpg::{LocalPg, Options};
+use tokio_postgres::NoTls;
+
+mod common;
+use common::{Kill, Lines};
+
+fn sklearn(name: &str, dir: &Path) -> (Vec<String>, Vec<Vec<String>>) {
+    let python = std::env::var_os("TENSORCDC_PYTHON").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/var/tmp/tensorcdc-tools/venv/bin/python"));
+    let out = dir.join(format!("{name}.csv"));
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/sklearn_csv.py");
+    assert!(Command::new(python).arg(script).arg(name).arg(&out).status().unwrap().success(), "sklearn_csv.py {name}");
+    let text = std::fs::read_to_string(&out).unwrap();
+    let mut lines = text.lines();
+    let header = lines.next().unwrap().split(',').map(String::from).collect();
+    (header, lines.map(|l| l.split(',').map(String::from).collect()).collect())
+}
+
+/// Waits for `what` (a line of `run`'s output containing it), with a deadline.
+fn wait_line(lines: &Lines, what: &str, secs: u64) -> String {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now()).as_secs().max(1);
+        let l = lines.next(left, what).unwrap_or_else(|| panic!("run ended before {what:?}"));
+        if l.contains(what) {
+            return l;
+        }
+    }
+}
+
+async fn count(c: &tokio_postgres::Client, sql: &str) -> i64 {
+    c.query_one(sql, &[]).await.unwrap().get(0)
+}
+
+/// Polls `sql` (a count) until it reaches `want`, with a deadline.
+async fn wait_count(c: &tokio_postgres::Client, sql: &str, want: i64, secs: u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let n = count(c, sql).await;
+        if n >= want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{sql}: {n}, expected {want} within {secs} s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn labelled_rows_train_versions_and_unlabelled_rows_are_predicted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (header, rows) = sklearn("breast_cancer", dir.path());
+    let pg = LocalPg::start(Options { no_fsync: true, ..Default::default() }).unwrap();
+    let (c, conn) = tokio_postgres::connect(&pg.conninfo("postgres"), NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let cols: Vec<String> = header.iter().map(|h| if h == "target" { "target int".into() } else { format!("{h} float8") }).collect();
+    c.batch_execute(&format!("CREATE TABLE cancer(id serial PRIMARY KEY, {})", cols.join(", "))).await.unwrap();
+    let insert = |rs: &[Vec<String>], labelled: bool| {
+        let values: Vec<String> = rs
+            .iter()
+            .map(|r| {
+                let mut r = r.clone();
+                if !labelled {
+                    *r.last_mut().unwrap() = "NULL".into();
+                }
+                format!("({})", r.join(","))
+            })
+            .collect();
+        format!("INSERT INTO cancer({}) VALUES {}", header.join(","), values.join(","))
+    };
+    // The snapshot: 400 labelled rows.
+    c.batch_execute(&insert(&rows[..400], true)).await.unwrap();
+    let out = dir.path().join("versions");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tensorcdc"))
+        .args(["run", "--source", &pg.url("postgres"), "--table", "cancer", "--label", "target", "--layers", "16", "--retrain-every", "60", "--retrain-secs", "3600"])
+        .args(["--initial-epochs", "20", "--held-out-percent", "20", "--margin", "0.05", "--out"])
+        .arg(&out)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = Lines::of(child.stdout.take().unwrap());
+    let _child = Kill(child);
+    let v1 = wait_line(&lines, "version 1:", 60);
+    assert!(v1.contains("serving"), "{v1}");
+    // Unlabelled rows, as they commit: predicted by version 1, one row each.
+    c.batch_execute(&insert(&rows[400..469], false)).await.unwrap();
+    wait_count(&c, "SELECT count(*) FROM cancer_predictions", 69, 30).await;
+    let right: i64 = count(
+        &c,
+        "SELECT count(*) FROM cancer_predictions p JOIN (SELECT id, row_number() OVER (ORDER BY id) AS n FROM cancer WHERE target IS NULL) u ON p.row_key = u.id::text",
+    )
+    .await;
+    assert_eq!(right, 69, "every unlabelled row has its prediction");
+    assert_eq!(count(&c, "SELECT count(*) FROM cancer_predictions WHERE model_version = 1 AND latency_ms >= 0 AND source_position LIKE 'lsn %'").await, 69);
+    // The predictions are the model's: compare with the true labels of those rows.
+    let truth: Vec<&str> = rows[400..469].iter().map(|r| r.last().unwrap().as_str()).collect();
+    let preds = c.query("SELECT row_key::int, prediction FROM cancer_predictions ORDER BY row_key::int", &[]).await.unwrap();
+    let correct = preds.iter().zip(&truth).filter(|(p, t)| p.get::<_, String>(1) == **t).count();
+    assert!(correct >= 60, "{correct} of 69 unlabelled rows predicted right");
+    // A row whose features change is predicted again (one row, a new position).
+    let before: String = c.query_one("SELECT source_position FROM cancer_predictions WHERE row_key = '401'", &[]).await.unwrap().get(0);
+    c.batch_execute("UPDATE cancer SET mean_radius = mean_radius * 1.01 WHERE id = 401").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now: String = c.query_one("SELECT source_position FROM cancer_predictions WHERE row_key = '401'", &[]).await.unwrap().get(0);
+        if now != before {
+            break;
+        }
+        assert!(Instant::now() < deadline, "row 401 was not predicted again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(count(&c, "SELECT count(*) FROM cancer_predictions").await, 69, "still one prediction per row");
+    // 100 more labelled rows (and the rest of the data set): a new version, with more examples.
+    c.batch_execute(&insert(&rows[469..], true)).await.unwrap();
+    let v2 = wait_line(&lines, "version 2:", 60);
+    let seen = |l: &str| -> u64 { l.split(": ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap() };
+    assert_eq!(seen(&v1), 320 + 80, "version 1 saw the snapshot's labelled rows: {v1}");
+    assert!((460..=500).contains(&seen(&v2)), "version 2 saw the new labelled rows (60 or more of 100 start it): {v2}");
+    let hist = std::fs::read_to_string(out.join("versions.jsonl")).unwrap();
+    assert_eq!(hist.lines().count(), 2, "{hist}");
+    assert!(out.join("v000001/model.json").is_file() && out.join("v000002/model.bpk").is_file());
+    let serving = std::fs::read_to_string(out.join("serving")).unwrap();
+    assert_eq!(serving.trim() == "2", v2.contains(", serving"), "the serving pointer follows the gate: {serving} / {v2}");
+}
