@@ -80,13 +80,14 @@ async fn labelled_rows_train_versions_and_unlabelled_rows_are_predicted() {
     let out = dir.path().join("versions");
     let mut child = Command::new(env!("CARGO_BIN_EXE_tensorcdc"))
         .args(["run", "--source", &pg.url("postgres"), "--table", "cancer", "--label", "target", "--layers", "16", "--retrain-every", "60", "--retrain-secs", "3600"])
-        .args(["--initial-epochs", "20", "--held-out-percent", "20", "--margin", "0.05", "--out"])
+        .args(["--initial-epochs", "20", "--held-out-percent", "20", "--margin", "0.05", "--metrics-addr", "127.0.0.1:0", "--out"])
         .arg(&out)
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     let lines = Lines::of(child.stdout.take().unwrap());
     let _child = Kill(child);
+    let metrics_url = wait_line(&lines, "metrics on ", 30).split("metrics on ").nth(1).unwrap().trim().to_string();
     let v1 = wait_line(&lines, "version 1:", 60);
     assert!(v1.contains("serving"), "{v1}");
     // Unlabelled rows, as they commit: predicted by version 1, one row each.
@@ -117,6 +118,18 @@ async fn labelled_rows_train_versions_and_unlabelled_rows_are_predicted() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(count(&c, "SELECT count(*) FROM cancer_predictions").await, 69, "still one prediction per row");
+    // /metrics: what was read, learnt, served and how fast, in Prometheus' text format.
+    let text = ureq::get(&metrics_url).call().unwrap().into_string().unwrap();
+    let value = |name: &str| -> f64 {
+        let line = text.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("no {name} in\n{text}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert!(value("tensorcdc_rows_captured_total") >= 470.0, "{text}");
+    assert_eq!(value("tensorcdc_labelled_rows_total"), 400.0);
+    assert_eq!(value("tensorcdc_model_version"), 1.0);
+    assert_eq!(value("tensorcdc_predictions_total"), 70.0, "69 rows and one predicted again");
+    assert_eq!(value("tensorcdc_prediction_latency_seconds_count"), 70.0);
+    assert!((0.5..=1.0).contains(&value("tensorcdc_heldout_accuracy")), "{text}");
     // 100 more labelled rows (and the rest of the data set): a new version, with more examples.
     c.batch_execute(&insert(&rows[469..], true)).await.unwrap();
     let v2 = wait_line(&lines, "version 2:", 60);

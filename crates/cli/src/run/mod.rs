@@ -11,9 +11,15 @@
 //! predictions table, with model version, source position and commit-to-prediction latency;
 //! a row whose features change is predicted again.
 //!
+//! `/metrics` (Prometheus text, [`metrics`]) reports rows captured, lag, labelled rows,
+//! examples trained, the serving version and its held-out score, and the commit-to-prediction
+//! latency histogram.
+//!
 //! Not yet: the slot confirmed only up to what is both checkpointed and written (exactly once
-//! across crashes: the capture's slot is temporary today), Kafka groups as the source,
-//! `/metrics` and the live page.
+//! across crashes: the capture's slot is temporary today), Kafka groups as the source, and the
+//! live page.
+
+mod metrics;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -78,6 +84,9 @@ pub struct RunArgs {
     /// End after this many ms without a change (-1: run until Ctrl-C).
     #[arg(long, default_value_t = -1)]
     pub stream_timeout: i64,
+    /// Where `/metrics` is served (port 0: any free port; "off": not served).
+    #[arg(long, default_value = "127.0.0.1:9187")]
+    pub metrics_addr: String,
 }
 
 /// A training job: the data of one version.
@@ -192,7 +201,7 @@ struct Pending {
 }
 
 /// Predicts `rows` with the serving version and upserts them; returns how many were written.
-async fn predict(out: &Predictions, spec: &FeatureSpec, p: &SeqPredictor, version: u64, rows: &[Pending]) -> Result<usize> {
+async fn predict(out: &Predictions, m: &metrics::Metrics, spec: &FeatureSpec, p: &SeqPredictor, version: u64, rows: &[Pending]) -> Result<usize> {
     let mut x = Vec::with_capacity(rows.len() * spec.width());
     let mut ok = Vec::new();
     for r in rows {
@@ -215,6 +224,10 @@ async fn predict(out: &Predictions, spec: &FeatureSpec, p: &SeqPredictor, versio
             Task::Regression => (o[0].to_string(), None, Some(o[0] as f64)),
         };
         let latency = r.commit_ts_ms.map(|c| (done - c).max(0) as f64);
+        if let Some(l) = latency {
+            m.latency.observe(l / 1e3);
+        }
+        m.predictions.inc();
         out.client.execute(&out.upsert, &[&r.record.key, &prediction, &probability, &value, &(version as i64), &r.position, &latency]).await?;
     }
     Ok(ok.len())
@@ -242,6 +255,11 @@ async fn run_async(a: RunArgs) -> Result<()> {
         .iter()
         .map(|r| r.get(0))
         .collect();
+    let m = metrics::Metrics::new();
+    if a.metrics_addr != "off" {
+        let bound = m.serve(&a.metrics_addr).await?;
+        println!("metrics on http://{bound}/metrics");
+    }
     let mut stream = Stream::open(&cfg, &a.table, a.stream_timeout).await?;
     let mut buf = TrainingBuffer::new(&a.label, a.held_out_percent);
     let (job_tx, job_rx) = std_mpsc::channel::<Job>();
@@ -262,16 +280,21 @@ async fn run_async(a: RunArgs) -> Result<()> {
             batch = stream.next_changes(256) => {
                 let Some(items) = batch? else { break };
                 let mut fresh = Vec::new();
+                m.rows_captured.inc_by(items.len() as u64);
+                if let Some(c) = items.last().and_then(|it| it.commit_ts_ms) {
+                    m.lag_seconds.set((now_ms() - c).max(0) as f64 / 1e3);
+                }
                 for it in items {
                     position.clone_from(&it.position);
                     match buf.apply(it.change) {
+                        Applied::Labelled { .. } => { m.labelled_rows.inc(); }
                         Applied::Unlabelled(record) => fresh.push(Pending { record, position: it.position, commit_ts_ms: it.commit_ts_ms }),
                         Applied::Retracted(k) => { waiting.remove(&k); }
                         _ => {}
                     }
                 }
                 match (&serving, &spec) {
-                    (Some((p, v)), Some(s)) => predicted += predict(&out, s, p, *v, &fresh).await?,
+                    (Some((p, v)), Some(s)) => predicted += predict(&out, &m, s, p, *v, &fresh).await?,
                     _ => waiting.extend(fresh.into_iter().filter_map(|p| p.record.key.clone().map(|k| (k, p)))),
                 }
             }
@@ -287,11 +310,18 @@ async fn run_async(a: RunArgs) -> Result<()> {
                     s.rows,
                     if d.meta.serving { ", serving" } else { ", worse than the serving version: kept, not serving" }
                 );
+                m.examples_trained.set(d.meta.examples_seen as i64);
+                if !d.meta.serving {
+                    m.versions_refused.inc();
+                }
                 if let Some(p) = d.predictor {
+                    m.model_version.set(d.meta.version as i64);
+                    m.heldout_loss.set(s.loss);
+                    m.heldout_accuracy.set(s.accuracy.unwrap_or(f64::NAN));
                     serving = Some((p, d.meta.version));
                     let rows: Vec<Pending> = waiting.drain().map(|(_, p)| p).collect();
                     if let (Some((p, v)), Some(s)) = (&serving, &spec) {
-                        predicted += predict(&out, s, p, *v, &rows).await?;
+                        predicted += predict(&out, &m, s, p, *v, &rows).await?;
                     }
                 }
             }

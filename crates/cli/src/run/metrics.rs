@@ -1,0 +1,84 @@
+//! `tensorcdc run`'s `/metrics`, in the Prometheus text format (the `prometheus-client` crate),
+//! served by axum on `--metrics-addr`.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// What the loop reports.
+#[derive(Clone)]
+pub struct Metrics {
+    pub rows_captured: Counter,
+    pub labelled_rows: Counter,
+    pub predictions: Counter,
+    pub examples_trained: Gauge,
+    pub model_version: Gauge,
+    pub versions_refused: Counter,
+    /// Held-out accuracy (classification) or loss (regression) of the serving version.
+    pub heldout_accuracy: Gauge<f64, AtomicU64>,
+    pub heldout_loss: Gauge<f64, AtomicU64>,
+    /// Now minus the commit time of the last change read, seconds.
+    pub lag_seconds: Gauge<f64, AtomicU64>,
+    pub latency: Histogram,
+    registry: Arc<Mutex<Registry>>,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let m = Metrics {
+            rows_captured: Counter::default(),
+            labelled_rows: Counter::default(),
+            predictions: Counter::default(),
+            examples_trained: Gauge::default(),
+            model_version: Gauge::default(),
+            versions_refused: Counter::default(),
+            heldout_accuracy: Gauge::default(),
+            heldout_loss: Gauge::default(),
+            lag_seconds: Gauge::default(),
+            // 0.5 ms to ~16 s.
+            latency: Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.0005, 2.0, 16)),
+            registry: Arc::new(Mutex::new(Registry::with_prefix("tensorcdc"))),
+        };
+        {
+            let mut r = m.registry.lock().expect("registry");
+            r.register("rows_captured", "Changes read from the table", m.rows_captured.clone());
+            r.register("labelled_rows", "Labelled changes put into the training buffer", m.labelled_rows.clone());
+            r.register("predictions", "Predictions written", m.predictions.clone());
+            r.register("examples_trained", "Labelled examples seen by the newest version", m.examples_trained.clone());
+            r.register("model_version", "The serving model version", m.model_version.clone());
+            r.register("versions_refused", "Versions the held-out gate kept from serving", m.versions_refused.clone());
+            r.register("heldout_accuracy", "Held-out accuracy of the serving version", m.heldout_accuracy.clone());
+            r.register("heldout_loss", "Held-out loss of the serving version", m.heldout_loss.clone());
+            r.register("lag_seconds", "Seconds between the last change's commit and its reading", m.lag_seconds.clone());
+            r.register("prediction_latency_seconds", "Commit-to-prediction latency", m.latency.clone());
+        }
+        m
+    }
+
+    fn text(&self) -> String {
+        let mut out = String::new();
+        let _ = encode(&mut out, &self.registry.lock().expect("registry"));
+        out
+    }
+
+    /// Serves `GET /metrics` on `addr`; returns the address bound (port 0 picks one).
+    pub async fn serve(&self, addr: &str) -> anyhow::Result<std::net::SocketAddr> {
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("--metrics-addr {addr}: {e}"))?;
+        let bound = listener.local_addr()?;
+        let m = self.clone();
+        let app = axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(move || {
+                let m = m.clone();
+                async move { ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], m.text()) }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Ok(bound)
+    }
+}
