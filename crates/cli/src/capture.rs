@@ -88,7 +88,7 @@ async fn report_progress(stats: Arc<Mutex<CaptureStats>>, every: std::time::Dura
     }
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use tensorcdc_dataset::features::cell::record_of_json;
-use tensorcdc_dataset::features::{EncodeError, FeatureSpec, KeyedRecords, SpecOptions, Task};
+use tensorcdc_dataset::features::{EncodeError, FeatureSpec, Record, SpecOptions, Task};
 use tensorcdc_model::device_from_env;
 use tensorcdc_model::sequential::{
     checkpoint, Activation, CompileConfig, Data, FitMetrics, FitSettings, Loss, SeqPredictor, SeqTrainer, SequentialSpec, Targets,
@@ -66,8 +66,8 @@ pub async fn read_rows(src: &SourceArgs) -> Result<Rows> {
 }
 
 /// Encodes every row; returns the data, and the rows skipped with the first reasons.
-fn encode(spec: &FeatureSpec, set: &KeyedRecords) -> (Data, Vec<(Option<String>, EncodeError)>) {
-    let e = spec.encode_all(set.iter());
+pub(crate) fn encode<'a>(spec: &FeatureSpec, rows: impl Iterator<Item = &'a Record>) -> (Data, Vec<(Option<String>, EncodeError)>) {
+    let e = spec.encode_all(rows);
     let y = if spec.task == Task::Classification { Targets::Classes(e.classes) } else { Targets::Values(e.values) };
     (Data { x: e.x, width: e.width, y }, e.skipped)
 }
@@ -104,7 +104,7 @@ pub fn train(src: &SourceArgs, m: &ModelArgs, settings: FitSettings, out: &std::
         task: m.task.as_deref().map(str::parse).transpose().map_err(anyhow::Error::msg)?,
     };
     let spec = FeatureSpec::fit(rows.set.iter(), &opts).map_err(anyhow::Error::msg)?;
-    let (data, skipped) = encode(&spec, &rows.set);
+    let (data, skipped) = encode(&spec, rows.set.iter());
     report_skipped(&skipped, rows.set.len());
     if data.is_empty() {
         bail!("no training examples ({} records read, {} rows, {} skipped)", rows.report.records, rows.set.len(), skipped.len());
@@ -183,7 +183,7 @@ pub fn evaluate(src: &SourceArgs, model: &std::path::Path) -> Result<()> {
     let (meta, p) = checkpoint::load(model, &device_from_env()?)?;
     let rt = tokio::runtime::Runtime::new()?;
     let rows = rt.block_on(read_rows(src))?;
-    let (data, skipped) = encode(&meta.features, &rows.set);
+    let (data, skipped) = encode(&meta.features, rows.set.iter());
     report_skipped(&skipped, rows.set.len());
     if data.is_empty() {
         bail!("nothing to evaluate: {} records read, {} rows, {} skipped", rows.report.records, rows.set.len(), skipped.len());

@@ -3,7 +3,6 @@
 //! version and upserted into the predictions table, a changed row is predicted again, and
 //! new labelled rows publish a new version with more examples seen.
 
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -11,18 +10,7 @@ use tensorcdc_localpg::{LocalPg, Options};
 use tokio_postgres::NoTls;
 
 mod common;
-use common::{Kill, Lines};
-
-fn sklearn(name: &str, dir: &Path) -> (Vec<String>, Vec<Vec<String>>) {
-    let python = std::env::var_os("TENSORCDC_PYTHON").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/var/tmp/tensorcdc-tools/venv/bin/python"));
-    let out = dir.join(format!("{name}.csv"));
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/sklearn_csv.py");
-    assert!(Command::new(python).arg(script).arg(name).arg(&out).status().unwrap().success(), "sklearn_csv.py {name}");
-    let text = std::fs::read_to_string(&out).unwrap();
-    let mut lines = text.lines();
-    let header = lines.next().unwrap().split(',').map(String::from).collect();
-    (header, lines.map(|l| l.split(',').map(String::from).collect()).collect())
-}
+use common::{sklearn, Kill, Lines};
 
 /// Waits for `what` (a line of `run`'s output containing it), with a deadline.
 fn wait_line(lines: &Lines, what: &str, secs: u64) -> String {

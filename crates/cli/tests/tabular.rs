@@ -3,31 +3,13 @@
 //! --table T --label target`, evaluated on held-out rows, and one row predicted with
 //! `predict --row`. breast_cancer is two classes, wine three, diabetes a regression.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use tensorcdc_localpg::{LocalPg, Options};
 
 mod common;
+use common::sklearn;
 use tokio_postgres::NoTls;
-
-fn python() -> PathBuf {
-    let p = std::env::var_os("TENSORCDC_PYTHON").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/var/tmp/tensorcdc-tools/venv/bin/python"));
-    assert!(p.exists(), "{} not found: run scripts/install-deps.sh (it installs scikit-learn there)", p.display());
-    p
-}
-
-/// The CSV of a data set: header, rows.
-fn sklearn(name: &str, dir: &Path) -> (Vec<String>, Vec<Vec<String>>) {
-    let out = dir.join(format!("{name}.csv"));
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/sklearn_csv.py");
-    let st = Command::new(python()).arg(script).arg(name).arg(&out).status().unwrap();
-    assert!(st.success(), "sklearn_csv.py {name}");
-    let text = std::fs::read_to_string(&out).unwrap();
-    let mut lines = text.lines();
-    let header = lines.next().unwrap().split(',').map(String::from).collect();
-    (header, lines.map(|l| l.split(',').map(String::from).collect()).collect())
-}
 
 /// Loads rows into `<name>_train` and `<name>_test` (every fifth row), the target typed `ty`.
 async fn load(c: &tokio_postgres::Client, name: &str, header: &[String], rows: &[Vec<String>], ty: &str) {

@@ -29,9 +29,12 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use tensorcdc_dataset::features::{FeatureSpec, Record, SpecOptions, Task};
 use tensorcdc_learn::{Applied, Gate, Score, TrainingBuffer, VersionMeta, Versions};
-use tensorcdc_model::sequential::{checkpoint, Data, FitSettings, Loss, SeqPredictor, SeqTrainer, SequentialSpec, Targets};
+use tensorcdc_model::sequential::{checkpoint, Data, FitSettings, Loss, SeqPredictor, SeqTrainer, SequentialSpec};
 use tensorcdc_model::{argmax, device_from_env};
 use tensorcdc_source::{SourceConfig, Stream};
+
+use crate::capture::now_ms;
+use crate::tabular::encode;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct RunArgs {
@@ -103,16 +106,6 @@ struct Job {
 struct Done {
     meta: VersionMeta,
     predictor: Option<SeqPredictor>,
-}
-
-fn encode(spec: &FeatureSpec, rows: &[&Record]) -> Data {
-    let e = spec.encode_all(rows.iter().copied());
-    let y = if spec.task == Task::Classification { Targets::Classes(e.classes) } else { Targets::Values(e.values) };
-    Data { x: e.x, width: e.width, y }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as i64
 }
 
 /// The training thread: owns the trainer, fine-tunes it job after job, scores each version on
@@ -352,7 +345,7 @@ async fn run_async(a: RunArgs) -> Result<()> {
                 rows.extend(buf.replay(a.replay, &mut rng));
             }
             let held: Vec<&Record> = buf.held_out().collect();
-            let job = Job { train: encode(&s, &rows), held: encode(&s, &held), spec: s, epochs: if first { a.initial_epochs } else { a.refresh_epochs }, position: position.clone(), examples_seen: buf.labelled_changes };
+            let job = Job { train: encode(&s, rows.iter().copied()).0, held: encode(&s, held.iter().copied()).0, spec: s, epochs: if first { a.initial_epochs } else { a.refresh_epochs }, position: position.clone(), examples_seen: buf.labelled_changes };
             if job.train.is_empty() {
                 continue;
             }

@@ -50,3 +50,21 @@ impl Drop for Kill {
         let _ = self.0.wait();
     }
 }
+
+fn python() -> std::path::PathBuf {
+    let p = std::env::var_os("TENSORCDC_PYTHON").map(std::path::PathBuf::from).unwrap_or_else(|| std::path::PathBuf::from("/var/tmp/tensorcdc-tools/venv/bin/python"));
+    assert!(p.exists(), "{} not found: run scripts/install-deps.sh (it installs scikit-learn there)", p.display());
+    p
+}
+
+/// One of scikit-learn's bundled data sets as CSV (`scripts/sklearn_csv.py`): header, rows.
+pub fn sklearn(name: &str, dir: &std::path::Path) -> (Vec<String>, Vec<Vec<String>>) {
+    let out = dir.join(format!("{name}.csv"));
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/sklearn_csv.py");
+    let st = std::process::Command::new(python()).arg(script).arg(name).arg(&out).status().unwrap();
+    assert!(st.success(), "sklearn_csv.py {name}");
+    let text = std::fs::read_to_string(&out).unwrap();
+    let mut lines = text.lines();
+    let header = lines.next().unwrap().split(',').map(String::from).collect();
+    (header, lines.map(|l| l.split(',').map(String::from).collect()).collect())
+}
