@@ -95,6 +95,7 @@ impl SourceArgs {
             columns: self.columns.clone(),
             on_error: self.on_error.parse::<OnError>().map_err(|e| anyhow::anyhow!("--{e}"))?,
             limit: self.limit,
+            ..Default::default()
         })
     }
 

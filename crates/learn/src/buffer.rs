@@ -76,6 +76,20 @@ impl TrainingBuffer {
         }
     }
 
+    /// Puts a row back after a restart (read from the table as it is now): held, but not
+    /// new and not counted, since the published version already counted it. Returns true
+    /// when it was a labelled row.
+    pub fn restore(&mut self, r: Record) -> bool {
+        let labelled = r.get(&self.label).is_some_and(|c| !c.is_null());
+        match r.key.clone() {
+            Some(key) if labelled => {
+                self.rows.insert(key, r);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Labelled rows held now.
     pub fn len(&self) -> usize {
         self.rows.len()
@@ -146,6 +160,20 @@ mod tests {
         assert!(b.is_empty());
         assert_eq!(b.apply(Change::Delete("1".into())), Applied::Ignored);
         assert_eq!(b.labelled_changes, 2);
+    }
+
+    #[test]
+    fn restored_rows_are_held_but_neither_new_nor_counted() {
+        let mut b = TrainingBuffer::new("y", 0);
+        let Change::Upsert(r) = row(1, 0.5, Some(1)) else { unreachable!() };
+        assert!(b.restore(r));
+        let Change::Upsert(r) = row(2, 0.5, None) else { unreachable!() };
+        assert!(!b.restore(r), "an unlabelled row is not held");
+        assert_eq!((b.len(), b.new_count(), b.labelled_changes), (1, 0, 0));
+        assert_eq!(b.training().count(), 1, "it is replayed with new rows");
+        // The stream's later change of the same row is a new example.
+        b.apply(row(1, 0.9, Some(0)));
+        assert_eq!((b.len(), b.new_count(), b.labelled_changes), (1, 1, 1));
     }
 
     #[test]

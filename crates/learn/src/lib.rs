@@ -10,13 +10,18 @@
 //! - [`versions`]: versions published atomically (written aside, then renamed into place),
 //!   each with the source position it covers, the examples it has seen and its held-out
 //!   score, and a history file of every version.
+//! - [`txns`]: streamed changes gathered into whole transactions, and a transaction already
+//!   counted (a slot resends what it had not confirmed) dropped whole: exactly once across
+//!   restarts.
 //!
 //! The long-running process that drives them (`tensorcdc run`) is in the CLI.
 
 pub mod buffer;
 pub mod gate;
+pub mod txns;
 pub mod versions;
 
 pub use buffer::{Applied, TrainingBuffer};
 pub use gate::{Gate, Score};
+pub use txns::Txns;
 pub use versions::{VersionMeta, Versions};

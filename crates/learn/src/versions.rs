@@ -25,6 +25,10 @@ pub struct VersionMeta {
     pub position: String,
     /// Labelled examples trained on, counted once each (an update is a new example).
     pub examples_seen: u64,
+    /// The end LSN of the last transaction whose labelled rows it has counted (0: none
+    /// streamed yet, only the snapshot). A restart skips transactions up to it.
+    #[serde(default)]
+    pub ack_lsn: u64,
     pub score: Score,
     /// True when the gate admitted it to serve.
     pub serving: bool,
@@ -68,6 +72,11 @@ impl Versions {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
             Err(e) => Err(io(&p)(e)),
         }
+    }
+
+    /// The last version published.
+    pub fn latest(&self) -> Result<Option<VersionMeta>, VersionError> {
+        Ok(self.history()?.into_iter().max_by_key(|m| m.version))
     }
 
     /// The serving version's number, if one serves.
@@ -114,7 +123,7 @@ mod tests {
     use super::*;
 
     fn meta(v: u64, serving: bool) -> VersionMeta {
-        VersionMeta { version: v, position: format!("lsn 0/{v}"), examples_seen: v * 10, score: Score { loss: 1.0, accuracy: Some(0.5), rows: 3 }, serving, published_ms: 0 }
+        VersionMeta { version: v, position: format!("lsn 0/{v}"), examples_seen: v * 10, ack_lsn: v, score: Score { loss: 1.0, accuracy: Some(0.5), rows: 3 }, serving, published_ms: 0 }
     }
 
     #[test]
@@ -135,5 +144,6 @@ mod tests {
         // A torn last line (a crash while appending) is ignored.
         std::fs::OpenOptions::new().append(true).open(d.path().join("versions.jsonl")).unwrap().write_all(b"{\"version\": 9").unwrap();
         assert_eq!(vs.history().unwrap().len(), 2);
+        assert_eq!(vs.latest().unwrap().map(|m| m.version), Some(2));
     }
 }

@@ -61,6 +61,12 @@ pub struct SourceConfig {
     pub on_error: OnError,
     /// At most this many examples (MNIST bounded reads).
     pub limit: Option<usize>,
+    /// An in-process stream with a persistent slot of this name instead of a temporary one:
+    /// it survives the process, and the stream confirms positions only when its caller says
+    /// so ([`crate::Stream::confirm`]), so a restart resumes after the last confirmed one.
+    pub slot: Option<String>,
+    /// Where that slot's offsets file is kept (default: the capture's state directory).
+    pub offset_file: Option<PathBuf>,
 }
 
 impl Default for SourceConfig {
@@ -82,6 +88,8 @@ impl Default for SourceConfig {
             columns: None,
             on_error: OnError::Skip,
             limit: None,
+            slot: None,
+            offset_file: None,
         }
     }
 }
@@ -102,6 +110,11 @@ impl SourceConfig {
         cfg.publication_name = "tensorcdc_reader".into();
         // A temporary slot: the server drops it when the connection ends, even after kill -9.
         cfg.temporary_slot = true;
+        if let Some(slot) = &self.slot {
+            cfg.slot_name.clone_from(slot);
+            cfg.temporary_slot = false;
+            cfg.offset_file.clone_from(&self.offset_file);
+        }
         cfg.status_interval_ms = 1000;
         Ok(cfg)
     }
@@ -114,7 +127,8 @@ impl SourceConfig {
         url: &str,
         table: &str,
     ) -> Result<(tokio::sync::mpsc::Receiver<Message>, tokio::task::JoinHandle<Result<CaptureStats, CaptureError>>), SourceError> {
-        let mut cfg = self.capture_config(url, table)?;
+        // Always a temporary slot of its own: an initial_only read drops its slot when done.
+        let mut cfg = SourceConfig { slot: None, ..self.clone() }.capture_config(url, table)?;
         cfg.snapshot_mode = SnapshotMode::InitialOnly;
         cfg.errors_max_retries = Some(0);
         let (mut sink, rx) = ChannelSink::new(4096);

@@ -10,7 +10,10 @@
 //! The guarantee this crate keeps: a streamed Kafka batch's offsets are stored only when the
 //! caller asks for the next batch or closes the stream, that is after it used the batch
 //! (rust-rdkafka's `at_least_once.rs`). An in-process capture uses a temporary slot, which
-//! the server drops when the connection ends, even after `kill -9`.
+//! the server drops when the connection ends, even after `kill -9`; or, with
+//! [`SourceConfig::slot`], a persistent slot confirmed only up to the LSN its caller passes to
+//! [`Stream::confirm`] (`tensorcdc run` confirms what its published versions and written
+//! predictions cover).
 //!
 //! This crate sits above `dataset` because `postgres` depends on `dataset` (binary `COPY`
 //! loading of examples), so the stream, which needs both, cannot live in `dataset` itself.
@@ -46,6 +49,12 @@ pub struct ChangeItem {
     /// `topic/partition@offset` or the LSN.
     pub position: String,
     pub commit_ts_ms: Option<i64>,
+    /// In-process: set on the last change of a transaction, the LSN that confirms it (and
+    /// everything before it) once the caller has made it durable ([`Stream::confirm`]). The
+    /// tombstone that ends a delete's transaction comes as a [`Change::Skip`] carrying it.
+    pub ack_lsn: Option<u64>,
+    /// A row of an in-process capture's snapshot (no transaction to wait for).
+    pub snapshot: bool,
 }
 
 /// Everything that can stop a read.

@@ -8,7 +8,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tensorcdc_change::{ChannelSink, Message, Payload};
+use tensorcdc_change::{ChannelSink, Delivered, Message, Payload, Sink, SinkError};
 use tensorcdc_dataset::decode::key_text;
 use tensorcdc_dataset::features::cell::{change_of_message, CsvColumns};
 use tensorcdc_dataset::{decode, from_message, Position};
@@ -43,6 +43,39 @@ pub struct Stream {
     pub report: Report,
     /// The last Kafka batch handed out, not yet used.
     unacked: Vec<Record>,
+    /// A persistent slot's confirmations, made by the caller.
+    acker: Option<Acker>,
+}
+
+/// The in-process sink of a persistent slot: a message counts as delivered only when the
+/// consumer confirms its LSN ([`Stream::confirm`]), not when it enters the channel.
+struct HeldSink {
+    tx: mpsc::Sender<Message>,
+    delivered: Arc<Mutex<Option<Delivered>>>,
+}
+
+/// The consumer's half of a [`HeldSink`].
+#[derive(Clone)]
+struct Acker(Arc<Mutex<Option<Delivered>>>);
+
+impl HeldSink {
+    fn new(capacity: usize) -> (HeldSink, mpsc::Receiver<Message>, Acker) {
+        let (tx, rx) = mpsc::channel(capacity);
+        let delivered = Arc::new(Mutex::new(None));
+        (HeldSink { tx, delivered: delivered.clone() }, rx, Acker(delivered))
+    }
+}
+
+#[async_trait::async_trait]
+impl Sink for HeldSink {
+    async fn send(&mut self, batch: Vec<Message>, delivered: &Delivered) -> Result<(), SinkError> {
+        // Each capture session (a reconnect starts a new one) reports on its own channel.
+        *self.delivered.lock().expect("acker") = Some(delivered.clone());
+        for m in batch {
+            self.tx.send(m).await.map_err(|_| SinkError::Permanent("in-process receiver closed".into()))?;
+        }
+        Ok(())
+    }
 }
 
 impl Stream {
@@ -55,12 +88,19 @@ impl Stream {
         if let Some(url) = &cfg.source {
             let table = cfg.table.clone().unwrap_or_else(|| default_table.into());
             let capture = cfg.capture_config(url, &table)?;
-            let (mut sink, rx) = ChannelSink::new(4096);
             let (stop, stop_rx) = tokio::sync::watch::channel(false);
             let stats = Arc::new(Mutex::new(CaptureStats::default()));
             let st = stats.clone();
-            let run = tokio::spawn(async move { run_capture(capture, tensorcdc_postgres::identity(), &mut sink, stop_rx, st).await });
-            return Ok(Stream::new(Inner::Capture { rx, own: Some(Owned { stop, run }), stats }, cfg, timeout_ms));
+            let (run, rx, acker) = if cfg.slot.is_some() {
+                let (mut sink, rx, acker) = HeldSink::new(4096);
+                (tokio::spawn(async move { run_capture(capture, tensorcdc_postgres::identity(), &mut sink, stop_rx, st).await }), rx, Some(acker))
+            } else {
+                let (mut sink, rx) = ChannelSink::new(4096);
+                (tokio::spawn(async move { run_capture(capture, tensorcdc_postgres::identity(), &mut sink, stop_rx, st).await }), rx, None)
+            };
+            let mut s = Stream::new(Inner::Capture { rx, own: Some(Owned { stop, run }), stats }, cfg, timeout_ms);
+            s.acker = acker;
+            return Ok(s);
         }
         let Some(brokers) = &cfg.kafka else {
             return Err(SourceError::Config("streaming needs --kafka HOST:PORT --topic T --group G, or --source postgres://...".into()));
@@ -78,7 +118,19 @@ impl Stream {
     }
 
     fn new(inner: Inner, cfg: &SourceConfig, timeout_ms: i64) -> Stream {
-        Stream { inner, cfg: Arc::new(cfg.clone()), timeout_ms, last: Instant::now(), report: Report::default(), unacked: Vec::new() }
+        Stream { inner, cfg: Arc::new(cfg.clone()), timeout_ms, last: Instant::now(), report: Report::default(), unacked: Vec::new(), acker: None }
+    }
+
+    /// With a persistent slot ([`SourceConfig::slot`]): everything up to `lsn` (a
+    /// [`ChangeItem::ack_lsn`]) is durable on the caller's side, and the slot may move past
+    /// it. Without one, positions are confirmed as messages are handed out and this does
+    /// nothing.
+    pub fn confirm(&self, lsn: u64) {
+        if let Some(Acker(d)) = &self.acker {
+            if let Some(d) = d.lock().expect("acker").as_ref() {
+                let _ = d.send(tensorcdc_change::Lsn(lsn));
+            }
+        }
     }
 
     /// False while an in-process capture is still reading its snapshot (a Kafka stream: always true).
@@ -145,22 +197,29 @@ impl Stream {
                         change: change.unwrap_or(tensorcdc_dataset::features::Change::Skip),
                         position: format!("{}/{}@{}", rec.topic, rec.partition, rec.offset),
                         commit_ts_ms: rec.timestamp_ms,
+                        ack_lsn: None,
+                        snapshot: false,
                     })),
                     Err(e) => bad_record(cfg.on_error, report, e).map(|_| None),
                 }
             },
             |m, report| {
                 report.records += 1;
+                let ack_lsn = m.ack_lsn.map(|l| l.0);
                 // In-process events are whole envelopes: a delete event always comes before
-                // its tombstone (Kafka's compaction marker), which adds nothing here.
+                // its tombstone (Kafka's compaction marker), which adds nothing here but may
+                // end the transaction.
                 if matches!(m.payload, Payload::Tombstone) {
-                    return Ok(None);
+                    let change = tensorcdc_dataset::features::Change::Skip;
+                    return Ok(ack_lsn.map(|_| ChangeItem { change, position: String::new(), commit_ts_ms: Some(m.commit_ts_ms), ack_lsn, snapshot: false }));
                 }
-                let position = match &m.payload {
-                    Payload::Envelope(ev) => ev.source.lsn.map(|l| Position::Lsn(l.0).to_string()).unwrap_or_default(),
-                    _ => String::new(),
+                let (position, snapshot) = match &m.payload {
+                    Payload::Envelope(ev) => {
+                        (ev.source.lsn.map(|l| Position::Lsn(l.0).to_string()).unwrap_or_default(), ev.source.snapshot != tensorcdc_change::Snapshot::False)
+                    }
+                    _ => (String::new(), false),
                 };
-                Ok(Some(ChangeItem { change: change_of_message(m), position, commit_ts_ms: Some(m.commit_ts_ms) }))
+                Ok(Some(ChangeItem { change: change_of_message(m), position, commit_ts_ms: Some(m.commit_ts_ms), ack_lsn, snapshot }))
             },
         )
         .await

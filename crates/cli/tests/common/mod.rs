@@ -40,7 +40,6 @@ impl Lines {
     }
 }
 
-
 /// A child process killed (SIGKILL) and reaped when dropped.
 pub struct Kill(pub std::process::Child);
 
@@ -52,7 +51,9 @@ impl Drop for Kill {
 }
 
 fn python() -> std::path::PathBuf {
-    let p = std::env::var_os("TENSORCDC_PYTHON").map(std::path::PathBuf::from).unwrap_or_else(|| std::path::PathBuf::from("/var/tmp/tensorcdc-tools/venv/bin/python"));
+    let p = std::env::var_os("TENSORCDC_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from("/var/tmp/tensorcdc-tools/venv/bin/python"));
     assert!(p.exists(), "{} not found: run scripts/install-deps.sh (it installs scikit-learn there)", p.display());
     p
 }

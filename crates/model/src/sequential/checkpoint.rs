@@ -72,3 +72,16 @@ pub fn load(dir: &Path, device: &Device) -> Result<(SeqMeta, SeqPredictor), Mode
     }
     Ok((meta, p))
 }
+
+/// Loads a general checkpoint to train on from where it stopped (`tensorcdc run` after a
+/// restart): the weights and settings it was saved with. The optimizer's moments are not
+/// saved, so Adam starts them again from zero.
+pub fn resume(dir: &Path, device: &Device) -> Result<(SeqMeta, SeqTrainer), ModelError> {
+    let (meta, _) = load(dir, device)?;
+    let mut t = SeqTrainer::new(meta.model.clone(), meta.loss, meta.settings.clone(), device)?;
+    let w = dir.join(WEIGHTS);
+    let record = ModuleRecord::load(&w).map_err(|e| err(&w, e.to_string()))?;
+    t.load_record(record).map_err(|e| err(&w, e))?;
+    t.epochs_done = meta.epochs_done;
+    Ok((meta, t))
+}

@@ -273,6 +273,13 @@ impl SeqTrainer {
         FitEpoch { epoch: self.epochs_done, metrics: total, elapsed: start.elapsed() }
     }
 
+    /// Replaces the weights with a saved record (a checkpoint's `model.bpk`).
+    pub(crate) fn load_record(&mut self, record: burn::store::ModuleRecord) -> Result<(), String> {
+        let net = self.net.take().expect("model present between steps");
+        self.net = Some(net.try_load_record(record).map_err(|e| e.to_string())?);
+        Ok(())
+    }
+
     /// An inference copy of the current weights.
     pub fn predictor(&self) -> SeqPredictor {
         SeqPredictor { spec: self.spec.clone(), loss: self.loss, net: self.net.as_ref().expect("model present").valid() }

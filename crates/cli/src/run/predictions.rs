@@ -1,0 +1,86 @@
+//! `tensorcdc run`'s predictions table: one row per source row key, replaced when the row is
+//! predicted again and removed when the row is deleted.
+
+use anyhow::{bail, Context, Result};
+use tensorcdc_dataset::features::{FeatureSpec, Record, Task};
+use tensorcdc_model::argmax;
+use tensorcdc_model::sequential::SeqPredictor;
+
+use super::metrics::Metrics;
+use crate::capture::now_ms;
+
+pub struct Predictions {
+    pub client: tokio_postgres::Client,
+    upsert: tokio_postgres::Statement,
+    delete: tokio_postgres::Statement,
+}
+
+/// An unlabelled row waiting for (or given) a prediction.
+pub struct Pending {
+    pub record: Record,
+    pub position: String,
+    pub commit_ts_ms: Option<i64>,
+}
+
+impl Predictions {
+    pub async fn new(url: &str, table: &str) -> Result<Self> {
+        if !table.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            bail!("--predictions-table {table:?}: use letters, digits and '_'");
+        }
+        let client = tensorcdc_postgres::conn::connect(url).await.with_context(|| format!("connecting to {}", tensorcdc_postgres::conn::redact(url)))?;
+        client
+            .batch_execute(&format!(
+                "CREATE TABLE IF NOT EXISTS {table}(row_key TEXT PRIMARY KEY, prediction TEXT, probability REAL, value DOUBLE PRECISION, \
+                 model_version BIGINT, source_position TEXT, latency_ms DOUBLE PRECISION, predicted_at TIMESTAMPTZ DEFAULT now())"
+            ))
+            .await?;
+        let upsert = client
+            .prepare(&format!(
+                "INSERT INTO {table}(row_key, prediction, probability, value, model_version, source_position, latency_ms) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                 ON CONFLICT (row_key) DO UPDATE SET prediction = EXCLUDED.prediction, probability = EXCLUDED.probability, value = EXCLUDED.value, \
+                 model_version = EXCLUDED.model_version, source_position = EXCLUDED.source_position, latency_ms = EXCLUDED.latency_ms, predicted_at = now()"
+            ))
+            .await?;
+        let delete = client.prepare(&format!("DELETE FROM {table} WHERE row_key = $1")).await?;
+        Ok(Predictions { client, upsert, delete })
+    }
+
+    /// The row with this key was deleted: so is its prediction.
+    pub async fn delete(&self, key: &str) -> Result<()> {
+        self.client.execute(&self.delete, &[&key]).await?;
+        Ok(())
+    }
+
+    /// Predicts `rows` with `p` and upserts them; returns how many were written.
+    pub async fn predict(&self, m: &Metrics, spec: &FeatureSpec, p: &SeqPredictor, version: u64, rows: &[Pending]) -> Result<usize> {
+        let mut x = Vec::with_capacity(rows.len() * spec.width());
+        let mut ok = Vec::new();
+        for r in rows {
+            match spec.encode(&r.record, &mut x) {
+                Ok(()) => ok.push(r),
+                Err(e) => eprintln!("row with key {} at {}: {e}; not predicted", r.record.key.as_deref().unwrap_or("(none)"), r.position),
+            }
+        }
+        if ok.is_empty() {
+            return Ok(0);
+        }
+        let outs = p.predict(&x, spec.width())?;
+        let done = now_ms();
+        for (r, o) in ok.iter().zip(outs) {
+            let (prediction, probability, value) = match spec.task {
+                Task::Classification => {
+                    let (i, prob) = argmax(&o);
+                    (spec.classes[i].clone(), Some(prob), None)
+                }
+                Task::Regression => (o[0].to_string(), None, Some(o[0] as f64)),
+            };
+            let latency = r.commit_ts_ms.map(|c| (done - c).max(0) as f64);
+            if let Some(l) = latency {
+                m.latency.observe(l / 1e3);
+            }
+            m.predictions.inc();
+            self.client.execute(&self.upsert, &[&r.record.key, &prediction, &probability, &value, &(version as i64), &r.position, &latency]).await?;
+        }
+        Ok(ok.len())
+    }
+}

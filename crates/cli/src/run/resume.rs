@@ -1,0 +1,87 @@
+//! `tensorcdc run` after a stop or a crash. The versions folder is the offset store: the last
+//! published version says which transactions its labelled rows cover (`ack_lsn`) and how
+//! many examples it has seen, and the persistent slot was confirmed no further than that.
+//!
+//! - No version yet: the slot (if a crash left one) is dropped with its offsets, and the run
+//!   starts over with a snapshot, since nothing it read was kept.
+//! - Otherwise training resumes from the last version's checkpoint, the serving version
+//!   serves at once, the buffer is refilled from the table as it is now (held, not new, not
+//!   counted again), every unlabelled row is predicted again (an upsert: still one current
+//!   prediction each), and the slot resends what follows its confirmed LSN, of which the
+//!   transactions the version already counted are dropped ([`tensorcdc_learn::Txns`]).
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use tensorcdc_dataset::features::cell::change_of_message;
+use tensorcdc_dataset::features::{Change, FeatureSpec};
+use tensorcdc_learn::{Score, TrainingBuffer, VersionMeta, Versions};
+use tensorcdc_model::device_from_env;
+use tensorcdc_model::sequential::{checkpoint, SeqPredictor};
+use tensorcdc_source::SourceConfig;
+
+use super::predictions::Pending;
+use super::train::Start;
+
+/// What a restart carries on from.
+pub struct Resumed {
+    pub latest: VersionMeta,
+    pub spec: FeatureSpec,
+    pub start: Start,
+    pub serving: Option<(SeqPredictor, u64)>,
+}
+
+/// Drops `slot` and its offsets file when no version was ever published: the next capture
+/// snapshots again. A slot still in use by another process is an error naming its PID.
+pub async fn reset_slot(client: &tokio_postgres::Client, slot: &str, offsets: &Path) -> Result<()> {
+    // A process killed a moment ago may still hold it until the server notices.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let rows = loop {
+        let rows = client.query("SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1", &[&slot]).await?;
+        match rows.first().and_then(|r| r.get::<_, Option<i32>>(0)) {
+            Some(pid) if std::time::Instant::now() >= deadline => {
+                anyhow::bail!("replication slot {slot:?} is in use by another process (PID {pid}): is another tensorcdc run learning from this table?")
+            }
+            Some(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+            None => break rows,
+        }
+    };
+    if !rows.is_empty() {
+        client.execute("SELECT pg_drop_replication_slot($1)", &[&slot]).await.with_context(|| format!("dropping slot {slot}"))?;
+        println!("run: no version was published yet; dropped slot {slot} to snapshot again");
+    }
+    match std::fs::remove_file(offsets) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).with_context(|| offsets.display().to_string()),
+        _ => Ok(()),
+    }
+}
+
+/// The last published version, its trainer, and the serving version's predictor.
+pub fn load(versions: &Versions) -> Result<Option<Resumed>> {
+    let Some(latest) = versions.latest()? else { return Ok(None) };
+    let device = device_from_env()?;
+    let (meta, trainer) = checkpoint::resume(&versions.path(latest.version), &device)?;
+    let history = versions.history()?;
+    let serving = match versions.serving()? {
+        Some(v) => Some((checkpoint::load(&versions.path(v), &device)?.1, v)),
+        None => None,
+    };
+    let score: Option<Score> = serving.as_ref().and_then(|(_, v)| history.iter().find(|m| m.version == *v)).map(|m| m.score);
+    Ok(Some(Resumed { latest, spec: meta.features, start: Start { trainer: Some(trainer), serving: score }, serving }))
+}
+
+/// Reads `table` as it is now: labelled rows go back into the buffer, unlabelled rows are
+/// returned to be predicted again.
+pub async fn refill(cfg: &SourceConfig, url: &str, table: &str, buf: &mut TrainingBuffer) -> Result<Vec<Pending>> {
+    let (mut rx, run) = cfg.snapshot(url, table)?;
+    let mut unlabelled = Vec::new();
+    while let Some(m) = rx.recv().await {
+        if let Change::Upsert(r) = change_of_message(&m) {
+            if !buf.restore(r.clone()) {
+                unlabelled.push(Pending { record: r, position: "restart".into(), commit_ts_ms: None });
+            }
+        }
+    }
+    run.await??;
+    Ok(unlabelled)
+}

@@ -1,0 +1,93 @@
+//! `tensorcdc run`'s training thread: it owns the trainer, fine-tunes it job after job, scores
+//! each version on the held-out rows, publishes it, and sends back the predictor of a version
+//! the gate admits. Serving never waits for it.
+
+use std::sync::mpsc as std_mpsc;
+
+use tensorcdc_dataset::features::{FeatureSpec, Task};
+use tensorcdc_learn::{Gate, Score, VersionMeta, Versions};
+use tensorcdc_model::device_from_env;
+use tensorcdc_model::sequential::{checkpoint, Data, FitSettings, Loss, SeqPredictor, SeqTrainer, SequentialSpec};
+
+use super::RunArgs;
+use crate::capture::now_ms;
+
+/// A training job: the data of one version.
+pub struct Job {
+    pub spec: FeatureSpec,
+    pub train: Data,
+    pub held: Data,
+    pub epochs: usize,
+    pub position: String,
+    /// The end LSN of the last transaction whose labelled rows it counts.
+    pub ack_lsn: u64,
+    pub examples_seen: u64,
+}
+
+/// What the training thread sends back.
+pub struct Done {
+    pub meta: VersionMeta,
+    pub predictor: Option<SeqPredictor>,
+}
+
+/// Where the thread starts: a fresh model, or the last published version (after a restart)
+/// and the serving version's score.
+pub struct Start {
+    pub trainer: Option<SeqTrainer>,
+    pub serving: Option<Score>,
+}
+
+fn fresh(a: &RunArgs, job: &Job) -> Result<SeqTrainer, String> {
+    let model = SequentialSpec::dense(job.spec.width(), &a.layers, job.spec.outputs());
+    let loss = match job.spec.task {
+        Task::Regression => Loss::MeanSquaredError,
+        Task::Classification if model.outputs() == 1 => Loss::BinaryCrossentropy,
+        Task::Classification => Loss::SparseCategoricalCrossentropy,
+    };
+    let settings = FitSettings { epochs: job.epochs, batch_size: 64, learning_rate: a.learning_rate, seed: a.seed, optimizer: None };
+    let device = device_from_env().map_err(|e| e.to_string())?;
+    SeqTrainer::new(model, loss, settings, &device).map_err(|e| e.to_string())
+}
+
+pub fn train_versions(
+    a: RunArgs,
+    versions: Versions,
+    start: Start,
+    jobs: std_mpsc::Receiver<Job>,
+    done: tokio::sync::mpsc::UnboundedSender<Result<Done, String>>,
+) {
+    let gate = Gate { margin: a.margin };
+    let Start { mut trainer, mut serving } = start;
+    for job in jobs {
+        let r = (|| -> Result<Done, String> {
+            let t = match &mut trainer {
+                Some(t) => t,
+                None => trainer.insert(fresh(&a, &job)?),
+            };
+            for _ in 0..job.epochs {
+                t.fit_epoch(&job.train, |_| {});
+            }
+            let p = t.predictor();
+            let m = p.evaluate(&job.held, 1024);
+            let score = Score { loss: m.loss(), accuracy: (job.spec.task == Task::Classification).then(|| m.accuracy()), rows: m.n };
+            let admitted = gate.admits(&score, serving.as_ref());
+            let meta = VersionMeta {
+                version: versions.next_number().map_err(|e| e.to_string())?,
+                position: job.position,
+                examples_seen: job.examples_seen,
+                ack_lsn: job.ack_lsn,
+                score,
+                serving: admitted,
+                published_ms: now_ms(),
+            };
+            versions.publish(&meta, |dir| checkpoint::save(t, &job.spec, dir).map_err(|e| e.to_string()))?;
+            if admitted {
+                serving = Some(score);
+            }
+            Ok(Done { meta, predictor: admitted.then_some(p) })
+        })();
+        if done.send(r).is_err() {
+            return;
+        }
+    }
+}
