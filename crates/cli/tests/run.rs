@@ -67,7 +67,21 @@ async fn labelled_rows_train_versions_and_unlabelled_rows_are_predicted() {
     c.batch_execute(&insert(&rows[..400], true)).await.unwrap();
     let out = dir.path().join("versions");
     let mut child = Command::new(env!("CARGO_BIN_EXE_tensorcdc"))
-        .args(["run", "--source", &pg.url("postgres"), "--table", "cancer", "--label", "target", "--layers", "16", "--retrain-every", "60", "--retrain-secs", "3600"])
+        .args([
+            "run",
+            "--source",
+            &pg.url("postgres"),
+            "--table",
+            "cancer",
+            "--label",
+            "target",
+            "--layers",
+            "16",
+            "--retrain-every",
+            "60",
+            "--retrain-secs",
+            "3600",
+        ])
         .args(["--initial-epochs", "20", "--held-out-percent", "20", "--margin", "0.05", "--metrics-addr", "127.0.0.1:0", "--out"])
         .arg(&out)
         .stdout(Stdio::piped())
@@ -75,7 +89,7 @@ async fn labelled_rows_train_versions_and_unlabelled_rows_are_predicted() {
         .unwrap();
     let lines = Lines::of(child.stdout.take().unwrap());
     let _child = Kill(child);
-    let metrics_url = wait_line(&lines, "metrics on ", 30).split("metrics on ").nth(1).unwrap().trim().to_string();
+    let metrics_url = wait_line(&lines, "metrics on ", 30).split("metrics on ").nth(1).unwrap().split(',').next().unwrap().trim().to_string();
     let v1 = wait_line(&lines, "version 1:", 60);
     assert!(v1.contains("serving"), "{v1}");
     // Unlabelled rows, as they commit: predicted by version 1, one row each.
@@ -129,4 +143,24 @@ async fn labelled_rows_train_versions_and_unlabelled_rows_are_predicted() {
     assert!(out.join("v000001/model.json").is_file() && out.join("v000002/model.bpk").is_file());
     let serving = std::fs::read_to_string(out.join("serving")).unwrap();
     assert_eq!(serving.trim() == "2", v2.contains(", serving"), "the serving pointer follows the gate: {serving} / {v2}");
+    // The live page, as a browser renders it: the score curve through both versions and the
+    // latest predictions.
+    let dom = chromium_dom(metrics_url.trim_end_matches("metrics"), dir.path());
+    assert!(dom.contains(r#"id="score-curve""#) && dom.contains(r#"data-versions="2""#), "no score curve through 2 versions in\n{dom}");
+    assert_eq!(dom.matches(r#"<tr class="prediction">"#).count(), 16, "the 16 latest predictions:\n{dom}");
+    assert!(dom.contains("serving version"), "{dom}");
+}
+
+/// The DOM of `url` after headless Chromium ran its scripts for 5 s of virtual time
+/// (Debian's `chromium`, or `$CHROMIUM`).
+pub fn chromium_dom(url: &str, tmp: &std::path::Path) -> String {
+    let bin = std::env::var("CHROMIUM").unwrap_or_else(|_| "chromium".into());
+    let out = Command::new(&bin)
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--virtual-time-budget=5000", "--dump-dom"])
+        .arg(format!("--user-data-dir={}", tmp.join("chromium").display()))
+        .arg(url)
+        .output()
+        .unwrap_or_else(|e| panic!("{bin}: {e} (scripts/install-deps.sh installs Debian's chromium)"));
+    assert!(out.status.success(), "{bin}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
 }

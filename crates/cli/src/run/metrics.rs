@@ -1,5 +1,5 @@
 //! `tensorcdc run`'s `/metrics`, in the Prometheus text format (the `prometheus-client` crate),
-//! served by axum on `--metrics-addr`.
+//! served by axum on `--metrics-addr` beside the live page ([`super::live`]).
 
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
@@ -25,11 +25,13 @@ pub struct Metrics {
     /// Now minus the commit time of the last change read, seconds.
     pub lag_seconds: Gauge<f64, AtomicU64>,
     pub latency: Histogram,
+    /// What the live page shows.
+    pub live: super::live::Live,
     registry: Arc<Mutex<Registry>>,
 }
 
 impl Metrics {
-    pub fn new() -> Self {
+    pub fn new(live: super::live::Live) -> Self {
         let m = Metrics {
             rows_captured: Counter::default(),
             labelled_rows: Counter::default(),
@@ -42,6 +44,7 @@ impl Metrics {
             lag_seconds: Gauge::default(),
             // 0.5 ms to ~16 s.
             latency: Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.0005, 2.0, 16)),
+            live,
             registry: Arc::new(Mutex::new(Registry::with_prefix("tensorcdc"))),
         };
         {
@@ -66,12 +69,13 @@ impl Metrics {
         out
     }
 
-    /// Serves `GET /metrics` on `addr`; returns the address bound (port 0 picks one).
+    /// Serves `GET /metrics`, and the live page (`GET /`, `GET /api/state`), on `addr`;
+    /// returns the address bound (port 0 picks one).
     pub async fn serve(&self, addr: &str) -> anyhow::Result<std::net::SocketAddr> {
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("--metrics-addr {addr}: {e}"))?;
         let bound = listener.local_addr()?;
         let m = self.clone();
-        let app = axum::Router::new().route(
+        let app = self.live.routes(axum::Router::new()).route(
             "/metrics",
             axum::routing::get(move || {
                 let m = m.clone();

@@ -13,7 +13,8 @@
 //!
 //! `/metrics` (Prometheus text, [`metrics`]) reports rows captured, lag, labelled rows,
 //! examples trained, the serving version and its held-out score, and the commit-to-prediction
-//! latency histogram.
+//! latency histogram; `/` is the live page ([`live`]): the score of each version over time,
+//! the latency histogram and the latest predictions (with images for 28x28 pixels).
 //!
 //! **Exactly once across crashes.** The capture uses a persistent slot (`--slot`, default
 //! `tensorcdc_run_<table>`), confirmed only up to the last transaction that a published
@@ -22,8 +23,9 @@
 //! labelled example is counted once in the versions' history and every unlabelled row has
 //! one current prediction.
 //!
-//! Not yet: Kafka groups as the source, and the live page.
+//! Not yet: Kafka groups as the source.
 
+mod live;
 mod metrics;
 mod predictions;
 mod resume;
@@ -216,6 +218,7 @@ impl State {
             s.rows,
             if d.meta.serving { ", serving" } else { ", worse than the serving version: kept, not serving" }
         );
+        m.live.version(&d.meta);
         self.counted = d.meta.examples_seen;
         self.confirmable = self.confirmable.max(d.meta.ack_lsn);
         m.examples_trained.set(d.meta.examples_seen as i64);
@@ -296,10 +299,13 @@ async fn run_async(a: RunArgs) -> Result<()> {
         ..Default::default()
     };
     let key_columns = key_columns(&out.client, &a.table).await?;
-    let m = metrics::Metrics::new();
+    let m = metrics::Metrics::new(live::Live::new(&a.table, &a.label));
     if a.metrics_addr != "off" {
         let bound = m.serve(&a.metrics_addr).await?;
-        println!("metrics on http://{bound}/metrics");
+        println!("metrics on http://{bound}/metrics, live page on http://{bound}/");
+    }
+    for v in versions.history()? {
+        m.live.version(&v);
     }
     let mut st = State {
         buf: TrainingBuffer::new(&a.label, a.held_out_percent),

@@ -6,6 +6,7 @@ use tensorcdc_dataset::features::{FeatureSpec, Record, Task};
 use tensorcdc_model::argmax;
 use tensorcdc_model::sequential::SeqPredictor;
 
+use super::live::{pixels, Recent};
 use super::metrics::Metrics;
 use crate::capture::now_ms;
 
@@ -66,7 +67,7 @@ impl Predictions {
         }
         let outs = p.predict(&x, spec.width())?;
         let done = now_ms();
-        for (r, o) in ok.iter().zip(outs) {
+        for (i, (r, o)) in ok.iter().zip(outs).enumerate() {
             let (prediction, probability, value) = match spec.task {
                 Task::Classification => {
                     let (i, prob) = argmax(&o);
@@ -79,6 +80,15 @@ impl Predictions {
                 m.latency.observe(l / 1e3);
             }
             m.predictions.inc();
+            let w = spec.width();
+            m.live.prediction(Recent {
+                key: r.record.key.clone().unwrap_or_default(),
+                prediction: prediction.clone(),
+                probability,
+                version,
+                latency_ms: latency,
+                pixels: pixels(&x[i * w..(i + 1) * w]),
+            });
             self.client.execute(&self.upsert, &[&r.record.key, &prediction, &probability, &value, &(version as i64), &r.position, &latency]).await?;
         }
         Ok(ok.len())
