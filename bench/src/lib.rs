@@ -1,6 +1,8 @@
 //! Pieces the capture benchmarks share: a sink that counts (optionally serialising to
 //! Debezium JSON, as a Kafka sink would) and a timed capture run.
 
+pub mod drift;
+
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 

@@ -30,6 +30,9 @@ pub struct TrainingBuffer {
     label: String,
     held_out_percent: u64,
     rows: HashMap<String, Record>,
+    /// When each row last changed (a counter): recent rows first in [`TrainingBuffer::recent`].
+    seq: HashMap<String, u64>,
+    clock: u64,
     /// Training rows changed since the last [`TrainingBuffer::take_new`].
     fresh: Vec<String>,
     /// Labelled changes applied in all (updates count again: each is a new example).
@@ -40,7 +43,15 @@ impl TrainingBuffer {
     /// A buffer for rows whose label is `label`; `held_out_percent` of the keys (by hash)
     /// are held out for scoring versions.
     pub fn new(label: &str, held_out_percent: u8) -> Self {
-        TrainingBuffer { label: label.into(), held_out_percent: held_out_percent.min(100) as u64, rows: HashMap::new(), fresh: Vec::new(), labelled_changes: 0 }
+        TrainingBuffer {
+            label: label.into(),
+            held_out_percent: held_out_percent.min(100) as u64,
+            rows: HashMap::new(),
+            seq: HashMap::new(),
+            clock: 0,
+            fresh: Vec::new(),
+            labelled_changes: 0,
+        }
     }
 
     /// True when the row with this key belongs to the held-out slice.
@@ -58,9 +69,12 @@ impl TrainingBuffer {
                 };
                 if !labelled {
                     self.rows.remove(&key);
+                    self.seq.remove(&key);
                     return Applied::Unlabelled(r);
                 }
                 let held_out = self.is_held_out(&key);
+                self.clock += 1;
+                self.seq.insert(key.clone(), self.clock);
                 let replaced = self.rows.insert(key.clone(), r).is_some();
                 self.labelled_changes += 1;
                 if !held_out {
@@ -69,7 +83,10 @@ impl TrainingBuffer {
                 Applied::Labelled { key, replaced, held_out }
             }
             Change::Delete(k) => match self.rows.remove(&k) {
-                Some(_) => Applied::Retracted(k),
+                Some(_) => {
+                    self.seq.remove(&k);
+                    Applied::Retracted(k)
+                }
                 None => Applied::Ignored,
             },
             Change::Skip => Applied::Ignored,
@@ -83,6 +100,8 @@ impl TrainingBuffer {
         let labelled = r.get(&self.label).is_some_and(|c| !c.is_null());
         match r.key.clone() {
             Some(key) if labelled => {
+                self.clock += 1;
+                self.seq.insert(key.clone(), self.clock);
                 self.rows.insert(key, r);
                 true
             }
@@ -128,9 +147,22 @@ impl TrainingBuffer {
         self.fresh.len()
     }
 
-    /// Up to `n` training rows chosen at random (the replay sample mixed with new rows).
-    pub fn replay(&self, n: usize, rng: &mut impl rand::Rng) -> Vec<&Record> {
-        self.training().choose_multiple(rng, n)
+    /// Up to `n` training rows chosen at random (the replay sample mixed with new rows),
+    /// from the `window` most recently changed ones (0: from all).
+    pub fn replay(&self, n: usize, window: usize, rng: &mut impl rand::Rng) -> Vec<&Record> {
+        if window == 0 {
+            return self.training().choose_multiple(rng, n);
+        }
+        self.recent(false, window).into_iter().choose_multiple(rng, n)
+    }
+
+    /// The `n` most recently changed held-out rows (`held_out`) or training rows, newest
+    /// first: when the data drifts, versions are scored on what the table says now.
+    pub fn recent(&self, held_out: bool, n: usize) -> Vec<&Record> {
+        let mut keyed: Vec<(u64, &Record)> =
+            self.rows.iter().filter(|(k, _)| self.is_held_out(k) == held_out).map(|(k, r)| (self.seq.get(k).copied().unwrap_or(0), r)).collect();
+        keyed.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        keyed.into_iter().take(n).map(|(_, r)| r).collect()
     }
 }
 
@@ -141,7 +173,10 @@ mod tests {
     use tensorcdc_dataset::features::Cell;
 
     fn row(key: i64, x: f64, label: Option<i64>) -> Change {
-        Change::Upsert(Record { key: Some(key.to_string()), cells: vec![("id".into(), Cell::Int(key)), ("x".into(), Cell::Number(x)), ("y".into(), label.map_or(Cell::Null, Cell::Int))] })
+        Change::Upsert(Record {
+            key: Some(key.to_string()),
+            cells: vec![("id".into(), Cell::Int(key)), ("x".into(), Cell::Number(x)), ("y".into(), label.map_or(Cell::Null, Cell::Int))],
+        })
     }
 
     #[test]
@@ -213,8 +248,18 @@ mod tests {
             b.apply(row(k, 0.0, Some(1)));
         }
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-        let s = b.replay(30, &mut rng);
+        let s = b.replay(30, 0, &mut rng);
         assert_eq!(s.len(), 30);
         assert!(s.iter().all(|r| !b.is_held_out(r.key.as_deref().unwrap())));
+        // From a window of the newest: the 10 training rows changed last.
+        let newest: Vec<String> = b.recent(false, 10).iter().map(|r| r.key.clone().unwrap()).collect();
+        assert_eq!(newest.len(), 10);
+        let keys: Vec<i64> = newest.iter().map(|k| k.parse().unwrap()).collect();
+        assert!(keys.windows(2).all(|w| w[0] > w[1]) && keys[0] >= 190, "newest first: {keys:?}");
+        let s = b.replay(30, 10, &mut rng);
+        assert_eq!(s.len(), 10);
+        assert!(s.iter().all(|r| newest.contains(r.key.as_ref().unwrap())));
+        b.apply(row(newest[9].parse().unwrap(), 1.0, Some(0)));
+        assert_eq!(b.recent(false, 1)[0].key, Some(newest[9].clone()), "an update makes a row the newest");
     }
 }

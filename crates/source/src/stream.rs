@@ -45,6 +45,8 @@ pub struct Stream {
     unacked: Vec<Record>,
     /// A persistent slot's confirmations, made by the caller.
     acker: Option<Acker>,
+    /// The snapshot's last row has been handed out.
+    snapshot_read: bool,
 }
 
 /// The in-process sink of a persistent slot: a message counts as delivered only when the
@@ -118,7 +120,16 @@ impl Stream {
     }
 
     fn new(inner: Inner, cfg: &SourceConfig, timeout_ms: i64) -> Stream {
-        Stream { inner, cfg: Arc::new(cfg.clone()), timeout_ms, last: Instant::now(), report: Report::default(), unacked: Vec::new(), acker: None }
+        Stream {
+            inner,
+            cfg: Arc::new(cfg.clone()),
+            timeout_ms,
+            last: Instant::now(),
+            report: Report::default(),
+            unacked: Vec::new(),
+            acker: None,
+            snapshot_read: false,
+        }
     }
 
     /// With a persistent slot ([`SourceConfig::slot`]): everything up to `lsn` (a
@@ -133,11 +144,16 @@ impl Stream {
         }
     }
 
-    /// False while an in-process capture is still reading its snapshot (a Kafka stream: always true).
+    /// False until an in-process capture's snapshot has been handed out whole: its last row
+    /// read from this stream (or no snapshot taken) and the capture streaming. A Kafka
+    /// stream: always true.
     pub fn streaming(&self) -> bool {
         match &self.inner {
             Inner::Kafka(_) => true,
-            Inner::Capture { stats, .. } => stats.lock().expect("capture stats").streaming,
+            Inner::Capture { stats, .. } => {
+                let st = stats.lock().expect("capture stats");
+                st.streaming && (st.snapshot_rows == 0 || self.snapshot_read)
+            }
         }
     }
 
@@ -261,6 +277,8 @@ impl Stream {
                                 }
                             }
                             self.last = Instant::now();
+                            let last = |m: &Message| matches!(&m.payload, Payload::Envelope(ev) if ev.source.snapshot == tensorcdc_change::Snapshot::Last);
+                            self.snapshot_read |= msgs.iter().any(last);
                             for m in &msgs {
                                 items.extend(from_msg(m, &mut self.report)?);
                             }

@@ -83,6 +83,13 @@ pub struct RunArgs {
     /// Rows of the buffer replayed with the new ones.
     #[arg(long, default_value_t = 2000)]
     pub replay: usize,
+    /// Replay from the this many most recently changed training rows only (0: from all);
+    /// under drift, what the table says now.
+    #[arg(long, default_value_t = 0)]
+    pub replay_window: usize,
+    /// Score versions on this many most recently changed held-out rows only (0: on all).
+    #[arg(long, default_value_t = 0)]
+    pub held_out_window: usize,
     /// Percent of the labelled rows (by key hash) held out to score versions.
     #[arg(long, default_value_t = 10)]
     pub held_out_percent: u8,
@@ -130,9 +137,9 @@ fn make_job(a: &RunArgs, spec: &FeatureSpec, buf: &mut TrainingBuffer, first: bo
     let mut rows: Vec<&Record> = new.iter().collect();
     let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(a.seed ^ buf.labelled_changes);
     if !first {
-        rows.extend(buf.replay(a.replay, &mut rng));
+        rows.extend(buf.replay(a.replay, a.replay_window, &mut rng));
     }
-    let held: Vec<&Record> = buf.held_out().collect();
+    let held: Vec<&Record> = if a.held_out_window == 0 { buf.held_out().collect() } else { buf.recent(true, a.held_out_window) };
     Job {
         train: encode(spec, rows.iter().copied()).0,
         held: encode(spec, held.iter().copied()).0,

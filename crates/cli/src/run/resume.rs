@@ -15,7 +15,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use tensorcdc_dataset::features::cell::change_of_message;
 use tensorcdc_dataset::features::{Change, FeatureSpec};
-use tensorcdc_learn::{Score, TrainingBuffer, VersionMeta, Versions};
+use tensorcdc_learn::{TrainingBuffer, VersionMeta, Versions};
 use tensorcdc_model::device_from_env;
 use tensorcdc_model::sequential::{checkpoint, SeqPredictor};
 use tensorcdc_source::SourceConfig;
@@ -61,13 +61,12 @@ pub fn load(versions: &Versions) -> Result<Option<Resumed>> {
     let Some(latest) = versions.latest()? else { return Ok(None) };
     let device = device_from_env()?;
     let (meta, trainer) = checkpoint::resume(&versions.path(latest.version), &device)?;
-    let history = versions.history()?;
     let serving = match versions.serving()? {
         Some(v) => Some((checkpoint::load(&versions.path(v), &device)?.1, v)),
         None => None,
     };
-    let score: Option<Score> = serving.as_ref().and_then(|(_, v)| history.iter().find(|m| m.version == *v)).map(|m| m.score);
-    Ok(Some(Resumed { latest, spec: meta.features, start: Start { trainer: Some(trainer), serving: score }, serving }))
+    let start = Start { trainer: Some(trainer), serving: serving.as_ref().map(|s| s.0.clone()) };
+    Ok(Some(Resumed { latest, spec: meta.features, start, serving }))
 }
 
 /// Reads `table` as it is now: labelled rows go back into the buffer, unlabelled rows are

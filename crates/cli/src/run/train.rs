@@ -31,10 +31,15 @@ pub struct Done {
 }
 
 /// Where the thread starts: a fresh model, or the last published version (after a restart)
-/// and the serving version's score.
+/// and the serving version.
 pub struct Start {
     pub trainer: Option<SeqTrainer>,
-    pub serving: Option<Score>,
+    pub serving: Option<SeqPredictor>,
+}
+
+fn score(p: &SeqPredictor, spec: &FeatureSpec, held: &Data) -> Score {
+    let m = p.evaluate(held, 1024);
+    Score { loss: m.loss(), accuracy: (spec.task == Task::Classification).then(|| m.accuracy()), rows: m.n }
 }
 
 fn fresh(a: &RunArgs, job: &Job) -> Result<SeqTrainer, String> {
@@ -47,6 +52,10 @@ fn fresh(a: &RunArgs, job: &Job) -> Result<SeqTrainer, String> {
     let settings = FitSettings { epochs: job.epochs, batch_size: 64, learning_rate: a.learning_rate, seed: a.seed, optimizer: None };
     let device = device_from_env().map_err(|e| e.to_string())?;
     SeqTrainer::new(model, loss, settings, &device).map_err(|e| e.to_string())
+}
+
+fn score_of(p: &SeqPredictor, job: &Job) -> Score {
+    score(p, &job.spec, &job.held)
 }
 
 pub fn train_versions(
@@ -68,9 +77,9 @@ pub fn train_versions(
                 t.fit_epoch(&job.train, |_| {});
             }
             let p = t.predictor();
-            let m = p.evaluate(&job.held, 1024);
-            let score = Score { loss: m.loss(), accuracy: (job.spec.task == Task::Classification).then(|| m.accuracy()), rows: m.n };
-            let admitted = gate.admits(&score, serving.as_ref());
+            // Both on the same held-out rows, as they are now.
+            let score = score(&p, &job.spec, &job.held);
+            let admitted = gate.admits(&score, serving.as_ref().map(|s| score_of(s, &job)).as_ref());
             let meta = VersionMeta {
                 version: versions.next_number().map_err(|e| e.to_string())?,
                 position: job.position,
@@ -82,7 +91,7 @@ pub fn train_versions(
             };
             versions.publish(&meta, |dir| checkpoint::save(t, &job.spec, dir).map_err(|e| e.to_string()))?;
             if admitted {
-                serving = Some(score);
+                serving = Some(p.clone());
             }
             Ok(Done { meta, predictor: admitted.then_some(p) })
         })();
