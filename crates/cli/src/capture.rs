@@ -79,7 +79,8 @@ async fn report_progress(stats: Arc<Mutex<CaptureStats>>, every: std::time::Dura
             eprintln!("snapshot {table}: {rows}{of} rows ({rate:.0} rows/s)");
         } else if s.streaming {
             let lag_bytes = s.server_wal_end.0.saturating_sub(s.confirmed_lsn.0);
-            let since = if s.last_commit_ms > 0 { format!("{} ms since the last commit seen", now_ms() - s.last_commit_ms) } else { "no commit seen yet".into() };
+            let since =
+                if s.last_commit_ms > 0 { format!("{} ms since the last commit seen", now_ms() - s.last_commit_ms) } else { "no commit seen yet".into() };
             eprintln!("streaming: {rate:.0} events/s, confirmed {} ({lag_bytes} bytes behind the server), {since}", s.confirmed_lsn);
         }
         last_messages = s.messages.max(s.snapshot_rows);
@@ -169,12 +170,12 @@ pub fn capture(a: CaptureArgs) -> Result<()> {
         let mut sink: Box<dyn Sink> = match (cfg.kafka.get("bootstrap.servers"), a.sink.as_str()) {
             (Some(brokers), _) => Box::new(tensorcdc_kafka::KafkaSink::new(brokers, &kafka_extra, cfg.converter)?),
             (None, sink) => match sink {
-            "stdout" => Box::new(LineSink::stdout(cfg.converter)),
-            s if s.starts_with("file:") => {
-                let path = PathBuf::from(&s[5..]);
-                Box::new(LineSink::file(&path, cfg.converter).with_context(|| format!("opening {}", path.display()))?)
-            }
-            o => anyhow::bail!("--sink {o:?}: expected stdout or file:PATH"),
+                "stdout" => Box::new(LineSink::stdout(cfg.converter)),
+                s if s.starts_with("file:") => {
+                    let path = PathBuf::from(&s[5..]);
+                    Box::new(LineSink::file(&path, cfg.converter).with_context(|| format!("opening {}", path.display()))?)
+                }
+                o => anyhow::bail!("--sink {o:?}: expected stdout or file:PATH"),
             },
         };
         let stats = Arc::new(Mutex::new(CaptureStats::default()));

@@ -64,7 +64,8 @@ pub trait PredictionRow: serde::Serialize {
 }
 
 impl PredictionRow for Prediction {
-    const COLUMNS: &'static str = "row_key TEXT, digit SMALLINT, probability REAL, label SMALLINT, model_version TEXT, source_position TEXT, latency_ms DOUBLE PRECISION";
+    const COLUMNS: &'static str =
+        "row_key TEXT, digit SMALLINT, probability REAL, label SMALLINT, model_version TEXT, source_position TEXT, latency_ms DOUBLE PRECISION";
     const INSERT: &'static str = "row_key, digit, probability, label, model_version, source_position, latency_ms";
     fn key(&self) -> Option<&str> {
         self.key.as_deref()

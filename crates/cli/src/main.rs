@@ -36,6 +36,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Continuous learning on one table: train on labelled rows as they commit, publish
     /// versions that pass the held-out gate, predict unlabelled rows with the serving one.
+    /// `--config pipeline.toml` holds any of these flags (the command line's win).
+    #[command(args_override_self = true)]
     Run(run::RunArgs),
     /// MNIST files: download them, turn them into SQL (the blog's mnist2sql).
     Mnist {
@@ -111,12 +113,21 @@ struct Mirror {
 
 fn main() {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("TENSORCDC_LOG")
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TENSORCDC_LOG")
                 .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
-                .unwrap_or_else(|_| "warn".into()))
+                .unwrap_or_else(|_| "warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
-    if let Err(e) = run(Cli::parse()) {
+    let argv = match run::config::expand(std::env::args_os().collect()) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = run(Cli::parse_from(argv)) {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }

@@ -9,12 +9,7 @@ use tensorcdc_model::{EpochEnd, Metrics, Progress};
 pub fn keras_line(steps: usize, elapsed: Duration, m: &Metrics) -> String {
     let per_step = elapsed.as_secs_f64() / steps.max(1) as f64;
     let step_s = if per_step >= 1.0 { format!("{per_step:.0}s/step") } else { format!("{:.0}ms/step", per_step * 1e3) };
-    format!(
-        "{steps}/{steps} [==============================] - {:.1}s {step_s} - loss: {:.4} - accuracy: {:.4}",
-        elapsed.as_secs_f64(),
-        m.loss(),
-        m.accuracy()
-    )
+    format!("{steps}/{steps} [==============================] - {:.1}s {step_s} - loss: {:.4} - accuracy: {:.4}", elapsed.as_secs_f64(), m.loss(), m.accuracy())
 }
 
 /// Draws a bar while an epoch runs (on a terminal) and prints the Keras line at its end.
@@ -31,11 +26,7 @@ impl EpochBar {
         if p.step == 1 {
             println!("Epoch {}/{}", p.epoch, p.epochs);
             let bar = ProgressBar::with_draw_target(Some(p.steps as u64), ProgressDrawTarget::stderr());
-            bar.set_style(
-                ProgressStyle::with_template("{pos}/{len} [{bar:30.cyan/blue}] - {elapsed} - {msg}")
-                    .expect("valid template")
-                    .progress_chars("=>."),
-            );
+            bar.set_style(ProgressStyle::with_template("{pos}/{len} [{bar:30.cyan/blue}] - {elapsed} - {msg}").expect("valid template").progress_chars("=>."));
             self.bar = Some(bar);
         }
         if let Some(bar) = &self.bar {

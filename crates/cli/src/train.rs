@@ -56,7 +56,13 @@ pub fn fit(train_set: &Examples, cfg: TrainConfig) -> Result<(Trainer, Vec<Epoch
 
 pub fn train(a: TrainArgs) -> Result<()> {
     if a.model.general() {
-        let settings = tensorcdc_model::sequential::FitSettings { epochs: a.epochs, batch_size: a.batch_size, learning_rate: a.learning_rate, seed: a.seed, optimizer: None };
+        let settings = tensorcdc_model::sequential::FitSettings {
+            epochs: a.epochs,
+            batch_size: a.batch_size,
+            learning_rate: a.learning_rate,
+            seed: a.seed,
+            optimizer: None,
+        };
         return crate::tabular::train(&a.source, &a.model, settings, &a.out);
     }
     let rt = tokio::runtime::Runtime::new()?;
@@ -68,7 +74,8 @@ pub fn train(a: TrainArgs) -> Result<()> {
         Some(dir) => mnist::load(dir, Split::Test).ok(),
         None => None,
     };
-    let cfg = TrainConfig { epochs: a.epochs, batch_size: a.batch_size, learning_rate: a.learning_rate, seed: a.seed, threads: a.threads, ..Default::default() };
+    let cfg =
+        TrainConfig { epochs: a.epochs, batch_size: a.batch_size, learning_rate: a.learning_rate, seed: a.seed, threads: a.threads, ..Default::default() };
     println!("training on {} examples ({} records read, {} skipped)", train_set.len(), report.records, report.skipped);
     let t0 = Instant::now();
     let (trainer, ends) = fit(&train_set, cfg)?;

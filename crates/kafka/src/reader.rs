@@ -6,8 +6,8 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
 
 use crate::LogContext;
 use rdkafka::message::{Headers as _, Message as _};
-use tensorcdc_change::SOURCE_KEY_HEADER;
 use rdkafka::{Offset, TopicPartitionList};
+use tensorcdc_change::SOURCE_KEY_HEADER;
 use tracing::info;
 
 use crate::{client_config, client_err, KafkaError};
@@ -35,9 +35,9 @@ fn record(m: &rdkafka::message::BorrowedMessage<'_>) -> Record {
         key: m.key().map(<[u8]>::to_vec),
         value: m.payload().map(<[u8]>::to_vec),
         timestamp_ms: m.timestamp().to_millis(),
-        source_key: m.headers().and_then(|h| {
-            h.iter().find(|x| x.key == SOURCE_KEY_HEADER).and_then(|x| x.value).map(|v| String::from_utf8_lossy(v).into_owned())
-        }),
+        source_key: m
+            .headers()
+            .and_then(|h| h.iter().find(|x| x.key == SOURCE_KEY_HEADER).and_then(|x| x.value).map(|v| String::from_utf8_lossy(v).into_owned())),
     }
 }
 
@@ -110,7 +110,9 @@ pub fn read_bounded(
             if strict {
                 return Err(KafkaError::Gap { topic: topic.into(), partition: *p, asked: offset, first: low, missing });
             }
-            tracing::warn!("{topic}/{p}: offset {offset} is no longer in the topic; reading from {low}, {missing} records missing (--strict makes this an error)");
+            tracing::warn!(
+                "{topic}/{p}: offset {offset} is no longer in the topic; reading from {low}, {missing} records missing (--strict makes this an error)"
+            );
         }
         let start = offset.max(low);
         if start < high {
@@ -169,6 +171,8 @@ pub struct GroupReader {
     brokers: String,
     last: Instant,
     started: bool,
+    /// The partitions last reported as this member's.
+    assignment: Vec<String>,
     /// Admin settings for creating missing topics, until that was tried once.
     create_topics: Option<rdkafka::ClientConfig>,
     /// Next offset to commit per (topic, partition): one past the last record used.
@@ -179,7 +183,14 @@ pub struct GroupReader {
 impl GroupReader {
     /// Joins `group` on `topics`. `auto_offset_reset`: earliest or latest. `extra`:
     /// librdkafka settings. `stream_timeout_ms < 0` streams forever.
-    pub fn new(brokers: &str, topics: &[String], group: &str, auto_offset_reset: &str, stream_timeout_ms: i64, extra: &[(String, String)]) -> Result<Self, KafkaError> {
+    pub fn new(
+        brokers: &str,
+        topics: &[String],
+        group: &str,
+        auto_offset_reset: &str,
+        stream_timeout_ms: i64,
+        extra: &[(String, String)],
+    ) -> Result<Self, KafkaError> {
         let defaults = [
             ("group.id", group),
             ("auto.offset.reset", auto_offset_reset),
@@ -201,7 +212,16 @@ impl GroupReader {
         let consumer: StreamConsumer<LogContext> = cfg.create_with_context(LogContext::default()).map_err(client_err("create consumer"))?;
         let create = (cfg.get("allow.auto.create.topics") == Some("true")).then(|| {
             let mut admin_cfg = client_config(brokers, &[], extra);
-            for k in ["group.id", "auto.offset.reset", "enable.auto.commit", "enable.auto.offset.store", "session.timeout.ms", "enable.partition.eof", "fetch.wait.max.ms", "allow.auto.create.topics"] {
+            for k in [
+                "group.id",
+                "auto.offset.reset",
+                "enable.auto.commit",
+                "enable.auto.offset.store",
+                "session.timeout.ms",
+                "enable.partition.eof",
+                "fetch.wait.max.ms",
+                "allow.auto.create.topics",
+            ] {
                 admin_cfg.remove(k);
             }
             admin_cfg
@@ -215,6 +235,7 @@ impl GroupReader {
             brokers: brokers.into(),
             last: Instant::now(),
             started: false,
+            assignment: Vec::new(),
             create_topics: create,
             used: Default::default(),
             last_commit: Instant::now(),
@@ -251,6 +272,19 @@ impl GroupReader {
         self.consumer.assignment().map(|a| a.count() > 0).unwrap_or(false)
     }
 
+    /// Says on stderr when the group changes this member's partitions (a member joined or
+    /// left), as `group assignment: topic/0, topic/1`.
+    fn report_assignment(&mut self) {
+        let now: Vec<String> = match self.consumer.assignment() {
+            Ok(a) => a.elements().iter().map(|e| format!("{}/{}", e.topic(), e.partition())).collect(),
+            Err(_) => return,
+        };
+        if now != self.assignment {
+            eprintln!("group assignment: {}", if now.is_empty() { "none".to_string() } else { now.join(", ") });
+            self.assignment = now;
+        }
+    }
+
     /// Up to `max` records: returns early when no record arrives for `linger`. `None` when
     /// the stream ended (no record for `stream_timeout`). The stream timeout starts once the
     /// group has been assigned partitions (a topic that does not exist yet is waited for).
@@ -266,6 +300,7 @@ impl GroupReader {
                     self.last = Instant::now();
                     // Said on stderr, as capture says "streaming from": the reader is live.
                     eprintln!("group assigned partitions of {}; reading", self.topics.join(", "));
+                    self.report_assignment();
                 }
             }
             let wait = if out.is_empty() { Duration::from_millis(100) } else { linger };
@@ -281,6 +316,9 @@ impl GroupReader {
                 // Unknown topic (not created yet) and transient errors: keep waiting.
                 Ok(Err(e)) => tracing::debug!("consumer: {e} (waiting for {:?} on {})", self.topics, self.brokers),
                 Err(_) => {
+                    if self.started {
+                        self.report_assignment();
+                    }
                     if !out.is_empty() {
                         return Ok(Some(out));
                     }

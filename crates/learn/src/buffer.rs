@@ -1,7 +1,7 @@
 //! The training buffer: labelled rows by primary key, split into training and held-out rows
 //! by a stable hash of the key (FNV-1a, the same on every run and machine).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use rand::seq::IteratorRandom;
 use tensorcdc_dataset::features::{Change, Record};
@@ -32,7 +32,13 @@ pub struct TrainingBuffer {
     rows: HashMap<String, Record>,
     /// When each row last changed (a counter): recent rows first in [`TrainingBuffer::recent`].
     seq: HashMap<String, u64>,
+    /// Keys by when they last changed, oldest first.
+    order: BTreeMap<u64, String>,
     clock: u64,
+    /// At most this many rows are held (0: no bound); the least recently changed go first.
+    max_rows: usize,
+    /// Rows let go to stay within `max_rows`.
+    pub evicted: u64,
     /// Training rows changed since the last [`TrainingBuffer::take_new`].
     fresh: Vec<String>,
     /// Labelled changes applied in all (updates count again: each is a new example).
@@ -48,10 +54,45 @@ impl TrainingBuffer {
             held_out_percent: held_out_percent.min(100) as u64,
             rows: HashMap::new(),
             seq: HashMap::new(),
+            order: BTreeMap::new(),
             clock: 0,
+            max_rows: 0,
+            evicted: 0,
             fresh: Vec::new(),
             labelled_changes: 0,
         }
+    }
+
+    /// Holds at most `n` rows (0: no bound): memory stays flat however long the table grows;
+    /// the rows changed least recently are let go first.
+    pub fn with_max_rows(mut self, n: usize) -> Self {
+        self.max_rows = n;
+        self
+    }
+
+    /// Holds `r` under `key` as its newest row, letting the oldest go past the bound.
+    fn put(&mut self, key: String, r: Record) -> bool {
+        self.clock += 1;
+        if let Some(old) = self.seq.insert(key.clone(), self.clock) {
+            self.order.remove(&old);
+        }
+        self.order.insert(self.clock, key.clone());
+        let replaced = self.rows.insert(key, r).is_some();
+        while self.max_rows > 0 && self.rows.len() > self.max_rows {
+            let Some((_, k)) = self.order.pop_first() else { break };
+            self.seq.remove(&k);
+            self.rows.remove(&k);
+            self.evicted += 1;
+        }
+        replaced
+    }
+
+    /// Lets the row with `key` go; true when it was held.
+    fn drop_key(&mut self, key: &str) -> bool {
+        if let Some(s) = self.seq.remove(key) {
+            self.order.remove(&s);
+        }
+        self.rows.remove(key).is_some()
     }
 
     /// True when the row with this key belongs to the held-out slice.
@@ -68,26 +109,20 @@ impl TrainingBuffer {
                     return if labelled { Applied::Ignored } else { Applied::Unlabelled(r) };
                 };
                 if !labelled {
-                    self.rows.remove(&key);
-                    self.seq.remove(&key);
+                    self.drop_key(&key);
                     return Applied::Unlabelled(r);
                 }
                 let held_out = self.is_held_out(&key);
-                self.clock += 1;
-                self.seq.insert(key.clone(), self.clock);
-                let replaced = self.rows.insert(key.clone(), r).is_some();
+                let replaced = self.put(key.clone(), r);
                 self.labelled_changes += 1;
                 if !held_out {
                     self.fresh.push(key.clone());
                 }
                 Applied::Labelled { key, replaced, held_out }
             }
-            Change::Delete(k) => match self.rows.remove(&k) {
-                Some(_) => {
-                    self.seq.remove(&k);
-                    Applied::Retracted(k)
-                }
-                None => Applied::Ignored,
+            Change::Delete(k) => match self.drop_key(&k) {
+                true => Applied::Retracted(k),
+                false => Applied::Ignored,
             },
             Change::Skip => Applied::Ignored,
         }
@@ -100,9 +135,7 @@ impl TrainingBuffer {
         let labelled = r.get(&self.label).is_some_and(|c| !c.is_null());
         match r.key.clone() {
             Some(key) if labelled => {
-                self.clock += 1;
-                self.seq.insert(key.clone(), self.clock);
-                self.rows.insert(key, r);
+                self.put(key, r);
                 true
             }
             _ => false,
@@ -159,10 +192,7 @@ impl TrainingBuffer {
     /// The `n` most recently changed held-out rows (`held_out`) or training rows, newest
     /// first: when the data drifts, versions are scored on what the table says now.
     pub fn recent(&self, held_out: bool, n: usize) -> Vec<&Record> {
-        let mut keyed: Vec<(u64, &Record)> =
-            self.rows.iter().filter(|(k, _)| self.is_held_out(k) == held_out).map(|(k, r)| (self.seq.get(k).copied().unwrap_or(0), r)).collect();
-        keyed.sort_unstable_by(|a, b| b.0.cmp(&a.0));
-        keyed.into_iter().take(n).map(|(_, r)| r).collect()
+        self.order.values().rev().filter(|k| self.is_held_out(k) == held_out).filter_map(|k| self.rows.get(k)).take(n).collect()
     }
 }
 
@@ -209,6 +239,25 @@ mod tests {
         // The stream's later change of the same row is a new example.
         b.apply(row(1, 0.9, Some(0)));
         assert_eq!((b.len(), b.new_count(), b.labelled_changes), (1, 1, 1));
+    }
+
+    #[test]
+    fn a_bounded_buffer_lets_the_least_recently_changed_rows_go() {
+        let mut b = TrainingBuffer::new("y", 0).with_max_rows(3);
+        for k in 1..=3 {
+            b.apply(row(k, 0.0, Some(1)));
+        }
+        b.apply(row(1, 0.5, Some(0))); // row 1 is now the newest
+        b.apply(row(4, 0.0, Some(1)));
+        assert_eq!(b.len(), 3);
+        assert_eq!(b.evicted, 1);
+        assert!(b.get("2").is_none(), "row 2 changed least recently");
+        assert!(b.get("1").is_some() && b.get("3").is_some() && b.get("4").is_some());
+        assert_eq!(b.recent(false, 3).iter().map(|r| r.key.clone().unwrap()).collect::<Vec<_>>(), ["4", "1", "3"]);
+        // An evicted row was counted when it came; a new version of it comes back.
+        assert_eq!(b.labelled_changes, 5);
+        b.apply(row(2, 0.0, Some(1)));
+        assert!(b.get("2").is_some() && b.get("3").is_none());
     }
 
     #[test]

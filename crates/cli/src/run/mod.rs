@@ -23,8 +23,14 @@
 //! labelled example is counted once in the versions' history and every unlabelled row has
 //! one current prediction.
 //!
-//! Not yet: Kafka groups as the source.
+//! **Scale-out through Kafka** (`--kafka --topic --group`): the table's change events come
+//! from a consumer group, so processes of one group share the topic's partitions; each learns
+//! from the labelled rows of its partitions and predicts the others, and when one dies the
+//! group hands its partitions to the rest. Offsets are stored once a batch is used, so a
+//! crash repeats at most the batch in hand: at least once for training counts (exactly once
+//! is the capture's), and still one current prediction per row (an upsert by key).
 
+pub mod config;
 mod live;
 mod metrics;
 mod predictions;
@@ -90,6 +96,10 @@ pub struct RunArgs {
     /// Score versions on this many most recently changed held-out rows only (0: on all).
     #[arg(long, default_value_t = 0)]
     pub held_out_window: usize,
+    /// Hold at most this many labelled rows for replay and scoring (0: no bound); the rows
+    /// changed least recently are let go first, so memory stays flat as the table grows.
+    #[arg(long, default_value_t = 200_000)]
+    pub buffer_rows: usize,
     /// Percent of the labelled rows (by key hash) held out to score versions.
     #[arg(long, default_value_t = 10)]
     pub held_out_percent: u8,
@@ -104,6 +114,20 @@ pub struct RunArgs {
     /// End after this many ms without a change (-1: run until Ctrl-C).
     #[arg(long, default_value_t = -1)]
     pub stream_timeout: i64,
+    /// Read the table's change events from Kafka (Debezium JSON, as `tensorcdc capture`
+    /// writes them) in a consumer group instead of capturing it: processes of one group share
+    /// the topic's partitions. Predictions still go to the table's database (--source).
+    #[arg(long)]
+    pub kafka: Option<String>,
+    /// The topic of the table's change events (with --kafka).
+    #[arg(long)]
+    pub topic: Option<String>,
+    /// The consumer group (with --kafka).
+    #[arg(long, default_value = "tensorcdc-run")]
+    pub group: String,
+    /// librdkafka setting KEY=VALUE, passed through (repeatable).
+    #[arg(short = 'X', long = "kafka-setting", value_name = "KEY=VALUE")]
+    pub kafka_settings: Vec<String>,
     /// The persistent replication slot (default tensorcdc_run_<table>): a restart resumes
     /// from it.
     #[arg(long)]
@@ -153,6 +177,8 @@ fn make_job(a: &RunArgs, spec: &FeatureSpec, buf: &mut TrainingBuffer, first: bo
 
 /// What the loop holds between batches.
 struct State {
+    /// Changes come from a capture (gathered into whole transactions), not Kafka records.
+    by_txn: bool,
     buf: TrainingBuffer,
     txns: Txns<ChangeItem>,
     spec: Option<FeatureSpec>,
@@ -177,7 +203,7 @@ impl State {
         let mut fresh = Vec::new();
         for it in items {
             let ack = it.ack_lsn;
-            let txn = if it.snapshot { Some(vec![it]) } else { self.txns.push(it, ack) };
+            let txn = if it.snapshot || !self.by_txn { Some(vec![it]) } else { self.txns.push(it, ack) };
             for it in txn.into_iter().flatten() {
                 if !it.position.is_empty() {
                     self.position.clone_from(&it.position);
@@ -297,14 +323,25 @@ async fn run_async(a: RunArgs) -> Result<()> {
     let out = Predictions::new(&a.source, &pred_table).await?;
     let slot = a.slot.clone().unwrap_or_else(|| format!("tensorcdc_run_{}", a.table.to_lowercase()));
     let offsets = a.out.join("capture-offsets.json");
-    let cfg = SourceConfig {
-        source: Some(a.source.clone()),
-        table: Some(a.table.clone()),
-        stream_timeout_ms: Some(a.stream_timeout),
-        slot: Some(slot.clone()),
-        offset_file: Some(offsets.clone()),
-        ..Default::default()
+    let cfg = match &a.kafka {
+        None => SourceConfig {
+            source: Some(a.source.clone()),
+            table: Some(a.table.clone()),
+            stream_timeout_ms: Some(a.stream_timeout),
+            slot: Some(slot.clone()),
+            offset_file: Some(offsets.clone()),
+            ..Default::default()
+        },
+        Some(brokers) => {
+            let topic = a.topic.as_deref().context("--kafka needs --topic (the table's change events)")?;
+            SourceConfig {
+                stream_timeout_ms: Some(a.stream_timeout),
+                kafka_settings: tensorcdc_kafka::settings(&a.kafka_settings)?,
+                ..SourceConfig::kafka(brokers, topic, Some(&a.group))
+            }
+        }
     };
+    let by_txn = a.kafka.is_none();
     let key_columns = key_columns(&out.client, &a.table).await?;
     let m = metrics::Metrics::new(live::Live::new(&a.table, &a.label));
     if a.metrics_addr != "off" {
@@ -315,7 +352,8 @@ async fn run_async(a: RunArgs) -> Result<()> {
         m.live.version(&v);
     }
     let mut st = State {
-        buf: TrainingBuffer::new(&a.label, a.held_out_percent),
+        by_txn,
+        buf: TrainingBuffer::new(&a.label, a.held_out_percent).with_max_rows(a.buffer_rows),
         txns: Txns::new(0),
         spec: None,
         serving: None,
@@ -331,7 +369,8 @@ async fn run_async(a: RunArgs) -> Result<()> {
     let mut start = Start { trainer: None, serving: None };
     let mut again = Vec::new();
     match resume::load(&versions)? {
-        None => resume::reset_slot(&out.client, &slot, &offsets).await?,
+        None if by_txn => resume::reset_slot(&out.client, &slot, &offsets).await?,
+        None => {}
         Some(r) => {
             println!(
                 "run: resuming from version {} ({} examples seen, through LSN {}), serving version {}",
@@ -346,7 +385,9 @@ async fn run_async(a: RunArgs) -> Result<()> {
                 m.model_version.set(v.1 as i64);
             }
             m.examples_trained.set(r.latest.examples_seen as i64);
-            again = resume::refill(&cfg, &a.source, &a.table, &mut st.buf).await?;
+            if by_txn {
+                again = resume::refill(&cfg, &a.source, &a.table, &mut st.buf).await?;
+            }
         }
     }
     let mut stream = Stream::open(&cfg, &a.table, a.stream_timeout).await?;
@@ -361,7 +402,11 @@ async fn run_async(a: RunArgs) -> Result<()> {
         std::thread::Builder::new().name("train".into()).spawn(move || train::train_versions(a, v, start, job_rx, done_tx))?
     };
     let shutdown = crate::capture::shutdown_signal();
-    println!("run: learning from {}.{} (label {:?}), versions in {}, predictions in {pred_table}, slot {slot}", "public", a.table, a.label, a.out.display());
+    let from = match &a.kafka {
+        None => format!("slot {slot}"),
+        Some(b) => format!("topic {} on {b}, group {}", a.topic.as_deref().unwrap_or_default(), a.group),
+    };
+    println!("run: learning from {}.{} (label {:?}), versions in {}, predictions in {pred_table}, {from}", "public", a.table, a.label, a.out.display());
     let mut ended = false;
     loop {
         tokio::select! {

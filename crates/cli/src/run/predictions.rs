@@ -1,5 +1,5 @@
 //! `tensorcdc run`'s predictions table: one row per source row key, replaced when the row is
-//! predicted again and removed when the row is deleted.
+//! predicted again and removed when the row is deleted, with the process that predicted it.
 
 use anyhow::{bail, Context, Result};
 use tensorcdc_dataset::features::{FeatureSpec, Record, Task};
@@ -14,6 +14,8 @@ pub struct Predictions {
     pub client: tokio_postgres::Client,
     upsert: tokio_postgres::Statement,
     delete: tokio_postgres::Statement,
+    /// Which process predicted (`pid N`): processes of one Kafka group share a table.
+    worker: String,
 }
 
 /// An unlabelled row waiting for (or given) a prediction.
@@ -32,18 +34,21 @@ impl Predictions {
         client
             .batch_execute(&format!(
                 "CREATE TABLE IF NOT EXISTS {table}(row_key TEXT PRIMARY KEY, prediction TEXT, probability REAL, value DOUBLE PRECISION, \
-                 model_version BIGINT, source_position TEXT, latency_ms DOUBLE PRECISION, predicted_at TIMESTAMPTZ DEFAULT now())"
+                 model_version BIGINT, source_position TEXT, latency_ms DOUBLE PRECISION, predicted_at TIMESTAMPTZ DEFAULT now()); \
+                 ALTER TABLE {table} ADD COLUMN IF NOT EXISTS worker TEXT"
             ))
             .await?;
         let upsert = client
             .prepare(&format!(
-                "INSERT INTO {table}(row_key, prediction, probability, value, model_version, source_position, latency_ms) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                "INSERT INTO {table}(row_key, prediction, probability, value, model_version, source_position, latency_ms, worker) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
                  ON CONFLICT (row_key) DO UPDATE SET prediction = EXCLUDED.prediction, probability = EXCLUDED.probability, value = EXCLUDED.value, \
-                 model_version = EXCLUDED.model_version, source_position = EXCLUDED.source_position, latency_ms = EXCLUDED.latency_ms, predicted_at = now()"
+                 model_version = EXCLUDED.model_version, source_position = EXCLUDED.source_position, latency_ms = EXCLUDED.latency_ms, \
+                 worker = EXCLUDED.worker, predicted_at = now()"
             ))
             .await?;
         let delete = client.prepare(&format!("DELETE FROM {table} WHERE row_key = $1")).await?;
-        Ok(Predictions { client, upsert, delete })
+        Ok(Predictions { client, upsert, delete, worker: format!("pid {}", std::process::id()) })
     }
 
     /// The row with this key was deleted: so is its prediction.
@@ -89,7 +94,9 @@ impl Predictions {
                 latency_ms: latency,
                 pixels: pixels(&x[i * w..(i + 1) * w]),
             });
-            self.client.execute(&self.upsert, &[&r.record.key, &prediction, &probability, &value, &(version as i64), &r.position, &latency]).await?;
+            self.client
+                .execute(&self.upsert, &[&r.record.key, &prediction, &probability, &value, &(version as i64), &r.position, &latency, &self.worker])
+                .await?;
         }
         Ok(ok.len())
     }

@@ -29,6 +29,11 @@ impl Lines {
         }
     }
 
+    /// The next line if one comes within `ms` (`None` on a timeout or at the end).
+    pub fn try_next(&self, ms: u64) -> Option<String> {
+        self.0.recv_timeout(Duration::from_millis(ms)).ok()
+    }
+
     /// Every remaining line, failing after `secs` seconds.
     pub fn rest(&self, secs: u64, what: &str) -> Vec<String> {
         let deadline = Instant::now() + Duration::from_secs(secs);
