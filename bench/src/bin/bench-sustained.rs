@@ -3,7 +3,8 @@
 //! table that starts with a 5,000-row labelled snapshot. Reports the commit-to-prediction
 //! latency of the unlabelled rows (p50/p99, from the predictions table), the interval between
 //! versions, whether the run kept up (every row predicted, the lag at the end), and the run's
-//! resident memory sampled every 10 s (first and last minute, maximum).
+//! resident memory sampled every 10 s (first and last minute, maximum, every sample). The
+//! training buffer is bounded to 50,000 rows (`--buffer-rows`), which it reaches after 100 s.
 //!
 //! Usage: bench-sustained [SECONDS] [ROWS_PER_S]. Prints one JSON line.
 
@@ -153,7 +154,7 @@ async fn main() -> Result<()> {
             "latency_ms": {"p50": p50, "p99": p99, "max": max},
             "versions": hist.len(), "version_interval_s_median": median_gap,
             "caught_up_after_last_insert_s": caught_up.as_secs_f64(),
-            "rss_mib": {"first_minute": window(0.0, 60.0), "last_minute": window(total - 70.0, total), "max": rss.iter().map(|r| r.1).fold(0.0, f64::max), "samples": rss.len()},
+            "rss_mib": {"first_minute": window(0.0, 60.0), "last_minute": window(total - 70.0, total), "max": rss.iter().map(|r| r.1).fold(0.0, f64::max), "samples": rss.len(), "every_10s": rss.iter().map(|r| r.1.round()).collect::<Vec<_>>()},
         })
     );
     Ok(())

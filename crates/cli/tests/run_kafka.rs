@@ -10,6 +10,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use rdkafka::consumer::Consumer;
 use rdkafka::mocking::MockCluster;
 use tensorcdc_kafka::testing::Noida;
 use tensorcdc_localpg::{LocalPg, Options};
@@ -44,6 +45,7 @@ impl Broker {
 }
 const TOPIC: &str = "run.public.cancer";
 const GROUP: &str = "scale";
+const PREDICTIONS: &str = "cancer.predictions";
 
 fn client_config(n: &Broker) -> rdkafka::ClientConfig {
     let mut cfg = rdkafka::ClientConfig::new();
@@ -56,9 +58,11 @@ fn client_config(n: &Broker) -> rdkafka::ClientConfig {
 
 /// Reads a run's stderr until its group assignment has `n` partitions; returns them.
 fn wait_assignment(name: &str, err: &Lines, n: usize, deadline: Instant) -> Vec<String> {
+    let mut seen = Vec::new();
     loop {
-        assert!(Instant::now() < deadline, "run {name} never had {n} partitions");
+        assert!(Instant::now() < deadline, "run {name} never had {n} partitions; it said:\n{}", seen.join("\n"));
         if let Some(l) = err.try_next(500) {
+            seen.push(l.clone());
             if let Some(list) = l.strip_prefix("group assignment: ") {
                 let parts: Vec<String> = list.split(", ").filter(|p| *p != "none").map(String::from).collect();
                 if parts.len() == n {
@@ -73,7 +77,7 @@ fn run(pg: &LocalPg, n: &Broker, out: &std::path::Path) -> (Kill, Lines, Lines) 
     let mut c = Command::new(env!("CARGO_BIN_EXE_tensorcdc"));
     c.args(["run", "--source", &pg.url("postgres"), "--table", "cancer", "--label", "target", "--layers", "16", "--initial-epochs", "20"])
         .args(["--retrain-every", "1000000", "--retrain-secs", "1e9", "--metrics-addr", "off", "--kafka", &n.bootstrap(), "--topic", TOPIC, "--group", GROUP])
-        .args(["-X", "session.timeout.ms=6000", "-X", "heartbeat.interval.ms=1000"])
+        .args(["-X", "session.timeout.ms=6000", "-X", "heartbeat.interval.ms=1000", "--predictions-topic", PREDICTIONS])
         .args(n.settings().iter().flat_map(|(k, v)| ["-X".to_string(), format!("{k}={v}")]))
         .arg("--out")
         .arg(out)
@@ -97,13 +101,6 @@ async fn wait_until(c: &tokio_postgres::Client, sql: &str, want: i64, secs: u64)
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_runs_in_one_group_share_the_partitions_and_one_takes_over_when_the_other_dies_mock() {
-    let m = MockCluster::new(1).unwrap();
-    m.create_topic(TOPIC, 2, 1).unwrap();
-    scale_out(Broker::Mock(m), Stop::Kill).await;
-}
-
 /// How the first process ends.
 #[derive(PartialEq)]
 enum Stop {
@@ -113,17 +110,27 @@ enum Stop {
     Term,
 }
 
+/// One test, the brokers one after the other: four processes and a Postgres at once are
+/// what two cores can take.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_runs_in_one_group_share_the_partitions_and_one_takes_over_when_the_other_stops_noida() {
+async fn two_runs_in_one_group_share_the_partitions_and_one_takes_over_from_the_other() {
+    // librdkafka's mock cluster: the first process is killed (SIGKILL) and never leaves the
+    // group; the broker expires it after the session timeout.
+    let m = MockCluster::new(1).unwrap();
+    m.create_topic(TOPIC, 2, 1).unwrap();
+    m.create_topic(PREDICTIONS, 2, 1).unwrap();
+    scale_out(Broker::Mock(m), Stop::Kill).await;
+    // noida-db 0.2.3 does not expire a member that stops heartbeating (it never rebalanced
+    // within 60 s of a SIGKILL), so against it the first process is stopped (SIGTERM) and
+    // leaves the group.
     let noida = Broker::Noida(Noida::start().unwrap());
     let admin: rdkafka::admin::AdminClient<_> = client_config(&noida).create().unwrap();
-    let t = rdkafka::admin::NewTopic::new(TOPIC, 2, rdkafka::admin::TopicReplication::Fixed(1));
-    for r in admin.create_topics([&t], &rdkafka::admin::AdminOptions::new()).await.unwrap() {
-        r.unwrap();
+    for t in [TOPIC, PREDICTIONS] {
+        let t = rdkafka::admin::NewTopic::new(t, 2, rdkafka::admin::TopicReplication::Fixed(1));
+        for r in admin.create_topics([&t], &rdkafka::admin::AdminOptions::new()).await.unwrap() {
+            r.unwrap();
+        }
     }
-    // noida-db 0.2.3 does not expire a member that stops heartbeating (it never rebalanced
-    // within 60 s of a SIGKILL), so against it the first process is stopped and leaves the
-    // group; the SIGKILL takeover is shown on the mock cluster above.
     scale_out(noida, Stop::Term).await;
 }
 
@@ -220,5 +227,9 @@ async fn scale_out(noida: Broker, stop: Stop) {
     assert_eq!(missing, 0);
     let total: i64 = c.query_one("SELECT count(*) FROM cancer_predictions", &[]).await.unwrap().get(0);
     assert_eq!(total, 200, "one current prediction per unlabelled row");
+    // The same predictions produced to a topic, keyed by row key.
+    let consumer: rdkafka::consumer::BaseConsumer = client_config(&noida).set("group.id", "count").create().unwrap();
+    let produced: i64 = (0..2).map(|p| consumer.fetch_watermarks(PREDICTIONS, p, Duration::from_secs(5)).map(|w| w.1).unwrap_or(0)).sum::<i64>();
+    assert!(produced >= 200, "{produced} predictions produced to {PREDICTIONS}");
     drop(b);
 }

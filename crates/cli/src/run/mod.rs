@@ -74,6 +74,12 @@ pub struct RunArgs {
     /// Predictions table (default: <table>_predictions), one row per source row key.
     #[arg(long)]
     pub predictions_table: Option<String>,
+    /// Also produce each prediction to this Kafka topic (JSON, keyed by row key), on
+    /// --predictions-brokers (default: --kafka).
+    #[arg(long)]
+    pub predictions_topic: Option<String>,
+    #[arg(long)]
+    pub predictions_brokers: Option<String>,
     /// Train a new version after this many new labelled rows …
     #[arg(long, default_value_t = 200)]
     pub retrain_every: usize,
@@ -320,7 +326,12 @@ impl State {
 async fn run_async(a: RunArgs) -> Result<()> {
     let versions = Versions::open(&a.out).map_err(anyhow::Error::msg)?;
     let pred_table = a.predictions_table.clone().unwrap_or_else(|| format!("{}_predictions", a.table));
-    let out = Predictions::new(&a.source, &pred_table).await?;
+    let topic = match (&a.predictions_topic, a.predictions_brokers.as_ref().or(a.kafka.as_ref())) {
+        (Some(t), Some(b)) => Some((tensorcdc_kafka::Publisher::new(b, &tensorcdc_kafka::settings(&a.kafka_settings)?)?, t.clone())),
+        (Some(_), None) => anyhow::bail!("--predictions-topic needs --predictions-brokers HOST:PORT (or --kafka)"),
+        _ => None,
+    };
+    let out = Predictions::new(&a.source, &pred_table, topic).await?;
     let slot = a.slot.clone().unwrap_or_else(|| format!("tensorcdc_run_{}", a.table.to_lowercase()));
     let offsets = a.out.join("capture-offsets.json");
     let cfg = match &a.kafka {

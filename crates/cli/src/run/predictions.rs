@@ -1,5 +1,6 @@
 //! `tensorcdc run`'s predictions table: one row per source row key, replaced when the row is
-//! predicted again and removed when the row is deleted, with the process that predicted it.
+//! predicted again and removed when the row is deleted, with the process that predicted it;
+//! and, with `--predictions-topic`, each prediction produced to a topic keyed by row key.
 
 use anyhow::{bail, Context, Result};
 use tensorcdc_dataset::features::{FeatureSpec, Record, Task};
@@ -16,6 +17,21 @@ pub struct Predictions {
     delete: tokio_postgres::Statement,
     /// Which process predicted (`pid N`): processes of one Kafka group share a table.
     worker: String,
+    /// Each prediction also produced to this topic, keyed by row key (JSON).
+    topic: Option<(tensorcdc_kafka::Publisher, String)>,
+}
+
+/// A prediction as produced to `--predictions-topic`.
+#[derive(serde::Serialize)]
+struct TopicRecord<'a> {
+    row_key: &'a str,
+    prediction: &'a str,
+    probability: Option<f32>,
+    value: Option<f64>,
+    model_version: u64,
+    source_position: &'a str,
+    latency_ms: Option<f64>,
+    worker: &'a str,
 }
 
 /// An unlabelled row waiting for (or given) a prediction.
@@ -26,16 +42,19 @@ pub struct Pending {
 }
 
 impl Predictions {
-    pub async fn new(url: &str, table: &str) -> Result<Self> {
+    pub async fn new(url: &str, table: &str, topic: Option<(tensorcdc_kafka::Publisher, String)>) -> Result<Self> {
         if !table.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             bail!("--predictions-table {table:?}: use letters, digits and '_'");
         }
         let client = tensorcdc_postgres::conn::connect(url).await.with_context(|| format!("connecting to {}", tensorcdc_postgres::conn::redact(url)))?;
         client
+            // Processes of one group start together: CREATE TABLE IF NOT EXISTS races with
+            // itself (a duplicate pg_type row), so one at a time, under an advisory lock.
             .batch_execute(&format!(
-                "CREATE TABLE IF NOT EXISTS {table}(row_key TEXT PRIMARY KEY, prediction TEXT, probability REAL, value DOUBLE PRECISION, \
+                "BEGIN; SELECT pg_advisory_xact_lock(hashtext('tensorcdc run {table}')); \
+                 CREATE TABLE IF NOT EXISTS {table}(row_key TEXT PRIMARY KEY, prediction TEXT, probability REAL, value DOUBLE PRECISION, \
                  model_version BIGINT, source_position TEXT, latency_ms DOUBLE PRECISION, predicted_at TIMESTAMPTZ DEFAULT now()); \
-                 ALTER TABLE {table} ADD COLUMN IF NOT EXISTS worker TEXT"
+                 ALTER TABLE {table} ADD COLUMN IF NOT EXISTS worker TEXT; COMMIT"
             ))
             .await?;
         let upsert = client
@@ -48,7 +67,7 @@ impl Predictions {
             ))
             .await?;
         let delete = client.prepare(&format!("DELETE FROM {table} WHERE row_key = $1")).await?;
-        Ok(Predictions { client, upsert, delete, worker: format!("pid {}", std::process::id()) })
+        Ok(Predictions { client, upsert, delete, worker: format!("pid {}", std::process::id()), topic })
     }
 
     /// The row with this key was deleted: so is its prediction.
@@ -97,6 +116,20 @@ impl Predictions {
             self.client
                 .execute(&self.upsert, &[&r.record.key, &prediction, &probability, &value, &(version as i64), &r.position, &latency, &self.worker])
                 .await?;
+            if let Some((publisher, topic)) = &self.topic {
+                let key = r.record.key.as_deref().unwrap_or_default();
+                let rec = TopicRecord {
+                    row_key: key,
+                    prediction: &prediction,
+                    probability,
+                    value,
+                    model_version: version,
+                    source_position: &r.position,
+                    latency_ms: latency,
+                    worker: &self.worker,
+                };
+                publisher.send(topic, key, &serde_json::to_vec(&rec)?).await?;
+            }
         }
         Ok(ok.len())
     }
