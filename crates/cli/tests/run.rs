@@ -6,11 +6,9 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tensorcdc_localpg::{LocalPg, Options};
-use tokio_postgres::NoTls;
 
 mod common;
-use common::{sklearn, Kill, Lines};
+use common::{cancer_table, Kill, Lines};
 
 /// Waits for `what` (a line of `run`'s output containing it), with a deadline.
 fn wait_line(lines: &Lines, what: &str, secs: u64) -> String {
@@ -44,12 +42,7 @@ async fn wait_count(c: &tokio_postgres::Client, sql: &str, want: i64, secs: u64)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn labelled_rows_train_versions_and_unlabelled_rows_are_predicted() {
     let dir = tempfile::tempdir().unwrap();
-    let (header, rows) = sklearn("breast_cancer", dir.path());
-    let pg = LocalPg::start(Options { no_fsync: true, ..Default::default() }).unwrap();
-    let (c, conn) = tokio_postgres::connect(&pg.conninfo("postgres"), NoTls).await.unwrap();
-    tokio::spawn(conn);
-    let cols: Vec<String> = header.iter().map(|h| if h == "target" { "target int".into() } else { format!("{h} float8") }).collect();
-    c.batch_execute(&format!("CREATE TABLE cancer(id serial PRIMARY KEY, {})", cols.join(", "))).await.unwrap();
+    let (pg, c, header, rows) = cancer_table(dir.path(), "serial").await;
     let insert = |rs: &[Vec<String>], labelled: bool| {
         let values: Vec<String> = rs
             .iter()

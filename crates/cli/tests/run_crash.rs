@@ -12,11 +12,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
-use tensorcdc_localpg::{LocalPg, Options};
-use tokio_postgres::NoTls;
+use tensorcdc_localpg::LocalPg;
 
 mod common;
-use common::{sklearn, Kill, Lines};
+use common::{cancer_table, Kill, Lines};
 
 const ROUNDS: usize = 12;
 /// Transactions written in each round, while the run reads them and is killed.
@@ -98,13 +97,8 @@ async fn killed_runs_count_every_labelled_example_once_and_predict_every_row() {
     let seed: u64 = std::env::var("TENSORCDC_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(13);
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().unwrap();
-    let (header, rows) = sklearn("breast_cancer", dir.path());
-    let pg = LocalPg::start(Options { no_fsync: true, ..Default::default() }).unwrap();
-    let (c, conn) = tokio_postgres::connect(&pg.conninfo("postgres"), NoTls).await.unwrap();
-    tokio::spawn(conn);
+    let (pg, c, header, rows) = cancer_table(dir.path(), "int").await;
     let c = std::sync::Arc::new(c);
-    let cols: Vec<String> = header.iter().map(|h| if h == "target" { "target int".into() } else { format!("{h} float8") }).collect();
-    c.batch_execute(&format!("CREATE TABLE cancer(id int PRIMARY KEY, {})", cols.join(", "))).await.unwrap();
     // The snapshot: 200 labelled rows and 30 without a label.
     let snapshot: Vec<String> = rows[..230]
         .iter()

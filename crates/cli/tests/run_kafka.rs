@@ -13,11 +13,10 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::Consumer;
 use rdkafka::mocking::MockCluster;
 use tensorcdc_kafka::testing::Noida;
-use tensorcdc_localpg::{LocalPg, Options};
-use tokio_postgres::NoTls;
+use tensorcdc_localpg::LocalPg;
 
 mod common;
-use common::{sklearn, Kill, Lines};
+use common::{cancer_table, Kill, Lines};
 
 /// The broker a test runs against.
 enum Broker {
@@ -137,12 +136,7 @@ async fn two_runs_in_one_group_share_the_partitions_and_one_takes_over_from_the_
 
 async fn scale_out(noida: Broker, stop: Stop) {
     let dir = tempfile::tempdir().unwrap();
-    let (header, rows) = sklearn("breast_cancer", dir.path());
-    let pg = LocalPg::start(Options { no_fsync: true, ..Default::default() }).unwrap();
-    let (c, conn) = tokio_postgres::connect(&pg.conninfo("postgres"), NoTls).await.unwrap();
-    tokio::spawn(conn);
-    let cols: Vec<String> = header.iter().map(|h| if h == "target" { "target int".into() } else { format!("{h} float8") }).collect();
-    c.batch_execute(&format!("CREATE TABLE cancer(id int PRIMARY KEY, {})", cols.join(", "))).await.unwrap();
+    let (pg, c, header, rows) = cancer_table(dir.path(), "int").await;
     let insert = |from: usize, to: usize, labelled: bool| {
         let values: Vec<String> = (from..to)
             .map(|i| {

@@ -54,10 +54,6 @@ fn fresh(a: &RunArgs, job: &Job) -> Result<SeqTrainer, String> {
     SeqTrainer::new(model, loss, settings, &device).map_err(|e| e.to_string())
 }
 
-fn score_of(p: &SeqPredictor, job: &Job) -> Score {
-    score(p, &job.spec, &job.held)
-}
-
 pub fn train_versions(
     a: RunArgs,
     versions: Versions,
@@ -78,14 +74,14 @@ pub fn train_versions(
             }
             let p = t.predictor();
             // Both on the same held-out rows, as they are now.
-            let score = score(&p, &job.spec, &job.held);
-            let admitted = gate.admits(&score, serving.as_ref().map(|s| score_of(s, &job)).as_ref());
+            let candidate = score(&p, &job.spec, &job.held);
+            let admitted = gate.admits(&candidate, serving.as_ref().map(|s| score(s, &job.spec, &job.held)).as_ref());
             let meta = VersionMeta {
                 version: versions.next_number().map_err(|e| e.to_string())?,
                 position: job.position,
                 examples_seen: job.examples_seen,
                 ack_lsn: job.ack_lsn,
-                score,
+                score: candidate,
                 serving: admitted,
                 published_ms: now_ms(),
             };

@@ -74,3 +74,15 @@ pub fn sklearn(name: &str, dir: &std::path::Path) -> (Vec<String>, Vec<Vec<Strin
     let header = lines.next().unwrap().split(',').map(String::from).collect();
     (header, lines.map(|l| l.split(',').map(String::from).collect()).collect())
 }
+
+/// scikit-learn's breast_cancer as table `cancer(id <id_type> PRIMARY KEY, <features> float8,
+/// target int)` in a private Postgres: the cluster, a client, the CSV header and rows.
+pub async fn cancer_table(dir: &std::path::Path, id_type: &str) -> (tensorcdc_localpg::LocalPg, tokio_postgres::Client, Vec<String>, Vec<Vec<String>>) {
+    let (header, rows) = sklearn("breast_cancer", dir);
+    let pg = tensorcdc_localpg::LocalPg::start(tensorcdc_localpg::Options { no_fsync: true, ..Default::default() }).unwrap();
+    let (c, conn) = tokio_postgres::connect(&pg.conninfo("postgres"), tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let cols: Vec<String> = header.iter().map(|h| if h == "target" { "target int".into() } else { format!("{h} float8") }).collect();
+    c.batch_execute(&format!("CREATE TABLE cancer(id {id_type} PRIMARY KEY, {})", cols.join(", "))).await.unwrap();
+    (pg, c, header, rows)
+}
