@@ -6,7 +6,6 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-
 mod common;
 use common::{cancer_table, Kill, Lines};
 
@@ -142,6 +141,37 @@ async fn labelled_rows_train_versions_and_unlabelled_rows_are_predicted() {
     assert!(dom.contains(r#"id="score-curve""#) && dom.contains(r#"data-versions="2""#), "no score curve through 2 versions in\n{dom}");
     assert_eq!(dom.matches(r#"<tr class="prediction">"#).count(), 16, "the 16 latest predictions:\n{dom}");
     assert!(dom.contains("serving version"), "{dom}");
+}
+
+/// A table whose labelled rows so far have one class cannot fit a classifier yet: `run` says
+/// so and waits for more rows (a stream's first rows, or a consumer's first batch, often are
+/// one class), then publishes version 1 on all of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_version_waits_for_a_second_class() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pg, c, header, rows) = cancer_table(dir.path(), "serial").await;
+    let insert = |rs: Vec<&Vec<String>>| {
+        let values: Vec<String> = rs.iter().map(|r| format!("({})", r.join(","))).collect();
+        format!("INSERT INTO cancer({}) VALUES {}", header.join(","), values.join(","))
+    };
+    let (benign, malignant): (Vec<&Vec<String>>, Vec<&Vec<String>>) = rows.iter().partition(|r| r.last().unwrap() == "1");
+    c.batch_execute(&insert(benign[..100].to_vec())).await.unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tensorcdc"))
+        .args(["run", "--source", &pg.url("postgres"), "--table", "cancer", "--label", "target", "--layers", "8", "--initial-epochs", "5"])
+        .args(["--retrain-every", "1000000", "--retrain-secs", "3600", "--metrics-addr", "off", "--out"])
+        .arg(dir.path().join("versions"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (lines, err) = (Lines::of(child.stdout.take().unwrap()), Lines::of(child.stderr.take().unwrap()));
+    let _child = Kill(child);
+    let said = wait_line(&err, "no first version yet", 60);
+    assert!(said.contains(r#"label "target" has 1 class(es)"#) && said.contains("waiting for more labelled rows"), "{said}");
+    // The second class arrives while streaming: version 1 trains on every row so far.
+    c.batch_execute(&insert(malignant[..50].to_vec())).await.unwrap();
+    let v1 = wait_line(&lines, "version 1:", 60);
+    assert!(v1.starts_with("version 1: 150 examples seen") && v1.contains("serving"), "{v1}");
 }
 
 /// The DOM of `url` after headless Chromium ran its scripts for 5 s of virtual time

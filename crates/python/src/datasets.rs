@@ -132,9 +132,11 @@ impl KafkaTable {
             TableKind::Rows { table, spec, options } => {
                 let rows = py.detach(|| runtime().block_on(table.refresh())).map_err(err)?;
                 if spec.is_none() {
-                    let mut o = options.take().expect("options when no spec");
+                    // Kept until a fit succeeds: a table whose rows so far have one class
+                    // fails this refresh, and the next one fits again.
+                    let o = options.as_mut().expect("options when no spec");
                     o.exclude = rows.key_columns.iter().cloned().collect();
-                    *spec = Some(Box::new(FeatureSpec::fit(rows.set.iter(), &o).map_err(err)?));
+                    *spec = Some(Box::new(FeatureSpec::fit(rows.set.iter(), o).map_err(err)?));
                 }
                 let spec = spec.as_ref().expect("fitted");
                 let e = spec.encode_all(rows.set.iter());

@@ -196,6 +196,8 @@ struct State {
     /// Labelled changes counted by the last published version.
     counted: u64,
     training: bool,
+    /// The labelled changes when the first version's spec last failed to fit for want of rows.
+    unfit_at: Option<u64>,
     last_version: Instant,
     /// The LSN confirmed to the slot so far, and the one that may be confirmed next.
     confirmed: u64,
@@ -298,7 +300,22 @@ impl State {
                 nulls: Default::default(),
                 task: None,
             };
-            self.spec = Some(FeatureSpec::fit(self.buf.training(), &opts).map_err(anyhow::Error::msg)?);
+            // Fitted again only when labelled rows came since the last try.
+            if self.unfit_at == Some(self.buf.labelled_changes) {
+                return Ok(None);
+            }
+            match FeatureSpec::fit(self.buf.training(), &opts) {
+                Ok(spec) => self.spec = Some(spec),
+                // A stream's first rows may all have one class (or a column NULL): more come.
+                Err(e) if e.needs_more_rows() && !ending => {
+                    if self.unfit_at.is_none() {
+                        eprintln!("run: no first version yet: {e}; waiting for more labelled rows");
+                    }
+                    self.unfit_at = Some(self.buf.labelled_changes);
+                    return Ok(None);
+                }
+                Err(e) => anyhow::bail!("the first version: {e}"),
+            }
         }
         let spec = self.spec.clone().expect("fitted");
         let job = make_job(a, &spec, &mut self.buf, first, &self.position, self.txns.through());
@@ -373,6 +390,7 @@ async fn run_async(a: RunArgs) -> Result<()> {
         predicted: 0,
         counted: 0,
         training: false,
+        unfit_at: None,
         last_version: Instant::now(),
         confirmed: 0,
         confirmable: 0,

@@ -163,6 +163,26 @@ fn most_frequent<'a>(values: impl Iterator<Item = &'a str>) -> Option<String> {
     counts.into_iter().max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(a.0))).map(|(v, _)| v.to_string())
 }
 
+/// Why a spec could not be fitted.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum FitError {
+    /// The options do not fit the rows' columns (no such label column, no feature left), or a
+    /// column's values disagree (arrays of different lengths): more rows will not help.
+    #[error("{0}")]
+    Invalid(String),
+    /// The rows so far are too few to fit a spec: none yet, a column NULL in every one, or a
+    /// single class. More rows may fix it (a stream waits for them).
+    #[error("{0}")]
+    TooFewRows(String),
+}
+
+impl FitError {
+    /// Whether more rows may fix it.
+    pub fn needs_more_rows(&self) -> bool {
+        matches!(self, FitError::TooFewRows(_))
+    }
+}
+
 impl FeatureSpec {
     /// The blog's table: the label `label` (classes 0..9) and `pixels`, 784 bytes.
     pub fn mnist() -> FeatureSpec {
@@ -178,11 +198,11 @@ impl FeatureSpec {
 
     /// Fits the spec on training records: kinds from the first non-NULL value of each
     /// column, scaling statistics, vocabularies, NULL imputations, the task and its classes.
-    pub fn fit<'a>(records: impl Iterator<Item = &'a Record> + Clone, opts: &SpecOptions) -> Result<FeatureSpec, String> {
-        let first = records.clone().next().ok_or("no rows to learn from")?;
+    pub fn fit<'a>(records: impl Iterator<Item = &'a Record> + Clone, opts: &SpecOptions) -> Result<FeatureSpec, FitError> {
+        let first = records.clone().next().ok_or_else(|| FitError::TooFewRows("no rows to learn from".into()))?;
         if first.get(&opts.label).is_none() {
             let names: Vec<&str> = first.cells.iter().map(|(n, _)| n.as_str()).collect();
-            return Err(format!("no label column {:?} (columns: {})", opts.label, names.join(", ")));
+            return Err(FitError::Invalid(format!("no label column {:?} (columns: {})", opts.label, names.join(", "))));
         }
         let names: Vec<String> = match &opts.features {
             Some(f) => f.clone(),
@@ -190,22 +210,22 @@ impl FeatureSpec {
             None => first.cells.iter().map(|(n, _)| n.clone()).filter(|n| *n != opts.label && !opts.exclude.contains(n) && !n.starts_with("__")).collect(),
         };
         if names.is_empty() {
-            return Err(format!("no feature columns (every column is the label {:?} or the key)", opts.label));
+            return Err(FitError::Invalid(format!("no feature columns (every column is the label {:?} or the key)", opts.label)));
         }
         let mut columns = Vec::new();
         for name in &names {
             let cells: Vec<&Cell> = records.clone().filter_map(|r| r.get(name)).filter(|c| !c.is_null()).collect();
             let Some((kind, width)) = cells.first().and_then(|c| column_kind(c)) else {
-                return Err(format!("column {name:?} is NULL in every row (or missing)"));
+                return Err(FitError::TooFewRows(format!("column {name:?} is NULL in every row (or missing)")));
             };
-            columns.push(fit_column(name, kind, width, &cells, opts.scaling)?);
+            columns.push(fit_column(name, kind, width, &cells, opts.scaling).map_err(FitError::Invalid)?);
         }
         let labels: Vec<&Cell> = records.clone().filter_map(|r| r.get(&opts.label)).filter(|c| !c.is_null()).collect();
         let task = match (opts.task, labels.first()) {
             (Some(t), _) => t,
             (None, Some(Cell::Number(_))) => Task::Regression,
             (None, Some(_)) => Task::Classification,
-            (None, None) => return Err(format!("label {:?} is NULL in every row", opts.label)),
+            (None, None) => return Err(FitError::TooFewRows(format!("label {:?} is NULL in every row", opts.label))),
         };
         let classes = if task == Task::Classification {
             let mut names: Vec<String> = labels.iter().filter_map(|c| c.class_name()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
@@ -213,7 +233,11 @@ impl FeatureSpec {
                 names.sort_by_key(|n| n.parse::<i64>().unwrap_or(0));
             }
             if names.len() < 2 {
-                return Err(format!("label {:?} has {} class(es) in the training rows; classification needs two or more", opts.label, names.len()));
+                return Err(FitError::TooFewRows(format!(
+                    "label {:?} has {} class(es) in the training rows; classification needs two or more",
+                    opts.label,
+                    names.len()
+                )));
             }
             names
         } else {
@@ -427,7 +451,12 @@ mod tests {
         spec.encode(&rows[1], &mut out).unwrap();
         assert_eq!(out, [1.0]);
         let e = FeatureSpec::fit(rows.iter(), &SpecOptions { label: "nope".into(), ..Default::default() }).unwrap_err();
+        assert!(!e.needs_more_rows());
+        let e = e.to_string();
         assert!(e.contains("no label column \"nope\"") && e.contains("income"), "{e}");
+        // One class so far: a stream waits for more rows.
+        let e = FeatureSpec::fit(rows[..1].iter(), &SpecOptions { label: "defaulted".into(), ..Default::default() }).unwrap_err();
+        assert!(e.needs_more_rows() && e.to_string().contains("1 class(es)"), "{e}");
         let mut wrong = rows[0].clone();
         wrong.cells[1].1 = Cell::Text("lots".into());
         assert!(matches!(spec.encode(&wrong, &mut out), Err(EncodeError::Kind { column, .. }) if column == "income"));
