@@ -1,5 +1,7 @@
 //! Reading topics: bounded (to the high watermark) and consumer-group streaming.
 
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
@@ -162,9 +164,12 @@ pub fn read_bounded(
     Ok(n)
 }
 
+/// Low and high watermarks by (topic, partition); `None` while being asked.
+type Watermarks = BTreeMap<(String, i32), Option<(i64, i64)>>;
+
 /// A consumer-group stream (`KafkaGroupIODataset`).
 pub struct GroupReader {
-    consumer: StreamConsumer<LogContext>,
+    consumer: Arc<StreamConsumer<LogContext>>,
     /// Stop after this long without a record (`None`: never).
     pub stream_timeout: Option<Duration>,
     topics: Vec<String>,
@@ -173,10 +178,16 @@ pub struct GroupReader {
     started: bool,
     /// The partitions last reported as this member's.
     assignment: Vec<String>,
+    /// Records received and not yet returned (kept across a cancelled `next_batch`).
+    pending: Vec<Record>,
+    /// Per assigned partition, its low and high watermarks when first assigned (`None`: asked).
+    targets: Arc<Mutex<Watermarks>>,
+    /// Once true, stays: see [`GroupReader::caught_up`].
+    caught_up: bool,
     /// Admin settings for creating missing topics, until that was tried once.
     create_topics: Option<rdkafka::ClientConfig>,
     /// Next offset to commit per (topic, partition): one past the last record used.
-    used: std::collections::BTreeMap<(String, i32), i64>,
+    used: BTreeMap<(String, i32), i64>,
     last_commit: Instant,
 }
 
@@ -229,13 +240,16 @@ impl GroupReader {
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer.subscribe(&names).map_err(client_err("subscribe"))?;
         Ok(GroupReader {
-            consumer,
+            consumer: Arc::new(consumer),
             stream_timeout: (stream_timeout_ms >= 0).then(|| Duration::from_millis(stream_timeout_ms as u64)),
             topics: topics.to_vec(),
             brokers: brokers.into(),
             last: Instant::now(),
             started: false,
             assignment: Vec::new(),
+            pending: Vec::new(),
+            targets: Default::default(),
+            caught_up: false,
             create_topics: create,
             used: Default::default(),
             last_commit: Instant::now(),
@@ -292,7 +306,9 @@ impl GroupReader {
         if let Some(cfg) = self.create_topics.take() {
             self.create_missing_topics(cfg).await;
         }
-        let mut out = Vec::new();
+        // Records gathered so far live in `self.pending`, not in this future: a caller that
+        // drops the future (a `select!` whose other branch won) loses none of them; the next
+        // call returns them.
         loop {
             if !self.started {
                 if self.assigned() {
@@ -303,14 +319,14 @@ impl GroupReader {
                     self.report_assignment();
                 }
             }
-            let wait = if out.is_empty() { Duration::from_millis(100) } else { linger };
+            let wait = if self.pending.is_empty() { Duration::from_millis(100) } else { linger };
             match tokio::time::timeout(wait, self.consumer.recv()).await {
                 Ok(Ok(m)) => {
                     self.started = true;
                     self.last = Instant::now();
-                    out.push(record(&m));
-                    if out.len() >= max {
-                        return Ok(Some(out));
+                    self.pending.push(record(&m));
+                    if self.pending.len() >= max {
+                        return Ok(Some(std::mem::take(&mut self.pending)));
                     }
                 }
                 // Unknown topic (not created yet) and transient errors: keep waiting.
@@ -319,8 +335,8 @@ impl GroupReader {
                     if self.started {
                         self.report_assignment();
                     }
-                    if !out.is_empty() {
-                        return Ok(Some(out));
+                    if !self.pending.is_empty() {
+                        return Ok(Some(std::mem::take(&mut self.pending)));
                     }
                     if let (true, Some(t)) = (self.started, self.stream_timeout) {
                         if self.last.elapsed() >= t {
@@ -330,6 +346,53 @@ impl GroupReader {
                 }
             }
         }
+    }
+
+    /// Whether this member has handed out every record its partitions held when it joined (the
+    /// high watermark of each assigned partition, asked once), as a capture's snapshot is read
+    /// whole before it streams; or nothing arrived for 2 s after the assignment. Once true,
+    /// stays true: `tensorcdc run` trains its first version on what the topic held.
+    pub fn caught_up(&mut self) -> bool {
+        if self.caught_up {
+            return true;
+        }
+        if !self.started || !self.pending.is_empty() {
+            return false;
+        }
+        if self.last.elapsed() >= Duration::from_secs(2) {
+            self.caught_up = true;
+            return true;
+        }
+        let (Ok(assigned), Ok(position)) = (self.consumer.assignment(), self.consumer.position()) else { return false };
+        if assigned.count() == 0 {
+            return false;
+        }
+        let mut targets = self.targets.lock().expect("targets");
+        let mut all = true;
+        for e in assigned.elements() {
+            let key = (e.topic().to_string(), e.partition());
+            let Some(&Some((low, high))) = targets.get(&key) else {
+                if !targets.contains_key(&key) {
+                    // Asked once, off this thread: a metadata round trip to the broker.
+                    targets.insert(key.clone(), None);
+                    let (consumer, targets) = (self.consumer.clone(), self.targets.clone());
+                    std::thread::spawn(move || match consumer.fetch_watermarks(&key.0, key.1, Duration::from_secs(5)) {
+                        Ok(w) => drop(targets.lock().map(|mut t| t.insert(key, Some(w)))),
+                        Err(err) => tracing::debug!("watermarks of {}/{}: {err}", key.0, key.1),
+                    });
+                }
+                all = false;
+                continue;
+            };
+            let at = match position.find_partition(e.topic(), e.partition()).map(|p| p.offset()) {
+                Some(Offset::Offset(o)) => o,
+                // Nothing handed out from it yet: caught up when it holds nothing.
+                _ => low,
+            };
+            all &= at >= high;
+        }
+        self.caught_up = all;
+        all
     }
 
     /// Stores the offsets of a batch the caller has used; they are committed (auto-commit,

@@ -146,10 +146,11 @@ impl Stream {
 
     /// False until an in-process capture's snapshot has been handed out whole: its last row
     /// read from this stream (or no snapshot taken) and the capture streaming. A Kafka
-    /// stream: always true.
-    pub fn streaming(&self) -> bool {
-        match &self.inner {
-            Inner::Kafka(_) => true,
+    /// stream: once the group has handed out what its partitions held when it joined
+    /// ([`GroupReader::caught_up`]).
+    pub fn streaming(&mut self) -> bool {
+        match &mut self.inner {
+            Inner::Kafka(r) => r.caught_up(),
             Inner::Capture { stats, .. } => {
                 let st = stats.lock().expect("capture stats");
                 st.streaming && (st.snapshot_rows == 0 || self.snapshot_read)
