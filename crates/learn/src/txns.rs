@@ -38,6 +38,13 @@ impl<T> Txns<T> {
         self.through
     }
 
+    /// The source starts again at a transaction's start (a capture reconnected and sends
+    /// again what was not confirmed): the part of the open transaction is dropped, since it
+    /// comes again whole.
+    pub fn restart(&mut self) {
+        self.open.clear();
+    }
+
     /// True while part of a transaction has arrived and not its end.
     pub fn in_transaction(&self) -> bool {
         !self.open.is_empty()
@@ -65,5 +72,18 @@ mod tests {
         assert_eq!(t.push("c2", Some(300)), None);
         assert_eq!(t.repeated, 3);
         assert_eq!(t.push("d1", Some(301)), Some(vec!["d1"]));
+    }
+
+    #[test]
+    fn a_reconnect_in_the_middle_of_a_transaction_sends_it_whole_again() {
+        let mut t = Txns::new(0);
+        assert_eq!(t.push("e1", None), None);
+        assert_eq!(t.push("e2", None), None);
+        // The capture reconnects: e comes again from its start.
+        t.restart();
+        assert!(!t.in_transaction());
+        assert_eq!(t.push("e1", None), None);
+        assert_eq!(t.push("e2", None), None);
+        assert_eq!(t.push("e3", Some(400)), Some(vec!["e1", "e2", "e3"]), "each change once");
     }
 }

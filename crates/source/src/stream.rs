@@ -47,6 +47,10 @@ pub struct Stream {
     acker: Option<Acker>,
     /// The snapshot's last row has been handed out.
     snapshot_read: bool,
+    /// In-process messages received so far, and whether the last batch began a new capture
+    /// session.
+    received: u64,
+    restarted: bool,
 }
 
 /// The in-process sink of a persistent slot: a message counts as delivered only when the
@@ -54,27 +58,43 @@ pub struct Stream {
 struct HeldSink {
     tx: mpsc::Sender<Message>,
     delivered: Arc<Mutex<Option<Delivered>>>,
+    /// Messages put in the channel so far.
+    sent: u64,
+    restarts: Restarts,
 }
+
+/// Where in the channel each capture session after the first begins (the number of messages
+/// before its first), oldest first.
+type Restarts = Arc<Mutex<std::collections::VecDeque<u64>>>;
 
 /// The consumer's half of a [`HeldSink`].
 #[derive(Clone)]
-struct Acker(Arc<Mutex<Option<Delivered>>>);
+struct Acker(Arc<Mutex<Option<Delivered>>>, Restarts);
 
 impl HeldSink {
     fn new(capacity: usize) -> (HeldSink, mpsc::Receiver<Message>, Acker) {
         let (tx, rx) = mpsc::channel(capacity);
-        let delivered = Arc::new(Mutex::new(None));
-        (HeldSink { tx, delivered: delivered.clone() }, rx, Acker(delivered))
+        let (delivered, restarts) = (Arc::new(Mutex::new(None)), Restarts::default());
+        (HeldSink { tx, delivered: delivered.clone(), sent: 0, restarts: restarts.clone() }, rx, Acker(delivered, restarts))
     }
 }
 
 #[async_trait::async_trait]
 impl Sink for HeldSink {
     async fn send(&mut self, batch: Vec<Message>, delivered: &Delivered) -> Result<(), SinkError> {
-        // Each capture session (a reconnect starts a new one) reports on its own channel.
-        *self.delivered.lock().expect("acker") = Some(delivered.clone());
+        // Each capture session (a reconnect starts a new one) reports on its own channel. A
+        // new session sends again what was not confirmed, from a transaction's start: the
+        // reader learns where it begins (`Stream::take_restarted`).
+        {
+            let mut d = self.delivered.lock().expect("acker");
+            if d.as_ref().is_some_and(|old| !old.same_channel(delivered)) {
+                self.restarts.lock().expect("restarts").push_back(self.sent);
+            }
+            *d = Some(delivered.clone());
+        }
         for m in batch {
             self.tx.send(m).await.map_err(|_| SinkError::Permanent("in-process receiver closed".into()))?;
+            self.sent += 1;
         }
         Ok(())
     }
@@ -129,6 +149,8 @@ impl Stream {
             unacked: Vec::new(),
             acker: None,
             snapshot_read: false,
+            received: 0,
+            restarted: false,
         }
     }
 
@@ -137,11 +159,18 @@ impl Stream {
     /// it. Without one, positions are confirmed as messages are handed out and this does
     /// nothing.
     pub fn confirm(&self, lsn: u64) {
-        if let Some(Acker(d)) = &self.acker {
+        if let Some(Acker(d, _)) = &self.acker {
             if let Some(d) = d.lock().expect("acker").as_ref() {
                 let _ = d.send(tensorcdc_change::Lsn(lsn));
             }
         }
+    }
+
+    /// True once for the batch that begins a new capture session of a persistent slot (the
+    /// capture reconnected): the session sends again, from its start, every transaction not
+    /// confirmed, so a caller gathering whole transactions drops the one it had open.
+    pub fn take_restarted(&mut self) -> bool {
+        std::mem::take(&mut self.restarted)
     }
 
     /// False until an in-process capture's snapshot has been handed out whole: its last row
@@ -270,13 +299,23 @@ impl Stream {
                 Inner::Capture { rx, stats, .. } => {
                     match tokio::time::timeout(Duration::from_millis(50), rx.recv()).await {
                         Ok(Some(m)) => {
+                            // A batch never spans two capture sessions: one that begins a
+                            // new session is flagged (`take_restarted`).
+                            let restarts = self.acker.as_ref().map(|a| a.1.clone()).unwrap_or_default();
+                            let mut restarts = restarts.lock().expect("restarts");
+                            if restarts.front() == Some(&self.received) {
+                                restarts.pop_front();
+                                self.restarted = true;
+                            }
                             let mut msgs = vec![m];
-                            while msgs.len() < max {
+                            while msgs.len() < max && restarts.front() != Some(&(self.received + msgs.len() as u64)) {
                                 match rx.try_recv() {
                                     Ok(m) => msgs.push(m),
                                     Err(_) => break,
                                 }
                             }
+                            drop(restarts);
+                            self.received += msgs.len() as u64;
                             self.last = Instant::now();
                             let last = |m: &Message| matches!(&m.payload, Payload::Envelope(ev) if ev.source.snapshot == tensorcdc_change::Snapshot::Last);
                             self.snapshot_read |= msgs.iter().any(last);

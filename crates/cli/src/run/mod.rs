@@ -441,6 +441,9 @@ async fn run_async(a: RunArgs) -> Result<()> {
         tokio::select! {
             batch = stream.next_changes(256) => {
                 let Some(items) = batch? else { ended = true; break };
+                if stream.take_restarted() {
+                    st.txns.restart();
+                }
                 m.rows_captured.inc_by(items.len() as u64);
                 if let Some(c) = items.last().and_then(|it| it.commit_ts_ms) {
                     m.lag_seconds.set((crate::capture::now_ms() - c).max(0) as f64 / 1e3);
