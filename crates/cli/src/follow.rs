@@ -145,7 +145,7 @@ impl Outputs {
     pub async fn emit<P: PredictionRow>(&mut self, p: &P) -> Result<()> {
         println!("{}", serde_json::to_string(p)?);
         if let Some((pubr, topic)) = &self.publisher {
-            pubr.send(topic, p.key().unwrap_or(""), &serde_json::to_vec(p)?).await?;
+            pubr.send(topic, p.key().unwrap_or(""), Some(&serde_json::to_vec(p)?)).await?;
         }
         if let Some(t) = &self.table {
             t.write(p).await?;

@@ -273,5 +273,28 @@ async fn scale_out(noida: Broker, stop: Stop) {
     let consumer: rdkafka::consumer::BaseConsumer = client_config(&noida).set("group.id", "count").create().unwrap();
     let produced: i64 = (0..2).map(|p| consumer.fetch_watermarks(PREDICTIONS, p, Duration::from_secs(5)).map(|w| w.1).unwrap_or(0)).sum::<i64>();
     assert!(produced >= 200, "{produced} predictions produced to {PREDICTIONS}");
+    // A deleted row: its prediction goes from the table, and the topic gets a tombstone.
+    c.batch_execute("DELETE FROM cancer WHERE id = 550").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c.query_one("SELECT count(*) FROM cancer_predictions WHERE row_key = '550'", &[]).await.unwrap().get::<_, i64>(0) > 0 {
+        assert!(Instant::now() < deadline, "row 550's prediction was not deleted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..2 {
+        tpl.add_partition_offset(PREDICTIONS, p, rdkafka::Offset::Beginning).unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(Instant::now() < deadline, "no tombstone for row 550 in {PREDICTIONS}");
+        if let Some(m) = consumer.poll(Duration::from_millis(200)) {
+            let m = m.unwrap();
+            use rdkafka::Message;
+            if m.key() == Some(b"550".as_slice()) && m.payload().is_none() {
+                break;
+            }
+        }
+    }
     drop(b);
 }

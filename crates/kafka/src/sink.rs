@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::error::{KafkaError as RdError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use tensorcdc_change::json::{ConverterConfig, JsonWriter};
-use rdkafka::message::{Header, OwnedHeaders};
 use tensorcdc_change::{Delivered, Lsn, Message, Sink, SinkError, SOURCE_KEY_HEADER};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
@@ -43,8 +43,10 @@ impl KafkaSink {
             ("compression.type", "lz4"),
             ("queue.buffering.max.kbytes", "262144"),
         ];
-        let producer: FutureProducer<LogContext> = client_config(brokers, &defaults, extra).create_with_context(LogContext::default()).map_err(client_err("create producer"))?;
-        let admin: AdminClient<LogContext> = client_config(brokers, &[], extra).create_with_context(LogContext::default()).map_err(client_err("create admin client"))?;
+        let producer: FutureProducer<LogContext> =
+            client_config(brokers, &defaults, extra).create_with_context(LogContext::default()).map_err(client_err("create producer"))?;
+        let admin: AdminClient<LogContext> =
+            client_config(brokers, &[], extra).create_with_context(LogContext::default()).map_err(client_err("create admin client"))?;
         Ok(KafkaSink {
             producer,
             admin,
@@ -192,9 +194,17 @@ impl Publisher {
         Ok(Publisher { producer: cfg.create_with_context(LogContext::default()).map_err(client_err("create producer"))? })
     }
 
-    /// Sends one record and waits for its delivery.
-    pub async fn send(&self, topic: &str, key: &str, value: &[u8]) -> Result<(), KafkaError> {
-        let rec = FutureRecord::to(topic).key(key).payload(value);
-        self.producer.send(rec, Duration::from_secs(30)).await.map(|_| ()).map_err(|(e, _)| KafkaError::Client { context: format!("produce to {topic}"), source: e })
+    /// Sends one record and waits for its delivery; a `None` value is a tombstone.
+    pub async fn send(&self, topic: &str, key: &str, value: Option<&[u8]>) -> Result<(), KafkaError> {
+        let rec = FutureRecord::<str, [u8]>::to(topic).key(key);
+        let rec = match value {
+            Some(v) => rec.payload(v),
+            None => rec,
+        };
+        self.producer
+            .send(rec, Duration::from_secs(30))
+            .await
+            .map(|_| ())
+            .map_err(|(e, _)| KafkaError::Client { context: format!("produce to {topic}"), source: e })
     }
 }

@@ -70,9 +70,14 @@ impl Predictions {
         Ok(Predictions { client, upsert, delete, worker: format!("pid {}", std::process::id()), topic })
     }
 
-    /// The row with this key was deleted: so is its prediction.
+    /// The row with this key was deleted: so is its prediction, and the predictions topic
+    /// gets a tombstone for the key (a null value: Kafka's delete, which compaction keeps
+    /// last), when the row had a prediction.
     pub async fn delete(&self, key: &str) -> Result<()> {
-        self.client.execute(&self.delete, &[&key]).await?;
+        let had = self.client.execute(&self.delete, &[&key]).await?;
+        if let (Some((publisher, topic)), true) = (&self.topic, had > 0) {
+            publisher.send(topic, key, None).await?;
+        }
         Ok(())
     }
 
@@ -128,7 +133,7 @@ impl Predictions {
                     latency_ms: latency,
                     worker: &self.worker,
                 };
-                publisher.send(topic, key, &serde_json::to_vec(&rec)?).await?;
+                publisher.send(topic, key, Some(&serde_json::to_vec(&rec)?)).await?;
             }
         }
         Ok(ok.len())
