@@ -1,6 +1,7 @@
 //! A general checkpoint: `model.json` (the Sequential spec, loss, fit settings, epochs done,
-//! the fitted feature spec, the SHA-256 of the weights) and `model.bpk` (burn's burnpack).
-//! Loading checks the checksum and probes the model for non-finite outputs.
+//! the fitted feature spec, the SHA-256 of the weights), `model.bpk` (burn's burnpack) and
+//! `optimizer.bpk` (the optimizer's state, for resuming training). Loading checks the checksum
+//! and probes the model for non-finite outputs.
 
 use std::path::Path;
 
@@ -15,6 +16,7 @@ use crate::ModelError;
 
 pub const META: &str = "model.json";
 const WEIGHTS: &str = "model.bpk";
+const OPTIMIZER: &str = "optimizer.bpk";
 
 /// What `model.json` holds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -47,6 +49,8 @@ pub fn save(t: &SeqTrainer, features: &FeatureSpec, dir: &Path) -> Result<(), Mo
     let w = dir.join(WEIGHTS);
     t.net().clone().valid().into_record().save(&w).map_err(|e| err(&w, e.to_string()))?;
     let bytes = std::fs::read(&w).map_err(|e| err(&w, e.to_string()))?;
+    let o = dir.join(OPTIMIZER);
+    t.save_optimizer(&o).map_err(|e| err(&o, e))?;
     let meta = SeqMeta { model: t.spec.clone(), loss: t.loss, settings: t.settings.clone(), epochs_done: t.epochs_done, features: features.clone(), weights_sha256: sha256_hex(&bytes) };
     let path = dir.join(META);
     std::fs::write(&path, serde_json::to_string_pretty(&meta).expect("meta serialises")).map_err(|e| err(&path, e.to_string()))
@@ -74,8 +78,9 @@ pub fn load(dir: &Path, device: &Device) -> Result<(SeqMeta, SeqPredictor), Mode
 }
 
 /// Loads a general checkpoint to train on from where it stopped (`tensorcdc run` after a
-/// restart): the weights and settings it was saved with. The optimizer's moments are not
-/// saved, so Adam starts them again from zero.
+/// restart): the weights, settings and optimizer state (Adam's step count and moments) it was
+/// saved with. A checkpoint without `optimizer.bpk` (saved before it was written), or with
+/// one that does not load, resumes with the optimizer started afresh, and says so.
 pub fn resume(dir: &Path, device: &Device) -> Result<(SeqMeta, SeqTrainer), ModelError> {
     let (meta, _) = load(dir, device)?;
     let mut t = SeqTrainer::new(meta.model.clone(), meta.loss, meta.settings.clone(), device)?;
@@ -83,5 +88,11 @@ pub fn resume(dir: &Path, device: &Device) -> Result<(SeqMeta, SeqTrainer), Mode
     let record = ModuleRecord::load(&w).map_err(|e| err(&w, e.to_string()))?;
     t.load_record(record).map_err(|e| err(&w, e))?;
     t.epochs_done = meta.epochs_done;
+    let o = dir.join(OPTIMIZER);
+    match o.is_file().then(|| t.load_optimizer(&o)) {
+        Some(Ok(())) => {}
+        Some(Err(e)) => eprintln!("{}: {e}; the optimizer's state starts afresh", o.display()),
+        None => eprintln!("{}: not there; the optimizer's state starts afresh", o.display()),
+    }
     Ok((meta, t))
 }

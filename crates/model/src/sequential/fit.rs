@@ -280,6 +280,20 @@ impl SeqTrainer {
         Ok(())
     }
 
+    /// Writes the optimizer's state (Adam's step count and moments, keyed by the weights'
+    /// parameter ids, which the weights' record keeps) to `path`.
+    pub(crate) fn save_optimizer(&self, path: &std::path::Path) -> Result<(), String> {
+        self.optim.save(path).map_err(|e| e.to_string())
+    }
+
+    /// Reads the optimizer's state saved by [`SeqTrainer::save_optimizer`]; on an error the
+    /// optimizer starts afresh.
+    pub(crate) fn load_optimizer(&mut self, path: &std::path::Path) -> Result<(), String> {
+        let saved = std::mem::replace(&mut self.optim, ModuleOptimizer::from(KerasOptimizer(self.settings.optimizer())));
+        self.optim = saved.load(path).map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
     /// An inference copy of the current weights.
     pub fn predictor(&self) -> SeqPredictor {
         SeqPredictor { spec: self.spec.clone(), loss: self.loss, net: self.net.as_ref().expect("model present").valid() }
