@@ -74,7 +74,7 @@ async fn labelled_rows_train_versions_and_unlabelled_rows_are_predicted() {
             "--retrain-secs",
             "3600",
         ])
-        .args(["--initial-epochs", "20", "--held-out-percent", "20", "--margin", "0.05", "--metrics-addr", "127.0.0.1:0", "--out"])
+        .args(["--initial-epochs", "20", "--held-out-percent", "20", "--margin", "0.05", "--keep-versions", "1", "--metrics-addr", "127.0.0.1:0", "--out"])
         .arg(&out)
         .stdout(Stdio::piped())
         .spawn()
@@ -132,9 +132,11 @@ async fn labelled_rows_train_versions_and_unlabelled_rows_are_predicted() {
     assert!((460..=500).contains(&seen(&v2)), "version 2 saw the new labelled rows (60 or more of 100 start it): {v2}");
     let hist = std::fs::read_to_string(out.join("versions.jsonl")).unwrap();
     assert_eq!(hist.lines().count(), 2, "{hist}");
-    assert!(out.join("v000001/model.json").is_file() && out.join("v000002/model.bpk").is_file());
     let serving = std::fs::read_to_string(out.join("serving")).unwrap();
     assert_eq!(serving.trim() == "2", v2.contains(", serving"), "the serving pointer follows the gate: {serving} / {v2}");
+    // --keep-versions 1: the newest checkpoint, and the serving one when that is older.
+    assert!(out.join("v000002/model.bpk").is_file() && out.join("v000002/optimizer.bpk").is_file());
+    assert_eq!(out.join("v000001/model.json").is_file(), serving.trim() == "1", "version 1's checkpoint is kept only while it serves");
     // The live page, as a browser renders it: the score curve through both versions and the
     // latest predictions.
     let dom = chromium_dom(metrics_url.trim_end_matches("metrics"), dir.path());

@@ -9,6 +9,8 @@
 //!
 //! A version is written into `DIR/.v000001.tmp` and renamed into place, and `serving` is
 //! replaced by rename, so a crash leaves either the old or the new state, never half of one.
+//! [`Versions::prune`] deletes old checkpoints (not their history lines), so a run that
+//! publishes a version every few seconds does not fill the disk.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -116,6 +118,29 @@ impl Versions {
         }
         Ok(dest)
     }
+
+    /// Deletes the checkpoint folders of all but the newest `keep` versions and the serving
+    /// one (`keep` 0: deletes none); their lines stay in the history. Returns how many went.
+    pub fn prune(&self, keep: usize) -> Result<usize, String> {
+        if keep == 0 {
+            return Ok(0);
+        }
+        let serving = self.serving().map_err(|e| e.to_string())?;
+        let mut held: Vec<u64> = std::fs::read_dir(&self.dir)
+            .map_err(|e| format!("{}: {e}", self.dir.display()))?
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_prefix('v')).and_then(|n| n.parse().ok()))
+            .collect();
+        held.sort_unstable();
+        let old = held.len().saturating_sub(keep);
+        let mut gone = 0;
+        for v in held.into_iter().take(old).filter(|v| Some(*v) != serving) {
+            let p = self.path(v);
+            std::fs::remove_dir_all(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+            gone += 1;
+        }
+        Ok(gone)
+    }
 }
 
 #[cfg(test)]
@@ -145,5 +170,20 @@ mod tests {
         std::fs::OpenOptions::new().append(true).open(d.path().join("versions.jsonl")).unwrap().write_all(b"{\"version\": 9").unwrap();
         assert_eq!(vs.history().unwrap().len(), 2);
         assert_eq!(vs.latest().unwrap().map(|m| m.version), Some(2));
+    }
+
+    #[test]
+    fn pruning_keeps_the_newest_and_the_serving_checkpoints_and_the_whole_history() {
+        let d = tempfile::tempdir().unwrap();
+        let vs = Versions::open(d.path()).unwrap();
+        for v in 1..=6 {
+            vs.publish(&meta(v, v == 2), |p| std::fs::write(p.join("model.bpk"), b"w").map_err(|e| e.to_string())).unwrap();
+        }
+        assert_eq!(vs.prune(0).unwrap(), 0, "0 keeps every checkpoint");
+        assert_eq!(vs.prune(3).unwrap(), 2, "versions 1 and 3 go");
+        let left: Vec<u64> = (1..=6).filter(|v| vs.path(*v).join("model.bpk").is_file()).collect();
+        assert_eq!(left, [2, 4, 5, 6], "the serving version and the 3 newest");
+        assert_eq!(vs.history().unwrap().len(), 6, "every version's line stays");
+        assert_eq!(vs.prune(3).unwrap(), 0);
     }
 }

@@ -86,6 +86,10 @@ pub struct RunArgs {
     /// … or this many seconds after the last version, when any arrived.
     #[arg(long, default_value_t = 30.0)]
     pub retrain_secs: f64,
+    /// Keep the checkpoints of this many newest versions, and the serving one; older
+    /// checkpoint folders are deleted (their lines stay in versions.jsonl). 0 keeps all.
+    #[arg(long, default_value_t = 10)]
+    pub keep_versions: usize,
     /// Epochs of the first version (on the snapshot's labelled rows).
     #[arg(long, default_value_t = 5)]
     pub initial_epochs: usize,

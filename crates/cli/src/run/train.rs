@@ -86,6 +86,7 @@ pub fn train_versions(
                 published_ms: now_ms(),
             };
             versions.publish(&meta, |dir| checkpoint::save(t, &job.spec, dir).map_err(|e| e.to_string()))?;
+            versions.prune(a.keep_versions)?;
             if admitted {
                 serving = Some(p.clone());
             }
