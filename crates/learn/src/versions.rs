@@ -1,7 +1,7 @@
 //! Model versions in a folder, published atomically:
 //!
 //! ```text
-//! DIR/v000001/        a checkpoint (model.json, model.bpk) and version.json
+//! DIR/v000001/        a checkpoint (model.json, model.bpk, optimizer.bpk) and version.json
 //! DIR/versions.jsonl  one line per version: number, position covered, examples seen,
 //!                     held-out score, whether it served
 //! DIR/serving         the number of the serving version

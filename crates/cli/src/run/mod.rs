@@ -305,7 +305,7 @@ impl State {
                 task: None,
             };
             // Fitted again only when labelled rows came since the last try.
-            if self.unfit_at == Some(self.buf.labelled_changes) {
+            if !ending && self.unfit_at == Some(self.buf.labelled_changes) {
                 return Ok(None);
             }
             match FeatureSpec::fit(self.buf.training(), &opts) {

@@ -86,7 +86,10 @@ pub fn train_versions(
                 published_ms: now_ms(),
             };
             versions.publish(&meta, |dir| checkpoint::save(t, &job.spec, dir).map_err(|e| e.to_string()))?;
-            versions.prune(a.keep_versions)?;
+            // Old checkpoints that cannot be deleted are said, not fatal: learning goes on.
+            if let Err(e) = versions.prune(a.keep_versions) {
+                eprintln!("run: pruning old checkpoints: {e}");
+            }
             if admitted {
                 serving = Some(p.clone());
             }

@@ -209,6 +209,10 @@ impl FeatureSpec {
             // Debezium's added fields (`__op`, `__deleted`, `__lsn`, ...) are not features.
             None => first.cells.iter().map(|(n, _)| n.clone()).filter(|n| *n != opts.label && !opts.exclude.contains(n) && !n.starts_with("__")).collect(),
         };
+        if let Some(n) = names.iter().find(|n| first.get(n).is_none()) {
+            let have: Vec<&str> = first.cells.iter().map(|(n, _)| n.as_str()).collect();
+            return Err(FitError::Invalid(format!("no feature column {n:?} (columns: {})", have.join(", "))));
+        }
         if names.is_empty() {
             return Err(FitError::Invalid(format!("no feature columns (every column is the label {:?} or the key)", opts.label)));
         }
@@ -457,6 +461,9 @@ mod tests {
         // One class so far: a stream waits for more rows.
         let e = FeatureSpec::fit(rows[..1].iter(), &SpecOptions { label: "defaulted".into(), ..Default::default() }).unwrap_err();
         assert!(e.needs_more_rows() && e.to_string().contains("1 class(es)"), "{e}");
+        // A feature column no row has is a typo, not a wait.
+        let e = FeatureSpec::fit(rows.iter(), &SpecOptions { label: "defaulted".into(), features: Some(vec!["incme".into()]), ..Default::default() }).unwrap_err();
+        assert!(!e.needs_more_rows() && e.to_string().contains("no feature column \"incme\""), "{e}");
         let mut wrong = rows[0].clone();
         wrong.cells[1].1 = Cell::Text("lots".into());
         assert!(matches!(spec.encode(&wrong, &mut out), Err(EncodeError::Kind { column, .. }) if column == "income"));
