@@ -158,16 +158,21 @@ async fn the_first_version_from_kafka_trains_on_what_the_topic_held() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let (_run, lines, err) = run(&pg, &m, &dir.path().join("a"));
+    let l = wait_version_1("a", &lines, &err);
+    assert!(l.starts_with(&format!("version 1: {} examples seen", rows.len())), "version 1 trained on every row the topic held: {l}");
+}
+
+/// A run's `version 1:` line, within 60 s; otherwise fails with the run's stderr.
+fn wait_version_1(name: &str, lines: &Lines, err: &Lines) -> String {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if Instant::now() > deadline {
             let said: Vec<String> = std::iter::from_fn(|| err.try_next(100)).collect();
-            panic!("no version 1 within 60 s; stderr:\n{}", said.join("\n"));
+            panic!("run {name}: no version 1 within 60 s; its stderr:\n{}", said.join("\n"));
         }
         let Some(l) = lines.try_next(500) else { continue };
         if l.starts_with("version 1:") {
-            assert!(l.starts_with(&format!("version 1: {} examples seen", rows.len())), "version 1 trained on every row the topic held: {l}");
-            break;
+            return l;
         }
     }
 }
@@ -222,18 +227,8 @@ async fn scale_out(noida: Broker, stop: Stop) {
     // Labelled rows: each process learns from its partition's share.
     c.batch_execute(&insert(0, 400, true)).await.unwrap();
     for (name, lines, err) in [("a", &a_lines, &a_err), ("b", &b_lines, &b_err)] {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if Instant::now() > deadline {
-                let said: Vec<String> = std::iter::from_fn(|| err.try_next(100)).collect();
-                panic!("run {name}: no version 1 within 60 s; its stderr:\n{}", said.join("\n"));
-            }
-            let Some(l) = lines.try_next(500) else { continue };
-            if l.starts_with("version 1:") {
-                assert!(l.contains("serving"), "{name}: {l}");
-                break;
-            }
-        }
+        let l = wait_version_1(name, lines, err);
+        assert!(l.contains("serving"), "{name}: {l}");
     }
     // Unlabelled rows: each predicted once, by the process that owns its partition.
     c.batch_execute(&insert(400, 500, false)).await.unwrap();
