@@ -14,6 +14,7 @@
 pub mod event;
 pub mod json;
 pub mod lsn;
+pub mod names;
 pub mod sink;
 pub mod value;
 

@@ -30,6 +30,9 @@ pub struct SourceArgs {
     /// instead of warning and reading what is left.
     #[arg(long)]
     pub strict: bool,
+    /// Bounded read: seconds to wait for the topic to appear (it says every 10 s why it waits).
+    #[arg(long, default_value_t = 60.0)]
+    pub wait_timeout: f64,
     /// Consumer group: stream instead of a bounded read.
     #[arg(long)]
     pub group: Option<String>,
@@ -95,6 +98,7 @@ impl SourceArgs {
             columns: self.columns.clone(),
             on_error: self.on_error.parse::<OnError>().map_err(|e| anyhow::anyhow!("--{e}"))?,
             limit: self.limit,
+            topic_wait: Some(std::time::Duration::from_secs_f64(self.wait_timeout.max(0.0))),
             ..Default::default()
         })
     }

@@ -34,6 +34,8 @@ pub enum KafkaError {
     },
     #[error("topic {topic:?} did not appear within {secs} s (is capture running and producing to {brokers}?)")]
     NoTopic { topic: String, secs: u64, brokers: String },
+    #[error("no Kafka broker answered at {brokers} within {secs} s ({error}); is it running, and is the address right?")]
+    Unreachable { brokers: String, secs: u64, error: String },
     #[error("{topic}/{partition}: offset {asked} is no longer in the topic (it starts at {first}; {missing} records were deleted by retention); read from {first} without --strict")]
     Gap { topic: String, partition: i32, asked: i64, first: i64, missing: i64 },
 }

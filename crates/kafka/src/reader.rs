@@ -43,24 +43,60 @@ fn record(m: &rdkafka::message::BorrowedMessage<'_>) -> Record {
     }
 }
 
-/// Waits until `topic` has partitions; returns their ids.
-fn wait_topic(consumer: &BaseConsumer<LogContext>, brokers: &str, topic: &str, wait: Duration) -> Result<Vec<i32>, KafkaError> {
-    let start = Instant::now();
-    let mut said = false;
-    loop {
-        if let Ok(md) = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)) {
-            if let Some(t) = md.topics().iter().find(|t| t.name() == topic) {
-                if t.error().is_none() && !t.partitions().is_empty() {
-                    return Ok(t.partitions().iter().map(|p| p.id()).collect());
-                }
+/// What a wait for a topic has seen: no broker answered, or the broker answered without it.
+#[derive(Debug, Clone, PartialEq)]
+enum TopicWait {
+    Unreachable(String),
+    Missing(Vec<String>),
+}
+
+impl TopicWait {
+    /// One line saying why the wait goes on, naming the address or the topics that exist.
+    fn say(&self, topic: &str, brokers: &str, left: Duration) -> String {
+        let until = format!("still trying for {} s", left.as_secs());
+        match self {
+            TopicWait::Unreachable(e) => format!("waiting for topic {topic}: no broker answers at {brokers} ({e}); is Kafka running there? {until}"),
+            TopicWait::Missing(have) => {
+                let near = tensorcdc_change::names::nearest(topic, have.iter().map(String::as_str)).map(|n| format!("; did you mean {n}?")).unwrap_or_default();
+                let list = if have.is_empty() { "none".to_string() } else { have.join(", ") };
+                format!(
+                    "waiting for topic {topic} on {brokers}: it does not exist (yet); topics there: {list}{near}. \
+                     A capture creates it with its first event; {until}"
+                )
             }
         }
+    }
+}
+
+/// Waits until `topic` has partitions; returns their ids. Says within a few seconds why it
+/// waits (no broker answers at the address, or the topic is missing, with the topics that
+/// exist), and again when that changes or every 10 s; gives up after `wait`.
+fn wait_topic(consumer: &BaseConsumer<LogContext>, brokers: &str, topic: &str, wait: Duration) -> Result<Vec<i32>, KafkaError> {
+    let start = Instant::now();
+    let mut said: Option<(TopicWait, Instant)> = None;
+    loop {
+        let seen = match consumer.fetch_metadata(None, Duration::from_secs(3)) {
+            Ok(md) => {
+                if let Some(t) = md.topics().iter().find(|t| t.name() == topic) {
+                    if t.error().is_none() && !t.partitions().is_empty() {
+                        return Ok(t.partitions().iter().map(|p| p.id()).collect());
+                    }
+                }
+                let mut have: Vec<String> = md.topics().iter().map(|t| t.name().to_string()).filter(|n| !n.starts_with("__")).collect();
+                have.sort();
+                TopicWait::Missing(have)
+            }
+            Err(e) => TopicWait::Unreachable(e.to_string()),
+        };
         if start.elapsed() >= wait {
-            return Err(KafkaError::NoTopic { topic: topic.into(), secs: wait.as_secs(), brokers: brokers.into() });
+            return Err(match seen {
+                TopicWait::Unreachable(e) => KafkaError::Unreachable { brokers: brokers.into(), secs: wait.as_secs(), error: e },
+                TopicWait::Missing(_) => KafkaError::NoTopic { topic: topic.into(), secs: wait.as_secs(), brokers: brokers.into() },
+            });
         }
-        if !said {
-            eprintln!("waiting for topic {topic} on {brokers}...");
-            said = true;
+        if said.as_ref().is_none_or(|(s, at)| *s != seen || at.elapsed() >= Duration::from_secs(10)) {
+            eprintln!("{}", seen.say(topic, brokers, wait.saturating_sub(start.elapsed())));
+            said = Some((seen, Instant::now()));
         }
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -174,6 +210,7 @@ pub struct GroupReader {
     pub stream_timeout: Option<Duration>,
     topics: Vec<String>,
     brokers: String,
+    group: String,
     last: Instant,
     started: bool,
     /// The partitions last reported as this member's.
@@ -189,7 +226,16 @@ pub struct GroupReader {
     /// Next offset to commit per (topic, partition): one past the last record used.
     used: BTreeMap<(String, i32), i64>,
     last_commit: Instant,
+    /// When this member began to wait for partitions, and when it last said so.
+    joined: Instant,
+    said_waiting: Instant,
 }
+
+/// A member with no partitions yet says so this often.
+const ASSIGNMENT_SAY_EVERY: Duration = Duration::from_secs(5);
+/// With a stream timeout, the wait for a first assignment ends after the larger of it and this
+/// (a group forms within seconds; one that does not is held by a member that is gone).
+const ASSIGNMENT_WAIT_MIN: Duration = Duration::from_secs(30);
 
 impl GroupReader {
     /// Joins `group` on `topics`. `auto_offset_reset`: earliest or latest. `extra`:
@@ -244,6 +290,7 @@ impl GroupReader {
             stream_timeout: (stream_timeout_ms >= 0).then(|| Duration::from_millis(stream_timeout_ms as u64)),
             topics: topics.to_vec(),
             brokers: brokers.into(),
+            group: group.into(),
             last: Instant::now(),
             started: false,
             assignment: Vec::new(),
@@ -253,7 +300,39 @@ impl GroupReader {
             create_topics: create,
             used: Default::default(),
             last_commit: Instant::now(),
+            joined: Instant::now(),
+            said_waiting: Instant::now(),
         })
+    }
+
+    /// Before the first assignment: says every few seconds that the member waits and why it may
+    /// not end; `true` once the wait has passed its deadline (the stream then ends).
+    fn waited_too_long(&mut self) -> bool {
+        let group = self.group.clone();
+        let waited = self.joined.elapsed();
+        let deadline = self.stream_timeout.map(|t| t.max(ASSIGNMENT_WAIT_MIN));
+        if let Some(d) = deadline.filter(|d| waited >= *d) {
+            eprintln!(
+                "no partition of {} was assigned to this member of group {group} on {} within {} s: the stream ends. \
+                 Another member may still hold them (one killed with kill -9 keeps them until the broker expires its session)",
+                self.topics.join(", "),
+                self.brokers,
+                d.as_secs()
+            );
+            return true;
+        }
+        if self.said_waiting.elapsed() >= ASSIGNMENT_SAY_EVERY {
+            self.said_waiting = Instant::now();
+            let until = deadline.map(|d| format!("; giving up after {} s", d.as_secs())).unwrap_or_default();
+            eprintln!(
+                "waiting {} s for the group {group} on {} to assign this member partitions of {}: the group is rebalancing, \
+                 or another member (perhaps one that was killed) still holds them{until}",
+                waited.as_secs(),
+                self.brokers,
+                self.topics.join(", ")
+            );
+        }
+        false
     }
 
     /// Creates the subscribed topics that do not exist yet, with one partition as capture
@@ -317,6 +396,10 @@ impl GroupReader {
                     // Said on stderr, as capture says "streaming from": the reader is live.
                     eprintln!("group assigned partitions of {}; reading", self.topics.join(", "));
                     self.report_assignment();
+                } else {
+                    if self.waited_too_long() {
+                        return Ok(None);
+                    }
                 }
             }
             let wait = if self.pending.is_empty() { Duration::from_millis(100) } else { linger };

@@ -137,7 +137,7 @@ pub async fn read_topic_into<S: TopicSet>(cfg: &SourceConfig, mut set: S, offset
         let mut next = BTreeMap::new();
         let mut csv = CsvColumns(cfg.columns.clone());
         let mut err = None;
-        read_bounded(&brokers, &topic, cfg.partition, offset, cfg.strict, &cfg.kafka_settings, TOPIC_WAIT, |r| {
+        read_bounded(&brokers, &topic, cfg.partition, offset, cfg.strict, &cfg.kafka_settings, cfg.topic_wait.unwrap_or(TOPIC_WAIT), |r| {
             next.insert(r.partition, r.offset + 1);
             if err.is_some() || set.full(&cfg) {
                 return Ok(());

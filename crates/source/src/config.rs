@@ -67,6 +67,8 @@ pub struct SourceConfig {
     pub slot: Option<String>,
     /// Where that slot's offsets file is kept (default: the capture's state directory).
     pub offset_file: Option<PathBuf>,
+    /// Bounded read: how long to wait for the topic to appear (default 60 s).
+    pub topic_wait: Option<std::time::Duration>,
 }
 
 impl Default for SourceConfig {
@@ -90,6 +92,7 @@ impl Default for SourceConfig {
             limit: None,
             slot: None,
             offset_file: None,
+            topic_wait: None,
         }
     }
 }
