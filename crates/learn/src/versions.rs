@@ -81,11 +81,18 @@ impl Versions {
         Ok(self.history()?.into_iter().max_by_key(|m| m.version))
     }
 
-    /// The serving version's number, if one serves.
+    /// The serving version's number, if one serves. A `serving` file that holds no number
+    /// (emptied or edited by hand: tensorcdc replaces it whole) is an error naming it, not a
+    /// silent "none serves".
     pub fn serving(&self) -> Result<Option<u64>, VersionError> {
         let p = self.dir.join("serving");
         match std::fs::read_to_string(&p) {
-            Ok(t) => Ok(t.trim().parse().ok()),
+            Ok(t) => t.trim().parse().map(Some).map_err(|_| {
+                io(&p)(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("holds {:?}, expected the number of the serving version (remove the file to serve none)", t.trim()),
+                ))
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io(&p)(e)),
         }
@@ -159,6 +166,10 @@ mod tests {
         vs.publish(&meta(1, true), |p| std::fs::write(p.join("model.bpk"), b"w1").map_err(|e| e.to_string())).unwrap();
         vs.publish(&meta(2, false), |p| std::fs::write(p.join("model.bpk"), b"w2").map_err(|e| e.to_string())).unwrap();
         assert_eq!(vs.serving().unwrap(), Some(1), "a refused version does not serve");
+        std::fs::write(d.path().join("serving"), "").unwrap();
+        let e = vs.serving().unwrap_err().to_string();
+        assert!(e.contains("serving") && e.contains("expected the number of the serving version"), "{e}");
+        std::fs::write(d.path().join("serving"), "1\n").unwrap();
         assert_eq!(std::fs::read(vs.path(2).join("model.bpk")).unwrap(), b"w2", "but it is kept");
         assert_eq!(vs.history().unwrap().iter().map(|m| (m.version, m.serving)).collect::<Vec<_>>(), vec![(1, true), (2, false)]);
         // A failed write leaves nothing in place and the history unchanged.

@@ -169,6 +169,19 @@ pub(crate) async fn ensure_publication(cfg: &CaptureConfig, client: &Client) -> 
     }
 }
 
+/// Every table of the database, `schema.table`, for messages that say which exist.
+pub(crate) async fn all_tables(client: &Client) -> Result<Vec<String>, CaptureError> {
+    let rows = client
+        .query(
+            "SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%' ORDER BY 1",
+            &[],
+        )
+        .await
+        .map_err(|e| CaptureError::from_pg("list tables", e))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
 /// Included tables: (schema, table, oid).
 pub(crate) async fn list_tables(cfg: &CaptureConfig, client: &Client) -> Result<Vec<(String, String, u32)>, CaptureError> {
     let rows = client

@@ -262,6 +262,18 @@ async fn session(
             cfg.host, cfg.port
         )));
     }
+    if cfg.snapshot_mode == SnapshotMode::InitialOnly {
+        // A one-off read (train, evaluate): a table that is not there now will not be read.
+        let have = crate::catalog::all_tables(&client).await?;
+        for re in &cfg.include {
+            if !have.iter().any(|t| re.is_match(t)) {
+                let plain = re.as_str().trim_start_matches("^(?:").trim_end_matches(")$").replace("\\.", ".");
+                let near = tensorcdc_change::names::nearest(&plain, have.iter().map(String::as_str)).map(|n| format!("; did you mean {n}?")).unwrap_or_default();
+                let list = if have.is_empty() { "none".to_string() } else { have.join(", ") };
+                return Err(CaptureError::Setup(format!("no table {plain} to read (tables: {list}{near})")));
+            }
+        }
+    }
     ensure_publication(cfg, &client).await?;
     let tables = list_tables(cfg, &client).await?;
     for re in &cfg.include {

@@ -34,6 +34,7 @@ pub mod config;
 mod live;
 mod metrics;
 mod predictions;
+mod preflight;
 mod resume;
 mod train;
 
@@ -57,6 +58,8 @@ pub struct RunArgs {
     /// Postgres URL of the table to learn from and serve.
     #[arg(long)]
     pub source: String,
+    /// The table to learn from and predict (schema.table, or a table in public); it needs a
+    /// primary key, which names rows in the buffer and in the predictions table.
     #[arg(long)]
     pub table: String,
     /// The label column: rows where it is NULL are predicted, the others are learnt from.
@@ -78,6 +81,7 @@ pub struct RunArgs {
     /// --predictions-brokers (default: --kafka).
     #[arg(long)]
     pub predictions_topic: Option<String>,
+    /// Kafka bootstrap servers (HOST:PORT) for --predictions-topic, when they are not --kafka.
     #[arg(long)]
     pub predictions_brokers: Option<String>,
     /// Train a new version after this many new labelled rows …
@@ -152,18 +156,6 @@ pub fn run(a: RunArgs) -> Result<()> {
     rt.block_on(run_async(a))
 }
 
-/// The primary key columns of `table`: they name rows, they are not features.
-async fn key_columns(client: &tokio_postgres::Client, table: &str) -> Result<Vec<String>> {
-    let rows = client
-        .query(
-            "SELECT a.attname::text FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
-             WHERE i.indrelid = to_regclass($1) AND i.indisprimary",
-            &[&format!("public.{table}")],
-        )
-        .await?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
-}
-
 /// The job of the next version: the new training rows (and, after the first version, a replay
 /// sample of the buffer), scored on the held-out rows.
 fn make_job(a: &RunArgs, spec: &FeatureSpec, buf: &mut TrainingBuffer, first: bool, position: &str, ack_lsn: u64) -> Job {
@@ -228,7 +220,7 @@ impl State {
                 match self.buf.apply(it.change) {
                     Applied::Labelled { .. } => m.labelled_rows.inc(),
                     Applied::Unlabelled(record) => {
-                        fresh.push(Pending { record, position: it.position, commit_ts_ms: it.commit_ts_ms });
+                        fresh.push(Pending { record, position: it.position, commit_ts_ms: it.commit_ts_ms, snapshot: it.snapshot });
                         0
                     }
                     Applied::Retracted(k) => {
@@ -345,6 +337,13 @@ impl State {
 }
 
 async fn run_async(a: RunArgs) -> Result<()> {
+    // Nothing is created (slot, predictions table, versions folder) for a run that cannot work.
+    let key_columns = {
+        let client = tensorcdc_postgres::conn::connect(&a.source)
+            .await
+            .with_context(|| format!("connecting to {}", tensorcdc_postgres::conn::redact(&a.source)))?;
+        preflight::check(&client, &a.table, &a.label, a.features.as_deref(), &a.layers).await?
+    };
     let versions = Versions::open(&a.out).map_err(anyhow::Error::msg)?;
     let pred_table = a.predictions_table.clone().unwrap_or_else(|| format!("{}_predictions", a.table));
     let topic = match (&a.predictions_topic, a.predictions_brokers.as_ref().or(a.kafka.as_ref())) {
@@ -374,7 +373,6 @@ async fn run_async(a: RunArgs) -> Result<()> {
         }
     };
     let by_txn = a.kafka.is_none();
-    let key_columns = key_columns(&out.client, &a.table).await?;
     let m = metrics::Metrics::new(live::Live::new(&a.table, &a.label));
     if a.metrics_addr != "off" {
         let bound = m.serve(&a.metrics_addr).await?;

@@ -163,6 +163,9 @@ fn most_frequent<'a>(values: impl Iterator<Item = &'a str>) -> Option<String> {
     counts.into_iter().max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(a.0))).map(|(v, _)| v.to_string())
 }
 
+/// From this many labelled rows on, a label with a different value in every row is refused.
+const UNIQUE_LABEL_ROWS: usize = 20;
+
 /// Why a spec could not be fitted.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum FitError {
@@ -225,6 +228,13 @@ impl FeatureSpec {
             columns.push(fit_column(name, kind, width, &cells, opts.scaling).map_err(FitError::Invalid)?);
         }
         let labels: Vec<&Cell> = records.clone().filter_map(|r| r.get(&opts.label)).filter(|c| !c.is_null()).collect();
+        if let Some(c @ (Cell::Array(_) | Cell::Bytes(_))) = labels.first() {
+            return Err(FitError::Invalid(format!(
+                "label {:?} holds {}: a label must be a number (a target), or an integer, boolean or text (a class)",
+                opts.label,
+                describe(c)
+            )));
+        }
         let task = match (opts.task, labels.first()) {
             (Some(t), _) => t,
             (None, Some(Cell::Number(_))) => Task::Regression,
@@ -235,6 +245,15 @@ impl FeatureSpec {
             let mut names: Vec<String> = labels.iter().filter_map(|c| c.class_name()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
             if names.iter().all(|n| n.parse::<i64>().is_ok()) {
                 names.sort_by_key(|n| n.parse::<i64>().unwrap_or(0));
+            }
+            // Every row its own class (a timestamp, a uuid, free text): nothing to learn.
+            if opts.task.is_none() && labels.len() >= UNIQUE_LABEL_ROWS && names.len() == labels.len() {
+                return Err(FitError::Invalid(format!(
+                    "label {:?} has a different value in each of the {} rows: not a class column (a timestamp, an id, free text?); \
+                     give --task regression for a number, or another --label",
+                    opts.label,
+                    labels.len()
+                )));
             }
             if names.len() < 2 {
                 return Err(FitError::TooFewRows(format!(
@@ -339,6 +358,27 @@ impl FeatureSpec {
     }
 }
 
+impl FeatureSpec {
+    /// What encoding a record took on trust, one line each: a category never seen in training
+    /// (it takes the unseen slot) or a number that came as text. `predict --row` and the
+    /// predictions say them; the encoding itself accepts both.
+    pub fn notes(&self, r: &Record) -> Vec<String> {
+        let mut notes = Vec::new();
+        for col in &self.columns {
+            match (col.kind, r.get(&col.name)) {
+                (Kind::Category, Some(c)) if !is_missing(c) => {
+                    if let Some(name) = c.class_name().filter(|n| col.vocab.binary_search(n).is_err()) {
+                        notes.push(format!("column {:?}: {name:?} was never seen in training (known: {})", col.name, col.vocab.join(", ")));
+                    }
+                }
+                (Kind::Number, Some(Cell::Text(t))) => notes.push(format!("column {:?}: the number came as text {t:?}", col.name)),
+                _ => {}
+            }
+        }
+        notes
+    }
+}
+
 fn fit_column(name: &str, kind: Kind, width: usize, cells: &[&Cell], scaling: Scaling) -> Result<Column, String> {
     let mut col = Column { name: name.into(), kind, width, shift: 0.0, scale: 1.0, vocab: vec![], impute: vec![] };
     match kind {
@@ -432,6 +472,13 @@ mod tests {
         out.clear();
         spec.encode(&unseen, &mut out).unwrap();
         assert_eq!(&out[2..5], [0.0, 0.0, 1.0]);
+        // ... and is said, as is a number that came as text.
+        assert!(spec.notes(&rows[0]).is_empty());
+        unseen.cells[1].1 = Cell::Text("0.31".into());
+        assert_eq!(
+            spec.notes(&unseen),
+            ["column \"income\": the number came as text \"0.31\"", "column \"color\": \"J\" was never seen in training (known: D, E)"]
+        );
         // Imputed: the mean (0 after scaling), the training mean of each array element.
         let spec = FeatureSpec::fit(rows.iter(), &SpecOptions { nulls: Nulls::Impute, ..opts.clone() }).unwrap();
         out.clear();
@@ -440,6 +487,23 @@ mod tests {
         out.clear();
         spec.encode(&rows[1], &mut out).unwrap();
         assert_eq!(out[6], 3.0);
+    }
+
+    #[test]
+    fn labels_that_cannot_be_classes_are_refused() {
+        // An array or bytes label: refused at once (more rows will not help).
+        let opts = SpecOptions { label: "v".into(), exclude: vec!["id".into()], ..Default::default() };
+        let e = FeatureSpec::fit(rows().iter(), &opts).unwrap_err();
+        assert!(matches!(&e, FitError::Invalid(m) if m.contains("label \"v\" holds an array of 2")), "{e}");
+        // 20 rows, each with its own text label (a timestamp as Debezium's string): refused;
+        // 19 such rows are still taken (a small table may have that many classes).
+        let many = |n: usize| -> Vec<Record> {
+            (0..n).map(|i| rec(&i.to_string(), &[("x", Cell::Number(i as f64)), ("at", Cell::Text(format!("2026-12-04T10:00:{i:02}Z")))])).collect()
+        };
+        let opts = SpecOptions { label: "at".into(), ..Default::default() };
+        let e = FeatureSpec::fit(many(20).iter(), &opts).unwrap_err();
+        assert!(matches!(&e, FitError::Invalid(m) if m.contains("different value in each of the 20 rows")), "{e}");
+        assert_eq!(FeatureSpec::fit(many(19).iter(), &opts).unwrap().classes.len(), 19);
     }
 
     #[test]

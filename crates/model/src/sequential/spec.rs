@@ -145,7 +145,11 @@ impl SequentialSpec {
             match name {
                 "InputLayer" | "Flatten" => {}
                 "Dense" => out.push(Layer::Dense {
-                    units: cfg["units"].as_u64().ok_or_else(|| bad(format!("{what}: no units")))? as usize,
+                    units: match cfg["units"].as_u64() {
+                        Some(0) => return Err(bad(format!("{what}: units is 0; a Dense layer needs at least one unit"))),
+                        Some(u) => u as usize,
+                        None => return Err(bad(format!("{what}: no units (a positive integer)"))),
+                    },
                     activation: act("activation")?,
                     use_bias: cfg.get("use_bias").and_then(J::as_bool).unwrap_or(true),
                     kernel_initializer: Init::from_keras(cfg.get("kernel_initializer").unwrap_or(&J::String("GlorotUniform".into())), &what).map_err(bad)?,
@@ -167,6 +171,14 @@ impl SequentialSpec {
             return Err(bad("no Dense layer".into()));
         }
         Ok(SequentialSpec { inputs, layers: out })
+    }
+
+    /// `--layers`: every hidden layer needs at least one unit.
+    pub fn check_hidden(hidden: &[usize]) -> Result<(), ModelError> {
+        match hidden.iter().position(|&u| u == 0) {
+            Some(i) => Err(ModelError::Input(format!("--layers: hidden layer {} has 0 units; each needs at least one", i + 1))),
+            None => Ok(()),
+        }
     }
 
     /// Units of the last Dense layer.
@@ -214,6 +226,15 @@ mod tests {
         assert!(e.contains("layer 3 (Conv2D \"dropout\")") && e.contains("not supported"), "{e}");
         let e = SequentialSpec::from_keras_json(&KERAS3.replacen("\"relu\"", "\"swish\"", 1), 30).unwrap_err().to_string();
         assert!(e.contains("\"swish\""), "{e}");
+        let e = SequentialSpec::from_keras_json(&KERAS3.replacen("\"units\": 16", "\"units\": 0", 1), 30).unwrap_err().to_string();
+        assert!(e.contains("layer 1 (Dense \"dense\")") && e.contains("units is 0"), "{e}");
+    }
+
+    #[test]
+    fn zero_hidden_units_are_refused() {
+        assert!(SequentialSpec::check_hidden(&[64, 64]).is_ok());
+        let e = SequentialSpec::check_hidden(&[64, 0]).unwrap_err().to_string();
+        assert!(e.contains("hidden layer 2 has 0 units"), "{e}");
     }
 
     #[test]
