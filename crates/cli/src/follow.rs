@@ -24,6 +24,24 @@ pub(crate) fn now_ms() -> f64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs_f64() * 1e3
 }
 
+static STARTED_MS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+
+/// Marks the process's start (called first thing in `main`): the latency rule below needs it.
+pub fn mark_start() {
+    STARTED_MS.get_or_init(now_ms);
+}
+
+/// The one meaning of latency: commit-to-prediction time of a change that committed while this
+/// process ran. A snapshot row, or a row of the backlog that committed before the process
+/// started, has none (it is counted apart: `/metrics`, the summaries).
+pub fn live_latency_ms(commit_ts_ms: Option<i64>, snapshot: bool, done_ms: f64) -> Option<f64> {
+    let started = *STARTED_MS.get_or_init(now_ms);
+    match commit_ts_ms {
+        Some(c) if !snapshot && c as f64 >= started => Some((done_ms - c as f64).max(0.0)),
+        _ => None,
+    }
+}
+
 /// Predicts a batch of items.
 pub fn predict_items(predictor: &Predictor, version: &str, items: &[Item]) -> Result<Vec<Prediction>> {
     let mut px = Vec::with_capacity(items.len() * 784);
@@ -44,7 +62,7 @@ pub fn predict_items(predictor: &Predictor, version: &str, items: &[Item]) -> Re
                 label: it.example.label,
                 model_version: version.to_string(),
                 position: it.example.position.as_ref().map(|p| p.to_string()),
-                latency_ms: it.commit_ts_ms.map(|c| (done - c as f64).max(0.0)),
+                latency_ms: live_latency_ms(it.commit_ts_ms, it.snapshot, done),
             }
         })
         .collect())
@@ -121,6 +139,8 @@ pub struct Outputs {
     publisher: Option<(tensorcdc_kafka::Publisher, String)>,
     table: Option<TableWriter>,
     latencies: Vec<f64>,
+    /// Predictions of rows that were there before the process started (no latency).
+    existing: usize,
     max: Option<usize>,
     pub n: usize,
 }
@@ -139,7 +159,7 @@ impl Outputs {
             }
             None => None,
         };
-        Ok(Outputs { publisher, table, latencies: Vec::new(), max: a.max, n: 0 })
+        Ok(Outputs { publisher, table, latencies: Vec::new(), existing: 0, max: a.max, n: 0 })
     }
 
     pub async fn emit<P: PredictionRow>(&mut self, p: &P) -> Result<()> {
@@ -150,8 +170,9 @@ impl Outputs {
         if let Some(t) = &self.table {
             t.write(p).await?;
         }
-        if let Some(l) = p.latency_ms() {
-            self.latencies.push(l);
+        match p.latency_ms() {
+            Some(l) => self.latencies.push(l),
+            None => self.existing += 1,
         }
         self.n += 1;
         Ok(())
@@ -164,9 +185,11 @@ impl Outputs {
 
     /// The closing line on stderr (`extra` after the count).
     pub fn summary(&self, extra: &str) {
-        if let (Some(p50), Some(p99)) = (percentile(&self.latencies, 50.0), percentile(&self.latencies, 99.0)) {
-            eprintln!("{} predictions{extra}; commit-to-prediction latency p50 {p50:.1} ms, p99 {p99:.1} ms", self.n);
-        }
+        let latency = match (percentile(&self.latencies, 50.0), percentile(&self.latencies, 99.0)) {
+            (Some(p50), Some(p99)) => format!("commit-to-prediction latency of the {} rows committed while running: p50 {p50:.1} ms, p99 {p99:.1} ms", self.latencies.len()),
+            _ => "no row committed while running, so no latency".to_string(),
+        };
+        eprintln!("{} predictions{extra} ({} of rows already there); {latency}", self.n, self.existing);
     }
 }
 
@@ -200,6 +223,9 @@ pub fn follow(a: PredictArgs) -> Result<()> {
             let Some(items) = batch else { break };
             for p in predict_items(&predictor, &version, &items)? {
                 out.emit(&p).await?;
+                if out.done() {
+                    break;
+                }
             }
             if out.done() {
                 break;

@@ -44,11 +44,13 @@ enum Command {
         #[command(subcommand)]
         command: MnistCommand,
     },
-    /// Train the blog's model and save a checkpoint folder.
+    /// Train a model and save a checkpoint folder: the blog's MNIST network on images, or, with
+    /// --label, a network on any table's columns.
     Train(train::TrainArgs),
-    /// Evaluate a checkpoint: loss and accuracy.
+    /// Evaluate a checkpoint on a data set, a topic or a table: loss and accuracy (or regression errors).
     Evaluate(train::EvaluateArgs),
-    /// Classify one image given as 784 comma-separated pixel values.
+    /// Predict with a checkpoint: one image (--pixels, --png), one row (--row), or every new
+    /// row as it commits (--follow).
     Predict(train::PredictArgs),
     /// Capture changes from Postgres (snapshot, then the WAL stream) as Debezium events.
     Capture(capture::CaptureArgs),
@@ -112,6 +114,7 @@ struct Mirror {
 }
 
 fn main() {
+    follow::mark_start();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("TENSORCDC_LOG")
@@ -119,6 +122,8 @@ fn main() {
                 .unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a terminal: a log file or a pipe gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let argv = match run::config::expand(std::env::args_os().collect()) {
         Ok(a) => a,

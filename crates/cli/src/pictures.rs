@@ -152,12 +152,23 @@ pub fn curves_png(path: &Path, series: &[(&str, Vec<f64>)]) -> image::ImageResul
         let hi = ys.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
         let span = if hi > lo { hi - lo } else { 1.0 };
         draw_text(&mut img, ox + 2, y0, &format!("{hi:.2}"), 1, Rgb([0, 0, 0]));
+        draw_text(&mut img, ox + 2, (y0 + y1) / 2 - 4, &format!("{:.2}", (lo + hi) / 2.0), 1, Rgb([0, 0, 0]));
         draw_text(&mut img, ox + 2, y1 - 8, &format!("{lo:.2}"), 1, Rgb([0, 0, 0]));
+        draw_text(&mut img, x1 - 30, y1 + 16, "EPOCH", 1, Rgb([0, 0, 0]));
         let pt = |i: usize, v: f64| -> (f64, f64) {
             let fx = if ys.len() > 1 { i as f64 / (ys.len() - 1) as f64 } else { 0.5 };
             (x0 as f64 + 4.0 + fx * (x1 - x0 - 8) as f64, y1 as f64 - 4.0 - (v - lo) / span * (y1 - y0 - 8) as f64)
         };
         let color = colors[k % colors.len()];
+        // The epoch axis: a tick and its number under each point (every few when many).
+        let every = ys.len().div_ceil(10).max(1);
+        for i in (0..ys.len()).step_by(every) {
+            let tx = pt(i, ys[i]).0 as u32;
+            for y in y1..y1 + 4 {
+                img.put_pixel(tx, y, Rgb([0, 0, 0]));
+            }
+            draw_text(&mut img, tx.saturating_sub(2), y1 + 6, &(i + 1).to_string(), 1, Rgb([0, 0, 0]));
+        }
         for i in 0..ys.len() {
             let (ax, ay) = pt(i, ys[i]);
             for dy in -3i32..=3 {

@@ -91,7 +91,7 @@ fn describe(loss: Loss, m: &FitMetrics) -> String {
 }
 
 /// `train --label ...`.
-pub fn train(src: &SourceArgs, m: &ModelArgs, settings: FitSettings, out: &std::path::Path) -> Result<()> {
+pub fn train(src: &SourceArgs, m: &ModelArgs, settings: FitSettings, out: &std::path::Path, curves: Option<&std::path::Path>) -> Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     let rows = rt.block_on(read_rows(src))?;
     let label = m.label.clone().context("--label COL is needed to learn from a table")?;
@@ -114,7 +114,11 @@ pub fn train(src: &SourceArgs, m: &ModelArgs, settings: FitSettings, out: &std::
             let text = std::fs::read_to_string(path).with_context(|| format!("--model-spec {}", path.display()))?;
             SequentialSpec::from_keras_json(&text, spec.width()).with_context(|| format!("--model-spec {}", path.display()))?
         }
-        (None, layers) => SequentialSpec::dense(spec.width(), layers.as_deref().unwrap_or(&[64, 64]), spec.outputs()),
+        (None, layers) => {
+            let hidden = layers.as_deref().unwrap_or(&[64, 64]);
+            SequentialSpec::check_hidden(hidden)?;
+            SequentialSpec::dense(spec.width(), hidden, spec.outputs())
+        }
     };
     let mut settings = settings;
     let mut compiled_loss = None;
@@ -167,14 +171,22 @@ pub fn train(src: &SourceArgs, m: &ModelArgs, settings: FitSettings, out: &std::
     }
     let mut t = SeqTrainer::new(model, loss, settings.clone(), &device_from_env()?)?;
     let t0 = Instant::now();
+    let (mut losses, mut second) = (Vec::new(), Vec::new());
     for _ in 0..settings.epochs {
         let e = t.fit_epoch(&data, |_| {});
         println!("epoch {}/{} - {:.3}s - {}", e.epoch, settings.epochs, e.elapsed.as_secs_f64(), describe(loss, &e.metrics));
+        losses.push(e.metrics.loss());
+        second.push(if loss.is_classification() { e.metrics.accuracy() } else { e.metrics.mae() });
     }
     let secs = t0.elapsed().as_secs_f64();
     println!("trained {} epochs in {secs:.3}s ({:.5} s/epoch)", settings.epochs, secs / settings.epochs.max(1) as f64);
     checkpoint::save(&t, &spec, out)?;
     println!("checkpoint: {}", out.display());
+    if let Some(path) = curves {
+        let name = if loss.is_classification() { "ACCURACY" } else { "MAE" };
+        crate::pictures::curves_png(path, &[("LOSS", losses), (name, second)]).with_context(|| format!("--curves {}", path.display()))?;
+        println!("curves: {}", path.display());
+    }
     Ok(())
 }
 
@@ -200,6 +212,9 @@ pub fn predict_row(model: &std::path::Path, row: &str) -> Result<()> {
     let record = record_of_json(&obj, None, None);
     let mut x = Vec::new();
     meta.features.encode(&record, &mut x).map_err(|e| anyhow::anyhow!("--row: {e}"))?;
+    for n in meta.features.notes(&record) {
+        eprintln!("note: --row {n}");
+    }
     print_prediction(&meta.features, &p, &x)
 }
 
@@ -311,9 +326,12 @@ pub fn follow(a: &crate::train::PredictArgs) -> Result<()> {
                         value,
                         model_version: version.clone(),
                         position: it.position.clone(),
-                        latency_ms: it.commit_ts_ms.map(|c| done - c as f64),
+                        latency_ms: crate::follow::live_latency_ms(it.commit_ts_ms, it.snapshot, done),
                     })
                     .await?;
+                if outputs.done() {
+                    break;
+                }
             }
             if outputs.done() {
                 break;

@@ -63,12 +63,21 @@ pub fn train(a: TrainArgs) -> Result<()> {
             seed: a.seed,
             optimizer: None,
         };
-        return crate::tabular::train(&a.source, &a.model, settings, &a.out);
+        return crate::tabular::train(&a.source, &a.model, settings, &a.out, a.curves.as_deref());
     }
     let rt = tokio::runtime::Runtime::new()?;
     let (train_set, report) = rt.block_on(a.source.bounded(Split::Train))?;
     if train_set.is_empty() {
-        bail!("no training examples ({} records read, {} skipped)", report.records, report.skipped);
+        let hint = if report.records > 0 && report.skipped == report.records {
+            format!(
+                ": without --label, train reads the blog's images (a {:?} class and {:?} of 784 bytes). \
+                 For a table of your own, name its label column with --label COL (features: every other column, or --features)",
+                a.source.label_field, a.source.features_field
+            )
+        } else {
+            String::new()
+        };
+        bail!("no training examples ({} records read, {} skipped){hint}", report.records, report.skipped);
     }
     let test_set = match &a.source.data {
         Some(dir) => mnist::load(dir, Split::Test).ok(),
@@ -170,7 +179,8 @@ pub struct PredictArgs {
     /// Checkpoint folder written by `train`.
     #[arg(long, default_value = "model")]
     pub model: PathBuf,
-    /// 784 comma-separated pixel values 0..=255 (row-major 28x28).
+    /// 784 pixel values 0..=255 (row-major 28x28), comma-separated, or as a JSON / Python
+    /// list ("[0, 0, ...]").
     #[arg(long, required_unless_present_any = ["follow", "row"])]
     pub pixels: Option<String>,
     /// A row to classify with a model trained with --label: a JSON object of column values.
@@ -198,9 +208,12 @@ pub struct PredictArgs {
     pub png: Option<PathBuf>,
 }
 
-/// Parses 784 comma-separated values 0..=255, naming the bad one.
+/// Parses 784 comma-separated values 0..=255 (bare, or in `[...]` as a JSON or Python list
+/// prints them), naming the bad one.
 pub fn parse_pixels(text: &str) -> Result<Vec<u8>> {
-    let values: Vec<&str> = text.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+    let t = text.trim();
+    let t = t.strip_prefix('[').and_then(|t| t.strip_suffix(']')).unwrap_or(t);
+    let values: Vec<&str> = t.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
     if values.len() != PIXELS {
         bail!("--pixels has {} values, expected {PIXELS} (28x28, comma-separated)", values.len());
     }

@@ -41,6 +41,8 @@ pub struct Report {
 pub struct Item {
     pub example: Example,
     pub commit_ts_ms: Option<i64>,
+    /// A row of an in-process capture's snapshot.
+    pub snapshot: bool,
 }
 
 /// A change of any table from a stream, with where it came from and its commit time.

@@ -207,7 +207,7 @@ impl Stream {
                     Ok(e) => Ok(e.map(|mut e| {
                         e.key = rec.source_key.clone().or_else(|| rec.key.as_deref().map(key_text));
                         e.position = Some(what);
-                        Item { example: e, commit_ts_ms: rec.timestamp_ms }
+                        Item { example: e, commit_ts_ms: rec.timestamp_ms, snapshot: false }
                     })),
                     Err(e) => bad_record(cfg.on_error, report, e.to_string()).map(|_| None),
                 }
@@ -217,10 +217,12 @@ impl Stream {
                 match from_message(m, &cfg.decode) {
                     Ok(e) => Ok(e.map(|mut e| {
                         e.key = m.key.to_text();
+                        let mut snapshot = false;
                         if let Payload::Envelope(ev) = &m.payload {
                             e.position = ev.source.lsn.map(|l| Position::Lsn(l.0));
+                            snapshot = ev.source.snapshot != tensorcdc_change::Snapshot::False;
                         }
-                        Item { example: e, commit_ts_ms: Some(m.commit_ts_ms) }
+                        Item { example: e, commit_ts_ms: Some(m.commit_ts_ms), snapshot }
                     })),
                     Err(e) => bad_record(cfg.on_error, report, e.to_string()).map(|_| None),
                 }

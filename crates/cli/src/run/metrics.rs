@@ -24,7 +24,10 @@ pub struct Metrics {
     pub heldout_loss: Gauge<f64, AtomicU64>,
     /// Now minus the commit time of the last change read, seconds.
     pub lag_seconds: Gauge<f64, AtomicU64>,
+    /// Commit-to-prediction latency of rows committed while the process ran.
     pub latency: Histogram,
+    /// Predictions of rows that were in the table before (the snapshot, a restart's refill).
+    pub existing_predictions: Counter,
     /// What the live page shows.
     pub live: super::live::Live,
     registry: Arc<Mutex<Registry>>,
@@ -44,6 +47,7 @@ impl Metrics {
             lag_seconds: Gauge::default(),
             // 0.5 ms to ~16 s.
             latency: Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.0005, 2.0, 16)),
+            existing_predictions: Counter::default(),
             live,
             registry: Arc::new(Mutex::new(Registry::with_prefix("tensorcdc"))),
         };
@@ -58,7 +62,8 @@ impl Metrics {
             r.register("heldout_accuracy", "Held-out accuracy of the serving version", m.heldout_accuracy.clone());
             r.register("heldout_loss", "Held-out loss of the serving version", m.heldout_loss.clone());
             r.register("lag_seconds", "Seconds between the last change's commit and its reading", m.lag_seconds.clone());
-            r.register("prediction_latency_seconds", "Commit-to-prediction latency", m.latency.clone());
+            r.register("prediction_latency_seconds", "Commit-to-prediction latency of rows committed while running", m.latency.clone());
+            r.register("existing_row_predictions", "Predictions of rows already in the table (snapshot, restart): no latency", m.existing_predictions.clone());
         }
         m
     }

@@ -9,7 +9,7 @@ use tensorcdc_model::sequential::SeqPredictor;
 
 use super::live::{pixels, Recent};
 use super::metrics::Metrics;
-use crate::capture::now_ms;
+use crate::follow::now_ms;
 
 pub struct Predictions {
     pub client: tokio_postgres::Client,
@@ -39,6 +39,8 @@ pub struct Pending {
     pub record: Record,
     pub position: String,
     pub commit_ts_ms: Option<i64>,
+    /// A snapshot row (or one read again after a restart): it gets no latency.
+    pub snapshot: bool,
 }
 
 impl Predictions {
@@ -104,9 +106,12 @@ impl Predictions {
                 }
                 Task::Regression => (o[0].to_string(), None, Some(o[0] as f64)),
             };
-            let latency = r.commit_ts_ms.map(|c| (done - c).max(0) as f64);
-            if let Some(l) = latency {
-                m.latency.observe(l / 1e3);
+            let latency = crate::follow::live_latency_ms(r.commit_ts_ms, r.snapshot, done);
+            match latency {
+                Some(l) => m.latency.observe(l / 1e3),
+                None => {
+                    m.existing_predictions.inc();
+                }
             }
             m.predictions.inc();
             let w = spec.width();
