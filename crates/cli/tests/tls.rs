@@ -174,7 +174,7 @@ async fn every_connection_uses_tls_as_sslmode_says() {
         .spawn()
         .unwrap();
     let stdout = follow.stdout.take().unwrap();
-    wait_for(&c, "SELECT count(*) FROM pg_replication_slots WHERE active", 1, "the follower's slot").await;
+    wait_for(&c, "SELECT count(*) FROM pg_replication_slots WHERE active AND slot_name LIKE 'tensorcdc_mnist_manual_%'", 1, "the follower's slot").await;
     assert_all_tls(&c, 3, "predict --follow").await;
     c.batch_execute("CREATE TABLE IF NOT EXISTS mnist_manual(id serial PRIMARY KEY, label smallint, pixels bytea); INSERT INTO mnist_manual(label, pixels) SELECT label, pixels FROM mnist_train ORDER BY id LIMIT 2")
         .await
