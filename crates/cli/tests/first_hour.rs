@@ -6,7 +6,8 @@
 //!   and no replication slot (nor predictions table) left behind.
 //! - A bounded Kafka read from a dead broker or a mistyped topic says so within 10 s, naming
 //!   the address or listing the topics that exist.
-//! - `predict --follow --max N` stops at N predictions, in-process and through Kafka.
+//! - `predict --follow --max N` stops at N predictions, in-process and through Kafka;
+//!   `--classes fashion` names Fashion-MNIST's classes; `--pixels` takes a list.
 //! - `train --label ... --curves` writes the picture; log lines carry no colour codes when
 //!   stderr is a file.
 
@@ -59,7 +60,8 @@ async fn run_refuses_what_it_cannot_learn_from_at_once_and_leaves_no_slot() {
     let (pg, c) = pg().await;
     let url = pg.url("postgres");
     c.batch_execute(
-        "CREATE TABLE nopk(a float8, grade int); INSERT INTO nopk SELECT i, i % 2 FROM generate_series(1, 1000) i;
+        "CREATE TABLE nopk(a int, b float8, grade int); INSERT INTO nopk SELECT i, (i % 2) * 10 + i % 3, i % 2 FROM generate_series(1, 1000) i;
+         INSERT INTO nopk SELECT i, (i % 2) * 10, NULL FROM generate_series(1001, 1010) i;
          CREATE TABLE loans(id int PRIMARY KEY, income float8, grade int, arr float8[], at timestamptz);
          INSERT INTO loans SELECT i, i, i % 2, ARRAY[i, i], now() FROM generate_series(1, 100) i;",
     )
@@ -71,7 +73,9 @@ async fn run_refuses_what_it_cannot_learn_from_at_once_and_leaves_no_slot() {
         fails_within(&["run", "--source", &url, "--table", table, "--label", label, "--metrics-addr", "off", "--out", out.to_str().unwrap()], 5)
     };
     let e = run("nopk", "grade");
-    assert!(e.contains("table public.nopk has no primary key") && e.contains("ADD PRIMARY KEY"), "{e}");
+    assert!(e.contains("table public.nopk has no primary key") && e.contains("ADD PRIMARY KEY") && e.contains("--key"), "{e}");
+    let e = fails_within(&["run", "--source", &url, "--table", "nopk", "--label", "grade", "--key", "a", "--metrics-addr", "off", "--out", out.to_str().unwrap()], 5);
+    assert!(e.contains("--key needs REPLICA IDENTITY FULL") && e.contains("ALTER TABLE public.nopk REPLICA IDENTITY FULL"), "{e}");
     let e = run("loanz", "grade");
     assert!(e.contains("table public.loanz does not exist") && e.contains("did you mean public.loans?"), "{e}");
     let e = run("loans", "grad");
@@ -93,6 +97,20 @@ async fn run_refuses_what_it_cannot_learn_from_at_once_and_leaves_no_slot() {
     assert!(e.contains("name its label column with --label COL"), "{e}");
     // Stderr is a pipe here: no colour codes in the log lines.
     assert!(!e.contains('\u{1b}'), "ANSI codes on a pipe: {e:?}");
+
+    // A keyless table with REPLICA IDENTITY FULL and --key: learnt from and predicted, each
+    // row named by its key column.
+    c.batch_execute("ALTER TABLE nopk REPLICA IDENTITY FULL").await.unwrap();
+    let done = bin()
+        .args(["run", "--source", &url, "--table", "nopk", "--label", "grade", "--key", "a", "--metrics-addr", "off", "--stream-timeout", "2000"])
+        .args(["--layers", "8", "--initial-epochs", "10", "--out", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&done.stdout);
+    assert!(done.status.success(), "{text}{}", String::from_utf8_lossy(&done.stderr));
+    assert!(text.contains("version 1: 1000 examples seen"), "{text}");
+    let keys: Vec<String> = c.query("SELECT row_key FROM nopk_predictions ORDER BY row_key", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(keys, (1001..=1010).map(|i| i.to_string()).collect::<Vec<_>>(), "the ten unlabelled rows, by --key");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -165,8 +183,21 @@ async fn max_stops_at_n_predictions_in_process_and_through_kafka() {
     // In-process: the 9 rows of the snapshot arrive in one batch; --max 1 makes one prediction.
     let p = predictions(&["predict", "--follow", "--source", &url, "--table", "mnist_test", "--model", model.to_str().unwrap(), "--max", "1"]);
     assert_eq!(p.len(), 1, "{p:?}");
-    let p = predictions(&["predict", "--follow", "--source", &url, "--table", "mnist_test", "--model", model.to_str().unwrap(), "--max", "4"]);
+    let p = predictions(&["predict", "--follow", "--source", &url, "--table", "mnist_test", "--model", model.to_str().unwrap(), "--max", "4", "--classes", "fashion"]);
     assert_eq!(p.len(), 4, "{p:?}");
+    for line in &p {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let digit = v["digit"].as_u64().unwrap() as usize;
+        assert_eq!(v["class"], tensorcdc_dataset::mnist::FASHION_CLASSES[digit], "{line}");
+    }
+    // One image given as a Python list, with Fashion-MNIST's class names.
+    let px: Vec<String> = test.image(0).iter().map(u8::to_string).collect();
+    let out = bin().args(["predict", "--model", model.to_str().unwrap(), "--classes", "fashion", "--pixels", &format!("[{}]", px.join(", "))]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    let said = text.lines().find_map(|l| l.strip_prefix("prediction: ")).expect("a prediction line");
+    assert!(tensorcdc_dataset::mnist::FASHION_CLASSES.iter().any(|c| said.starts_with(&format!("{c} ("))), "{said}");
+    assert!(text.contains("probabilities: T-shirt/top: "), "{text}");
 
     // Through Kafka: 9 CSV records (the blog's MnistToCsv form: the label as key, the pixels).
     let mock = MockCluster::new(1).unwrap();

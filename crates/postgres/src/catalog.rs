@@ -70,6 +70,9 @@ pub(crate) async fn describe(client: &Client, oid: u32, cache: &mut TypeCache) -
 
 pub(crate) fn build_rel(cfg: &CaptureConfig, schema: &str, table: &str, cols: &[Column], key_names: &[String]) -> Rel {
     let fields: Vec<Field> = cols.iter().map(|c| types::debezium::field(&c.name, &c.ty, !c.notnull, &cfg.types)).collect();
+    // `message.key.columns` wins over the primary key (and keys a table without one).
+    let name = format!("{schema}.{table}");
+    let key_names = cfg.message_key_columns.iter().find(|(re, _)| re.is_match(&name)).map_or(key_names, |(_, cols)| cols.as_slice());
     let key_idx: Vec<usize> = key_names.iter().filter_map(|k| cols.iter().position(|c| &c.name == k)).collect();
     let key_fields = key_idx.iter().map(|&i| Field { optional: false, ..fields[i].clone() }).collect();
     Rel {

@@ -84,6 +84,9 @@ pub struct CaptureConfig {
     /// TLS: `database.sslmode`, `database.sslrootcert`, `database.sslcert`, `database.sslkey`
     /// (or the URL's `sslmode`, ...), defaulting to libpq's `PGSSLMODE`, ... environment.
     pub tls: crate::tls::TlsSettings,
+    /// `message.key.columns`: the key of a table's events from these columns instead of its
+    /// primary key (Debezium's `schema.table:col1,col2;...`, tables as regular expressions).
+    pub message_key_columns: Vec<(Regex, Vec<String>)>,
 }
 
 impl Default for CaptureConfig {
@@ -115,6 +118,7 @@ impl Default for CaptureConfig {
             errors_max_retries: None,
             types: Default::default(),
             tls: Default::default(),
+            message_key_columns: vec![],
         }
     }
 }
@@ -130,6 +134,23 @@ pub fn parse_table_list(key: &str, list: &str) -> Result<Vec<Regex>, CaptureErro
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .map(|p| Regex::new(&format!("^(?:{p})$")).map_err(|e| bad(key, format!("{p:?} is not a valid regular expression: {e}"))))
+        .collect()
+}
+
+/// Debezium's `message.key.columns`: `<table regex>:<col>,<col>;<table regex>:<col>...`.
+pub fn parse_key_columns(key: &str, v: &str) -> Result<Vec<(Regex, Vec<String>)>, CaptureError> {
+    v.split(';')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|entry| {
+            let (table, cols) = entry.rsplit_once(':').ok_or_else(|| bad(key, format!("{entry:?}: expected schema.table:col1,col2")))?;
+            let cols: Vec<String> = cols.split(',').map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).collect();
+            if cols.is_empty() {
+                return Err(bad(key, format!("{entry:?}: no columns after ':'")));
+            }
+            let re = parse_table_list(key, table)?.pop().ok_or_else(|| bad(key, format!("{entry:?}: no table before ':'")))?;
+            Ok((re, cols))
+        })
         .collect()
 }
 
@@ -272,6 +293,7 @@ impl CaptureConfig {
                 }
                 "table.include.list" | "table.whitelist" => c.include = parse_table_list(k, v)?,
                 "table.exclude.list" | "table.blacklist" => c.exclude = parse_table_list(k, v)?,
+                "message.key.columns" => c.message_key_columns = parse_key_columns(k, v)?,
                 "slot.name" => {
                     if v.is_empty() || !v.chars().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_') {
                         return Err(bad(k, format!("{v:?}: slot names use lower-case letters, digits and '_'")));
@@ -423,6 +445,16 @@ mod tests {
     }
 
     #[test]
+    fn message_key_columns_as_debezium_writes_them() {
+        let k = parse_key_columns("message.key.columns", "inventory.customers:pk1,pk2;(.*).purchaseorders:pk3").unwrap();
+        assert_eq!(k.len(), 2);
+        assert!(k[0].0.is_match("inventory.customers") && !k[0].0.is_match("inventory.customers2"));
+        assert_eq!(k[0].1, ["pk1", "pk2"]);
+        assert!(k[1].0.is_match("sales.purchaseorders"));
+        assert_eq!(k[1].1, ["pk3"]);
+    }
+
+    #[test]
     fn invalid_values_name_the_key() {
         for (k, v) in [
             ("database.port", "abc"),
@@ -434,6 +466,8 @@ mod tests {
             ("decimal.handling.mode", "exact"),
             ("time.precision.mode", "nanos"),
             ("interval.handling.mode", "iso"),
+            ("message.key.columns", "public.t"),
+            ("message.key.columns", "public.t:"),
         ] {
             let props = BTreeMap::from([(k.to_string(), v.to_string())]);
             let e = CaptureConfig::from_properties(&props).unwrap_err().to_string();

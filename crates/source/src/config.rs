@@ -69,6 +69,9 @@ pub struct SourceConfig {
     pub offset_file: Option<PathBuf>,
     /// Bounded read: how long to wait for the topic to appear (default 60 s).
     pub topic_wait: Option<std::time::Duration>,
+    /// In-process: key rows by these columns instead of the primary key (Debezium's
+    /// `message.key.columns`; a table without a primary key needs REPLICA IDENTITY FULL).
+    pub key_columns: Option<Vec<String>>,
 }
 
 impl Default for SourceConfig {
@@ -93,6 +96,7 @@ impl Default for SourceConfig {
             slot: None,
             offset_file: None,
             topic_wait: None,
+            key_columns: None,
         }
     }
 }
@@ -109,6 +113,9 @@ impl SourceConfig {
         let mut cfg = CaptureConfig::default();
         cfg.set_connection(url)?;
         cfg.include = tensorcdc_postgres::config::parse_table_list("table.include.list", &format!("public\\.{table}"))?;
+        if let Some(cols) = &self.key_columns {
+            cfg.message_key_columns = tensorcdc_postgres::config::parse_key_columns("key columns", &format!("public\\.{table}:{}", cols.join(",")))?;
+        }
         cfg.slot_name = format!("tensorcdc_{}_{}", table.to_lowercase(), std::process::id());
         cfg.publication_name = "tensorcdc_reader".into();
         // A temporary slot: the server drops it when the connection ends, even after kill -9.

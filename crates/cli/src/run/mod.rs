@@ -65,7 +65,11 @@ pub struct RunArgs {
     /// The label column: rows where it is NULL are predicted, the others are learnt from.
     #[arg(long)]
     pub label: String,
-    /// Feature columns (default: every column but the primary key and the label).
+    /// Key rows by these columns instead of the primary key (Debezium's message.key.columns):
+    /// for a table without one, which then needs REPLICA IDENTITY FULL.
+    #[arg(long, value_delimiter = ',')]
+    pub key: Option<Vec<String>>,
+    /// Feature columns (default: every column but the key and the label).
     #[arg(long, value_delimiter = ',')]
     pub features: Option<Vec<String>>,
     /// Hidden Dense(relu) layers.
@@ -342,7 +346,7 @@ async fn run_async(a: RunArgs) -> Result<()> {
         let client = tensorcdc_postgres::conn::connect(&a.source)
             .await
             .with_context(|| format!("connecting to {}", tensorcdc_postgres::conn::redact(&a.source)))?;
-        preflight::check(&client, &a.table, &a.label, a.features.as_deref(), &a.layers).await?
+        preflight::check(&client, &a.table, &a.label, a.key.as_deref(), a.features.as_deref(), &a.layers).await?
     };
     let versions = Versions::open(&a.out).map_err(anyhow::Error::msg)?;
     let pred_table = a.predictions_table.clone().unwrap_or_else(|| format!("{}_predictions", a.table));
@@ -361,6 +365,7 @@ async fn run_async(a: RunArgs) -> Result<()> {
             stream_timeout_ms: Some(a.stream_timeout),
             slot: Some(slot.clone()),
             offset_file: Some(offsets.clone()),
+            key_columns: a.key.clone(),
             ..Default::default()
         },
         Some(brokers) => {

@@ -29,8 +29,16 @@ struct Column {
 /// others), booleans, text and enums (classes).
 const LABEL_CATEGORIES: [&str; 4] = ["N", "B", "S", "E"];
 
-/// Checks the table, its key and its columns; returns the primary key columns.
-pub async fn check(client: &tokio_postgres::Client, table: &str, label: &str, features: Option<&[String]>, layers: &[usize]) -> Result<Vec<String>> {
+/// Checks the table, its key and its columns; returns the key columns (`--key`, else the
+/// primary key).
+pub async fn check(
+    client: &tokio_postgres::Client,
+    table: &str,
+    label: &str,
+    key: Option<&[String]>,
+    features: Option<&[String]>,
+    layers: &[usize],
+) -> Result<Vec<String>> {
     tensorcdc_model::sequential::SequentialSpec::check_hidden(layers)?;
     let name = qualified(table);
     let exists: Option<u32> = client.query_one("SELECT to_regclass($1)::oid", &[&name]).await?.get(0);
@@ -79,14 +87,35 @@ pub async fn check(client: &tokio_postgres::Client, table: &str, label: &str, fe
             bail!("--features names the label {label:?}: a feature cannot be the label");
         }
     }
-    let keys = key_columns(client, &name).await?;
-    if keys.is_empty() {
-        bail!(
-            "table {name} has no primary key: run names each training row and each prediction by it. \
-             Add one (ALTER TABLE {name} ADD PRIMARY KEY (...)); train and evaluate read tables without one"
-        );
+    let pk = key_columns(client, &name).await?;
+    match key {
+        Some(cols) => {
+            for k in cols {
+                if !names.contains(&k.as_str()) {
+                    return Err(missing("--key", k));
+                }
+                if k == label {
+                    bail!("--key names the label {label:?}: the key names rows, it cannot be what they are labelled");
+                }
+            }
+            // Without a primary key, the old row of an update or a delete (and so its key) is
+            // in the WAL only with REPLICA IDENTITY FULL (Postgres refuses both otherwise).
+            let identity: i8 = client.query_one("SELECT relreplident::\"char\" FROM pg_class WHERE oid = to_regclass($1)", &[&name]).await?.get(0);
+            if pk.is_empty() && identity as u8 != b'f' {
+                bail!(
+                    "table {name} has no primary key, so --key needs REPLICA IDENTITY FULL (updates and deletes then carry the old row): \
+                     ALTER TABLE {name} REPLICA IDENTITY FULL"
+                );
+            }
+            Ok(cols.to_vec())
+        }
+        None if pk.is_empty() => bail!(
+            "table {name} has no primary key: run names each training row and each prediction by its key. \
+             Add one (ALTER TABLE {name} ADD PRIMARY KEY (...)), or name key columns with --key (with REPLICA IDENTITY FULL); \
+             train and evaluate read tables without one"
+        ),
+        None => Ok(pk),
     }
-    Ok(keys)
 }
 
 /// The primary key columns of `table` (schema-qualified): they name rows, they are not features.
