@@ -29,6 +29,10 @@ pub struct DemoArgs {
     /// Directory holding the four MNIST files (Fashion-MNIST works too).
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// Names of the ten classes in the terminal and the pictures: digits, fashion, or ten
+    /// names separated by commas (default: fashion for a Fashion-MNIST folder, else digits).
+    #[arg(long)]
+    pub classes: Option<String>,
     /// Download MNIST into --data (default ./mnist) first.
     #[arg(long)]
     pub download: bool,
@@ -112,6 +116,10 @@ async fn run(a: DemoArgs, _shutdown: tokio::sync::watch::Receiver<bool>) -> Resu
             "no MNIST files: pass --download to fetch them, or --data DIR with the four files \
              (offline: `apt-get install dataset-fashion-mnist`, then --data /usr/share/datasets/fashion-mnist)"
         ),
+    };
+    let classes = match &a.classes {
+        Some(c) => mnist::class_names(c).map_err(anyhow::Error::msg)?,
+        None => mnist::class_names_of_dir(&data),
     };
     let mut train_set = mnist::load(&data, Split::Train)?;
     let mut test_set = mnist::load(&data, Split::Test)?;
@@ -315,21 +323,21 @@ async fn run(a: DemoArgs, _shutdown: tokio::sync::watch::Receiver<bool>) -> Resu
     let mut shown: Vec<(Vec<u8>, String)> = Vec::new();
     while preds.len() < five.len() {
         let items: Vec<Item> = manual_stream.next_batch(5).await?.context("no mnist_manual row within 30 s")?;
-        for (it, p) in items.iter().zip(predict_items(&predictor, &version, &items)?) {
+        for (it, p) in items.iter().zip(predict_items(&predictor, &version, &classes, &items)?) {
             print!("{}", pictures::terminal(&it.example.pixels[..]));
             println!(
                 "row {}: predicted {} ({:.1}%), true {}, commit-to-prediction {}",
                 p.key.as_deref().unwrap_or("?"),
-                p.digit,
+                classes[p.digit],
                 p.probability * 100.0,
-                p.label,
+                classes[p.label as usize],
                 p.latency_ms.map(|l| format!("{l:.1} ms")).unwrap_or_else(|| "-".into())
             );
             writer.write(&p).await?;
             if let Some(l) = p.latency_ms {
                 latencies.push(l);
             }
-            shown.push((it.example.pixels.to_vec(), format!("PRED {} TRUE {}", p.digit, p.label)));
+            shown.push((it.example.pixels.to_vec(), format!("{} (TRUE {})", classes[p.digit], classes[p.label as usize])));
             preds.push(p);
         }
     }
@@ -342,7 +350,7 @@ async fn run(a: DemoArgs, _shutdown: tokio::sync::watch::Receiver<bool>) -> Resu
     let extra = test_set.clone().truncate(9);
     let probs = predictor.predict(&extra.pixels)?;
     for i in 5..extra.len() {
-        shown.push((extra.image(i).to_vec(), format!("PRED {} TRUE {}", argmax(&probs[i]).0, extra.labels[i])));
+        shown.push((extra.image(i).to_vec(), format!("{} (TRUE {})", classes[argmax(&probs[i]).0], classes[extra.labels[i] as usize])));
     }
     let panels: Vec<pictures::Panel> = shown.iter().map(|(px, t)| pictures::Panel { pixels: px, title: t.clone() }).collect();
     let (gw, gh) = pictures::grid_png(&grid_path, &panels, 3)?;

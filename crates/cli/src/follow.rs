@@ -13,6 +13,8 @@ use crate::train::PredictArgs;
 pub struct Prediction {
     pub key: Option<String>,
     pub digit: usize,
+    /// The class name of `digit` (`--classes`).
+    pub class: String,
     pub probability: f32,
     pub label: u8,
     pub model_version: String,
@@ -42,8 +44,8 @@ pub fn live_latency_ms(commit_ts_ms: Option<i64>, snapshot: bool, done_ms: f64) 
     }
 }
 
-/// Predicts a batch of items.
-pub fn predict_items(predictor: &Predictor, version: &str, items: &[Item]) -> Result<Vec<Prediction>> {
+/// Predicts a batch of items; `classes` names the ten outputs.
+pub fn predict_items(predictor: &Predictor, version: &str, classes: &[String], items: &[Item]) -> Result<Vec<Prediction>> {
     let mut px = Vec::with_capacity(items.len() * 784);
     for it in items {
         px.extend_from_slice(&it.example.pixels[..]);
@@ -58,6 +60,7 @@ pub fn predict_items(predictor: &Predictor, version: &str, items: &[Item]) -> Re
             Prediction {
                 key: it.example.key.clone(),
                 digit,
+                class: classes[digit].clone(),
                 probability,
                 label: it.example.label,
                 model_version: version.to_string(),
@@ -210,6 +213,7 @@ pub fn follow(a: PredictArgs) -> Result<()> {
     }
     let (_, predictor) = checkpoint::load(&a.model, &device_from_env()?).context("loading the model")?;
     let version = model_version(&a.model);
+    let classes = tensorcdc_dataset::mnist::class_names(&a.classes).map_err(anyhow::Error::msg)?;
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
         let mut stream = a.source.stream("mnist_manual", -1).await?;
@@ -221,7 +225,7 @@ pub fn follow(a: PredictArgs) -> Result<()> {
                 _ = wait_true(shutdown.clone()) => None,
             };
             let Some(items) = batch else { break };
-            for p in predict_items(&predictor, &version, &items)? {
+            for p in predict_items(&predictor, &version, &classes, &items)? {
                 out.emit(&p).await?;
                 if out.done() {
                     break;

@@ -105,8 +105,10 @@ pub fn grid_png(path: &Path, panels: &[Panel], cols: usize) -> image::ImageResul
     let mut img = RgbImage::from_pixel(w, h, Rgb([255, 255, 255]));
     for (i, p) in panels.iter().enumerate() {
         let (cx, cy) = ((i % cols) as u32 * cell_w, (i / cols) as u32 * cell_h);
-        let tw = text_width(&p.title, 3);
-        draw_text(&mut img, cx + (cell_w.saturating_sub(tw)) / 2, cy + pad, &p.title, 3, Rgb([0, 0, 0]));
+        // The largest letters that fit the cell (class names are longer than digits).
+        let ts = (1..=3).rev().find(|s| text_width(&p.title, *s) <= cell_w - 4).unwrap_or(1);
+        let tw = text_width(&p.title, ts);
+        draw_text(&mut img, cx + (cell_w.saturating_sub(tw)) / 2, cy + pad + (3 - ts) * 3, &p.title, ts, Rgb([0, 0, 0]));
         draw_digit(&mut img, cx + pad, cy + pad + title_h, p.pixels, scale);
     }
     img.save(path)?;

@@ -206,6 +206,11 @@ pub struct PredictArgs {
     /// Also write the digit, enlarged, with the prediction as its title.
     #[arg(long)]
     pub png: Option<PathBuf>,
+    /// Names of the ten classes of an image model: digits, fashion (Fashion-MNIST's
+    /// T-shirt/top ... Ankle boot), or ten names separated by commas; shown and written as
+    /// `class` beside the label number.
+    #[arg(long, default_value = "digits")]
+    pub classes: String,
 }
 
 /// Parses 784 comma-separated values 0..=255 (bare, or in `[...]` as a JSON or Python list
@@ -233,18 +238,22 @@ pub fn predict(a: PredictArgs) -> Result<()> {
         return crate::follow::follow(a);
     }
     if let Some(row) = &a.row {
+        if !tensorcdc_model::sequential::checkpoint::is_sequential(&a.model) && a.model.join("config.json").exists() {
+            bail!("--row needs a model trained on a table (train --label COL); {} is an image model: give the image with --pixels", a.model.display());
+        }
         return crate::tabular::predict_row(&a.model, row);
     }
     let pixels = parse_pixels(a.pixels.as_deref().unwrap_or_default())?;
     let (_, predictor) = checkpoint::load(&a.model, &device_from_env()?).context("loading the model")?;
     let probs = predictor.predict(&pixels)?.remove(0);
+    let classes = mnist::class_names(&a.classes).map_err(anyhow::Error::msg)?;
     let (digit, p) = argmax(&probs);
     print!("{}", pictures::terminal(&pixels));
-    println!("prediction: {digit} ({:.1}%)", p * 100.0);
-    let list: Vec<String> = probs.iter().enumerate().map(|(i, p)| format!("{i}: {p:.4}")).collect();
+    println!("prediction: {} ({:.1}%)", classes[digit], p * 100.0);
+    let list: Vec<String> = probs.iter().zip(&classes).map(|(p, c)| format!("{c}: {p:.4}")).collect();
     println!("probabilities: {}", list.join("  "));
     if let Some(path) = &a.png {
-        pictures::grid_png(path, &[pictures::Panel { pixels: &pixels, title: format!("PRED {digit} {:.0}%", p * 100.0) }], 1)?;
+        pictures::grid_png(path, &[pictures::Panel { pixels: &pixels, title: format!("{} {:.0}%", classes[digit], p * 100.0) }], 1)?;
         println!("picture: {}", path.display());
     }
     Ok(())

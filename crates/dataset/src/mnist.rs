@@ -61,6 +61,33 @@ fn locate(dir: &Path, name: &str) -> Result<PathBuf, DatasetError> {
     })
 }
 
+/// Fashion-MNIST's class names by label (Zalando's README), as Keras' tutorials show them.
+pub const FASHION_CLASSES: [&str; 10] = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];
+
+/// The names of the ten classes, by label: `digits` (0 to 9), `fashion` (Fashion-MNIST's), or
+/// ten names separated by commas.
+pub fn class_names(spec: &str) -> Result<Vec<String>, String> {
+    match spec {
+        "digits" => Ok((0..10).map(|d| d.to_string()).collect()),
+        "fashion" | "fashion-mnist" => Ok(FASHION_CLASSES.iter().map(|c| c.to_string()).collect()),
+        list => {
+            let names: Vec<String> = list.split(',').map(|n| n.trim().to_string()).collect();
+            if names.len() != 10 || names.iter().any(String::is_empty) {
+                return Err(format!("--classes {list:?}: expected digits, fashion, or ten names separated by commas (got {})", names.len()));
+            }
+            Ok(names)
+        }
+    }
+}
+
+/// The class names a folder of IDX files suggests: Fashion-MNIST's for a folder whose name
+/// says so (Debian's `/usr/share/datasets/fashion-mnist`), digits otherwise.
+pub fn class_names_of_dir(dir: &Path) -> Vec<String> {
+    let fashion = dir.components().any(|c| c.as_os_str().to_string_lossy().to_lowercase().contains("fashion"));
+    class_names(if fashion { "fashion" } else { "digits" }).expect("a preset")
+}
+
+
 /// Loads one split from a directory of MNIST files, checking 28x28 and matching counts.
 pub fn load(dir: &Path, split: Split) -> Result<Examples, DatasetError> {
     let (img_name, lbl_name) = split.files();
@@ -130,6 +157,16 @@ pub fn export_sql(data_dir: &Path, out_dir: &Path, limit: Option<usize>) -> Resu
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn class_names_presets_lists_and_folders() {
+        assert_eq!(super::class_names("digits").unwrap()[7], "7");
+        assert_eq!(super::class_names("fashion").unwrap()[9], "Ankle boot");
+        assert_eq!(super::class_names("a,b,c,d,e,f,g,h,i,j").unwrap()[2], "c");
+        assert!(super::class_names("a,b").unwrap_err().contains("ten names"));
+        assert_eq!(super::class_names_of_dir(Path::new("/usr/share/datasets/fashion-mnist"))[0], "T-shirt/top");
+        assert_eq!(super::class_names_of_dir(Path::new("mnist"))[0], "0");
+    }
+
     use super::*;
     use crate::idx::IdxImages;
 
