@@ -60,8 +60,8 @@ impl TopicWait {
                 let near = tensorcdc_change::names::nearest(topic, have.iter().map(String::as_str)).map(|n| format!("; did you mean {n}?")).unwrap_or_default();
                 let list = if have.is_empty() { "none".to_string() } else { have.join(", ") };
                 format!(
-                    "waiting for topic {topic} on {brokers}: it does not exist (yet); topics there: {list}{near}. \
-                     A capture creates it with its first event; {until}"
+                    "waiting for topic {topic} on {brokers}: it does not exist (yet); topics there: {list}{near} \
+                     (a capture creates it with its first event); {until}"
                 )
             }
         }

@@ -37,7 +37,9 @@ async fn wrong_password_is_a_clear_error() {
     assert!(matches!(e, CaptureError::Auth { .. }), "{e:?}");
     assert!(!e.is_retryable());
     assert!(e.to_string().contains("password authentication failed") && e.to_string().contains("postgres"), "{e}");
-    // The right password works, over SCRAM on both the SQL and the replication connection.
+    // The right password works, over SCRAM on both the SQL and the replication connection
+    // (a one-off read needs a table to read: one that matches nothing is an error now).
+    client(&pg).await.batch_execute(CREATE).await.unwrap();
     cfg.password = Some("right-secret".into());
     cfg.snapshot_mode = tensorcdc_postgres::SnapshotMode::InitialOnly;
     run_once(cfg).await.unwrap();

@@ -227,7 +227,7 @@ mod tests {
         let e = SequentialSpec::from_keras_json(&KERAS3.replacen("\"relu\"", "\"swish\"", 1), 30).unwrap_err().to_string();
         assert!(e.contains("\"swish\""), "{e}");
         let e = SequentialSpec::from_keras_json(&KERAS3.replacen("\"units\": 16", "\"units\": 0", 1), 30).unwrap_err().to_string();
-        assert!(e.contains("layer 1 (Dense \"dense\")") && e.contains("units is 0"), "{e}");
+        assert!(e.contains("layer 2 (Dense \"dense\")") && e.contains("units is 0"), "{e}");
     }
 
     #[test]
