@@ -48,3 +48,10 @@ if ! "$PYVENV/bin/python" -c "import tensorflow, keras, pytest" >/dev/null 2>&1;
   python3 -m venv "$PYVENV"
   "$PYVENV/bin/pip" install -q "tensorflow-cpu==2.16.2" "keras==3.15.1" "numpy==1.26.4" pytest
 fi
+# The notebook (examples/notebook.ipynb) and its test (scripts/notebook-test.sh): matplotlib
+# draws its figures, nbconvert and ipykernel run it as Jupyter does. Checked on their own, so
+# a venv made before the notebook drew figures gets them too; numpy is held below 2.
+if ! "$PYVENV/bin/python" -c "import matplotlib, nbconvert, ipykernel" >/dev/null 2>&1; then
+  echo "installing: matplotlib 3.11.2, nbconvert 7.17.2, ipykernel 7.4.0 (PyPI) in $PYVENV"
+  "$PYVENV/bin/pip" install -q "matplotlib==3.11.2" "nbconvert==7.17.2" "ipykernel==7.4.0" "numpy==1.26.4"
+fi

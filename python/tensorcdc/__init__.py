@@ -3,7 +3,9 @@
 Datasets read a Kafka topic (a bounded read, or a consumer group that streams) or a
 Postgres table in-process, and yield ``(x, y)`` numpy batches: ``x`` float32 ``[B, F]``,
 ``y`` int64 class indices or float32 values. ``.to_tf()`` gives a ``tf.data.Dataset`` for
-Keras' ``fit``/``evaluate``/``predict``; ``.to_torch()`` a PyTorch ``IterableDataset``.
+Keras' ``fit``/``evaluate``/``predict`` (of known length for bounded reads, and for streams
+given ``take=``, so Keras ends each epoch without running out of input); ``.to_torch()`` a
+PyTorch ``IterableDataset``.
 
 Without ``label=`` a dataset reads the blog's MNIST records (the CSV of MnistToCsv, or
 Debezium JSON with ``label`` and ``pixels``) as 784 pixels / 255 and the digit. With
@@ -18,6 +20,7 @@ they overlap (``topic``, ``partition``, ``offset``, ``servers``, ``configuration
 from __future__ import annotations
 
 import json
+import sys
 from typing import Iterator, Optional, Sequence, Tuple
 
 import numpy as np
@@ -99,13 +102,31 @@ class Dataset:
 
     def to_tf(self):
         """A ``tf.data.Dataset`` of ``(x, y)`` batches, prefetched; each iteration (each epoch
-        of ``model.fit``) reads the source again."""
+        of ``model.fit``) reads the source again. Its length (cardinality) is unknown here;
+        the datasets that know theirs say so (bounded reads, streams with ``take=``)."""
+        return self._tf(lambda: iter(self), None)
+
+    def _tf(self, batches, count: Optional[int]):
+        """``batches`` (a callable giving an iterator of ``(x, y)``) as a ``tf.data.Dataset``;
+        ``count``, when known, is its number of batches: Keras then ends each epoch after it
+        instead of reading until the input runs out (which it warns of, with TensorFlow's
+        ``OUT_OF_RANGE: End of sequence`` log lines)."""
         import tensorflow as tf
 
         width, y_type = self.width, tf.int64 if self.classification else tf.float32
         signature = (tf.TensorSpec(shape=(None, width), dtype=tf.float32), tf.TensorSpec(shape=(None,), dtype=y_type))
+        ds = tf.data.Dataset.from_generator(batches, output_signature=signature)
+        if count is not None:
+            ds = ds.apply(tf.data.experimental.assert_cardinality(count))
         # prefetch: the next batches are made (reads release the GIL) while Keras trains.
-        return tf.data.Dataset.from_generator(lambda: iter(self), output_signature=signature).prefetch(tf.data.AUTOTUNE)
+        return ds.prefetch(tf.data.AUTOTUNE)
+
+    def _what(self) -> str:
+        """The source, for messages: its topics or its table."""
+        cfg = getattr(self, "_cfg", {})
+        if cfg.get("topics"):
+            return ", ".join(cfg["topics"])
+        return f"table {cfg.get('table')}" if cfg.get("table") else "the source"
 
     def to_torch(self):
         """A PyTorch ``IterableDataset`` of ``(x, y)`` tensor batches: use it with
@@ -144,6 +165,13 @@ class BoundedDataset(Dataset):
         self.records = 0
         self.skipped = 0
         self.skipped_rows: list = []
+        # A read made by to_tf() to count the batches, used by the first iteration (not for an
+        # incremental Kafka partition, whose next read costs only the records added since).
+        self._primed: Optional[Tuple[np.ndarray, np.ndarray]] = None
+
+    @property
+    def _incremental(self) -> bool:
+        return self._cfg.get("servers") is not None and self._cfg.get("partition") is not None
 
     def read(self) -> Tuple[np.ndarray, np.ndarray]:
         """One bounded read: all examples as ``(x, y)`` arrays (MNIST pixels as uint8).
@@ -180,16 +208,62 @@ class BoundedDataset(Dataset):
             if shard is not None and i % shard[1] != shard[0]:
                 continue
             idx = slice(start, start + self.batch_size) if order is None else order[start : start + self.batch_size]
-            xb = x[idx]
-            if xb.dtype == np.uint8:
-                xb = xb.astype(np.float32) / np.float32(255.0)
-            yield xb, y[idx]
+            yield _batch(x, y, idx)
+
+    def to_tf(self):
+        """A ``tf.data.Dataset`` of ``(x, y)`` batches, prefetched, whose length Keras knows:
+        the source is read now, and its rows make ``ceil(rows / batch_size)`` batches (the
+        dataset's cardinality), so ``fit`` and ``evaluate`` end each epoch there without
+        running out of input. Each iteration (each epoch) reads the source again; when rows
+        were added or deleted since ``to_tf()``, that epoch spreads the rows it read over the
+        same number of batches (slightly larger or smaller ones, said on stderr): every row is
+        used and the length stays true. Call ``to_tf()`` again for batches of ``batch_size``.
+        A source with no rows yet gives a dataset of unknown length."""
+        x, y = self.read()
+        if len(y) == 0:
+            return super().to_tf()
+        count = -(-len(y) // self.batch_size)
+        self._primed = None if self._incremental else (x, y)
+        return self._tf(lambda: self._counted_batches(count), count)
+
+    def _counted_batches(self, count: int):
+        """Exactly ``count`` batches of the rows read now."""
+        if self._primed is not None:
+            (x, y), self._primed = self._primed, None
+        else:
+            x, y = self.read()
+        n = len(y)
+        if n == 0:
+            raise TensorcdcError(f"{self._what()}: no rows left to make the {count} batches of this tf.data dataset (rows were deleted since to_tf())")
+        order = self._rng.permutation(n) if self._shuffle else np.arange(n)
+        if -(-n // self.batch_size) == count:
+            for start in range(0, n, self.batch_size):
+                yield _batch(x, y, order[start : start + self.batch_size])
+            return
+        # The source changed since to_tf(): the same number of batches, of every row read.
+        if n < count:
+            order = np.resize(order, count)
+        print(f"{self._what()}: {n} rows now, {count} batches of {self.batch_size} when to_tf() was called: "
+              f"this epoch spreads the {n} rows over those {count} batches (about {-(-n // count)} a batch); "
+              f"call to_tf() again for batches of {self.batch_size}", file=sys.stderr)
+        for idx in np.array_split(order, count):
+            yield _batch(x, y, idx)
+
+
+def _batch(x: np.ndarray, y: np.ndarray, idx) -> Tuple[np.ndarray, np.ndarray]:
+    """Rows ``idx`` of ``(x, y)``, MNIST pixels (uint8) as float32 / 255."""
+    xb = x[idx]
+    if xb.dtype == np.uint8:
+        xb = xb.astype(np.float32) / np.float32(255.0)
+    return xb, y[idx]
 
 
 class _StreamDataset(Dataset):
-    """Batches as rows arrive, from a consumer group or an in-process capture."""
+    """Batches as rows arrive, from a consumer group or an in-process capture. ``keys`` and
+    ``positions`` are those of the last batch handed out; ``examples`` counts the examples
+    the current (or last) iteration handed out."""
 
-    def __init__(self, cfg: dict, batch_size: int, stream_timeout: int, label, spec):
+    def __init__(self, cfg: dict, batch_size: int, stream_timeout: int, label, spec, take: Optional[int] = None):
         self._cfg = cfg
         self.batch_size = batch_size
         self._timeout = stream_timeout
@@ -197,23 +271,61 @@ class _StreamDataset(Dataset):
         self._spec = _spec_json(spec)
         if label is not None and self._spec is None:
             raise ValueError("a stream of any table needs spec= (a checkpoint folder, a Model, or a fitted bounded dataset), to encode rows the way the model was trained")
+        if take is not None and take < 1:
+            raise ValueError(f"take={take}: give the number of examples to read (1 or more), or None for the whole stream")
+        self._take = take
         self.keys: list = []
         self.positions: list = []
+        self.examples = 0
+
+    def to_tf(self):
+        """A ``tf.data.Dataset`` of ``(x, y)`` batches, prefetched; each iteration opens the
+        stream again (a consumer group resumes after its committed offsets). With ``take=N``
+        its length is known, ``ceil(N / batch_size)`` batches, so Keras' ``evaluate`` and
+        ``fit`` end there without running out of input; without it Keras reads until the
+        stream ends (``stream_timeout``) and warns that the input ran out."""
+        count = None if self._take is None else -(-self._take // self.batch_size)
+        return self._tf(lambda: self._batches(None), count)
 
     def _batches(self, shard):
         # Each DataLoader worker gets a consumer of its own: Kafka splits the partitions.
         stream = _native.Stream(self._cfg, "mnist" if self.mnist else "rows", self._timeout, self._spec)
+        self.examples = 0
         try:
-            while True:
-                b = stream.next(self.batch_size)
-                if b is None:
-                    return
-                x, y, self.keys, self.positions = b
-                if x.dtype == np.uint8:
-                    x = x.astype(np.float32) / np.float32(255.0)
-                yield x, y
+            if self._take is None:
+                while True:
+                    b = stream.next(self.batch_size)
+                    if b is None:
+                        return
+                    yield self._hand_out(*b)
+            # take=N: full batches (but the last), so that there are ceil(N / batch_size).
+            while self.examples < self._take:
+                want = min(self.batch_size, self._take - self.examples)
+                parts, have, ended = [], 0, False
+                while have < want:
+                    b = stream.next(want - have)
+                    if b is None:
+                        ended = True
+                        break
+                    parts.append(b)
+                    have += len(b[1])
+                if parts:
+                    yield self._hand_out(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
+                                         [k for p in parts for k in p[2]], [q for p in parts for q in p[3]])
+                if ended:
+                    raise TensorcdcError(
+                        f"{self._what()}: the stream ended after {self.examples} of the {self._take} examples asked for (take={self._take}): "
+                        f"{self._timeout} ms without a record (stream_timeout); "
+                        + ("is the capture running, and do the topics hold them?" if self._cfg.get("topics") else "does the table get that many rows?"))
         finally:
             stream.close()
+
+    def _hand_out(self, x, y, keys, positions):
+        self.keys, self.positions = keys, positions
+        self.examples += len(y)
+        if x.dtype == np.uint8:
+            x = x.astype(np.float32) / np.float32(255.0)
+        return x, y
 
 
 def _kafka_cfg(servers, configuration, on_error, fmt, columns, **kw) -> dict:
@@ -254,7 +366,12 @@ class KafkaGroupDataset(_StreamDataset):
     ``KafkaGroupIODataset``): waits for topics that do not exist yet, ends after
     ``stream_timeout`` ms without a record (-1: never), and commits the offsets of the
     batches it handed out, so a restart resumes after them. A second group reads the topics
-    again from the start (``auto.offset.reset=earliest``, the default)."""
+    again from the start (``auto.offset.reset=earliest``, the default).
+
+    ``take=N``: the stream ends after N examples, in full batches (the last may be
+    smaller), and fails if it ends sooner (``stream_timeout`` without a record); ``to_tf()``
+    then has a known length, so Keras' ``evaluate`` does not warn that its input ran out.
+    While the group waits for Kafka to assign it partitions it says so on stderr."""
 
     def __init__(
         self,
@@ -270,22 +387,26 @@ class KafkaGroupDataset(_StreamDataset):
         on_error: str = "skip",
         format: str = "auto",
         columns: Optional[Sequence[str]] = None,
+        take: Optional[int] = None,
     ):
         cfg = _kafka_cfg(servers, configuration, on_error, format, columns, topics=list(topics), group_id=group_id, stream_timeout=stream_timeout)
-        super().__init__(cfg, batch_size, stream_timeout, label, spec)
+        super().__init__(cfg, batch_size, stream_timeout, label, spec, take)
 
 
 class PostgresDataset(Dataset):
     """A table read in-process (no Kafka): a snapshot (bounded, like ``from_kafka``), or with
     ``stream=True`` the snapshot and then the rows as they commit, ending after
     ``stream_timeout`` ms without a row (-1: never). The capture uses a temporary
-    replication slot, which the server drops when the read ends, even after a crash."""
+    replication slot, which the server drops when the read ends, even after a crash.
+    ``take=N`` (a stream): end after N examples, as ``KafkaGroupDataset``'s."""
 
     def __new__(cls, url: str, table: str, *, stream: bool = False, stream_timeout: int = 10000, label=None, features=None, spec=None, batch_size: int = 64,
-                on_error: str = "skip", scaling: str = "standard", nulls: str = "skip", task=None, shuffle: bool = False, seed=None):
+                on_error: str = "skip", scaling: str = "standard", nulls: str = "skip", task=None, shuffle: bool = False, seed=None, take=None):
         cfg = dict(url=url, table=table, on_error=on_error, stream_timeout=stream_timeout)
         if stream:
-            return _StreamDataset(cfg, batch_size, stream_timeout, label, spec)
+            return _StreamDataset(cfg, batch_size, stream_timeout, label, spec, take)
+        if take is not None:
+            raise ValueError("take= is for streams (stream=True); a bounded read gives the whole table")
         opts = dict(features=list(features) if features else None, scaling=scaling, nulls=nulls, task=task)
         return BoundedDataset(cfg, batch_size, label, spec, opts, shuffle, seed)
 
@@ -293,7 +414,8 @@ class PostgresDataset(Dataset):
 def load_model(path: str) -> Model:
     """A checkpoint written by ``tensorcdc train`` (any table, or the blog's MNIST network):
     ``predict(rows)`` takes dicts of column values and returns the class name and
-    probability (or the value) per row."""
+    probability (or the value) per row. A bytes column (the blog's ``pixels``) takes
+    ``bytes``, a list of ints 0-255 or a numpy array of them."""
     return Model(str(path))
 
 

@@ -1,5 +1,5 @@
 //! Cells between Python and the feature spec: `None`, `bool`, `int`, `float`, `str`, `bytes`
-//! and lists of numbers, both ways.
+//! and lists of numbers, both ways (numpy arrays and scalars from Python too).
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString};
@@ -21,6 +21,14 @@ pub fn cell(name: &str, v: &Bound<'_, PyAny>) -> PyResult<Cell> {
         Cell::Bytes(v.extract()?)
     } else if let Ok(xs) = v.extract::<Vec<Option<f64>>>() {
         Cell::Array(xs)
+    } else if v.hasattr("tolist")? && v.hasattr("dtype")? {
+        // numpy: an array as the list of its values, a scalar (np.int64, np.uint8) as the
+        // Python number it holds.
+        let plain = v.call_method0("tolist")?;
+        if plain.hasattr("dtype")? {
+            return Err(pyo3::exceptions::PyTypeError::new_err(format!("column {name:?}: a numpy value that tolist() does not make plain")));
+        }
+        return cell(name, &plain);
     } else {
         return Err(pyo3::exceptions::PyTypeError::new_err(format!(
             "column {name:?}: expected None, bool, int, float, str, bytes or a list of numbers, got {}",

@@ -8,7 +8,7 @@ use numpy::ndarray::Array2;
 use numpy::{IntoPyArray, PyReadonlyArray2};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
-use tensorcdc_dataset::features::{FeatureSpec, Task};
+use tensorcdc_dataset::features::{Cell, FeatureSpec, Kind, Record, Task};
 use tensorcdc_model::sequential::{checkpoint as seq_checkpoint, SeqPredictor};
 use tensorcdc_model::{argmax, checkpoint, device_from_env, Predictor};
 
@@ -68,7 +68,8 @@ impl Model {
     fn encode<'py>(&self, py: Python<'py>, rows: Vec<Bound<'py, PyDict>>) -> PyResult<Bound<'py, PyAny>> {
         let mut x = Vec::with_capacity(rows.len() * self.spec.width());
         for (i, r) in rows.iter().enumerate() {
-            let rec = crate::convert::record(r, None)?;
+            let mut rec = crate::convert::record(r, None)?;
+            bytes_from_lists(&self.spec, &mut rec).map_err(|e| err(format!("row {i}: {e}")))?;
             self.spec.encode(&rec, &mut x).map_err(|e| err(format!("row {i}: {e}")))?;
         }
         Ok(Array2::from_shape_vec((rows.len(), self.spec.width()), x).map_err(err)?.into_pyarray(py).into_any())
@@ -86,7 +87,8 @@ impl Model {
 
     /// Predictions for rows (dicts of column values, the label not needed): a dict per row
     /// with `prediction` (the class name, or the value), `probability` (classification) and
-    /// `probabilities` by class name.
+    /// `probabilities` by class name. A bytes column (the blog's `pixels`) takes `bytes`, a
+    /// list of ints 0-255 or a numpy array of them.
     fn predict<'py>(&self, py: Python<'py>, rows: Vec<Bound<'py, PyDict>>) -> PyResult<Bound<'py, PyList>> {
         if rows.is_empty() {
             return Ok(PyList::empty(py));
@@ -134,4 +136,29 @@ impl Model {
             }
         }
     }
+}
+
+/// A bytes column (the blog's `pixels`) given as a list of ints 0-255 (or a numpy array,
+/// made a list by `convert`): the bytes it stands for, as a row read from the table has them.
+/// Anything else in the list is an error naming the column and the index.
+fn bytes_from_lists(spec: &FeatureSpec, rec: &mut Record) -> Result<(), String> {
+    for col in spec.columns.iter().filter(|c| c.kind == Kind::Bytes) {
+        for (name, cell) in rec.cells.iter_mut().filter(|(n, _)| *n == col.name) {
+            let Cell::Array(a) = cell else { continue };
+            let want = format!("{w} bytes or a list of {w} ints 0-255", w = col.width);
+            if a.len() != col.width {
+                return Err(format!("column {name:?}: expected {want}, got a list of {}", a.len()));
+            }
+            let mut b = Vec::with_capacity(a.len());
+            for (i, x) in a.iter().enumerate() {
+                match x {
+                    Some(v) if v.fract() == 0.0 && (0.0..=255.0).contains(v) => b.push(*v as u8),
+                    Some(v) => return Err(format!("column {name:?}: expected {want}, got {v} at index {i}")),
+                    None => return Err(format!("column {name:?}: expected {want}, got None at index {i}")),
+                }
+            }
+            *cell = Cell::Bytes(b);
+        }
+    }
+    Ok(())
 }

@@ -59,13 +59,17 @@ impl Broker {
     }
 }
 
-/// Runs SQL statements on `url` (libpq's URL and settings, TLS as configured).
+/// Runs SQL statements on `url` (libpq's URL and settings, TLS as configured). A statement the
+/// server refuses fails with its message and SQLSTATE (`ERROR 42P07: relation "t" already exists`).
 #[pyfunction]
 pub fn execute(py: Python<'_>, url: String, sql: String) -> PyResult<()> {
     py.detach(|| {
         runtime().block_on(async {
             let c = tensorcdc_postgres::conn::connect(&url).await.map_err(err)?;
-            c.batch_execute(&sql).await.map_err(err)
+            c.batch_execute(&sql).await.map_err(|e| match e.as_db_error() {
+                Some(db) => err(format!("{} {}: {}", db.severity(), db.code().code(), db.message())),
+                None => err(e),
+            })
         })
     })
 }
