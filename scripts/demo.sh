@@ -5,9 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
+source scripts/target-dir.sh
 cargo build --release -p tensorcdc
 args=("$@")
 if [[ " ${args[*]-} " != *" --data "* && " ${args[*]-} " != *" --download "* ]]; then
   args+=(--data /usr/share/datasets/fashion-mnist)
 fi
-exec target/release/tensorcdc demo "${args[@]}"
+exec "$CARGO_TARGET_DIR/release/tensorcdc" demo "${args[@]}"

@@ -4,10 +4,14 @@
 # scripts/install-deps.sh first (.ci/run does).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/target-dir.sh
 cargo test --release --workspace
 PYVENV=/var/tmp/tensorcdc-tools/pyvenv
 # Builds the native module with maturin from this workspace (same target dir: the crates
 # the tests just built are reused).
 "$PYVENV/bin/pip" install -q ./python
-TARGET="${CARGO_TARGET_DIR:-$PWD/target}"
-TENSORCDC_BIN="$TARGET/release/tensorcdc" "$PYVENV/bin/python" -m pytest -q python/tests
+TENSORCDC_BIN="$CARGO_TARGET_DIR/release/tensorcdc" "$PYVENV/bin/python" -m pytest -q python/tests
+# The blog's notebook as a user runs it: jupyter nbconvert --execute, from examples/.
+TENSORCDC_BIN="$CARGO_TARGET_DIR/release/tensorcdc" bash scripts/notebook-test.sh
+# The README's quick start, word for word, from a fresh clone of this checkout's HEAD.
+bash scripts/quickstart-test.sh
