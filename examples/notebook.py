@@ -25,7 +25,9 @@
 # Postgres and `tensorcdc capture` (the blog's Debezium connector: unwrap, MnistToCsv, string
 # converter), so it runs on one machine. The binary is `$TENSORCDC_BIN`, else
 # `$CARGO_TARGET_DIR/release/tensorcdc`, else `target/release/tensorcdc` of the repository the
-# working directory is in (`cargo build --release -p tensorcdc`), else `tensorcdc` on `PATH`.
+# working directory is in (`cargo build --release -p tensorcdc`), else
+# `/var/tmp/tensorcdc-target/release/tensorcdc` (where `scripts/demo.sh` builds), else
+# `tensorcdc` on `PATH`.
 #
 # With `KAFKA` and `POSTGRES` set it starts nothing: a capture must be running from that
 # database into that broker (the blog's connector, or `tensorcdc capture`). It writes only into
@@ -95,6 +97,8 @@ def find_tensorcdc() -> str:
             said.append(f"a repository (Cargo.toml and crates/) in or above {start} (none)")
         elif repo / "target" / "release" / "tensorcdc" not in looked:
             looked.append(repo / "target" / "release" / "tensorcdc")
+    # Where scripts/demo.sh and scripts/test.sh build when CARGO_TARGET_DIR is unset (scripts/target-dir.sh).
+    looked.append(Path("/var/tmp/tensorcdc-target/release/tensorcdc"))
     for p in looked:
         if p.is_file() and os.access(p, os.X_OK):
             return str(p)

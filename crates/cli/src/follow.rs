@@ -86,8 +86,8 @@ pub trait PredictionRow: serde::Serialize {
 
 impl PredictionRow for Prediction {
     const COLUMNS: &'static str =
-        "row_key TEXT, digit SMALLINT, probability REAL, label SMALLINT, model_version TEXT, source_position TEXT, latency_ms DOUBLE PRECISION";
-    const INSERT: &'static str = "row_key, digit, probability, label, model_version, source_position, latency_ms";
+        "row_key TEXT, digit SMALLINT, probability REAL, label SMALLINT, model_version TEXT, source_position TEXT, latency_ms DOUBLE PRECISION, class TEXT";
+    const INSERT: &'static str = "row_key, digit, probability, label, model_version, source_position, latency_ms, class";
     fn key(&self) -> Option<&str> {
         self.key.as_deref()
     }
@@ -103,6 +103,7 @@ impl PredictionRow for Prediction {
             Box::new(self.model_version.clone()),
             Box::new(self.position.clone()),
             Box::new(self.latency_ms),
+            Box::new(self.class.clone()),
         ]
     }
 }
@@ -122,6 +123,9 @@ impl TableWriter {
         client
             .batch_execute(&format!("CREATE TABLE IF NOT EXISTS {table}(id BIGSERIAL PRIMARY KEY, {}, predicted_at TIMESTAMPTZ DEFAULT now())", P::COLUMNS))
             .await?;
+        // A table made by an older tensorcdc gets the columns added since.
+        let add: Vec<String> = P::COLUMNS.split(", ").map(|c| format!("ADD COLUMN IF NOT EXISTS {c}")).collect();
+        client.batch_execute(&format!("ALTER TABLE {table} {}", add.join(", "))).await?;
         let values: Vec<String> = (1..=P::INSERT.split(',').count()).map(|i| format!("${i}")).collect();
         let insert = client.prepare(&format!("INSERT INTO {table}({}) VALUES ({})", P::INSERT, values.join(", "))).await?;
         Ok(TableWriter { client, insert })
@@ -186,13 +190,14 @@ impl Outputs {
         self.max.is_some_and(|m| self.n >= m)
     }
 
-    /// The closing line on stderr (`extra` after the count).
+    /// The closing line on stderr (`extra` inside its parenthesis, after the count of rows
+    /// already there).
     pub fn summary(&self, extra: &str) {
         let latency = match (percentile(&self.latencies, 50.0), percentile(&self.latencies, 99.0)) {
             (Some(p50), Some(p99)) => format!("commit-to-prediction latency of the {} rows committed while running: p50 {p50:.1} ms, p99 {p99:.1} ms", self.latencies.len()),
             _ => "no row committed while running, so no latency".to_string(),
         };
-        eprintln!("{} predictions{extra} ({} of rows already there); {latency}", self.n, self.existing);
+        eprintln!("{} predictions ({} of rows already there{extra}); {latency}", self.n, self.existing);
     }
 }
 

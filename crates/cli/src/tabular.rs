@@ -72,6 +72,23 @@ pub(crate) fn encode<'a>(spec: &FeatureSpec, rows: impl Iterator<Item = &'a Reco
     (Data { x: e.x, width: e.width, y }, e.skipped)
 }
 
+/// Says on stderr what a predicted row's encoding took on trust ([`FeatureSpec::notes`]): an
+/// unseen category, a number given as text; the first 5 rows with notes, then a count every
+/// 1,000.
+pub(crate) fn say_notes(spec: &FeatureSpec, r: &Record, at: &str) {
+    static ROWS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let notes = spec.notes(r);
+    if notes.is_empty() {
+        return;
+    }
+    let n = ROWS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+    if n <= 5 {
+        eprintln!("note: row with key {} at {at}: {}", r.key.as_deref().unwrap_or("(none)"), notes.join("; "));
+    } else if n % 1000 == 0 {
+        eprintln!("note: {n} rows predicted so far had a category never seen in training or a number given as text");
+    }
+}
+
 fn report_skipped(skipped: &[(Option<String>, EncodeError)], total: usize) {
     if skipped.is_empty() {
         return;
@@ -298,7 +315,10 @@ pub fn follow(a: &crate::train::PredictArgs) -> Result<()> {
                     continue;
                 };
                 match spec.encode(r, &mut x) {
-                    Ok(()) => rows.push((r.key.clone(), it)),
+                    Ok(()) => {
+                        say_notes(&spec, r, &it.position);
+                        rows.push((r.key.clone(), it))
+                    }
                     Err(e) => {
                         skipped += 1;
                         eprintln!("row with key {} at {}: {e}; not predicted", r.key.as_deref().unwrap_or("(none)"), it.position);
@@ -338,7 +358,7 @@ pub fn follow(a: &crate::train::PredictArgs) -> Result<()> {
             }
         }
         stream.close().await?;
-        outputs.summary(&format!(" ({skipped} rows not predicted)"));
+        outputs.summary(&format!(", {skipped} not predicted"));
         Ok(())
     })
 }

@@ -103,7 +103,7 @@ async fn run_refuses_what_it_cannot_learn_from_at_once_and_leaves_no_slot() {
     c.batch_execute("ALTER TABLE nopk REPLICA IDENTITY FULL").await.unwrap();
     let done = bin()
         .args(["run", "--source", &url, "--table", "nopk", "--label", "grade", "--key", "a", "--metrics-addr", "off", "--stream-timeout", "2000"])
-        .args(["--layers", "8", "--initial-epochs", "10", "--out", out.to_str().unwrap()])
+        .args(["--layers", "8", "--initial-epochs", "10", "--classes", "fashion", "--out", out.to_str().unwrap()])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&done.stdout);
@@ -111,6 +111,13 @@ async fn run_refuses_what_it_cannot_learn_from_at_once_and_leaves_no_slot() {
     assert!(text.contains("version 1: 1000 examples seen"), "{text}");
     let keys: Vec<String> = c.query("SELECT row_key FROM nopk_predictions ORDER BY row_key", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
     assert_eq!(keys, (1001..=1010).map(|i| i.to_string()).collect::<Vec<_>>(), "the ten unlabelled rows, by --key");
+    // --classes: the name of each predicted class beside it.
+    let named: i64 = c
+        .query_one("SELECT count(*) FROM nopk_predictions WHERE class_name = CASE prediction WHEN '0' THEN 'T-shirt/top' WHEN '1' THEN 'Trouser' END", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(named, 10);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -183,8 +190,25 @@ async fn max_stops_at_n_predictions_in_process_and_through_kafka() {
     // In-process: the 9 rows of the snapshot arrive in one batch; --max 1 makes one prediction.
     let p = predictions(&["predict", "--follow", "--source", &url, "--table", "mnist_test", "--model", model.to_str().unwrap(), "--max", "1"]);
     assert_eq!(p.len(), 1, "{p:?}");
-    let p = predictions(&["predict", "--follow", "--source", &url, "--table", "mnist_test", "--model", model.to_str().unwrap(), "--max", "4", "--classes", "fashion"]);
+    let p = predictions(&[
+        "predict",
+        "--follow",
+        "--source",
+        &url,
+        "--table",
+        "mnist_test",
+        "--model",
+        model.to_str().unwrap(),
+        "--max",
+        "4",
+        "--classes",
+        "fashion",
+        "--predictions-table",
+        "named",
+    ]);
     assert_eq!(p.len(), 4, "{p:?}");
+    let in_table: i64 = c.query_one("SELECT count(*) FROM named WHERE class = (ARRAY['T-shirt/top','Trouser','Pullover','Dress','Coat','Sandal','Shirt','Sneaker','Bag','Ankle boot'])[digit + 1]", &[]).await.unwrap().get(0);
+    assert_eq!(in_table, 4, "the class names are in the predictions table");
     for line in &p {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
         let digit = v["digit"].as_u64().unwrap() as usize;

@@ -58,7 +58,12 @@ impl TopicWait {
             TopicWait::Unreachable(e) => format!("waiting for topic {topic}: no broker answers at {brokers} ({e}); is Kafka running there? {until}"),
             TopicWait::Missing(have) => {
                 let near = tensorcdc_change::names::nearest(topic, have.iter().map(String::as_str)).map(|n| format!("; did you mean {n}?")).unwrap_or_default();
-                let list = if have.is_empty() { "none".to_string() } else { have.join(", ") };
+                // A broker with many topics: the first 20, and how many more.
+                let list = match have.len() {
+                    0 => "none".to_string(),
+                    n if n > 20 => format!("{} and {} more", have[..20].join(", "), n - 20),
+                    _ => have.join(", "),
+                };
                 format!(
                     "waiting for topic {topic} on {brokers}: it does not exist (yet); topics there: {list}{near} \
                      (a capture creates it with its first event); {until}"

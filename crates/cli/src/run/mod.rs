@@ -72,6 +72,10 @@ pub struct RunArgs {
     /// Feature columns (default: every column but the key and the label).
     #[arg(long, value_delimiter = ',')]
     pub features: Option<Vec<String>>,
+    /// Names of integer classes 0-9 (digits, fashion for Fashion-MNIST's, or ten names
+    /// separated by commas): shown on the live page and written as class_name.
+    #[arg(long)]
+    pub classes: Option<String>,
     /// Hidden Dense(relu) layers.
     #[arg(long, value_delimiter = ',', default_value = "64,64")]
     pub layers: Vec<usize>,
@@ -355,7 +359,8 @@ async fn run_async(a: RunArgs) -> Result<()> {
         (Some(_), None) => anyhow::bail!("--predictions-topic needs --predictions-brokers HOST:PORT (or --kafka)"),
         _ => None,
     };
-    let out = Predictions::new(&a.source, &pred_table, topic).await?;
+    let names = a.classes.as_deref().map(tensorcdc_dataset::mnist::class_names).transpose().map_err(anyhow::Error::msg)?;
+    let out = Predictions::new(&a.source, &pred_table, topic, names).await?;
     let slot = a.slot.clone().unwrap_or_else(|| format!("tensorcdc_run_{}", a.table.to_lowercase()));
     let offsets = a.out.join("capture-offsets.json");
     let cfg = match &a.kafka {

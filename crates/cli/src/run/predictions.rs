@@ -19,6 +19,8 @@ pub struct Predictions {
     worker: String,
     /// Each prediction also produced to this topic, keyed by row key (JSON).
     topic: Option<(tensorcdc_kafka::Publisher, String)>,
+    /// `--classes`: the names of integer classes 0-9.
+    names: Option<Vec<String>>,
 }
 
 /// A prediction as produced to `--predictions-topic`.
@@ -32,6 +34,8 @@ struct TopicRecord<'a> {
     source_position: &'a str,
     latency_ms: Option<f64>,
     worker: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    class_name: Option<&'a str>,
 }
 
 /// An unlabelled row waiting for (or given) a prediction.
@@ -44,7 +48,7 @@ pub struct Pending {
 }
 
 impl Predictions {
-    pub async fn new(url: &str, table: &str, topic: Option<(tensorcdc_kafka::Publisher, String)>) -> Result<Self> {
+    pub async fn new(url: &str, table: &str, topic: Option<(tensorcdc_kafka::Publisher, String)>, names: Option<Vec<String>>) -> Result<Self> {
         if !table.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             bail!("--predictions-table {table:?}: use letters, digits and '_'");
         }
@@ -56,20 +60,20 @@ impl Predictions {
                 "BEGIN; SELECT pg_advisory_xact_lock(hashtext('tensorcdc run {table}')); \
                  CREATE TABLE IF NOT EXISTS {table}(row_key TEXT PRIMARY KEY, prediction TEXT, probability REAL, value DOUBLE PRECISION, \
                  model_version BIGINT, source_position TEXT, latency_ms DOUBLE PRECISION, predicted_at TIMESTAMPTZ DEFAULT now()); \
-                 ALTER TABLE {table} ADD COLUMN IF NOT EXISTS worker TEXT; COMMIT"
+                 ALTER TABLE {table} ADD COLUMN IF NOT EXISTS worker TEXT, ADD COLUMN IF NOT EXISTS class_name TEXT; COMMIT"
             ))
             .await?;
         let upsert = client
             .prepare(&format!(
-                "INSERT INTO {table}(row_key, prediction, probability, value, model_version, source_position, latency_ms, worker) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                "INSERT INTO {table}(row_key, prediction, probability, value, model_version, source_position, latency_ms, worker, class_name) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
                  ON CONFLICT (row_key) DO UPDATE SET prediction = EXCLUDED.prediction, probability = EXCLUDED.probability, value = EXCLUDED.value, \
                  model_version = EXCLUDED.model_version, source_position = EXCLUDED.source_position, latency_ms = EXCLUDED.latency_ms, \
-                 worker = EXCLUDED.worker, predicted_at = now()"
+                 worker = EXCLUDED.worker, class_name = EXCLUDED.class_name, predicted_at = now()"
             ))
             .await?;
         let delete = client.prepare(&format!("DELETE FROM {table} WHERE row_key = $1")).await?;
-        Ok(Predictions { client, upsert, delete, worker: format!("pid {}", std::process::id()), topic })
+        Ok(Predictions { client, upsert, delete, worker: format!("pid {}", std::process::id()), topic, names })
     }
 
     /// The row with this key was deleted: so is its prediction, and the predictions topic
@@ -89,7 +93,10 @@ impl Predictions {
         let mut ok = Vec::new();
         for r in rows {
             match spec.encode(&r.record, &mut x) {
-                Ok(()) => ok.push(r),
+                Ok(()) => {
+                    crate::tabular::say_notes(spec, &r.record, &r.position);
+                    ok.push(r)
+                }
                 Err(e) => eprintln!("row with key {} at {}: {e}; not predicted", r.record.key.as_deref().unwrap_or("(none)"), r.position),
             }
         }
@@ -114,17 +121,18 @@ impl Predictions {
                 }
             }
             m.predictions.inc();
+            let class_name = self.names.as_ref().and_then(|n| prediction.parse::<usize>().ok().and_then(|k| n.get(k)));
             let w = spec.width();
             m.live.prediction(Recent {
                 key: r.record.key.clone().unwrap_or_default(),
-                prediction: prediction.clone(),
+                prediction: class_name.map_or_else(|| prediction.clone(), |c| format!("{prediction} ({c})")),
                 probability,
                 version,
                 latency_ms: latency,
                 pixels: pixels(&x[i * w..(i + 1) * w]),
             });
             self.client
-                .execute(&self.upsert, &[&r.record.key, &prediction, &probability, &value, &(version as i64), &r.position, &latency, &self.worker])
+                .execute(&self.upsert, &[&r.record.key, &prediction, &probability, &value, &(version as i64), &r.position, &latency, &self.worker, &class_name])
                 .await?;
             if let Some((publisher, topic)) = &self.topic {
                 let key = r.record.key.as_deref().unwrap_or_default();
@@ -137,6 +145,7 @@ impl Predictions {
                     source_position: &r.position,
                     latency_ms: latency,
                     worker: &self.worker,
+                    class_name: class_name.map(String::as_str),
                 };
                 publisher.send(topic, key, Some(&serde_json::to_vec(&rec)?)).await?;
             }
