@@ -124,12 +124,17 @@ async fn labelled_rows_train_versions_and_unlabelled_rows_are_predicted() {
     assert_eq!(value("tensorcdc_predictions_total"), 70.0, "69 rows and one predicted again");
     assert_eq!(value("tensorcdc_prediction_latency_seconds_count"), 70.0);
     assert!((0.5..=1.0).contains(&value("tensorcdc_heldout_accuracy")), "{text}");
+    // A row labelled late loses its prediction: its label is the answer now.
+    c.batch_execute(&format!("UPDATE cancer SET target = {} WHERE id = 402", rows[401].last().unwrap())).await.unwrap();
+    wait_count(&c, "SELECT count(*) FROM cancer_predictions", 68, 30).await;
+    assert_eq!(count(&c, "SELECT count(*) FROM cancer_predictions WHERE row_key = '402'").await, 0);
     // 100 more labelled rows (and the rest of the data set): a new version, with more examples.
     c.batch_execute(&insert(&rows[469..], true)).await.unwrap();
     let v2 = wait_line(&lines, "version 2:", 60);
     let seen = |l: &str| -> u64 { l.split(": ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap() };
     assert_eq!(seen(&v1), 320 + 80, "version 1 saw the snapshot's labelled rows: {v1}");
-    assert!((460..=500).contains(&seen(&v2)), "version 2 saw the new labelled rows (60 or more of 100 start it): {v2}");
+    // 400 labelled, the late label of row 402, then 60 or more of the 100 new labelled rows.
+    assert!((400 + 1 + 60..=400 + 1 + 100).contains(&seen(&v2)), "version 2 saw the new labelled rows (60 or more of 100 start it): {v2}");
     let hist = std::fs::read_to_string(out.join("versions.jsonl")).unwrap();
     assert_eq!(hist.lines().count(), 2, "{hist}");
     let serving = std::fs::read_to_string(out.join("serving")).unwrap();

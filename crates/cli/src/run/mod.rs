@@ -44,12 +44,11 @@ use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use tensorcdc_dataset::features::{Change, FeatureSpec, Record, SpecOptions};
+use tensorcdc_dataset::features::{Change, FeatureSpec, SpecOptions};
 use tensorcdc_learn::{Applied, TrainingBuffer, Txns, Versions};
 use tensorcdc_model::sequential::SeqPredictor;
 use tensorcdc_source::{ChangeItem, SourceConfig, Stream};
 
-use crate::tabular::encode;
 use predictions::{Pending, Predictions};
 use train::{Done, Job, Start};
 
@@ -164,27 +163,6 @@ pub fn run(a: RunArgs) -> Result<()> {
     rt.block_on(run_async(a))
 }
 
-/// The job of the next version: the new training rows (and, after the first version, a replay
-/// sample of the buffer), scored on the held-out rows.
-fn make_job(a: &RunArgs, spec: &FeatureSpec, buf: &mut TrainingBuffer, first: bool, position: &str, ack_lsn: u64) -> Job {
-    let new = buf.take_new();
-    let mut rows: Vec<&Record> = new.iter().collect();
-    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(a.seed ^ buf.labelled_changes);
-    if !first {
-        rows.extend(buf.replay(a.replay, a.replay_window, &mut rng));
-    }
-    let held: Vec<&Record> = if a.held_out_window == 0 { buf.held_out().collect() } else { buf.recent(true, a.held_out_window) };
-    Job {
-        train: encode(spec, rows.iter().copied()).0,
-        held: encode(spec, held.iter().copied()).0,
-        spec: spec.clone(),
-        epochs: if first { a.initial_epochs } else { a.refresh_epochs },
-        position: position.into(),
-        ack_lsn,
-        examples_seen: buf.labelled_changes,
-    }
-}
-
 /// What the loop holds between batches.
 struct State {
     /// Changes come from a capture (gathered into whole transactions), not Kafka records.
@@ -195,6 +173,8 @@ struct State {
     serving: Option<(SeqPredictor, u64)>,
     /// Unlabelled rows not yet predicted (no version serves yet), by key.
     waiting: HashMap<String, Pending>,
+    /// Keys of the rows this process predicted: one labelled since loses its prediction.
+    predicted_keys: std::collections::HashSet<String>,
     position: String,
     predicted: usize,
     /// Labelled changes counted by the last published version.
@@ -223,10 +203,19 @@ impl State {
                 if let Change::Delete(k) = &it.change {
                     // Its prediction goes, and so does one this batch was about to write.
                     out.delete(k).await?;
+                    self.predicted_keys.remove(k);
                     fresh.retain(|p: &Pending| p.record.key.as_ref() != Some(k));
                 }
                 match self.buf.apply(it.change) {
-                    Applied::Labelled { .. } => m.labelled_rows.inc(),
+                    Applied::Labelled { key, .. } => {
+                        // A row labelled late: its label is the answer now, not a prediction.
+                        if self.predicted_keys.remove(&key) {
+                            out.delete(&key).await?;
+                        }
+                        self.waiting.remove(&key);
+                        fresh.retain(|p: &Pending| p.record.key.as_ref() != Some(&key));
+                        m.labelled_rows.inc()
+                    }
                     Applied::Unlabelled(record) => {
                         fresh.push(Pending { record, position: it.position, commit_ts_ms: it.commit_ts_ms, snapshot: it.snapshot });
                         0
@@ -245,7 +234,10 @@ impl State {
     /// Predicts with the serving version, or keeps the rows until one serves.
     async fn serve(&mut self, out: &Predictions, m: &metrics::Metrics, rows: Vec<Pending>) -> Result<()> {
         match (&self.serving, &self.spec) {
-            (Some((p, v)), Some(s)) => self.predicted += out.predict(m, s, p, *v, &rows).await?,
+            (Some((p, v)), Some(s)) => {
+                self.predicted += out.predict(m, s, p, *v, &rows).await?;
+                self.predicted_keys.extend(rows.iter().filter_map(|r| r.record.key.clone()));
+            }
             _ => self.waiting.extend(rows.into_iter().filter_map(|p| p.record.key.clone().map(|k| (k, p)))),
         }
         Ok(())
@@ -322,7 +314,7 @@ impl State {
             }
         }
         let spec = self.spec.clone().expect("fitted");
-        let job = make_job(a, &spec, &mut self.buf, first, &self.position, self.txns.through());
+        let job = train::make_job(a, &spec, &mut self.buf, first, &self.position, self.txns.through());
         if job.train.is_empty() {
             return Ok(None);
         }
@@ -398,6 +390,7 @@ async fn run_async(a: RunArgs) -> Result<()> {
         spec: None,
         serving: None,
         waiting: HashMap::new(),
+        predicted_keys: Default::default(),
         position: String::new(),
         predicted: 0,
         counted: 0,

@@ -4,13 +4,14 @@
 
 use std::sync::mpsc as std_mpsc;
 
-use tensorcdc_dataset::features::{FeatureSpec, Task};
-use tensorcdc_learn::{Gate, Score, VersionMeta, Versions};
+use tensorcdc_dataset::features::{FeatureSpec, Record, Task};
+use tensorcdc_learn::{Gate, Score, TrainingBuffer, VersionMeta, Versions};
 use tensorcdc_model::device_from_env;
 use tensorcdc_model::sequential::{checkpoint, Data, FitSettings, Loss, SeqPredictor, SeqTrainer, SequentialSpec};
 
 use super::RunArgs;
 use crate::capture::now_ms;
+use crate::tabular::encode;
 
 /// A training job: the data of one version.
 pub struct Job {
@@ -98,5 +99,26 @@ pub fn train_versions(
         if done.send(r).is_err() {
             return;
         }
+    }
+}
+
+/// The job of the next version: the new training rows (and, after the first version, a replay
+/// sample of the buffer), scored on the held-out rows.
+pub(super) fn make_job(a: &RunArgs, spec: &FeatureSpec, buf: &mut TrainingBuffer, first: bool, position: &str, ack_lsn: u64) -> Job {
+    let new = buf.take_new();
+    let mut rows: Vec<&Record> = new.iter().collect();
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(a.seed ^ buf.labelled_changes);
+    if !first {
+        rows.extend(buf.replay(a.replay, a.replay_window, &mut rng));
+    }
+    let held: Vec<&Record> = if a.held_out_window == 0 { buf.held_out().collect() } else { buf.recent(true, a.held_out_window) };
+    Job {
+        train: encode(spec, rows.iter().copied()).0,
+        held: encode(spec, held.iter().copied()).0,
+        spec: spec.clone(),
+        epochs: if first { a.initial_epochs } else { a.refresh_epochs },
+        position: position.into(),
+        ack_lsn,
+        examples_seen: buf.labelled_changes,
     }
 }
