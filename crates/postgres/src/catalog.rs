@@ -138,13 +138,15 @@ pub(crate) async fn slot_state(cfg: &CaptureConfig, client: &Client) -> Result<O
 }
 
 pub(crate) async fn ensure_publication(cfg: &CaptureConfig, client: &Client) -> Result<(), CaptureError> {
-    let exists = !client
-        .query("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&cfg.publication_name])
+    let found = client
+        .query("SELECT puballtables FROM pg_publication WHERE pubname = $1", &[&cfg.publication_name])
         .await
-        .map_err(|e| CaptureError::from_pg("look up the publication", e))?
-        .is_empty();
-    if exists {
-        return Ok(());
+        .map_err(|e| CaptureError::from_pg("look up the publication", e))?;
+    if let Some(row) = found.first() {
+        if row.get::<_, bool>(0) {
+            return Ok(());
+        }
+        return complete_publication(cfg, client).await;
     }
     let name = quote_ident(&cfg.publication_name);
     let sql = match cfg.publication_mode {
@@ -169,6 +171,50 @@ pub(crate) async fn ensure_publication(cfg: &CaptureConfig, client: &Client) -> 
         // Another process created it meanwhile.
         Err(e) if e.code().is_some_and(|c| c.code() == "42710") => Ok(()),
         Err(e) => Err(CaptureError::from_pg("CREATE PUBLICATION", e)),
+    }
+}
+
+/// An existing publication that is not `FOR ALL TABLES` (Debezium's `filtered` one, say,
+/// made for other tables): the included tables it lacks are added in `filtered` mode, as
+/// Debezium does; in the other modes they are an error naming them, never a capture that
+/// silently streams nothing of them.
+async fn complete_publication(cfg: &CaptureConfig, client: &Client) -> Result<(), CaptureError> {
+    let has: Vec<String> = client
+        .query("SELECT schemaname || '.' || tablename FROM pg_publication_tables WHERE pubname = $1", &[&cfg.publication_name])
+        .await
+        .map_err(|e| CaptureError::from_pg("list the publication's tables", e))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let lacks: Vec<(String, String, u32)> = list_tables(cfg, client).await?.into_iter().filter(|(s, t, _)| !has.contains(&format!("{s}.{t}"))).collect();
+    if lacks.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<String> = lacks.iter().map(|(s, t, _)| format!("{s}.{t}")).collect();
+    let name = quote_ident(&cfg.publication_name);
+    match cfg.publication_mode {
+        PublicationMode::Filtered => {
+            let list: Vec<String> = lacks.iter().map(|(s, t, _)| format!("{}.{}", quote_ident(s), quote_ident(t))).collect();
+            client
+                .batch_execute(&format!("ALTER PUBLICATION {name} ADD TABLE {}", list.join(", ")))
+                .await
+                .map_err(|e| CaptureError::from_pg("ALTER PUBLICATION ... ADD TABLE", e))?;
+            tracing::info!("publication {:?} existed without {}: added (publication.autocreate.mode=filtered)", cfg.publication_name, names.join(", "));
+            Ok(())
+        }
+        PublicationMode::AllTables | PublicationMode::Disabled => Err(CaptureError::Config {
+            key: "publication.autocreate.mode".into(),
+            reason: format!(
+                "{}, but publication {:?} exists for other tables ({}) and lacks {}: their changes would never be streamed. \
+                 Use publication.autocreate.mode=filtered (tensorcdc adds them), ALTER PUBLICATION {name} ADD TABLE {}, \
+                 or another publication.name",
+                if cfg.publication_mode == PublicationMode::AllTables { "all_tables" } else { "disabled" },
+                cfg.publication_name,
+                if has.is_empty() { "none".to_string() } else { has.join(", ") },
+                names.join(", "),
+                names.join(", ")
+            ),
+        }),
     }
 }
 
