@@ -34,6 +34,13 @@ pub trait Sink: Send {
     async fn flush(&mut self) -> Result<(), SinkError> {
         Ok(())
     }
+
+    /// A failure the sink learnt of between batches (a fatal producer error, a delivery that
+    /// failed): the capture asks every few hundred milliseconds, so it ends (and says why)
+    /// instead of waiting for a report that will not come.
+    fn health(&self) -> Result<(), SinkError> {
+        Ok(())
+    }
 }
 
 fn max_lsn(batch: &[Message]) -> Option<Lsn> {

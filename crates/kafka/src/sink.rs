@@ -25,6 +25,10 @@ pub struct KafkaSink {
     writer: JsonWriter,
     known_topics: HashSet<String>,
     pending: Option<mpsc::Sender<(DeliveryFuture, Option<Lsn>)>>,
+    /// Where delivery reports go: the channel of the capture session that sent the latest
+    /// batch. A session after a reconnect brings a new one; reports of records the last session
+    /// produced then confirm them to the new one (they are durable, and it starts before them).
+    report_to: Arc<Mutex<Option<Delivered>>>,
     outstanding: Arc<AtomicUsize>,
     failure: Arc<Mutex<Option<String>>>,
     /// Partitions for topics the sink creates.
@@ -53,6 +57,7 @@ impl KafkaSink {
             writer: JsonWriter::new(conv),
             known_topics: HashSet::new(),
             pending: None,
+            report_to: Arc::new(Mutex::new(None)),
             outstanding: Arc::new(AtomicUsize::new(0)),
             failure: Arc::new(Mutex::new(None)),
             partitions: 1,
@@ -93,11 +98,17 @@ impl KafkaSink {
     }
 
     fn start_reporter(&mut self, delivered: &Delivered) -> mpsc::Sender<(DeliveryFuture, Option<Lsn>)> {
+        {
+            let mut to = self.report_to.lock().expect("not poisoned");
+            if to.as_ref().is_none_or(|d| !d.same_channel(delivered)) {
+                *to = Some(delivered.clone());
+            }
+        }
         if let Some(p) = &self.pending {
             return p.clone();
         }
         let (tx, mut rx) = mpsc::channel::<(DeliveryFuture, Option<Lsn>)>(1 << 16);
-        let delivered = delivered.clone();
+        let report_to = self.report_to.clone();
         let outstanding = self.outstanding.clone();
         let failure = self.failure.clone();
         tokio::spawn(async move {
@@ -105,7 +116,12 @@ impl KafkaSink {
                 match fut.await {
                     Ok(Ok(_)) => {
                         if let Some(l) = lsn {
-                            let _ = delivered.send(l);
+                            let to = report_to.lock().expect("not poisoned");
+                            // A session that ended before the next began: it no longer
+                            // confirms, and the next one starts from what was confirmed.
+                            if to.as_ref().is_some_and(|d| d.send(l).is_err()) {
+                                debug!("delivery of {l} reported after its capture session ended");
+                            }
                         }
                     }
                     Ok(Err((e, _))) => {
@@ -127,6 +143,11 @@ impl KafkaSink {
     }
 
     fn check_failure(&self) -> Result<(), SinkError> {
+        // A fatal error (the idempotent producer's sequence broken, fenced, ...): this producer
+        // delivers nothing more, so the capture ends, naming it, instead of waiting for ever.
+        if let Some((code, reason)) = self.producer.client().fatal_error() {
+            return Err(SinkError::Permanent(format!("Kafka producer fatal error {code:?}: {reason}; nothing after the last confirmed LSN was confirmed")));
+        }
         match self.failure.lock().expect("not poisoned").as_ref() {
             Some(e) => Err(SinkError::Permanent(format!("Kafka delivery failed: {e}"))),
             None => Ok(()),
@@ -170,6 +191,10 @@ impl Sink for KafkaSink {
             }
         }
         Ok(())
+    }
+
+    fn health(&self) -> Result<(), SinkError> {
+        self.check_failure()
     }
 
     async fn flush(&mut self) -> Result<(), SinkError> {

@@ -271,16 +271,27 @@ impl LocalPg {
 
     /// Stops the server (fast shutdown). Start it again with [`LocalPg::restart`].
     pub fn stop(&mut self) -> Result<(), LocalPgError> {
+        self.stop_mode("fast")
+    }
+
+    /// Stops the server with `pg_ctl stop -m MODE` (smart, fast or immediate: a crash, with
+    /// recovery at the next start).
+    pub fn stop_mode(&mut self, mode: &str) -> Result<(), LocalPgError> {
         if !self.running {
             return Ok(());
         }
         self.running = false;
-        run("pg_ctl stop", self.pg_ctl().args(["stop", "-w", "-m", "fast"])).map(|_| ())
+        run("pg_ctl stop", self.pg_ctl().args(["stop", "-w", "-m", mode])).map(|_| ())
     }
 
     /// Stops (if running) and starts the server again on the same port.
     pub fn restart(&mut self) -> Result<(), LocalPgError> {
-        self.stop()?;
+        self.restart_mode("fast")
+    }
+
+    /// `pg_ctl stop -m MODE`, then a start on the same port.
+    pub fn restart_mode(&mut self, mode: &str) -> Result<(), LocalPgError> {
+        self.stop_mode(mode)?;
         self.start_server()
     }
 

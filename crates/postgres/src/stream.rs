@@ -116,7 +116,7 @@ pub(crate) async fn stream(
                     acks.delivered = acks.delivered.max(l.0);
                 }
             }
-            _ = ticker.tick() => {}
+            _ = ticker.tick() => sink.health()?,
             msg = repl.recv() => {
                 let Some(msg) = msg? else {
                     return Err(CaptureError::Disconnected { context: "replication stream".into(), reason: "server ended the stream".into() });
