@@ -138,3 +138,69 @@ async fn file_sink_confirms_again_after_restarts() {
     faults_with(Sink::File(dir.path().join("events.jsonl"))).await;
     drop(dir);
 }
+
+/// Drops `slot` once no process holds it (a killed walsender lets go within moments).
+async fn drop_slot(c: &tokio_postgres::Client, slot: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match c.execute("SELECT pg_drop_replication_slot($1)", &[&slot]).await {
+            Ok(_) => return,
+            Err(e) => assert!(Instant::now() < deadline, "dropping {slot}: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A slot dropped while capture and run were stopped: each refuses to start, naming the slot
+/// and what was lost, instead of a silent new snapshot (which `run` would count twice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_slot_stops_capture_and_run() {
+    let pg = LocalPg::start(Options { no_fsync: true, ..Default::default() }).unwrap();
+    let c = connect(&pg).await;
+    c.batch_execute(&tensorcdc_postgres::load::create_table_sql("mnist_train")).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.jsonl");
+    let capture = || {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tensorcdc"));
+        cmd.env("TENSORCDC_STATE_DIR", dir.path().join("state"))
+            .args(["capture", "--postgres", &pg.url("postgres"), "--table-include-list", "public.mnist_train", "--slot-name", "dropped"])
+            .args(["--converter", "json-noschema", "--set", "status.interval.ms=200", "--sink"])
+            .arg(format!("file:{}", events.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        cmd
+    };
+    let first = Kill(capture().spawn().unwrap());
+    let target = insert(&c, 10).await;
+    confirmed(&c, "dropped", target, "the first capture").await;
+    drop(first);
+    drop_slot(&c, "dropped").await;
+    insert(&c, 5).await;
+    let t0 = Instant::now();
+    let out = capture().output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && t0.elapsed() < Duration::from_secs(10), "{err}");
+    assert!(err.contains("replication slot \"dropped\" is gone") && err.contains("snapshot.mode=when_needed"), "{err}");
+    assert_eq!(ids_in_file(&events).len(), 10, "nothing sent again");
+
+    // run: version 1 on the table's 10 labelled rows; the slot dropped; the next run refuses.
+    let models = dir.path().join("models");
+    let run = |timeout: &str| {
+        Command::new(env!("CARGO_BIN_EXE_tensorcdc"))
+            .args(["run", "--source", &pg.url("postgres"), "--table", "mnist_train", "--label", "label", "--metrics-addr", "off"])
+            .args(["--layers", "4", "--initial-epochs", "1", "--stream-timeout", timeout, "--out", models.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    c.batch_execute("UPDATE mnist_train SET label = id % 2").await.unwrap();
+    let out = run("2000");
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("version 1: 15 examples seen"), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let history = std::fs::read_to_string(models.join("versions.jsonl")).unwrap();
+    drop_slot(&c, "tensorcdc_run_mnist_train").await;
+    let t0 = Instant::now();
+    let out = run("2000");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && t0.elapsed() < Duration::from_secs(15), "{err}");
+    assert!(err.contains("replication slot \"tensorcdc_run_mnist_train\" is gone"), "{err}");
+    assert_eq!(std::fs::read_to_string(models.join("versions.jsonl")).unwrap(), history, "no version counts the rows again");
+}

@@ -35,6 +35,12 @@ pub enum SnapshotMode {
     Never,
     /// Snapshot, then stop.
     InitialOnly,
+    /// Snapshot at every start (the slot is made anew), then stream.
+    Always,
+    /// As `Initial`, and snapshot again when the slot is gone although the offsets say it
+    /// existed (dropped by hand, or a failover to a server without it): the user's consent
+    /// to start over, where `Initial` refuses.
+    WhenNeeded,
 }
 
 /// Everything capture needs.
@@ -314,7 +320,9 @@ impl CaptureConfig {
                         "initial" => SnapshotMode::Initial,
                         "never" | "no_data" => SnapshotMode::Never,
                         "initial_only" => SnapshotMode::InitialOnly,
-                        o => return Err(bad(k, format!("{o:?}: expected initial, never or initial_only"))),
+                        "always" => SnapshotMode::Always,
+                        "when_needed" => SnapshotMode::WhenNeeded,
+                        o => return Err(bad(k, format!("{o:?}: expected initial, never (no_data), initial_only, always or when_needed"))),
                     }
                 }
                 "binary.handling.mode" => c.converter.binary = v.parse::<BinaryMode>().map_err(|e| bad(k, e))?,

@@ -306,6 +306,27 @@ async fn session(
         )));
     }
     let offsets = read_offsets(cfg);
+    // The offsets say this slot existed (its snapshot completed), and it is gone: every change
+    // since it was last confirmed is lost. Only a user who asks to start over gets a new
+    // snapshot (when_needed, always); the others get an error naming the slot, not a silent
+    // second snapshot that counts rows twice downstream.
+    if slot.is_none() && !cfg.temporary_slot && offsets.as_ref().is_some_and(|o| o.slot == cfg.slot_name && o.snapshot_completed) {
+        let file = offsets_path(cfg).map(|p| p.display().to_string()).unwrap_or_default();
+        match cfg.snapshot_mode {
+            SnapshotMode::WhenNeeded | SnapshotMode::Always | SnapshotMode::InitialOnly => {
+                warn!("replication slot {} is gone although {file} says it existed; the changes since its last confirmed position are lost: snapshotting again", cfg.slot_name)
+            }
+            SnapshotMode::Initial | SnapshotMode::Never => {
+                let now: String = client.query_one("SELECT pg_current_wal_lsn()::text", &[]).await.map_err(|e| CaptureError::from_pg("pg_current_wal_lsn", e))?.get(0);
+                return Err(CaptureError::Setup(format!(
+                    "replication slot {:?} is gone (dropped, or a failover to a server without it), but {file} says it existed: \
+                     the changes from its last confirmed position to the server's {now} are lost. \
+                     Start over with snapshot.mode=when_needed (a new snapshot), or remove {file}",
+                    cfg.slot_name
+                )));
+            }
+        }
+    }
     if slot.is_some() && offsets.is_none() && cfg.snapshot_mode != SnapshotMode::Never && !cfg.temporary_slot {
         warn!(
             "slot {} exists but no offsets file was found ({}); assuming its snapshot completed (keep the state directory between runs)",
@@ -317,8 +338,14 @@ async fn session(
         && cfg.snapshot_mode != SnapshotMode::Never
         && offsets.as_ref().is_some_and(|o| o.slot == cfg.slot_name && !o.snapshot_completed);
     let mut repl = ReplicationConn::connect(&cfg.pg_config(), &cfg.tls, "tensorcdc").await?;
-    if snapshot_incomplete {
-        warn!("the snapshot of slot {} did not complete; dropping the slot and starting over", cfg.slot_name);
+    // always: a snapshot at each start of the process (not at each reconnect of it).
+    let again = cfg.snapshot_mode == SnapshotMode::Always && slot.is_some() && !stats.lock().expect("stats").snapshot_done;
+    if snapshot_incomplete || again {
+        if again {
+            info!("snapshot.mode=always: dropping slot {} to snapshot again", cfg.slot_name);
+        } else {
+            warn!("the snapshot of slot {} did not complete; dropping the slot and starting over", cfg.slot_name);
+        }
         repl.simple_query(&format!("DROP_REPLICATION_SLOT {}", quote_ident(&cfg.slot_name))).await?;
         slot = None;
     }
