@@ -4,12 +4,15 @@
 # README, so the test follows it when it changes). Checks what the demo promises: every
 # Fashion-MNIST row captured, Keras-like test accuracy, the predictions table and pictures.
 # The build folder is the shared one (scripts/target-dir.sh): the clone compiles only the
-# workspace's own crates again.
+# workspace's own crates again. Cargo names those artifacts without the checkout's path, so
+# the clone's build replaces this checkout's; at exit this checkout's sources are touched, so
+# its next build compiles its own crates again (with any change not yet committed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+ROOT=$PWD
 source scripts/target-dir.sh
 work=$(mktemp -d /tmp/tensorcdc-quickstart.XXXXXX)
-trap 'rm -rf "$work"' EXIT
+trap 'rm -rf "$work"; find "$ROOT/crates" "$ROOT/bench" -name "*.rs" -exec touch {} +' EXIT
 git clone -q "$PWD" "$work/tensorcdc"
 cd "$work/tensorcdc"
 cmd=$(awk '/^## Two commands/{f=1} f && /^```sh/{g=1; next} g && /^```/{exit} g' README.md | grep 'scripts/demo.sh' | sed 's/ *#.*//')
