@@ -34,9 +34,11 @@ async fn slot_active(c: &tokio_postgres::Client) -> Option<(bool, Lsn)> {
     rows.first().map(|r| (r.get::<_, bool>(0), r.get::<_, Option<String>>(1).map(|s| s.parse().unwrap()).unwrap_or_default()))
 }
 
-/// (id, lsn) of every complete line.
+/// (id, lsn) of every complete line, and how many complete lines do not parse. A last line
+/// without its newline is one the running capture is still writing: not counted either way.
 fn read_lines(path: &Path) -> (Vec<(i64, u64)>, usize) {
     let text = std::fs::read_to_string(path).unwrap_or_default();
+    let text = text.rfind('\n').map_or("", |end| &text[..end]);
     let mut out = Vec::new();
     let mut broken = 0;
     for line in text.lines() {

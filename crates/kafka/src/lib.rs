@@ -16,6 +16,7 @@ mod logging;
 mod reader;
 mod sink;
 pub mod testing;
+mod wait;
 
 pub use logging::LogContext;
 pub use reader::{read_bounded, GroupReader, Record};
