@@ -93,6 +93,11 @@ pub struct CaptureConfig {
     /// `message.key.columns`: the key of a table's events from these columns instead of its
     /// primary key (Debezium's `schema.table:col1,col2;...`, tables as regular expressions).
     pub message_key_columns: Vec<(Regex, Vec<String>)>,
+    /// `heartbeat.interval.ms` (0, the default: none), `heartbeat.action.query` and
+    /// `topic.heartbeat.prefix` (default `__debezium-heartbeat`): see [`crate::heartbeat`].
+    pub heartbeat_interval_ms: u64,
+    pub heartbeat_action_query: Option<String>,
+    pub heartbeat_topic_prefix: String,
 }
 
 impl Default for CaptureConfig {
@@ -125,6 +130,9 @@ impl Default for CaptureConfig {
             types: Default::default(),
             tls: Default::default(),
             message_key_columns: vec![],
+            heartbeat_interval_ms: 0,
+            heartbeat_action_query: None,
+            heartbeat_topic_prefix: "__debezium-heartbeat".into(),
         }
     }
 }
@@ -343,6 +351,9 @@ impl CaptureConfig {
                     }
                 }
                 "binary.tuples" => c.binary_tuples = parse_bool(k, v)?,
+                "heartbeat.interval.ms" => c.heartbeat_interval_ms = v.parse().map_err(|_| bad(k, format!("{v:?} is not a number of milliseconds")))?,
+                "heartbeat.action.query" => c.heartbeat_action_query = Some(v.clone()).filter(|q| !q.trim().is_empty()),
+                "topic.heartbeat.prefix" => c.heartbeat_topic_prefix = v.clone(),
                 "status.interval.ms" => c.status_interval_ms = v.parse().map_err(|_| bad(k, format!("{v:?} is not a number of milliseconds")))?,
                 "max.batch.size" => {
                     c.max_batch_size = v.parse().ok().filter(|n| *n > 0).ok_or_else(|| bad(k, format!("{v:?} is not a positive number")))?

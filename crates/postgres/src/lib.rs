@@ -19,6 +19,7 @@ pub mod config;
 pub mod conn;
 pub mod engine;
 mod error;
+pub mod heartbeat;
 pub mod load;
 pub mod pgoutput;
 pub mod replication;

@@ -56,6 +56,19 @@ pub(crate) struct Tx {
 }
 
 #[allow(clippy::too_many_arguments)]
+/// One heartbeat ([`crate::heartbeat`]): the action query, the record, a keepalive asked for.
+async fn beat(ctx: &Ctx<'_>, client: &Client, sink: &mut dyn Sink, delivered: &mpsc::UnboundedSender<Lsn>, repl: &mut ReplicationConn, acks: &Acks) -> Result<(), CaptureError> {
+    if let Some(q) = &ctx.cfg.heartbeat_action_query {
+        client.batch_execute(q).await.map_err(|e| match e.as_db_error() {
+            Some(db) => CaptureError::Config { key: "heartbeat.action.query".into(), reason: format!("{q:?} failed: {}", db.message()) },
+            None => CaptureError::from_pg("heartbeat.action.query", e),
+        })?;
+    }
+    sink.send(vec![crate::heartbeat::message(&ctx.cfg.heartbeat_topic_prefix, &ctx.cfg.topic_prefix, &ctx.cfg.converter, now_ms())], delivered).await?;
+    // The server answers with a keepalive at once: its WAL position, confirmed when idle.
+    repl.send_status(acks.confirmed, true).await
+}
+
 pub(crate) async fn stream(
     ctx: &Ctx<'_>,
     client: &Client,
@@ -90,6 +103,8 @@ pub(crate) async fn stream(
     let mut batch: Vec<Message> = Vec::new();
     let status_every = Duration::from_millis(ctx.cfg.status_interval_ms.max(100));
     let mut ticker = tokio::time::interval(Duration::from_millis(200));
+    let beat_every = (ctx.cfg.heartbeat_interval_ms > 0).then(|| Duration::from_millis(ctx.cfg.heartbeat_interval_ms));
+    let mut last_beat = Instant::now();
     let mut last_status = Instant::now();
     loop {
         tokio::select! {
@@ -116,7 +131,13 @@ pub(crate) async fn stream(
                     acks.delivered = acks.delivered.max(l.0);
                 }
             }
-            _ = ticker.tick() => sink.health()?,
+            _ = ticker.tick() => {
+                sink.health()?;
+                if beat_every.is_some_and(|e| last_beat.elapsed() >= e) {
+                    last_beat = Instant::now();
+                    beat(ctx, client, sink, &delivered_tx, &mut repl, &acks).await?;
+                }
+            }
             msg = repl.recv() => {
                 let Some(msg) = msg? else {
                     return Err(CaptureError::Disconnected { context: "replication stream".into(), reason: "server ended the stream".into() });
