@@ -84,7 +84,8 @@ async fn faults_with(sink: Sink) {
     cmd.env("TENSORCDC_STATE_DIR", dir.path().join("state"))
         .args(["capture", "--postgres", &pg.url("postgres"), "--table-include-list", "public.mnist_train", "--slot-name", "restarts"])
         .args(["--converter", "json-noschema", "--set", "status.interval.ms=200"])
-        .stdout(Stdio::null());
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("capture.err")).unwrap());
     match &sink {
         Sink::Kafka(m) => cmd.args(["--kafka", &m.bootstrap_servers()]),
         Sink::File(p) => cmd.arg("--sink").arg(format!("file:{}", p.display())),
@@ -119,6 +120,9 @@ async fn faults_with(sink: Sink) {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+    // Each outage is said once it is over: one line per reconnect, with how long it took.
+    let said = std::fs::read_to_string(dir.path().join("capture.err")).unwrap();
+    assert_eq!(said.matches("capture: streaming again from").count(), 3, "{said}");
     if let Sink::File(p) = &sink {
         // The table's own ids (a crash restart makes its sequence skip some values).
         let ids: std::collections::BTreeSet<i64> = c.query("SELECT id::int8 FROM mnist_train", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();

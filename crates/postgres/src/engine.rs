@@ -62,6 +62,8 @@ pub struct CaptureStats {
     pub server_wal_end: Lsn,
     /// Commit time (Unix ms) of the last transaction seen.
     pub last_commit_ms: i64,
+    /// Since when, and why, the capture is reconnecting (said again once it streams).
+    pub outage: Option<(Instant, String)>,
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -210,6 +212,7 @@ pub async fn run_capture(
                 }
                 retries += 1;
                 warn!("capture: {e}; retrying in {backoff:?}");
+                stats.lock().expect("stats").outage.get_or_insert_with(|| (Instant::now(), e.to_string()));
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
                     _ = shutdown.changed() => return Ok(stats.lock().expect("stats").clone()),

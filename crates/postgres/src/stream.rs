@@ -96,6 +96,9 @@ pub(crate) async fn stream(
         let mut s = ctx.stats.lock().expect("stats");
         s.streaming = true;
         s.stream_start_lsn = start;
+        if let Some((since, why)) = s.outage.take() {
+            tracing::warn!("capture: streaming again from {start}, {:.1} s after: {why}", since.elapsed().as_secs_f64());
+        }
         s.snapshot_table = None;
     }
     let mut acks = Acks::default();

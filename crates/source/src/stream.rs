@@ -173,6 +173,19 @@ impl Stream {
         std::mem::take(&mut self.restarted)
     }
 
+    /// The in-process capture's slot position: the LSN confirmed to the server and the bytes
+    /// of WAL between it and the server's last reported end (what the slot holds). `None`
+    /// for a Kafka stream.
+    pub fn slot_position(&self) -> Option<(tensorcdc_change::Lsn, u64)> {
+        match &self.inner {
+            Inner::Kafka(_) => None,
+            Inner::Capture { stats, .. } => {
+                let st = stats.lock().expect("capture stats");
+                Some((st.confirmed_lsn, st.server_wal_end.0.saturating_sub(st.confirmed_lsn.0)))
+            }
+        }
+    }
+
     /// False until an in-process capture's snapshot has been handed out whole: its last row
     /// read from this stream (or no snapshot taken) and the capture streaming. A Kafka
     /// stream: once the group has handed out what its partitions held when it joined

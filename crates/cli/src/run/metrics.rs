@@ -28,6 +28,9 @@ pub struct Metrics {
     pub latency: Histogram,
     /// Predictions of rows that were in the table before (the snapshot, a restart's refill).
     pub existing_predictions: Counter,
+    /// The in-process slot: the LSN confirmed to the server, and the bytes of WAL it holds.
+    pub confirmed_lsn: Gauge,
+    pub slot_wal_bytes: Gauge,
     /// What the live page shows.
     pub live: super::live::Live,
     registry: Arc<Mutex<Registry>>,
@@ -48,6 +51,8 @@ impl Metrics {
             // 0.5 ms to ~16 s.
             latency: Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.0005, 2.0, 16)),
             existing_predictions: Counter::default(),
+            confirmed_lsn: Gauge::default(),
+            slot_wal_bytes: Gauge::default(),
             live,
             registry: Arc::new(Mutex::new(Registry::with_prefix("tensorcdc"))),
         };
@@ -63,6 +68,8 @@ impl Metrics {
             r.register("heldout_loss", "Held-out loss of the serving version", m.heldout_loss.clone());
             r.register("lag_seconds", "Seconds between the last change's commit and its reading", m.lag_seconds.clone());
             r.register("prediction_latency_seconds", "Commit-to-prediction latency of rows committed while running", m.latency.clone());
+            r.register("slot_confirmed_lsn", "The LSN the replication slot confirmed to the server", m.confirmed_lsn.clone());
+            r.register("slot_wal_bytes", "Bytes of WAL between the slot's confirmed LSN and the server's last reported end", m.slot_wal_bytes.clone());
             r.register("existing_row_predictions", "Predictions of rows already in the table (snapshot, restart): no latency", m.existing_predictions.clone());
         }
         m

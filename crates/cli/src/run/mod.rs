@@ -468,6 +468,10 @@ async fn run_async(a: RunArgs) -> Result<()> {
         if let Some(lsn) = st.to_confirm() {
             stream.confirm(lsn);
         }
+        if let Some((lsn, held)) = stream.slot_position() {
+            m.confirmed_lsn.set(lsn.0 as i64);
+            m.slot_wal_bytes.set(held as i64);
+        }
     }
     // A version in training is finished and published; at the end of the stream, so is one
     // with the labelled rows left.
