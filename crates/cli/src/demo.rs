@@ -57,6 +57,7 @@ pub struct DemoArgs {
     /// Test rows (default: all).
     #[arg(long)]
     pub test_rows: Option<usize>,
+    /// Passes over the training rows (the blog's model.fit(epochs=5)).
     #[arg(long, default_value_t = 5)]
     pub epochs: usize,
     /// Where pictures, the model and summary.json go.

@@ -20,10 +20,13 @@ pub struct TrainArgs {
     /// Checkpoint folder to write (config.json + model.bpk).
     #[arg(long, default_value = "model")]
     pub out: PathBuf,
+    /// Passes over the training rows.
     #[arg(long, default_value_t = 5)]
     pub epochs: usize,
+    /// Rows per training step (the blog's batch(64)).
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
+    /// Adam's learning rate (Keras' default).
     #[arg(long, default_value_t = 0.001)]
     pub learning_rate: f64,
     /// Seed of the weight initialisation and of each epoch's shuffle.

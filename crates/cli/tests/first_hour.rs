@@ -97,6 +97,17 @@ async fn run_refuses_what_it_cannot_learn_from_at_once_and_leaves_no_slot() {
     assert!(e.contains("name its label column with --label COL"), "{e}");
     // Stderr is a pipe here: no colour codes in the log lines.
     assert!(!e.contains('\u{1b}'), "ANSI codes on a pipe: {e:?}");
+    // ... nor in a file: librdkafka's warnings about a dead broker, as a log file has them.
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let st = bin()
+        .args(["train", "--kafka", "127.0.0.1:1", "--topic", "t", "--wait-timeout", "2"])
+        .stdout(Stdio::null())
+        .stderr(log.reopen().unwrap())
+        .status()
+        .unwrap();
+    let text = std::fs::read_to_string(log.path()).unwrap();
+    assert!(!st.success() && text.contains(" WARN "), "a WARN line is expected: {text}");
+    assert!(!text.contains('\u{1b}'), "ANSI codes in a file: {text:?}");
 
     // A keyless table with REPLICA IDENTITY FULL and --key: learnt from and predicted, each
     // row named by its key column.

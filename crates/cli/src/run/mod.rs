@@ -128,8 +128,10 @@ pub struct RunArgs {
     /// this fraction higher) than the serving version's.
     #[arg(long, default_value_t = 0.0)]
     pub margin: f64,
+    /// Adam's learning rate for every version.
     #[arg(long, default_value_t = 0.001)]
     pub learning_rate: f64,
+    /// Seed of the first version's weights and of each version's replay sample and shuffle.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// End after this many ms without a change (-1: run until Ctrl-C).
