@@ -97,17 +97,33 @@ async fn run_refuses_what_it_cannot_learn_from_at_once_and_leaves_no_slot() {
     assert!(e.contains("name its label column with --label COL"), "{e}");
     // Stderr is a pipe here: no colour codes in the log lines.
     assert!(!e.contains('\u{1b}'), "ANSI codes on a pipe: {e:?}");
-    // ... nor in a file: librdkafka's warnings about a dead broker, as a log file has them.
+    // ... nor in a file: a capture's warning that its include list matches no table yet, as a
+    // log file has it.
     let log = tempfile::NamedTempFile::new().unwrap();
-    let st = bin()
-        .args(["train", "--kafka", "127.0.0.1:1", "--topic", "t", "--wait-timeout", "2"])
-        .stdout(Stdio::null())
-        .stderr(log.reopen().unwrap())
-        .status()
-        .unwrap();
-    let text = std::fs::read_to_string(log.path()).unwrap();
-    assert!(!st.success() && text.contains(" WARN "), "a WARN line is expected: {text}");
+    let state = tempfile::tempdir().unwrap();
+    let mut cap = Kill(
+        bin()
+            .env("TENSORCDC_STATE_DIR", state.path())
+            .args(["capture", "--postgres", &url, "--table-include-list", "public.nothing_here", "--slot-name", "ansi", "--sink", "stdout"])
+            .stdout(Stdio::null())
+            .stderr(log.reopen().unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let text = loop {
+        let text = std::fs::read_to_string(log.path()).unwrap();
+        if text.contains("matches no table yet") {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "no warning in 20 s: {text}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    cap.0.kill().unwrap();
+    cap.0.wait().unwrap();
+    assert!(text.contains(" WARN "), "{text}");
     assert!(!text.contains('\u{1b}'), "ANSI codes in a file: {text:?}");
+    c.batch_execute("SELECT pg_drop_replication_slot('ansi') FROM pg_replication_slots WHERE slot_name = 'ansi' AND NOT active").await.unwrap();
 
     // A keyless table with REPLICA IDENTITY FULL and --key: learnt from and predicted, each
     // row named by its key column.

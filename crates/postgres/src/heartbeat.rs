@@ -14,7 +14,34 @@
 //! (`ts_ms`), both version 1, through the configured converters.
 
 use tensorcdc_change::json::{Converter, ConverterConfig};
-use tensorcdc_change::{Key, Message, Payload};
+use tensorcdc_change::{Key, Lsn, Message, Payload, Sink};
+use tokio::sync::mpsc;
+use tokio_postgres::Client;
+
+use crate::config::CaptureConfig;
+use crate::replication::ReplicationConn;
+use crate::CaptureError;
+
+/// One heartbeat: the action query, the record, a keepalive asked for (`confirmed`: the LSN
+/// the stream has confirmed so far, sent again with the request).
+pub(crate) async fn beat(
+    cfg: &CaptureConfig,
+    client: &Client,
+    sink: &mut dyn Sink,
+    delivered: &mpsc::UnboundedSender<Lsn>,
+    repl: &mut ReplicationConn,
+    confirmed: u64,
+) -> Result<(), CaptureError> {
+    if let Some(q) = &cfg.heartbeat_action_query {
+        client.batch_execute(q).await.map_err(|e| match e.as_db_error() {
+            Some(db) => CaptureError::Config { key: "heartbeat.action.query".into(), reason: format!("{q:?} failed: {}", db.message()) },
+            None => CaptureError::from_pg("heartbeat.action.query", e),
+        })?;
+    }
+    sink.send(vec![message(&cfg.heartbeat_topic_prefix, &cfg.topic_prefix, &cfg.converter, crate::engine::now_ms())], delivered).await?;
+    // The server answers with a keepalive at once: its WAL position, confirmed when idle.
+    repl.send_status(confirmed, true).await
+}
 
 /// The heartbeat topic.
 pub fn topic(heartbeat_prefix: &str, topic_prefix: &str) -> String {

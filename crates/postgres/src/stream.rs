@@ -56,19 +56,6 @@ pub(crate) struct Tx {
 }
 
 #[allow(clippy::too_many_arguments)]
-/// One heartbeat ([`crate::heartbeat`]): the action query, the record, a keepalive asked for.
-async fn beat(ctx: &Ctx<'_>, client: &Client, sink: &mut dyn Sink, delivered: &mpsc::UnboundedSender<Lsn>, repl: &mut ReplicationConn, acks: &Acks) -> Result<(), CaptureError> {
-    if let Some(q) = &ctx.cfg.heartbeat_action_query {
-        client.batch_execute(q).await.map_err(|e| match e.as_db_error() {
-            Some(db) => CaptureError::Config { key: "heartbeat.action.query".into(), reason: format!("{q:?} failed: {}", db.message()) },
-            None => CaptureError::from_pg("heartbeat.action.query", e),
-        })?;
-    }
-    sink.send(vec![crate::heartbeat::message(&ctx.cfg.heartbeat_topic_prefix, &ctx.cfg.topic_prefix, &ctx.cfg.converter, now_ms())], delivered).await?;
-    // The server answers with a keepalive at once: its WAL position, confirmed when idle.
-    repl.send_status(acks.confirmed, true).await
-}
-
 pub(crate) async fn stream(
     ctx: &Ctx<'_>,
     client: &Client,
@@ -138,7 +125,7 @@ pub(crate) async fn stream(
                 sink.health()?;
                 if beat_every.is_some_and(|e| last_beat.elapsed() >= e) {
                     last_beat = Instant::now();
-                    beat(ctx, client, sink, &delivered_tx, &mut repl, &acks).await?;
+                    crate::heartbeat::beat(ctx.cfg, client, sink, &delivered_tx, &mut repl, acks.confirmed).await?;
                 }
             }
             msg = repl.recv() => {
