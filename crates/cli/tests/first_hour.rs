@@ -75,7 +75,7 @@ async fn run_refuses_what_it_cannot_learn_from_at_once_and_leaves_no_slot() {
     let e = run("nopk", "grade");
     assert!(e.contains("table public.nopk has no primary key") && e.contains("ADD PRIMARY KEY") && e.contains("--key"), "{e}");
     let e = fails_within(&["run", "--source", &url, "--table", "nopk", "--label", "grade", "--key", "a", "--metrics-addr", "off", "--out", out.to_str().unwrap()], 5);
-    assert!(e.contains("--key needs REPLICA IDENTITY FULL") && e.contains("ALTER TABLE public.nopk REPLICA IDENTITY FULL"), "{e}");
+    assert!(e.contains("has no primary key, so --key a needs REPLICA IDENTITY FULL") && e.contains("ALTER TABLE public.nopk REPLICA IDENTITY FULL"), "{e}");
     let e = run("loanz", "grade");
     assert!(e.contains("table public.loanz does not exist") && e.contains("did you mean public.loans?"), "{e}");
     let e = run("loans", "grad");

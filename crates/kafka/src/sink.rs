@@ -24,11 +24,7 @@ pub struct KafkaSink {
     admin: AdminClient<LogContext>,
     writer: JsonWriter,
     known_topics: HashSet<String>,
-    pending: Option<mpsc::Sender<(DeliveryFuture, Option<Lsn>)>>,
-    /// Where delivery reports go: the channel of the capture session that sent the latest
-    /// batch. A session after a reconnect brings a new one; reports of records the last session
-    /// produced then confirm them to the new one (they are durable, and it starts before them).
-    report_to: Arc<Mutex<Option<Delivered>>>,
+    pending: Option<mpsc::Sender<(DeliveryFuture, Option<Lsn>, Delivered)>>,
     outstanding: Arc<AtomicUsize>,
     failure: Arc<Mutex<Option<String>>>,
     /// Partitions for topics the sink creates.
@@ -57,7 +53,6 @@ impl KafkaSink {
             writer: JsonWriter::new(conv),
             known_topics: HashSet::new(),
             pending: None,
-            report_to: Arc::new(Mutex::new(None)),
             outstanding: Arc::new(AtomicUsize::new(0)),
             failure: Arc::new(Mutex::new(None)),
             partitions: 1,
@@ -97,29 +92,23 @@ impl KafkaSink {
         self.known_topics.insert(topic.to_string());
     }
 
-    fn start_reporter(&mut self, delivered: &Delivered) -> mpsc::Sender<(DeliveryFuture, Option<Lsn>)> {
-        {
-            let mut to = self.report_to.lock().expect("not poisoned");
-            if to.as_ref().is_none_or(|d| !d.same_channel(delivered)) {
-                *to = Some(delivered.clone());
-            }
-        }
+    /// The delivery-report task: it awaits each record's report in produce order and reports
+    /// its LSN to the channel of the capture session that produced it (each record carries
+    /// its own), so a session after a reconnect gets its own reports, and one that ended gets
+    /// none (the next starts from what was confirmed).
+    fn start_reporter(&mut self) -> mpsc::Sender<(DeliveryFuture, Option<Lsn>, Delivered)> {
         if let Some(p) = &self.pending {
             return p.clone();
         }
-        let (tx, mut rx) = mpsc::channel::<(DeliveryFuture, Option<Lsn>)>(1 << 16);
-        let report_to = self.report_to.clone();
+        let (tx, mut rx) = mpsc::channel::<(DeliveryFuture, Option<Lsn>, Delivered)>(1 << 16);
         let outstanding = self.outstanding.clone();
         let failure = self.failure.clone();
         tokio::spawn(async move {
-            while let Some((fut, lsn)) = rx.recv().await {
+            while let Some((fut, lsn, delivered)) = rx.recv().await {
                 match fut.await {
                     Ok(Ok(_)) => {
                         if let Some(l) = lsn {
-                            let to = report_to.lock().expect("not poisoned");
-                            // A session that ended before the next began: it no longer
-                            // confirms, and the next one starts from what was confirmed.
-                            if to.as_ref().is_some_and(|d| d.send(l).is_err()) {
+                            if delivered.send(l).is_err() {
                                 debug!("delivery of {l} reported after its capture session ended");
                             }
                         }
@@ -159,7 +148,7 @@ impl KafkaSink {
 impl Sink for KafkaSink {
     async fn send(&mut self, batch: Vec<Message>, delivered: &Delivered) -> Result<(), SinkError> {
         self.check_failure()?;
-        let pending = self.start_reporter(delivered);
+        let pending = self.start_reporter();
         for m in batch {
             self.ensure_topic(&m.topic).await;
             let (key, value) = self.writer.serialize(&m);
@@ -178,7 +167,7 @@ impl Sink for KafkaSink {
                 match self.producer.send_result(rec) {
                     Ok(fut) => {
                         self.outstanding.fetch_add(1, Ordering::SeqCst);
-                        pending.send((fut, m.ack_lsn)).await.map_err(|_| SinkError::Permanent("delivery reporter stopped".into()))?;
+                        pending.send((fut, m.ack_lsn, delivered.clone())).await.map_err(|_| SinkError::Permanent("delivery reporter stopped".into()))?;
                         break;
                     }
                     Err((RdError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {

@@ -186,7 +186,22 @@ async fn complete_publication(cfg: &CaptureConfig, client: &Client) -> Result<()
         .iter()
         .map(|r| r.get(0))
         .collect();
-    let lacks: Vec<(String, String, u32)> = list_tables(cfg, client).await?.into_iter().filter(|(s, t, _)| !has.contains(&format!("{s}.{t}"))).collect();
+    // By oid: a table is in the publication itself, through a partitioned ancestor (listed
+    // in pg_publication_rel; pg_publication_tables shows only the leaves), or through its
+    // schema (FOR TABLES IN SCHEMA).
+    // (pg_partition_ancestors lists a partition's ancestors and itself, and nothing for a
+    // table that is not a partition.)
+    let by_rel = "SELECT c.oid FROM pg_class c WHERE EXISTS (SELECT 1 FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid \
+         WHERE p.pubname = $1 AND (pr.prrelid = c.oid OR pr.prrelid IN (SELECT relid FROM pg_partition_ancestors(c.oid))))";
+    let by_schema = " OR EXISTS (SELECT 1 FROM pg_publication_namespace pn JOIN pg_publication p ON p.oid = pn.pnpubid \
+         WHERE p.pubname = $1 AND pn.pnnspid = c.relnamespace)";
+    let rows = match client.query(&format!("{by_rel}{by_schema}"), &[&cfg.publication_name]).await {
+        // Before PostgreSQL 15 there are no schema publications (and no such catalog).
+        Err(e) if e.code().is_some_and(|c| c.code() == "42P01") => client.query(by_rel, &[&cfg.publication_name]).await,
+        r => r,
+    };
+    let published: Vec<u32> = rows.map_err(|e| CaptureError::from_pg("list the publication's tables", e))?.iter().map(|r| r.get(0)).collect();
+    let lacks: Vec<(String, String, u32)> = list_tables(cfg, client).await?.into_iter().filter(|(_, _, oid)| !published.contains(oid)).collect();
     if lacks.is_empty() {
         return Ok(());
     }
@@ -195,10 +210,12 @@ async fn complete_publication(cfg: &CaptureConfig, client: &Client) -> Result<()
     match cfg.publication_mode {
         PublicationMode::Filtered => {
             let list: Vec<String> = lacks.iter().map(|(s, t, _)| format!("{}.{}", quote_ident(s), quote_ident(t))).collect();
-            client
-                .batch_execute(&format!("ALTER PUBLICATION {name} ADD TABLE {}", list.join(", ")))
-                .await
-                .map_err(|e| CaptureError::from_pg("ALTER PUBLICATION ... ADD TABLE", e))?;
+            match client.batch_execute(&format!("ALTER PUBLICATION {name} ADD TABLE {}", list.join(", "))).await {
+                Ok(()) => {}
+                // Another process added them meanwhile.
+                Err(e) if e.code().is_some_and(|c| c.code() == "42710") => return Ok(()),
+                Err(e) => return Err(CaptureError::from_pg("ALTER PUBLICATION ... ADD TABLE", e)),
+            }
             tracing::info!("publication {:?} existed without {}: added (publication.autocreate.mode=filtered)", cfg.publication_name, names.join(", "));
             Ok(())
         }

@@ -162,6 +162,18 @@ fn read_offsets(cfg: &CaptureConfig) -> Option<Offsets> {
     serde_json::from_str(&std::fs::read_to_string(offsets_path(cfg)?).ok()?).ok()
 }
 
+/// Forgets the offsets of a slot tensorcdc dropped itself (`slot.drop.on.stop`, an
+/// `initial_only` read): its absence then means nothing was lost.
+fn remove_offsets(cfg: &CaptureConfig) {
+    if let Some(path) = offsets_path(cfg) {
+        if let Err(e) = std::fs::remove_file(&path) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                warn!("removing {} after dropping slot {}: {e}", path.display(), cfg.slot_name);
+            }
+        }
+    }
+}
+
 /// Writes the offsets durably (temporary file, fsync, rename).
 fn write_offsets(cfg: &CaptureConfig, completed: bool) -> Result<(), CaptureError> {
     use std::io::Write;
@@ -232,7 +244,7 @@ async fn drop_slot(cfg: &CaptureConfig) {
     if let Ok(client) = connect_sql(cfg).await {
         for _ in 0..50 {
             match client.execute("SELECT pg_drop_replication_slot($1)", &[&cfg.slot_name]).await {
-                Ok(_) => return,
+                Ok(_) => return remove_offsets(cfg),
                 // Still active for a moment after our connection closed.
                 Err(e) if e.code().is_some_and(|c| c.code() == "55006") => tokio::time::sleep(Duration::from_millis(100)).await,
                 Err(e) => {
@@ -330,6 +342,12 @@ async fn session(
             }
         }
     }
+    if slot.is_none() && cfg.temporary_slot && stats.lock().expect("stats").snapshot_done {
+        warn!(
+            "the temporary slot {} went with its connection; taking a new one and its snapshot: rows are read again, and changes made meanwhile are seen only as the rows they left",
+            cfg.slot_name
+        );
+    }
     if slot.is_some() && offsets.is_none() && cfg.snapshot_mode != SnapshotMode::Never && !cfg.temporary_slot {
         warn!(
             "slot {} exists but no offsets file was found ({}); assuming its snapshot completed (keep the state directory between runs)",
@@ -389,8 +407,9 @@ async fn session(
     stats.lock().expect("stats").snapshot_done = true;
     if cfg.snapshot_mode == SnapshotMode::InitialOnly && !cfg.temporary_slot {
         // Nothing will stream from it: do not leave a slot that pins WAL.
-        if let Err(e) = repl.simple_query(&format!("DROP_REPLICATION_SLOT {}", quote_ident(&cfg.slot_name))).await {
-            warn!("dropping slot {} after the initial_only snapshot: {e}", cfg.slot_name);
+        match repl.simple_query(&format!("DROP_REPLICATION_SLOT {}", quote_ident(&cfg.slot_name))).await {
+            Ok(_) => remove_offsets(cfg),
+            Err(e) => warn!("dropping slot {} after the initial_only snapshot: {e}", cfg.slot_name),
         }
     }
     if cfg.snapshot_mode == SnapshotMode::InitialOnly || *shutdown.borrow() {

@@ -33,9 +33,13 @@ pub(crate) async fn beat(
     confirmed: u64,
 ) -> Result<(), CaptureError> {
     if let Some(q) = &cfg.heartbeat_action_query {
+        // A query that cannot run (syntax, a missing table or column: class 42) is the user's to
+        // fix; anything else (a restart, a deadlock, a timeout) is retried as any server error.
         client.batch_execute(q).await.map_err(|e| match e.as_db_error() {
-            Some(db) => CaptureError::Config { key: "heartbeat.action.query".into(), reason: format!("{q:?} failed: {}", db.message()) },
-            None => CaptureError::from_pg("heartbeat.action.query", e),
+            Some(db) if db.code().code().starts_with("42") => {
+                CaptureError::Config { key: "heartbeat.action.query".into(), reason: format!("{q:?} failed: {}", db.message()) }
+            }
+            _ => CaptureError::from_pg("heartbeat.action.query", e),
         })?;
     }
     sink.send(vec![message(&cfg.heartbeat_topic_prefix, &cfg.topic_prefix, &cfg.converter, crate::engine::now_ms())], delivered).await?;

@@ -84,7 +84,8 @@ pub(crate) async fn stream(
         s.streaming = true;
         s.stream_start_lsn = start;
         if let Some((since, why)) = s.outage.take() {
-            tracing::warn!("capture: streaming again from {start}, {:.1} s after: {why}", since.elapsed().as_secs_f64());
+            let from = if start.0 == 0 { "the slot's confirmed position".to_string() } else { start.to_string() };
+            tracing::warn!("capture: streaming again from {from}, {:.1} s after: {why}", since.elapsed().as_secs_f64());
         }
         s.snapshot_table = None;
     }

@@ -95,6 +95,21 @@ async fn each_mode_makes_or_takes_its_publication() {
     let e = run_once(cfg.clone()).await.unwrap_err().to_string();
     assert!(e.contains("disabled, and publication \"pub_missing\" does not exist"), "{e}");
     cfg.publication_name = "pub_filtered".into();
-    run_once(cfg).await.unwrap();
+    run_once(cfg.clone()).await.unwrap();
     assert_eq!(publication_tables(&c, "pub_filtered").await, ["public.mnist_train"]);
+    // A partitioned table published by its parent: its partition is in it too (the catalog's
+    // view lists only the leaves), in every mode, again and again.
+    c.batch_execute(
+        "CREATE TABLE parts(id int PRIMARY KEY, v int) PARTITION BY RANGE (id); CREATE TABLE parts_1 PARTITION OF parts FOR VALUES FROM (0) TO (100);
+         CREATE PUBLICATION pub_parts FOR TABLE parts",
+    )
+    .await
+    .unwrap();
+    for mode in [PublicationMode::Disabled, PublicationMode::Filtered, PublicationMode::Filtered] {
+        let mut cfg = cfg.clone();
+        cfg.publication_name = "pub_parts".into();
+        cfg.publication_mode = mode;
+        cfg.include = tensorcdc_postgres::config::parse_table_list("table.include.list", "public.parts.*").unwrap();
+        run_once(cfg).await.unwrap_or_else(|e| panic!("{mode:?}: {e}"));
+    }
 }

@@ -7,8 +7,8 @@ pub struct RunArgs {
     /// Postgres URL of the table to learn from and serve.
     #[arg(long)]
     pub source: String,
-    /// The table to learn from and predict (schema.table, or a table in public); it needs a
-    /// primary key, which names rows in the buffer and in the predictions table.
+    /// The table to learn from and predict, in the public schema; it needs a primary key (or
+    /// --key), which names rows in the buffer and in the predictions table.
     #[arg(long)]
     pub table: String,
     /// The label column: rows where it is NULL are predicted, the others are learnt from.

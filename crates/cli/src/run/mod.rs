@@ -99,6 +99,8 @@ impl State {
                     // Its prediction goes, and so does one this batch was about to write.
                     out.delete(k).await?;
                     self.predicted_keys.remove(k);
+                    // A row waiting for a first version that is deleted is not predicted.
+                    self.waiting.remove(k);
                     fresh.retain(|p: &Pending| p.record.key.as_ref() != Some(k));
                 }
                 match self.buf.apply(it.change) {
@@ -285,7 +287,7 @@ async fn run_async(a: RunArgs) -> Result<()> {
         spec: None,
         serving: None,
         waiting: HashMap::new(),
-        predicted_keys: Default::default(),
+        predicted_keys: out.keys().await?,
         position: String::new(),
         predicted: 0,
         counted: 0,
@@ -301,6 +303,18 @@ async fn run_async(a: RunArgs) -> Result<()> {
         None if by_txn => resume::reset_slot(&out.client, &slot, &offsets).await?,
         None => {}
         Some(r) => {
+            // The versions count what the slot sent; without it the changes since are lost,
+            // and a new snapshot would count the table's rows again.
+            if by_txn && out.client.query("SELECT 1 FROM pg_replication_slots WHERE slot_name = $1", &[&slot]).await?.is_empty() {
+                anyhow::bail!(
+                    "replication slot {slot:?} is gone (dropped, or a failover to a server without it), but {} holds version {} \
+                     (through LSN {}): the changes since are lost, and a new snapshot would count the table's rows again. \
+                     Start over with an empty --out (a new slot, a new snapshot, version 1)",
+                    a.out.display(),
+                    r.latest.version,
+                    tensorcdc_change::Lsn(r.latest.ack_lsn)
+                );
+            }
             println!(
                 "run: resuming from version {} ({} examples seen, through LSN {}), serving version {}",
                 r.latest.version,

@@ -15,6 +15,7 @@ pub struct Predictions {
     pub client: tokio_postgres::Client,
     upsert: tokio_postgres::Statement,
     delete: tokio_postgres::Statement,
+    keys: tokio_postgres::Statement,
     /// Which process predicted (`pid N`): processes of one Kafka group share a table.
     worker: String,
     /// Each prediction also produced to this topic, keyed by row key (JSON).
@@ -73,7 +74,14 @@ impl Predictions {
             ))
             .await?;
         let delete = client.prepare(&format!("DELETE FROM {table} WHERE row_key = $1")).await?;
-        Ok(Predictions { client, upsert, delete, worker: format!("pid {}", std::process::id()), topic, names })
+        let keys = client.prepare(&format!("SELECT row_key FROM {table}")).await?;
+        Ok(Predictions { client, upsert, delete, keys, worker: format!("pid {}", std::process::id()), topic, names })
+    }
+
+    /// The keys of every row the table holds a prediction for (by this process or another of
+    /// its group, before a restart too): one of them labelled since loses it.
+    pub async fn keys(&self) -> Result<std::collections::HashSet<String>> {
+        Ok(self.client.query(&self.keys, &[]).await?.iter().filter_map(|r| r.get::<_, Option<String>>(0)).collect())
     }
 
     /// The row with this key was deleted: so is its prediction, and the predictions topic

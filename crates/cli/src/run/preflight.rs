@@ -7,13 +7,10 @@
 use anyhow::{bail, Result};
 use tensorcdc_change::names::nearest;
 
-/// `schema.table`, `public` when the name has no schema.
-pub fn qualified(table: &str) -> String {
-    if table.contains('.') {
-        table.to_string()
-    } else {
-        format!("public.{table}")
-    }
+/// The table as `to_regclass` takes it, exactly as named (quoted: the capture matches names
+/// case-sensitively too).
+fn regclass(table: &str) -> String {
+    format!("public.\"{}\"", table.replace('"', "\"\""))
 }
 
 /// A column of the table, as the catalog has it.
@@ -40,9 +37,16 @@ pub async fn check(
     layers: &[usize],
 ) -> Result<Vec<String>> {
     tensorcdc_model::sequential::SequentialSpec::check_hidden(layers)?;
-    let name = qualified(table);
-    let exists: Option<u32> = client.query_one("SELECT to_regclass($1)::oid", &[&name]).await?.get(0);
-    if exists.is_none() {
+    if table.contains('.') {
+        bail!("--table {table:?}: run reads a table of the public schema; give its name without a schema");
+    }
+    let name = format!("public.{table}");
+    let exists = !client
+        .query("SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND c.relname = $1 AND c.relkind IN ('r', 'p')", &[&table])
+        .await?
+        .is_empty();
+    let rc = regclass(table);
+    if !exists {
         let rows = client
             .query(
                 "SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
@@ -59,7 +63,7 @@ pub async fn check(
         .query(
             "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), t.typcategory::text FROM pg_attribute a \
              JOIN pg_type t ON t.oid = a.atttypid WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
-            &[&name],
+            &[&rc],
         )
         .await?
         .iter()
@@ -87,7 +91,7 @@ pub async fn check(
             bail!("--features names the label {label:?}: a feature cannot be the label");
         }
     }
-    let pk = key_columns(client, &name).await?;
+    let pk = key_columns(client, &rc).await?;
     match key {
         Some(cols) => {
             for k in cols {
@@ -98,13 +102,31 @@ pub async fn check(
                     bail!("--key names the label {label:?}: the key names rows, it cannot be what they are labelled");
                 }
             }
-            // Without a primary key, the old row of an update or a delete (and so its key) is
-            // in the WAL only with REPLICA IDENTITY FULL (Postgres refuses both otherwise).
-            let identity: i8 = client.query_one("SELECT relreplident::\"char\" FROM pg_class WHERE oid = to_regclass($1)", &[&name]).await?.get(0);
-            if pk.is_empty() && identity as u8 != b'f' {
+            // The old row of an update or a delete carries the replica identity's columns only:
+            // every --key column must be among them (all of them with REPLICA IDENTITY FULL),
+            // or a delete could not name the row it removes.
+            let identity: i8 = client.query_one("SELECT relreplident::\"char\" FROM pg_class WHERE oid = to_regclass($1)", &[&rc]).await?.get(0);
+            let identity_cols: Vec<String> = match identity as u8 {
+                b'f' => names.iter().map(|n| n.to_string()).collect(),
+                b'd' => pk.clone(),
+                b'i' => client
+                    .query(
+                        "SELECT a.attname::text FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
+                         WHERE i.indrelid = to_regclass($1) AND i.indisreplident",
+                        &[&rc],
+                    )
+                    .await?
+                    .iter()
+                    .map(|r| r.get(0))
+                    .collect(),
+                _ => vec![],
+            };
+            if !cols.iter().all(|k| identity_cols.contains(k)) {
+                let why = if pk.is_empty() { "has no primary key" } else { "has a replica identity without them" };
                 bail!(
-                    "table {name} has no primary key, so --key needs REPLICA IDENTITY FULL (updates and deletes then carry the old row): \
-                     ALTER TABLE {name} REPLICA IDENTITY FULL"
+                    "table {name} {why}, so --key {} needs REPLICA IDENTITY FULL (updates and deletes then carry the old row): \
+                     ALTER TABLE {name} REPLICA IDENTITY FULL",
+                    cols.join(",")
                 );
             }
             Ok(cols.to_vec())
