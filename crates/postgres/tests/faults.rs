@@ -7,17 +7,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
-use tensorcdc_change::MemorySink;
 use tensorcdc_localpg::{LocalPg, Options};
-use tensorcdc_postgres::{run_capture, CaptureError, CaptureStats};
-
-async fn run_once(cfg: tensorcdc_postgres::CaptureConfig) -> Result<CaptureStats, CaptureError> {
-    let mut sink = MemorySink::default();
-    let (_tx, rx) = tokio::sync::watch::channel(false);
-    tokio::time::timeout(Duration::from_secs(30), run_capture(cfg, identity(), &mut sink, rx, Default::default()))
-        .await
-        .expect("a permanent error ends capture instead of retrying forever")
-}
+use tensorcdc_postgres::CaptureError;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wal_level_not_logical_is_a_clear_error() {

@@ -7,17 +7,7 @@
 mod common;
 
 use common::*;
-use tensorcdc_change::MemorySink;
 use tensorcdc_postgres::config::PublicationMode;
-use tensorcdc_postgres::{run_capture, CaptureError, CaptureStats};
-
-async fn run_once(cfg: tensorcdc_postgres::CaptureConfig) -> Result<CaptureStats, CaptureError> {
-    let mut sink = MemorySink::default();
-    let (_tx, rx) = tokio::sync::watch::channel(false);
-    tokio::time::timeout(std::time::Duration::from_secs(30), run_capture(cfg, identity(), &mut sink, rx, Default::default()))
-        .await
-        .expect("a permanent error ends capture instead of retrying forever")
-}
 
 async fn publication_tables(c: &tokio_postgres::Client, name: &str) -> Vec<String> {
     c.query("SELECT schemaname || '.' || tablename FROM pg_publication_tables WHERE pubname = $1 ORDER BY 1", &[&name])

@@ -41,6 +41,16 @@ pub fn offsets_file(pg: &LocalPg, slot: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("tensorcdc-test-offsets-{}-{}-{slot}.json", std::process::id(), pg.port()))
 }
 
+/// Runs a capture to its end into a memory sink: a permanent error, or an `initial_only`
+/// read's completion (30 s at most: a retried error would never end it).
+pub async fn run_once(cfg: CaptureConfig) -> Result<CaptureStats, CaptureError> {
+    let mut sink = tensorcdc_change::MemorySink::default();
+    let (_tx, rx) = watch::channel(false);
+    tokio::time::timeout(Duration::from_secs(30), run_capture(cfg, identity(), &mut sink, rx, Default::default()))
+        .await
+        .expect("a permanent error ends capture instead of retrying forever")
+}
+
 pub fn identity() -> Transform {
     tensorcdc_postgres::identity()
 }
