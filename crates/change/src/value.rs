@@ -72,6 +72,9 @@ pub struct Logical {
     pub items: Option<Box<Field>>,
     /// The fields of a struct.
     pub fields: Vec<Field>,
+    /// The column's default as the JSON the converter writes for it (the schema's
+    /// `default`), when Debezium would give one.
+    pub default: Option<String>,
 }
 
 impl Logical {
@@ -108,6 +111,14 @@ impl Field {
 
     pub fn with_logical(mut self, logical: Logical) -> Self {
         self.logical = Some(Arc::new(logical));
+        self
+    }
+
+    /// The field with a `default` in its schema (`json`: the value as the converter writes it).
+    pub fn with_default_json(mut self, json: String) -> Self {
+        let mut l = self.logical.as_deref().cloned().unwrap_or_default();
+        l.default = Some(json);
+        self.logical = Some(Arc::new(l));
         self
     }
 

@@ -31,6 +31,9 @@ pub(crate) struct Column {
     pub name: String,
     pub ty: PgType,
     pub notnull: bool,
+    /// The default expression (`pg_get_expr`), unless the column's type is a domain
+    /// (Debezium has no default mapper for those).
+    pub default: Option<String>,
 }
 
 pub(crate) fn quote_ident(s: &str) -> String {
@@ -45,7 +48,11 @@ pub(crate) fn quote_lit(s: &str) -> String {
 pub(crate) async fn describe(client: &Client, oid: u32, cache: &mut TypeCache) -> Result<(Vec<Column>, Vec<String>), CaptureError> {
     let rows = client
         .query(
-            "SELECT attname::text, atttypid::oid, atttypmod, attnotnull FROM pg_attribute WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+            "SELECT a.attname::text, a.atttypid::oid, a.atttypmod, a.attnotnull, \
+             CASE WHEN t.typtype <> 'd' AND a.attgenerated = '' THEN pg_get_expr(d.adbin, d.adrelid) END \
+             FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
+             LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
+             WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
             &[&oid],
         )
         .await
@@ -53,7 +60,7 @@ pub(crate) async fn describe(client: &Client, oid: u32, cache: &mut TypeCache) -
     let mut cols = Vec::with_capacity(rows.len());
     for r in &rows {
         let ty = cache.resolve(client, r.get(1), r.get(2)).await.map_err(|e| CaptureError::from_pg("describe column type", e))?;
-        cols.push(Column { name: r.get(0), ty, notnull: r.get(3) });
+        cols.push(Column { name: r.get(0), ty, notnull: r.get(3), default: r.get(4) });
     }
     let pk = client
         .query(
@@ -69,7 +76,19 @@ pub(crate) async fn describe(client: &Client, oid: u32, cache: &mut TypeCache) -
 }
 
 pub(crate) fn build_rel(cfg: &CaptureConfig, schema: &str, table: &str, cols: &[Column], key_names: &[String]) -> Rel {
-    let fields: Vec<Field> = cols.iter().map(|c| types::debezium::field(&c.name, &c.ty, !c.notnull, &cfg.types)).collect();
+    let fields: Vec<Field> = cols
+        .iter()
+        .map(|c| {
+            let f = types::debezium::field(&c.name, &c.ty, !c.notnull, &cfg.types);
+            match c.default.as_deref().and_then(|e| types::defaults::default_value(&c.ty, e, &cfg.types)) {
+                Some(v) => {
+                    let json = tensorcdc_change::json::value_json_of(&v, Some(&f), cfg.converter.binary).to_string();
+                    f.with_default_json(json)
+                }
+                None => f,
+            }
+        })
+        .collect();
     // `message.key.columns` wins over the primary key (and keys a table without one).
     let name = format!("{schema}.{table}");
     let key_names = cfg.message_key_columns.iter().find(|(re, _)| re.is_match(&name)).map_or(key_names, |(_, cols)| cols.as_slice());

@@ -334,6 +334,7 @@ impl CaptureConfig {
                     }
                 }
                 "binary.handling.mode" => c.converter.binary = v.parse::<BinaryMode>().map_err(|e| bad(k, e))?,
+                "tensorcdc.envelope.version" => c.converter.envelope = v.parse().map_err(|e| bad(k, e))?,
                 "key.converter" => c.converter.key = parse_converter(k, v, key_schemas)?,
                 "value.converter" => c.converter.value = parse_converter(k, v, value_schemas)?,
                 "key.converter.schemas.enable" | "value.converter.schemas.enable" | "transforms" | "name" | "tasks.max" => {}

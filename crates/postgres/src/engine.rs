@@ -70,6 +70,20 @@ pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as i64
 }
 
+pub(crate) fn now_ns() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos() as i64
+}
+
+/// The transaction a change belongs to, as its events report it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TxMeta {
+    /// Commit time (the snapshot: its start), microseconds since the epoch.
+    pub ts_us: i64,
+    pub xid: Option<i64>,
+    /// The end LSN of the session's previous commit (`sequence`'s first half).
+    pub last_commit: Option<Lsn>,
+}
+
 /// Shared pieces of one capture session.
 pub(crate) struct Ctx<'a> {
     pub cfg: &'a CaptureConfig,
@@ -85,32 +99,36 @@ pub(crate) struct Ctx<'a> {
 
 impl Ctx<'_> {
     #[allow(clippy::too_many_arguments)]
-    pub fn event(&self, out: &mut Vec<Message>, rel: &Rel, op: Op, before: Option<Row>, after: Option<Row>, snapshot: Snapshot, ts_ms: i64, tx_id: Option<i64>, lsn: Option<Lsn>) {
+    pub fn event(&self, out: &mut Vec<Message>, rel: &Rel, op: Op, before: Option<Row>, after: Option<Row>, snapshot: Snapshot, tx: &TxMeta, lsn: Option<Lsn>) {
         if self.cfg.skipped_ops.iter().any(|o| o == op.code()) {
             return;
         }
         let key = after.as_ref().or(before.as_ref()).and_then(|r| rel.key_of(r));
+        let now_ns = now_ns();
         let event = ChangeEvent {
             op,
             before,
             after,
             source: Source {
                 name: self.prefix.clone(),
-                ts_ms,
+                ts_ms: tx.ts_us.div_euclid(1000),
+                ts_us: tx.ts_us,
                 snapshot,
                 db: self.db.clone(),
                 schema: rel.schema.clone(),
                 table: rel.table.clone(),
-                tx_id,
+                tx_id: tx.xid,
                 lsn,
+                last_commit_lsn: tx.last_commit,
             },
-            ts_ms: now_ms(),
+            ts_ms: now_ns.div_euclid(1_000_000),
+            ts_ns: now_ns,
             key,
         };
         let msg = Message {
             topic: rel.topic.clone(),
             key: event.key.clone().map_or(tensorcdc_change::Key::None, tensorcdc_change::Key::Row),
-            commit_ts_ms: ts_ms,
+            commit_ts_ms: tx.ts_us.div_euclid(1000),
             ack_lsn: None,
             payload: Payload::Envelope(event),
         };

@@ -411,6 +411,11 @@ pub fn pg_ts_to_unix_ms(ts: i64) -> i64 {
     (ts + 946_684_800_000_000) / 1000
 }
 
+/// A Postgres timestamp (µs since 2000-01-01) as µs since the Unix epoch.
+pub fn pg_ts_to_unix_us(ts: i64) -> i64 {
+    ts + 946_684_800_000_000
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

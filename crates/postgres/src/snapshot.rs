@@ -12,7 +12,7 @@ use tokio_postgres::Client;
 use tracing::info;
 
 use crate::catalog::{build_rel, describe, list_tables, quote_ident, quote_lit, Rel};
-use crate::engine::{now_ms, Ctx};
+use crate::engine::{now_ns, Ctx, TxMeta};
 use crate::{types, CaptureError};
 
 /// Reads the rows of a binary COPY stream, one `Vec<Option<Bytes>>` per row.
@@ -97,13 +97,17 @@ pub(crate) async fn snapshot(
     }
     let tables = list_tables(ctx.cfg, client).await?;
     info!("snapshot of {} tables", tables.len());
-    let ts = now_ms();
+    // Debezium reports the snapshot transaction's id (`txid_current()`) and its start time.
+    let xid: i64 = client.query_one("SELECT txid_current()", &[]).await.map_err(pg("txid_current"))?.get(0);
+    let tx = TxMeta { ts_us: now_ns().div_euclid(1000), xid: Some(xid), last_commit: None };
     let lsn = (consistent.0 != 0).then_some(consistent);
-    // One message is held back so the very last row can be marked `snapshot: last`.
-    let mut held: Option<(Arc<Rel>, Row)> = None;
+    // One row is held back until the next shows whether it was the last of its table (for
+    // Debezium's first/last markers, `Snapshot::of_row`).
+    let mut held: Option<(Arc<Rel>, Row, bool)> = None;
     let mut batch: Vec<Message> = Vec::with_capacity(ctx.cfg.max_batch_size);
     let mut rows_done = 0u64;
     for (schema, table, oid) in &tables {
+        let mut first_in_table = true;
         let (cols, pk) = describe(client, *oid, &mut *ctx.types.lock().await).await?;
         let estimate: f32 = client.query_one("SELECT reltuples FROM pg_class WHERE oid = $1", &[oid]).await.map_err(pg("pg_class.reltuples"))?.get(0);
         let table_start = rows_done;
@@ -131,10 +135,12 @@ pub(crate) async fn snapshot(
                     })
                     .collect::<Result<Vec<_>, _>>()?;
                 let row = Row::new(rel.fields.clone(), values);
-                if let Some((r, prev)) = held.replace((rel.clone(), row)) {
-                    ctx.event(&mut batch, &r, Op::Read, None, Some(prev), Snapshot::True, ts, None, lsn);
+                if let Some((r, prev, first)) = held.replace((rel.clone(), row, first_in_table)) {
+                    let marker = Snapshot::of_row(rows_done == 0, false, first, !Arc::ptr_eq(&r, &rel));
+                    ctx.event(&mut batch, &r, Op::Read, None, Some(prev), marker, &tx, lsn);
                     rows_done += 1;
                 }
+                first_in_table = false;
                 if batch.len() >= ctx.cfg.max_batch_size {
                     sink.send(std::mem::take(&mut batch), delivered).await?;
                     let mut st = ctx.stats.lock().expect("stats");
@@ -154,8 +160,9 @@ pub(crate) async fn snapshot(
             }
         }
     }
-    if let Some((r, last)) = held.take() {
-        ctx.event(&mut batch, &r, Op::Read, None, Some(last), Snapshot::Last, ts, None, lsn);
+    if let Some((r, last, first)) = held.take() {
+        let last_table = tables.last().is_some_and(|(s, t, _)| **s == *r.schema && **t == *r.table);
+        ctx.event(&mut batch, &r, Op::Read, None, Some(last), Snapshot::of_row(rows_done == 0, last_table, first, true), &tx, lsn);
         rows_done += 1;
     }
     if !batch.is_empty() {

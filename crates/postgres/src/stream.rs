@@ -16,9 +16,9 @@ use bytes::Bytes;
 
 use crate::catalog::{build_rel, describe, list_tables, quote_ident, quote_lit, Column, Rel};
 use crate::types::PgType;
-use crate::engine::{now_ms, Ctx};
+use crate::engine::{now_ns, Ctx, TxMeta};
 use crate::pgoutput::{self, LogicalMessage};
-use crate::replication::{pg_ts_to_unix_ms, ReplicationConn, ReplicationMessage};
+use crate::replication::{pg_ts_to_unix_ms, pg_ts_to_unix_us, ReplicationConn, ReplicationMessage};
 use crate::spill::{Record, SpillReader, SpilledTx};
 use crate::CaptureError;
 
@@ -50,7 +50,7 @@ impl Acks {
 /// An open transaction (non-streamed: changes arrive between Begin and Commit).
 pub(crate) struct Tx {
     xid: u32,
-    ts_ms: i64,
+    ts_us: i64,
     /// The latest change, held back until Commit gives it the acknowledgement LSN.
     held: Option<Message>,
 }
@@ -210,8 +210,7 @@ fn commit(msgs: Vec<Message>, end_lsn: u64, batch: &mut Vec<Message>, acks: &mut
 pub(crate) struct Replay {
     reader: SpillReader,
     end_lsn: u64,
-    ts_ms: i64,
-    xid: u32,
+    tx: TxMeta,
 }
 
 /// What the stream holds between messages.
@@ -222,11 +221,13 @@ pub(crate) struct State {
     /// Streamed (in-progress) transactions by top-level xid.
     pub streams: HashMap<u32, SpilledTx>,
     pub stream_xid: Option<u32>,
+    /// The end LSN of the last commit seen in this session.
+    pub last_commit: Option<Lsn>,
 }
 
 /// The events of one change message (insert, update, delete, truncate) against the
 /// relations in `rels`.
-fn change_events(ctx: &Ctx<'_>, rels: &HashMap<u32, Arc<Rel>>, m: LogicalMessage, wal_start: u64, ts_ms: i64, xid: Option<i64>) -> Result<Vec<Message>, CaptureError> {
+fn change_events(ctx: &Ctx<'_>, rels: &HashMap<u32, Arc<Rel>>, m: LogicalMessage, wal_start: u64, tx: TxMeta) -> Result<Vec<Message>, CaptureError> {
     let rel_of = |oid: u32, what: &str| rels.get(&oid).cloned().ok_or_else(|| CaptureError::Protocol(format!("{what} for unknown relation {oid}")));
     let lsn = Some(Lsn(wal_start));
     let mut msgs = Vec::with_capacity(2);
@@ -235,7 +236,7 @@ fn change_events(ctx: &Ctx<'_>, rels: &HashMap<u32, Arc<Rel>>, m: LogicalMessage
             let rel = rel_of(oid, "Insert")?;
             if rel.included {
                 let after = rel.row(&new, wal_start)?;
-                ctx.event(&mut msgs, &rel, Op::Create, None, Some(after), Snapshot::False, ts_ms, xid.or(sx.map(|x| x as i64)), lsn);
+                ctx.event(&mut msgs, &rel, Op::Create, None, Some(after), Snapshot::False, &TxMeta { xid: tx.xid.or(sx.map(|x| x as i64)), ..tx }, lsn);
             }
         }
         LogicalMessage::Update { xid: sx, oid, old, new } => {
@@ -246,13 +247,13 @@ fn change_events(ctx: &Ctx<'_>, rels: &HashMap<u32, Arc<Rel>>, m: LogicalMessage
                     Some((_, t)) => Some(rel.row(t, wal_start)?),
                     None => None,
                 };
-                let tx_id = xid.or(sx.map(|x| x as i64));
+                let txm = TxMeta { xid: tx.xid.or(sx.map(|x| x as i64)), ..tx };
                 // A changed primary key: Debezium emits a delete (and tombstone) for the old
                 // key, then a create for the new one.
                 if let Some(o) = &old_row {
                     if rel.key_of(o).is_some() && rel.key_of(o) != rel.key_of(&after) {
-                        ctx.event(&mut msgs, &rel, Op::Delete, old_row.clone(), None, Snapshot::False, ts_ms, tx_id, lsn);
-                        ctx.event(&mut msgs, &rel, Op::Create, None, Some(after), Snapshot::False, ts_ms, tx_id, lsn);
+                        ctx.event(&mut msgs, &rel, Op::Delete, old_row.clone(), None, Snapshot::False, &txm, lsn);
+                        ctx.event(&mut msgs, &rel, Op::Create, None, Some(after), Snapshot::False, &txm, lsn);
                         return Ok(msgs);
                     }
                 }
@@ -265,21 +266,21 @@ fn change_events(ctx: &Ctx<'_>, rels: &HashMap<u32, Arc<Rel>>, m: LogicalMessage
                         }
                     }
                 }
-                ctx.event(&mut msgs, &rel, Op::Update, before, Some(after), Snapshot::False, ts_ms, tx_id, lsn);
+                ctx.event(&mut msgs, &rel, Op::Update, before, Some(after), Snapshot::False, &txm, lsn);
             }
         }
         LogicalMessage::Delete { xid: sx, oid, old: (_, t) } => {
             let rel = rel_of(oid, "Delete")?;
             if rel.included {
                 let before = rel.row(&t, wal_start)?;
-                ctx.event(&mut msgs, &rel, Op::Delete, Some(before), None, Snapshot::False, ts_ms, xid.or(sx.map(|x| x as i64)), lsn);
+                ctx.event(&mut msgs, &rel, Op::Delete, Some(before), None, Snapshot::False, &TxMeta { xid: tx.xid.or(sx.map(|x| x as i64)), ..tx }, lsn);
             }
         }
         LogicalMessage::Truncate { xid: sx, oids, .. } => {
             for oid in oids {
                 if let Some(rel) = rels.get(&oid).filter(|r| r.included).cloned() {
                     let mut out = Vec::new();
-                    ctx.event(&mut out, &rel, Op::Truncate, None, None, Snapshot::False, ts_ms, xid.or(sx.map(|x| x as i64)), lsn);
+                    ctx.event(&mut out, &rel, Op::Truncate, None, None, Snapshot::False, &TxMeta { xid: tx.xid.or(sx.map(|x| x as i64)), ..tx }, lsn);
                     for m in &mut out {
                         m.key = tensorcdc_change::Key::None;
                     }
@@ -320,12 +321,13 @@ async fn handle(
     match m {
         LogicalMessage::Begin { ts, xid, .. } => {
             ctx.stats.lock().expect("stats").last_commit_ms = pg_ts_to_unix_ms(ts);
-            st.tx = Some(Tx { xid, ts_ms: pg_ts_to_unix_ms(ts), held: None });
+            st.tx = Some(Tx { xid, ts_us: pg_ts_to_unix_us(ts), held: None });
         }
         LogicalMessage::Commit { end_lsn, .. } => {
             let held = st.tx.take().and_then(|t| t.held);
             ctx.stats.lock().expect("stats").transactions += 1;
             commit(held.into_iter().collect(), end_lsn, batch, acks);
+            st.last_commit = Some(Lsn(end_lsn));
         }
         LogicalMessage::Relation { oid, namespace, name, columns, .. } => {
             let included = ctx.cfg.includes(&namespace, &name);
@@ -335,13 +337,13 @@ async fn handle(
                 let mut cols = Vec::with_capacity(columns.len());
                 for c in &columns {
                     let ty = cache.resolve(client, c.type_oid, c.type_mod).await.map_err(|e| CaptureError::from_pg("describe column type", e))?;
-                    let notnull = catalog.iter().find(|x| x.name == c.name).is_some_and(|x| x.notnull);
-                    cols.push(Column { name: c.name.clone(), ty, notnull });
+                    let known = catalog.iter().find(|x| x.name == c.name);
+                    cols.push(Column { name: c.name.clone(), ty, notnull: known.is_some_and(|x| x.notnull), default: known.and_then(|x| x.default.clone()) });
                 }
                 let pk = if pk.is_empty() { columns.iter().filter(|c| c.key).map(|c| c.name.clone()).collect() } else { pk };
                 (cols, pk)
             } else {
-                (columns.iter().map(|c| Column { name: c.name.clone(), ty: PgType::builtin(c.type_oid, c.type_mod), notnull: false }).collect(), vec![])
+                (columns.iter().map(|c| Column { name: c.name.clone(), ty: PgType::builtin(c.type_oid, c.type_mod), notnull: false, default: None }).collect(), vec![])
             };
             if included && binary {
                 if let Some(c) = cols.iter().find(|c| !c.ty.binary_supported()) {
@@ -381,8 +383,8 @@ async fn handle(
                 }
                 return Ok(None);
             }
-            let (ts_ms, xid) = st.tx.as_ref().map_or((now_ms(), None), |t| (t.ts_ms, Some(t.xid as i64)));
-            let msgs = change_events(ctx, &st.rels, m, wal_start, ts_ms, xid)?;
+            let (ts_us, xid) = st.tx.as_ref().map_or((now_ns().div_euclid(1000), None), |t| (t.ts_us, Some(t.xid as i64)));
+            let msgs = change_events(ctx, &st.rels, m, wal_start, TxMeta { ts_us, xid, last_commit: st.last_commit })?;
             if msgs.is_empty() {
                 return Ok(None);
             }
@@ -408,7 +410,9 @@ async fn handle(
             s.streamed_changes += spilled.changes;
             drop(s);
             let reader = spilled.into_reader().map_err(CaptureError::Protocol)?;
-            return Ok(Some(Replay { reader, end_lsn, ts_ms: pg_ts_to_unix_ms(ts), xid }));
+            let tx = TxMeta { ts_us: pg_ts_to_unix_us(ts), xid: Some(xid as i64), last_commit: st.last_commit };
+            st.last_commit = Some(Lsn(end_lsn));
+            return Ok(Some(Replay { reader, end_lsn, tx }));
         }
         LogicalMessage::StreamAbort { xid, subxid } => {
             if xid == subxid {
@@ -435,7 +439,7 @@ async fn replay(
     batch: &mut Vec<Message>,
     acks: &mut Acks,
 ) -> Result<(), CaptureError> {
-    let Replay { mut reader, end_lsn, ts_ms, xid } = r;
+    let Replay { mut reader, end_lsn, tx } = r;
     // A long replay must still answer the server, or wal_sender_timeout ends the stream.
     let mut last_status = Instant::now();
     let mut rels: HashMap<u32, Arc<Rel>> = HashMap::new();
@@ -447,7 +451,7 @@ async fn replay(
             }
             Record::Data { wal_start, data, .. } => {
                 let m = pgoutput::decode(data, true)?;
-                for msg in change_events(ctx, &rels, m, wal_start, ts_ms, Some(xid as i64))? {
+                for msg in change_events(ctx, &rels, m, wal_start, tx)? {
                     if let Some(prev) = held.replace(msg) {
                         batch.push(prev);
                     }

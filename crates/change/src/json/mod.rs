@@ -52,12 +52,36 @@ impl Default for Converter {
     }
 }
 
+/// The envelope layout: Debezium 3's (the default) or Debezium 2's, for consumers that
+/// need it (`tensorcdc.envelope.version=2`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EnvelopeVersion {
+    /// `source` and the envelope carry `ts_us`/`ts_ns`, `source` has `origin`/`origin_lsn`,
+    /// snapshot markers `first`, `first_in_data_collection`, …; envelope schema version 2.
+    #[default]
+    V3,
+    /// Debezium 2.7's layout: `ts_ms` only, markers `true`/`last`, envelope version 1.
+    V2,
+}
+
+impl std::str::FromStr for EnvelopeVersion {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "3" | "3.x" => Ok(EnvelopeVersion::V3),
+            "2" | "2.x" => Ok(EnvelopeVersion::V2),
+            other => Err(format!("{other:?}: expected 3 (Debezium 3.x's envelope) or 2 (Debezium 2.x's)")),
+        }
+    }
+}
+
 /// Converter settings for keys and values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ConverterConfig {
     pub key: Converter,
     pub value: Converter,
     pub binary: BinaryMode,
+    pub envelope: EnvelopeVersion,
 }
 
 /// Placeholder Debezium writes for an unchanged TOASTed value.
@@ -204,8 +228,16 @@ fn write_opt_row(out: &mut Vec<u8>, row: Option<&Row>, binary: BinaryMode) {
     }
 }
 
-fn write_envelope(out: &mut Vec<u8>, e: &ChangeEvent, binary: BinaryMode) {
+fn write_opt_num(out: &mut Vec<u8>, v: Option<i64>) {
+    match v {
+        Some(t) => write_num(out, t),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+fn write_envelope(out: &mut Vec<u8>, e: &ChangeEvent, binary: BinaryMode, version: EnvelopeVersion) {
     let s = &e.source;
+    let v3 = version == EnvelopeVersion::V3;
     out.extend_from_slice(b"{\"before\":");
     write_opt_row(out, e.before.as_ref(), binary);
     out.extend_from_slice(b",\"after\":");
@@ -217,33 +249,48 @@ fn write_envelope(out: &mut Vec<u8>, e: &ChangeEvent, binary: BinaryMode) {
     out.extend_from_slice(b",\"ts_ms\":");
     write_num(out, s.ts_ms);
     out.extend_from_slice(b",\"snapshot\":");
-    write_str(out, s.snapshot.as_str());
+    write_str(out, if v3 { s.snapshot.as_str() } else { s.snapshot.as_str_v2() });
     out.extend_from_slice(b",\"db\":");
     write_str(out, &s.db);
     out.extend_from_slice(b",\"sequence\":");
     match s.lsn {
-        Some(l) => write_str(out, &format!("[null,\"{}\"]", l.0)),
+        Some(l) => {
+            let first = if v3 { s.last_commit_lsn.map_or("null".to_string(), |c| format!("\"{}\"", c.0)) } else { "null".into() };
+            write_str(out, &format!("[{first},\"{}\"]", l.0))
+        }
         None => out.extend_from_slice(b"null"),
+    }
+    if v3 {
+        out.extend_from_slice(b",\"ts_us\":");
+        write_num(out, s.ts_us);
+        out.extend_from_slice(b",\"ts_ns\":");
+        write_num(out, s.ts_us.saturating_mul(1000));
     }
     out.extend_from_slice(b",\"schema\":");
     write_str(out, &s.schema);
     out.extend_from_slice(b",\"table\":");
     write_str(out, &s.table);
     out.extend_from_slice(b",\"txId\":");
-    match s.tx_id {
-        Some(t) => write_num(out, t),
-        None => out.extend_from_slice(b"null"),
-    }
+    write_opt_num(out, s.tx_id);
     out.extend_from_slice(b",\"lsn\":");
-    match s.lsn {
-        Some(l) => write_num(out, l.0),
-        None => out.extend_from_slice(b"null"),
+    write_opt_num(out, s.lsn.map(|l| l.0 as i64));
+    if v3 {
+        out.extend_from_slice(b",\"xmin\":null,\"origin\":null,\"origin_lsn\":null},\"transaction\":null,\"op\":");
+        write_str(out, e.op.code());
+        out.extend_from_slice(b",\"ts_ms\":");
+        write_num(out, e.ts_ms);
+        out.extend_from_slice(b",\"ts_us\":");
+        write_num(out, e.ts_ns.div_euclid(1000));
+        out.extend_from_slice(b",\"ts_ns\":");
+        write_num(out, e.ts_ns);
+        out.push(b'}');
+    } else {
+        out.extend_from_slice(b",\"xmin\":null},\"op\":");
+        write_str(out, e.op.code());
+        out.extend_from_slice(b",\"ts_ms\":");
+        write_num(out, e.ts_ms);
+        out.extend_from_slice(b",\"transaction\":null}");
     }
-    out.extend_from_slice(b",\"xmin\":null},\"op\":");
-    write_str(out, e.op.code());
-    out.extend_from_slice(b",\"ts_ms\":");
-    write_num(out, e.ts_ms);
-    out.extend_from_slice(b",\"transaction\":null}");
 }
 
 /// A hash of field names, types and optionality (a table altered gets a new schema).
@@ -275,10 +322,11 @@ impl JsonWriter {
 
     fn schema(&mut self, fields: &std::sync::Arc<Vec<Field>>, kind: u8, topic: &str, e: Option<&ChangeEvent>) -> &str {
         let binary = self.cfg.binary;
+        let version = self.cfg.envelope;
         let key = (fingerprint(fields), kind, topic.to_string());
         self.schemas.entry(key).or_insert_with(|| {
             let j = match (kind, e) {
-                (KIND_ENVELOPE, Some(e)) => envelope_schema(e, topic, binary),
+                (KIND_ENVELOPE, Some(e)) => envelope_schema(e, topic, binary, version),
                 (KIND_KEY, _) => struct_schema(fields, &format!("{topic}.Key"), false, binary, None),
                 _ => struct_schema(fields, &format!("{topic}.Value"), false, binary, None),
             };
@@ -329,11 +377,12 @@ impl JsonWriter {
             (Payload::Envelope(e), Converter::Json { schemas }) => {
                 let fields = e.after.as_ref().or(e.before.as_ref()).map(|r| &r.fields);
                 let schema_of = fields.map(|f| (f, KIND_ENVELOPE, msg.topic.as_str(), Some(e)));
-                Some(self.wrap(schemas, schema_of, |o| write_envelope(o, e, binary)))
+                let version = self.cfg.envelope;
+                Some(self.wrap(schemas, schema_of, |o| write_envelope(o, e, binary, version)))
             }
             (Payload::Envelope(e), Converter::String) => {
                 let mut out = Vec::with_capacity(2048);
-                write_envelope(&mut out, e, binary);
+                write_envelope(&mut out, e, binary, self.cfg.envelope);
                 Some(out)
             }
             (Payload::Row(r), Converter::Json { schemas }) => {
@@ -399,14 +448,17 @@ mod tests {
             source: Source {
                 name: "tf".into(),
                 ts_ms: 1,
+                ts_us: 1000,
                 snapshot: Snapshot::False,
                 db: "postgres".into(),
                 schema: "public".into(),
                 table: "mnist_train".into(),
                 tx_id: Some(7),
                 lsn: Some(Lsn(100)),
+                last_commit_lsn: None,
             },
             ts_ms: 2,
+            ts_ns: 2_000_000,
             key: Some(Row::new(Arc::new(vec![f[0].clone()]), vec![Value::Int32(1)])),
         }
     }

@@ -8,6 +8,7 @@
 pub mod binary;
 pub mod datum;
 pub mod debezium;
+pub mod defaults;
 pub mod text;
 
 use std::collections::HashMap;
