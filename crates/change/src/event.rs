@@ -144,6 +144,8 @@ pub struct ChangeEvent {
     pub ts_ns: i64,
     /// The primary key (or replica identity) columns of the row.
     pub key: Option<Row>,
+    /// The table's fields when the event has no row (a truncate), for its value schema.
+    pub fields: Option<Arc<Vec<crate::Field>>>,
 }
 
 /// What a message carries.

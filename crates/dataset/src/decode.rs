@@ -130,7 +130,9 @@ fn decode_json(value: &[u8], what: &dyn Display, opts: &DecodeOptions) -> Result
     } else {
         payload
     };
-    if row.is_null() {
+    // ExtractNewRecordState with `delete.tombstone.handling.mode=rewrite` (or the older
+    // `delete.handling.mode=rewrite`): a delete is its old row with `__deleted: "true"`.
+    if row.is_null() || row.get("__deleted").is_some_and(|d| d == "true" || d == &J::Bool(true)) {
         return Ok(None);
     }
     let label = match row.get(&opts.label_field) {
@@ -202,6 +204,7 @@ pub fn from_message(m: &Message, opts: &DecodeOptions) -> Result<Option<Example>
             };
             return decode_csv(key, t.as_bytes(), &what).map(Some);
         }
+        Payload::Row(r) if r.get("__deleted") == Some(&Value::String("true".into())) => return Ok(None),
         Payload::Row(r) => r,
         Payload::Envelope(e) => match (e.op, &e.after) {
             (tensorcdc_change::Op::Delete | tensorcdc_change::Op::Truncate, _) | (_, None) => return Ok(None),

@@ -4,7 +4,10 @@
 //       runs Debezium's embedded engine (DebeziumEngine.create(Json.class)) from the
 //       properties file PROPS and appends each record as one JSON line
 //       {"topic":…,"key":…,"value":…} to OUT (key and value: the converter's text, or null),
-//       flushed per batch. With producer.bootstrap.servers in PROPS the records also go to
+//       flushed per batch. With key.converter / value.converter in PROPS (as a Kafka Connect
+//       worker has them, e.g. the blog's StringConverter) those converters write the
+//       records (DebeziumEngine.create(Connect.class)); otherwise Json.class does.
+//       With producer.bootstrap.servers in PROPS the records also go to
 //       that broker (topic = the record's destination). A line "ready" goes to stdout once
 //       the engine runs; it stops cleanly on SIGTERM (offsets flushed).
 //   java -cp … DbzHarness connect IN OUT
@@ -13,7 +16,10 @@
 //       fromConnectData: what Connect makes of them, to compare with Debezium's own.
 import io.debezium.engine.ChangeEvent;
 import io.debezium.engine.DebeziumEngine;
+import io.debezium.embedded.Connect;
 import io.debezium.engine.format.Json;
+import org.apache.kafka.connect.source.SourceRecord;
+import org.apache.kafka.connect.storage.Converter;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import org.apache.kafka.clients.producer.KafkaProducer;
@@ -70,29 +76,38 @@ public class DbzHarness {
         final KafkaProducer<byte[], byte[]> prod = producer;
         Writer out = new BufferedWriter(new OutputStreamWriter(new FileOutputStream(outPath, true), StandardCharsets.UTF_8), 1 << 20);
         CompletableFuture<Throwable> done = new CompletableFuture<>();
-        DebeziumEngine<ChangeEvent<String, String>> engine = DebeziumEngine.create(Json.class)
-            .using(props)
-            .using((success, message, error) -> done.complete(success ? null : (error != null ? error : new RuntimeException(message))))
-            .notifying((records, committer) -> {
-                try {
-                    for (ChangeEvent<String, String> r : records) {
-                        out.write(line(r.destination(), r.key(), r.value()));
-                        out.write('\n');
-                        if (prod != null) {
-                            prod.send(new ProducerRecord<>(r.destination(),
-                                r.key() == null ? null : r.key().getBytes(StandardCharsets.UTF_8),
-                                r.value() == null ? null : r.value().getBytes(StandardCharsets.UTF_8)));
-                        }
+        DebeziumEngine.CompletionCallback callback = (success, message, error) -> done.complete(success ? null : (error != null ? error : new RuntimeException(message)));
+        DebeziumEngine<?> engine;
+        if (props.containsKey("key.converter") || props.containsKey("value.converter")) {
+            Converter kc = converter(props, "key.converter", true);
+            Converter vc = converter(props, "value.converter", false);
+            engine = DebeziumEngine.create(Connect.class).using(props).using(callback)
+                .notifying((List<ChangeEvent<SourceRecord, SourceRecord>> records, DebeziumEngine.RecordCommitter<ChangeEvent<SourceRecord, SourceRecord>> committer) -> {
+                    for (ChangeEvent<SourceRecord, SourceRecord> r : records) {
+                        SourceRecord sr = r.value();
+                        byte[] k = kc.fromConnectData(sr.topic(), sr.keySchema(), sr.key());
+                        byte[] v = vc.fromConnectData(sr.topic(), sr.valueSchema(), sr.value());
+                        emit(out, prod, sr.topic(), k, v);
                         committer.markProcessed(r);
                     }
-                    out.flush();
-                    if (prod != null) prod.flush();
+                    finishBatch(out, prod);
                     committer.markBatchFinished();
-                } catch (IOException e) {
-                    throw new UncheckedIOException(e);
-                }
-            })
-            .build();
+                })
+                .build();
+        } else {
+            engine = DebeziumEngine.create(Json.class).using(props).using(callback)
+                .notifying((List<ChangeEvent<String, String>> records, DebeziumEngine.RecordCommitter<ChangeEvent<String, String>> committer) -> {
+                    for (ChangeEvent<String, String> r : records) {
+                        emit(out, prod, r.destination(),
+                            r.key() == null ? null : r.key().getBytes(StandardCharsets.UTF_8),
+                            r.value() == null ? null : r.value().getBytes(StandardCharsets.UTF_8));
+                        committer.markProcessed(r);
+                    }
+                    finishBatch(out, prod);
+                    committer.markBatchFinished();
+                })
+                .build();
+        }
         ExecutorService ex = Executors.newSingleThreadExecutor();
         Runnable stop = () -> {
             try { engine.close(); } catch (IOException e) { e.printStackTrace(); }
@@ -114,6 +129,36 @@ public class DbzHarness {
             Runtime.getRuntime().halt(1);
         }
         System.exit(0);
+    }
+
+    static Converter converter(Properties props, String prefix, boolean key) {
+        String cls = props.getProperty(prefix, "org.apache.kafka.connect.json.JsonConverter");
+        try {
+            Converter c = (Converter) Class.forName(cls).getDeclaredConstructor().newInstance();
+            Map<String, Object> cfg = new HashMap<>();
+            for (String name : props.stringPropertyNames()) {
+                if (name.startsWith(prefix + ".")) cfg.put(name.substring(prefix.length() + 1), props.getProperty(name));
+            }
+            c.configure(cfg, key);
+            return c;
+        } catch (ReflectiveOperationException e) {
+            throw new IllegalArgumentException(prefix + "=" + cls + ": " + e);
+        }
+    }
+
+    static void emit(Writer out, KafkaProducer<byte[], byte[]> prod, String topic, byte[] k, byte[] v) {
+        try {
+            out.write(line(topic, k == null ? null : new String(k, StandardCharsets.UTF_8), v == null ? null : new String(v, StandardCharsets.UTF_8)));
+            out.write('\n');
+        } catch (IOException e) {
+            throw new UncheckedIOException(e);
+        }
+        if (prod != null) prod.send(new ProducerRecord<>(topic, k, v));
+    }
+
+    static void finishBatch(Writer out, KafkaProducer<byte[], byte[]> prod) {
+        try { out.flush(); } catch (IOException e) { throw new UncheckedIOException(e); }
+        if (prod != null) prod.flush();
     }
 
     static void connect(String inPath, String outPath) throws Exception {

@@ -17,7 +17,11 @@ pub(crate) struct Rel {
     pub schema: Arc<str>,
     pub table: Arc<str>,
     pub topic: String,
+    /// The types of all the relation's columns (as tuples carry them).
     pub types: Vec<PgType>,
+    /// The columns that become fields: Debezium leaves out those of a type it has no
+    /// schema for (`debezium::supported`).
+    pub keep: Vec<usize>,
     pub fields: Arc<Vec<Field>>,
     pub key_idx: Vec<usize>,
     pub key_fields: Arc<Vec<Field>>,
@@ -76,8 +80,10 @@ pub(crate) async fn describe(client: &Client, oid: u32, cache: &mut TypeCache) -
 }
 
 pub(crate) fn build_rel(cfg: &CaptureConfig, schema: &str, table: &str, cols: &[Column], key_names: &[String]) -> Rel {
-    let fields: Vec<Field> = cols
+    let keep: Vec<usize> = (0..cols.len()).filter(|&i| types::debezium::supported(&cols[i].ty)).collect();
+    let fields: Vec<Field> = keep
         .iter()
+        .map(|&i| &cols[i])
         .map(|c| {
             let f = types::debezium::field(&c.name, &c.ty, !c.notnull, &cfg.types);
             match c.default.as_deref().and_then(|e| types::defaults::default_value(&c.ty, e, &cfg.types)) {
@@ -92,13 +98,14 @@ pub(crate) fn build_rel(cfg: &CaptureConfig, schema: &str, table: &str, cols: &[
     // `message.key.columns` wins over the primary key (and keys a table without one).
     let name = format!("{schema}.{table}");
     let key_names = cfg.message_key_columns.iter().find(|(re, _)| re.is_match(&name)).map_or(key_names, |(_, cols)| cols.as_slice());
-    let key_idx: Vec<usize> = key_names.iter().filter_map(|k| cols.iter().position(|c| &c.name == k)).collect();
+    let key_idx: Vec<usize> = key_names.iter().filter_map(|k| fields.iter().position(|c| &c.name == k)).collect();
     let key_fields = key_idx.iter().map(|&i| Field { optional: false, ..fields[i].clone() }).collect();
     Rel {
         schema: schema.into(),
         table: table.into(),
         topic: format!("{}.{schema}.{table}", cfg.topic_prefix),
         types: cols.iter().map(|c| c.ty.clone()).collect(),
+        keep,
         fields: Arc::new(fields),
         key_idx,
         key_fields: Arc::new(key_fields),
@@ -122,12 +129,12 @@ impl Rel {
                 self.schema, self.table, Lsn(lsn), tuple.len(), self.types.len()
             )));
         }
-        let values = tuple
+        let values = self
+            .keep
             .iter()
-            .zip(&self.types)
             .enumerate()
-            .map(|(i, (v, t))| {
-                types::from_tuple(t, v, &self.settings).map_err(|e| {
+            .map(|(i, &c)| {
+                types::from_tuple(&self.types[c], &tuple[c], &self.settings).map_err(|e| {
                     CaptureError::Protocol(format!("{}.{} column {} at LSN {}: {e}", self.schema, self.table, self.fields[i].name, Lsn(lsn)))
                 })
             })

@@ -117,7 +117,8 @@ impl Default for CaptureConfig {
             snapshot_mode: SnapshotMode::Initial,
             converter: ConverterConfig::default(),
             tombstones_on_delete: true,
-            skipped_ops: vec![],
+            // Debezium's default `skipped.operations`: truncates are not emitted.
+            skipped_ops: vec!["t".into()],
             binary_tuples: true,
             status_interval_ms: 10_000,
             max_batch_size: 2048,

@@ -124,6 +124,7 @@ impl Ctx<'_> {
             ts_ms: now_ns.div_euclid(1_000_000),
             ts_ns: now_ns,
             key,
+            fields: (op == Op::Truncate).then(|| rel.fields.clone()),
         };
         let msg = Message {
             topic: rel.topic.clone(),

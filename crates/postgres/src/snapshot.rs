@@ -112,12 +112,14 @@ pub(crate) async fn snapshot(
         let estimate: f32 = client.query_one("SELECT reltuples FROM pg_class WHERE oid = $1", &[oid]).await.map_err(pg("pg_class.reltuples"))?.get(0);
         let table_start = rows_done;
         ctx.stats.lock().expect("stats").snapshot_table = Some((format!("{schema}.{table}"), 0, estimate as i64));
-        // Types we cannot decode in binary are read as text (`types::from_copy` knows which).
+        let rel = Arc::new(build_rel(ctx.cfg, schema, table, &cols, &pk));
+        // Only the columns that become fields; types we cannot decode in binary are read as
+        // text (`types::from_copy` knows which).
+        let cols: Vec<&crate::catalog::Column> = rel.keep.iter().map(|&i| &cols[i]).collect();
         let select: Vec<String> = cols
             .iter()
             .map(|c| if c.ty.binary_supported() { quote_ident(&c.name) } else { format!("{}::text", quote_ident(&c.name)) })
             .collect();
-        let rel = Arc::new(build_rel(ctx.cfg, schema, table, &cols, &pk));
         let sql = format!("COPY (SELECT {} FROM {}.{}) TO STDOUT (FORMAT binary)", select.join(", "), quote_ident(schema), quote_ident(table));
         let stream = client.copy_out(sql.as_str()).await.map_err(pg("COPY snapshot"))?;
         futures::pin_mut!(stream);
@@ -127,10 +129,10 @@ pub(crate) async fn snapshot(
             while let Some(fields) = reader.next_row(ncols)? {
                 let values = fields
                     .into_iter()
-                    .zip(&rel.types)
+                    .zip(&cols)
                     .enumerate()
-                    .map(|(i, (v, t))| {
-                        types::from_copy(t, v, &rel.settings)
+                    .map(|(i, (v, c))| {
+                        types::from_copy(&c.ty, v, &rel.settings)
                             .map_err(|e| CaptureError::Protocol(format!("snapshot of {schema}.{table} column {}: {e}", cols[i].name)))
                     })
                     .collect::<Result<Vec<_>, _>>()?;
@@ -161,8 +163,9 @@ pub(crate) async fn snapshot(
         }
     }
     if let Some((r, last, first)) = held.take() {
-        let last_table = tables.last().is_some_and(|(s, t, _)| **s == *r.schema && **t == *r.table);
-        ctx.event(&mut batch, &r, Op::Read, None, Some(last), Snapshot::of_row(rows_done == 0, last_table, first, true), &tx, lsn);
+        // As Debezium, which holds its last record back too: the snapshot's very last row
+        // is `last`, even when the tables after its own are empty.
+        ctx.event(&mut batch, &r, Op::Read, None, Some(last), Snapshot::of_row(rows_done == 0, true, first, true), &tx, lsn);
         rows_done += 1;
     }
     if !batch.is_empty() {

@@ -340,7 +340,8 @@ async fn handle(
                     let known = catalog.iter().find(|x| x.name == c.name);
                     cols.push(Column { name: c.name.clone(), ty, notnull: known.is_some_and(|x| x.notnull), default: known.and_then(|x| x.default.clone()) });
                 }
-                let pk = if pk.is_empty() { columns.iter().filter(|c| c.key).map(|c| c.name.clone()).collect() } else { pk };
+                // The primary key only, as Debezium: the relation's key flags are the replica
+                // identity, all columns under REPLICA IDENTITY FULL (a keyless table has a null key).
                 (cols, pk)
             } else {
                 (columns.iter().map(|c| Column { name: c.name.clone(), ty: PgType::builtin(c.type_oid, c.type_mod), notnull: false, default: None }).collect(), vec![])

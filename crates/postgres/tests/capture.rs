@@ -44,7 +44,9 @@ async fn snapshot_then_stream_exactly_once_in_commit_order() {
     assert!(snap.len() >= 2000, "the 2000 rows present before start are in the snapshot");
     assert_eq!(snap.len() + streamed.len(), 4000);
     assert_eq!(envelope(snap.last().unwrap()).source.snapshot, Snapshot::Last);
-    assert!(snap[..snap.len() - 1].iter().all(|m| envelope(m).source.snapshot == Snapshot::True));
+    // Debezium 3's markers: `first`, then `true` up to the last (one table).
+    assert_eq!(envelope(snap[0]).source.snapshot, Snapshot::First);
+    assert!(snap[1..snap.len() - 1].iter().all(|m| envelope(m).source.snapshot == Snapshot::True));
     // Streamed rows come in commit order (one inserter, so ascending ids), after the snapshot.
     assert!(streamed.windows(2).all(|w| w[0] < w[1]), "commit order");
     let first_stream = msgs.iter().position(|m| envelope(m).op == Op::Create).unwrap();
@@ -69,7 +71,8 @@ async fn updates_deletes_truncate_and_replica_identity() {
     let pg = start_pg(&[]);
     let c = client(&pg).await;
     c.batch_execute(CREATE).await.unwrap();
-    let mut run = spawn(config(&pg, "s2"), identity());
+    // Truncates are skipped by default, as Debezium's `skipped.operations=t`: ask for them.
+    let mut run = spawn(tensorcdc_postgres::CaptureConfig { skipped_ops: vec![], ..config(&pg, "s2") }, identity());
     run.wait_streaming().await;
     insert_rows(&c, "mnist_train", 0, 2).await;
     c.batch_execute("UPDATE mnist_train SET label = 9 WHERE id = 1").await.unwrap();

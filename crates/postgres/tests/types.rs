@@ -79,9 +79,12 @@ async fn every_type_as_debezium_writes_it_from_snapshot_and_stream() {
                 for (i, case) in cases.iter().enumerate() {
                     let col = format!("c{i}");
                     let mut want_schema = case["schema"].clone();
-                    want_schema["field"] = J::from(col.clone());
+                    if !want_schema.is_null() {
+                        want_schema["field"] = J::from(col.clone());
+                    }
                     let what = format!("{name} / {path}: {} {}", case["type"].as_str().unwrap(), case["literal"].as_str().unwrap());
-                    if schemas.get(&col) != Some(&want_schema) {
+                    // A null golden schema: Debezium leaves the column out.
+                    if schemas.get(&col) != Some(&want_schema) && !(want_schema.is_null() && !schemas.contains_key(&col)) {
                         failures.push(format!("{what}: schema {} != golden {}", schemas.get(&col).map_or("none".into(), |s| s.to_string()), want_schema));
                     }
                     if after[&col] != case["value"] {

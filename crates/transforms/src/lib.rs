@@ -243,6 +243,7 @@ mod tests {
                 ts_ms: 2,
                 ts_ns: 2_000_000,
                 key: Some(Row::new(Arc::new(vec![Field::new("id", FieldType::Int32, false)]), vec![Value::Int32(3)])),
+                fields: None,
             },
             Some(Lsn(50)),
         )

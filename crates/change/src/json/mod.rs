@@ -216,7 +216,12 @@ fn write_row(out: &mut Vec<u8>, row: &Row, binary: BinaryMode) {
         }
         write_str(out, &f.name);
         out.push(b':');
-        write_value(out, v, Some(f), binary);
+        // Kafka Connect's JsonConverter writes a null as the field's default when it has one
+        // (`replace.null.with.default`, true by default): so does Debezium's every event.
+        match (v, f.logical.as_ref().and_then(|l| l.default.as_deref())) {
+            (Value::Null, Some(d)) => out.extend_from_slice(d.as_bytes()),
+            _ => write_value(out, v, Some(f), binary),
+        }
     }
     out.push(b'}');
 }
@@ -375,7 +380,7 @@ impl JsonWriter {
             (Payload::Tombstone, _) => None,
             (Payload::Text(t), _) => Some(t.clone().into_bytes()),
             (Payload::Envelope(e), Converter::Json { schemas }) => {
-                let fields = e.after.as_ref().or(e.before.as_ref()).map(|r| &r.fields);
+                let fields = e.after.as_ref().or(e.before.as_ref()).map(|r| &r.fields).or(e.fields.as_ref());
                 let schema_of = fields.map(|f| (f, KIND_ENVELOPE, msg.topic.as_str(), Some(e)));
                 let version = self.cfg.envelope;
                 Some(self.wrap(schemas, schema_of, |o| write_envelope(o, e, binary, version)))
@@ -460,6 +465,7 @@ mod tests {
             ts_ms: 2,
             ts_ns: 2_000_000,
             key: Some(Row::new(Arc::new(vec![f[0].clone()]), vec![Value::Int32(1)])),
+            fields: None,
         }
     }
 

@@ -154,6 +154,16 @@ fn variable_scale_fields() -> Vec<Field> {
 }
 
 /// The field schema of a column (its literal type, semantic name and parameters).
+/// False for the types Debezium has no schema for, whose columns it leaves out of its
+/// events (`PostgresValueConverter.schemaBuilder` returns null): arrays of money, name,
+/// interval, varbit, xml and point.
+pub fn supported(t: &PgType) -> bool {
+    match &t.kind {
+        Kind::Array(e) => !(e.kind == Kind::Builtin && [oids::MONEY, oids::NAME, oids::INTERVAL, oids::VARBIT, oids::XML, oids::POINT].contains(&e.oid)),
+        _ => true,
+    }
+}
+
 pub fn field(name: &str, t: &PgType, optional: bool, s: &TypeSettings) -> Field {
     let (ty, logical) = schema(t, s);
     let f = Field::new(name, ty, optional);
