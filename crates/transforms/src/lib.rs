@@ -1,8 +1,9 @@
 //! Transforms: plain functions over one message, as Kafka Connect SMTs are.
 //!
 //! * [`Transform::Unwrap`]: Debezium's `ExtractNewRecordState` — the envelope becomes its
-//!   `after` row; deletes are dropped or kept as tombstones (`delete.handling.mode`,
-//!   `drop.tombstones`); `add.fields` appends `__op`, `__table`, `__lsn`, `__source_ts_ms`...
+//!   `after` row; deletes are dropped, rewritten or kept as tombstones (Debezium 3's
+//!   `delete.tombstone.handling.mode`, default `tombstone`; Debezium 2's
+//!   `delete.handling.mode` and `drop.tombstones`); `add.fields` appends `__op`, `__table`, `__lsn`, `__source_ts_ms`...
 //! * [`Transform::Filter`]: keep messages whose table matches a regex and whose op is listed.
 //! * [`Transform::MnistCsv`]: the blog's MnistToCsv — key = the label as text, value = the
 //!   784 pixel values 0..255 joined by commas (field names configurable).
@@ -66,12 +67,29 @@ impl Transform {
         let mut known = vec!["type"];
         let t = if ty.ends_with("ExtractNewRecordState") || ty == "unwrap" {
             known.extend(["drop.tombstones", "delete.handling.mode", "delete.tombstone.handling.mode", "add.fields"]);
-            let drop_tombstones = props.get("drop.tombstones").map(|v| parse_bool(name, "drop.tombstones", v)).transpose()?.unwrap_or(true);
-            let delete_handling = match props.get("delete.handling.mode").map(String::as_str).unwrap_or("drop") {
-                "drop" => DeleteHandling::Drop,
-                "rewrite" => DeleteHandling::Rewrite,
-                "none" => DeleteHandling::None,
-                o => return Err(err(name, "delete.handling.mode", format!("{o:?}: expected drop, rewrite or none"))),
+            // Debezium 3's `delete.tombstone.handling.mode` (default `tombstone`: the delete
+            // is dropped, its tombstone kept); Debezium 2's `drop.tombstones` (default true)
+            // and `delete.handling.mode` (default drop) when only those are given.
+            let legacy = props.contains_key("drop.tombstones") || props.contains_key("delete.handling.mode");
+            let (drop_tombstones, delete_handling) = match props.get("delete.tombstone.handling.mode").map(String::as_str) {
+                Some("drop") => (true, DeleteHandling::Drop),
+                Some("tombstone") => (false, DeleteHandling::Drop),
+                Some("rewrite") => (true, DeleteHandling::Rewrite),
+                Some("rewrite-with-tombstone") => (false, DeleteHandling::Rewrite),
+                Some("delete-to-tombstone") => (true, DeleteHandling::None),
+                Some(o) => {
+                    return Err(err(name, "delete.tombstone.handling.mode", format!("{o:?}: expected drop, tombstone, rewrite, rewrite-with-tombstone or delete-to-tombstone")))
+                }
+                None if !legacy => (false, DeleteHandling::Drop),
+                None => (
+                    props.get("drop.tombstones").map(|v| parse_bool(name, "drop.tombstones", v)).transpose()?.unwrap_or(true),
+                    match props.get("delete.handling.mode").map(String::as_str).unwrap_or("drop") {
+                        "drop" => DeleteHandling::Drop,
+                        "rewrite" => DeleteHandling::Rewrite,
+                        "none" => DeleteHandling::None,
+                        o => return Err(err(name, "delete.handling.mode", format!("{o:?}: expected drop, rewrite or none"))),
+                    },
+                ),
             };
             let add_fields = props.get("add.fields").map(|v| v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()).unwrap_or_default();
             Transform::Unwrap { drop_tombstones, delete_handling, add_fields }
@@ -180,7 +198,8 @@ fn mnist_csv(msg: Message, label_field: &str, pixels_field: &str) -> Option<Mess
         Payload::Row(r) => r,
         Payload::Envelope(e) => e.after.as_ref()?,
         Payload::Text(_) => return Some(msg),
-        Payload::Tombstone => return None,
+        // A deleted row's tombstone passes, keyed by the row: readers remove its example.
+        Payload::Tombstone => return Some(msg),
     };
     let label = row.get(label_field).and_then(Value::as_i64)?;
     let pixels = match row.get(pixels_field)? {
@@ -283,7 +302,13 @@ mod tests {
         let mut tomb = event(Op::Create);
         tomb.payload = Payload::Tombstone;
         assert!(keep.apply(tomb.clone()).is_some());
-        assert!(Transform::from_config("u", &props(&[("type", "unwrap")])).unwrap().apply(tomb).is_none());
+        // Debezium 3's default (`delete.tombstone.handling.mode=tombstone`): the delete goes,
+        // its tombstone stays; Debezium 2's (`drop.tombstones` alone, default true) dropped it.
+        let v3 = Transform::from_config("u", &props(&[("type", "unwrap")])).unwrap();
+        assert!(v3.apply(tomb.clone()).is_some() && v3.apply(event(Op::Delete)).is_none());
+        assert!(Transform::from_config("u", &props(&[("type", "unwrap"), ("delete.handling.mode", "drop")])).unwrap().apply(tomb.clone()).is_none());
+        let rw = Transform::from_config("u", &props(&[("type", "unwrap"), ("delete.tombstone.handling.mode", "rewrite")])).unwrap();
+        assert!(rw.apply(tomb).is_none() && matches!(rw.apply(event(Op::Delete)).unwrap().payload, Payload::Row(_)));
     }
 
     #[test]

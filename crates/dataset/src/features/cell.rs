@@ -197,7 +197,7 @@ pub fn cell_of_json(v: &J, schema: Option<&J>) -> Cell {
 /// The record of a Debezium JSON row (`after` or `before`) with its struct schema, if any.
 pub fn record_of_json(row: &serde_json::Map<String, J>, schema: Option<&J>, key: Option<String>) -> Record {
     // With a schema, cells come in the table's column order (as typed rows); without, in
-    // the order serde_json keeps object keys (sorted).
+    // the order the record has them (serde_json keeps it).
     if let Some(fields) = schema.and_then(|s| s["fields"].as_array()) {
         let cells = fields
             .iter()
@@ -220,6 +220,11 @@ pub fn change_of_json(value: Option<&[u8]>, key: Option<String>, what: &dyn std:
         Some(p) if doc.get("schema").is_some() => (p, Some(&doc["schema"])),
         _ => (&doc, None),
     };
+    // A tombstone written by JsonConverter with its schema (`ExtractNewRecordState` keeps the
+    // value schema of the delete it turns into a tombstone): `{"schema":…,"payload":null}`.
+    if payload.is_null() {
+        return Ok(key.map_or(Change::Skip, Change::Delete));
+    }
     let J::Object(env) = payload else { return Err(format!("{what}: expected a JSON object")) };
     let op = env.get("op").and_then(J::as_str);
     let envelope = op.is_some() && (env.contains_key("after") || env.contains_key("before"));
