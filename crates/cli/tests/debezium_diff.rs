@@ -140,7 +140,20 @@ fn base_props(pg: &LocalPg, name: &str, include: &str, prefix_slot: &str) -> BTr
     ])
 }
 
-async fn run_case(pg: &LocalPg, client: &tokio_postgres::Client, dir: &Path, case: &Case) -> (usize, Vec<String>) {
+/// Splits the differences the case names on purpose (printed) from the others (returned).
+fn unnamed(case: &Case, tag: &str, diffs: Vec<String>) -> Vec<String> {
+    let (named, rest): (Vec<String>, Vec<String>) = diffs.into_iter().partition(|d| {
+        case.known.iter().any(|(path, snapshot_only, _)| d.contains(&format!(": value.payload.{path}: ")) && (!snapshot_only || d.contains(" snapshot record ")))
+    });
+    if !named.is_empty() {
+        println!("{tag}: {} named differences:\n  {}", named.len(), named.join("\n  "));
+    }
+    rest
+}
+
+/// Runs one case: the fields compared, the differences, and the records of Debezium and of
+/// the binary-tuple capture (for the Connect round trip).
+async fn run_case(pg: &LocalPg, client: &tokio_postgres::Client, dir: &Path, case: &Case) -> (usize, Vec<String>, Vec<Record>, Vec<Record>) {
     let marker = format!("marker_{}", case.name);
     client.batch_execute(&format!("CREATE TABLE {marker}(id int PRIMARY KEY); {}", case.setup)).await.unwrap();
     let mut dprops = base_props(pg, &case.name, &case.include, "dbz");
@@ -191,24 +204,20 @@ async fn run_case(pg: &LocalPg, client: &tokio_postgres::Client, dir: &Path, cas
     let theirs = dbz.records();
     let mut count = 0;
     let mut diffs = Vec::new();
+    let mut binary_records = Vec::new();
     for (binary, c, d) in ours {
         drop(c.child);
         let mine = read_records(&c.out);
         let tag = format!("{} ({} tuples)", case.name, if binary { "binary" } else { "text" });
         let (n, dd) = compare_records(&tag, &mine, &theirs);
-        let (named, dd): (Vec<String>, Vec<String>) = dd.into_iter().partition(|d| {
-            case.known.iter().any(|(path, snapshot_only, _)| {
-                d.contains(&format!(": value.payload.{path}: ")) && (!snapshot_only || d.contains(" snapshot record "))
-            })
-        });
-        if !named.is_empty() {
-            println!("{tag}: {} named differences:\n  {}", named.len(), named.join("\n  "));
-        }
         assert!(n > 0 || theirs.is_empty(), "{tag}: nothing compared; capture log:\n{}", std::fs::read_to_string(d.join("capture.log")).unwrap_or_default());
         count += n;
-        diffs.extend(dd);
+        diffs.extend(unnamed(case, &tag, dd));
+        if binary {
+            binary_records = mine;
+        }
     }
-    (count, diffs)
+    (count, diffs, binary_records, theirs)
 }
 
 /// Where Debezium 3.6.3 loses a value that tensorcdc keeps: its pgoutput decoder streams a
@@ -332,12 +341,30 @@ async fn every_record_equals_debeziums_field_for_field() {
     let mut total = 0;
     let mut diffs = Vec::new();
     let mut per_case = Vec::new();
+    let mut all = Vec::new();
     for case in &cases {
-        let (n, d) = run_case(&pg, &client, &root, case).await;
+        let (n, d, mine, theirs) = run_case(&pg, &client, &root, case).await;
         per_case.push(format!("{}: {n} fields, {} differences", case.name, d.len()));
         total += n;
         diffs.extend(d);
+        all.push((mine, theirs));
     }
+    // Ours read by Connect: every record of ours and of Debezium's through the real
+    // JsonConverter (toConnectData, then fromConnectData) gives the same Connect data.
+    let mine: Vec<Record> = all.iter().flat_map(|(m, _)| m.clone()).collect();
+    let theirs: Vec<Record> = all.iter().flat_map(|(_, t)| t.clone()).collect();
+    let mine_rt = tensorcdc_dbzref::connect_roundtrip(&mine, &root.join("connect-ours")).unwrap_or_else(|e| panic!("ours: {e}"));
+    let theirs_rt = tensorcdc_dbzref::connect_roundtrip(&theirs, &root.join("connect-debezium")).unwrap_or_else(|e| panic!("Debezium's: {e}"));
+    assert_eq!((mine_rt.len(), theirs_rt.len()), (mine.len(), theirs.len()), "JsonConverter gave back every record");
+    let (mut at_m, mut at_t, mut connect_fields) = (0, 0, 0);
+    for (case, (m, t)) in cases.iter().zip(&all) {
+        let tag = format!("{} (through Connect)", case.name);
+        let (n, d) = compare_records(&tag, &mine_rt[at_m..at_m + m.len()], &theirs_rt[at_t..at_t + t.len()]);
+        (at_m, at_t) = (at_m + m.len(), at_t + t.len());
+        connect_fields += n;
+        diffs.extend(unnamed(case, &tag, d));
+    }
+    per_case.push(format!("through Kafka Connect's JsonConverter: {connect_fields} fields"));
     println!("compared with Debezium 3.6.3: {total} fields in {} cases\n  {}", cases.len(), per_case.join("\n  "));
     let report = std::env::temp_dir().join("tensorcdc-debezium-diff.txt");
     std::fs::write(&report, diffs.join("\n")).unwrap();

@@ -237,6 +237,7 @@ pub fn read_records(path: &Path) -> Vec<Record> {
 /// record Connect refuses.
 pub fn connect_roundtrip(records: &[Record], dir: &Path) -> Result<Vec<Record>, String> {
     let (classes, libs) = compiled()?;
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let input = dir.join("connect-in.jsonl");
     let output = dir.join("connect-out.jsonl");
     let lines: String = records
