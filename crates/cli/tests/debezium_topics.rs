@@ -167,5 +167,27 @@ async fn debeziums_topics_read_as_ours() {
         let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "train on {topic}: {text}");
         assert!(text.contains(&format!("training on {} examples", read[name])), "train on {topic}: {text}");
+        // Evaluate, bounded and through a consumer group; live predictions of its records.
+        let m = model.to_str().unwrap();
+        let group = format!("eval-{name}");
+        // Bounded: the table as it is (keyed); a group evaluates each version as it streams
+        // by (every insert and the update, not the delete): the same counts for every form.
+        for (extra, want) in [(vec![], read[name]), (vec!["--group", group.as_str(), "--stream-timeout", "3000"], ROWS + 21)] {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_tensorcdc"))
+                .args(["evaluate", "--kafka", &brokers, "--topic", &topic, "--model", m])
+                .args(&extra)
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+            println!("evaluate {topic} {extra:?}: {}", text.lines().rev().take(2).collect::<Vec<_>>().join(" | "));
+            assert!(out.status.success() && text.contains(&format!("{want} examples")), "evaluate {extra:?} on {topic}: {text}");
+        }
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tensorcdc"))
+            .args(["predict", "--follow", "--kafka", &brokers, "--topic", &topic, "--group", &format!("predict-{name}"), "--max", "5", "--model", m])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        println!("predict --follow {topic}: {}", text.lines().take(2).collect::<Vec<_>>().join(" | "));
+        assert!(out.status.success() && text.lines().count() == 5, "predict --follow on {topic}: {text}{}", String::from_utf8_lossy(&out.stderr));
     }
 }
