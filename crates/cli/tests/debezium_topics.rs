@@ -11,6 +11,9 @@
 //!   String converter: label key, CSV value. That form carries no row key (the blog's
 //!   records are keyed by label), so an update adds an example and a delete removes none:
 //!   the test checks it holds every version of every row, as the blog's consumer sees them.
+//!
+//! And `run --kafka --group` learns from and predicts the rows of Debezium's topic of a table
+//! of numbers.
 
 mod common;
 
@@ -190,4 +193,94 @@ async fn debeziums_topics_read_as_ours() {
         println!("predict --follow {topic}: {}", text.lines().take(2).collect::<Vec<_>>().join(" | "));
         assert!(out.status.success() && text.lines().count() == 5, "predict --follow on {topic}: {text}{}", String::from_utf8_lossy(&out.stderr));
     }
+}
+
+/// `tensorcdc run --kafka --group` on the change events Debezium 3.6.3 wrote of a table of
+/// numbers (breast_cancer): the first version learns from the labelled rows, every row
+/// inserted without a label gets one prediction, a deleted row loses its prediction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_learns_and_predicts_from_debeziums_topic() {
+    assert!(tensorcdc_dbzref::libs_dir().is_some(), "Debezium 3.6.3's jars are not installed: run scripts/install-deps.sh");
+    let dir = tempfile::tempdir().unwrap();
+    let (pg, c, header, rows) = common::cancer_table(dir.path(), "int").await;
+    let insert = |from: usize, to: usize, labelled: bool| {
+        let values: Vec<String> = (from..to)
+            .map(|i| {
+                let mut r = rows[i % rows.len()].clone();
+                if !labelled {
+                    *r.last_mut().unwrap() = "NULL".into();
+                }
+                format!("({},{})", i + 1, r.join(","))
+            })
+            .collect();
+        format!("INSERT INTO cancer(id,{}) VALUES {}", header.join(","), values.join(","))
+    };
+    let noida = Noida::start().unwrap();
+    let brokers = noida.bootstrap();
+    let props: BTreeMap<String, String> = [
+        ("database.hostname", "127.0.0.1".to_string()),
+        ("database.port", pg.port().to_string()),
+        ("database.user", "postgres".into()),
+        ("database.password", "unused".into()),
+        ("database.dbname", "postgres".into()),
+        ("topic.prefix", "dbz".into()),
+        ("plugin.name", "pgoutput".into()),
+        ("slot.name", "dbz_cancer".into()),
+        ("publication.autocreate.mode", "filtered".into()),
+        ("table.include.list", "public.cancer".into()),
+        ("producer.bootstrap.servers", brokers.clone()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let mut dbz = Debezium::start(&dir.path().join("debezium"), &props).unwrap();
+    // Debezium's slot exists once it streams: the labelled rows go in after it.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while c.query_one("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'dbz_cancer' AND active", &[]).await.unwrap().get::<_, i64>(0) == 0 {
+        assert!(Instant::now() < deadline, "Debezium made no slot in 60 s:\n{}", dbz.log_tail());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    c.batch_execute(&insert(0, 400, true)).await.unwrap();
+    wait_count(&brokers, "dbz.public.cancer", 400, 60, &|| dbz.log_tail());
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tensorcdc"));
+    cmd.args(["run", "--source", &pg.url("postgres"), "--table", "cancer", "--label", "target", "--layers", "16", "--initial-epochs", "20"])
+        .args(["--retrain-every", "1000000", "--retrain-secs", "1e9", "--metrics-addr", "off", "--kafka", &brokers, "--topic", "dbz.public.cancer", "--group", "run-dbz"])
+        .arg("--out")
+        .arg(dir.path().join("run"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let lines = common::Lines::of(child.stdout.take().unwrap());
+    let err = common::Lines::of(child.stderr.take().unwrap());
+    let _run = common::Kill(child);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let v1 = loop {
+        if Instant::now() > deadline {
+            let said: Vec<String> = std::iter::from_fn(|| err.try_next(100)).collect();
+            panic!("run on Debezium's topic: no version 1 within 90 s; its stderr:\n{}", said.join("\n"));
+        }
+        if let Some(l) = lines.try_next(500).filter(|l| l.starts_with("version 1:")) {
+            break l;
+        }
+    };
+    assert!(v1.contains("400 examples") || v1.contains("serving"), "{v1}");
+    c.batch_execute(&insert(400, 500, false)).await.unwrap();
+    let count = |sql: &'static str| {
+        let c = &c;
+        async move { c.query_one(sql, &[]).await.map_or(0, |r| r.get::<_, i64>(0)) }
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while count("SELECT count(*) FROM cancer_predictions").await < 100 {
+        assert!(Instant::now() < deadline, "run predicted {} of Debezium's 100 unlabelled rows in 60 s", count("SELECT count(*) FROM cancer_predictions").await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(count("SELECT count(*) FROM cancer WHERE target IS NULL AND id::text NOT IN (SELECT row_key FROM cancer_predictions)").await, 0, "every unlabelled row predicted");
+    c.batch_execute("DELETE FROM cancer WHERE id = 450").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count("SELECT count(*) FROM cancer_predictions WHERE row_key = '450'").await > 0 {
+        assert!(Instant::now() < deadline, "row 450's prediction stayed after Debezium's delete event");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(count("SELECT count(*) FROM cancer_predictions").await, 99, "one prediction per unlabelled row left");
+    dbz.stop().unwrap();
 }
