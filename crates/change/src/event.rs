@@ -146,6 +146,19 @@ pub struct ChangeEvent {
     pub key: Option<Row>,
     /// The table's fields when the event has no row (a truncate), for its value schema.
     pub fields: Option<Arc<Vec<crate::Field>>>,
+    /// The `transaction` block (`provide.transaction.metadata`).
+    pub transaction: Option<TxBlock>,
+}
+
+/// Debezium's `transaction` block of a change event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxBlock {
+    /// `<txId>:<LSN>`.
+    pub id: String,
+    /// The event's place in its transaction, from 1.
+    pub total_order: i64,
+    /// The event's place among its table's events in the transaction, from 1.
+    pub data_collection_order: i64,
 }
 
 /// What a message carries.

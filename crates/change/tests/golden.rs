@@ -50,6 +50,7 @@ fn event(op: Op, before: Option<Row>, after: Option<Row>, tx: i64, lsn: u64, ts_
             ts_ns: ts_ms * 1_000_000,
             key: Some(key),
             fields: None,
+                transaction: None,
         },
         None,
     )

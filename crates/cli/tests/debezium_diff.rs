@@ -309,6 +309,25 @@ fn event_case() -> Case {
     }
 }
 
+/// `provide.transaction.metadata`: BEGIN/END records on `dbz.transaction` and each event's
+/// `transaction` block, for transactions over two tables.
+fn transaction_case() -> Case {
+    Case {
+        name: "txmeta".into(),
+        known: vec![],
+        settings: vec![("provide.transaction.metadata".into(), "true".into())],
+        setup: "CREATE TABLE tx_a(id integer PRIMARY KEY, v text); CREATE TABLE tx_b(id integer PRIMARY KEY, n integer);
+            INSERT INTO tx_a VALUES (1, 'one'); INSERT INTO tx_b VALUES (1, 1);"
+            .into(),
+        include: "public.tx_.*".into(),
+        stream: vec![
+            "BEGIN; INSERT INTO tx_a VALUES (2, 'two'); INSERT INTO tx_b VALUES (2, 2), (3, 3); UPDATE tx_a SET v = 'uno' WHERE id = 1; DELETE FROM tx_b WHERE id = 1; COMMIT".into(),
+            "INSERT INTO tx_b VALUES (4, 4)".into(),
+            "UPDATE tx_a SET id = 10 WHERE id = 2".into(),
+        ],
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_record_equals_debeziums_field_for_field() {
     if tensorcdc_dbzref::libs_dir().is_none() {
@@ -338,6 +357,7 @@ async fn every_record_equals_debeziums_field_for_field() {
     };
     let mut cases = type_cases();
     cases.push(event_case());
+    cases.push(transaction_case());
     let mut total = 0;
     let mut diffs = Vec::new();
     let mut per_case = Vec::new();

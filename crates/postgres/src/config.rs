@@ -98,6 +98,10 @@ pub struct CaptureConfig {
     pub heartbeat_interval_ms: u64,
     pub heartbeat_action_query: Option<String>,
     pub heartbeat_topic_prefix: String,
+    /// `provide.transaction.metadata`: BEGIN/END records and each event's `transaction` block.
+    pub provide_transaction_metadata: bool,
+    /// `topic.transaction`: the BEGIN/END topic is `<topic.prefix>.<this>`.
+    pub transaction_topic: String,
 }
 
 impl Default for CaptureConfig {
@@ -134,6 +138,8 @@ impl Default for CaptureConfig {
             heartbeat_interval_ms: 0,
             heartbeat_action_query: None,
             heartbeat_topic_prefix: "__debezium-heartbeat".into(),
+            provide_transaction_metadata: false,
+            transaction_topic: "transaction".into(),
         }
     }
 }
@@ -356,6 +362,8 @@ impl CaptureConfig {
                 "heartbeat.interval.ms" => c.heartbeat_interval_ms = v.parse().map_err(|_| bad(k, format!("{v:?} is not a number of milliseconds")))?,
                 "heartbeat.action.query" => c.heartbeat_action_query = Some(v.clone()).filter(|q| !q.trim().is_empty()),
                 "topic.heartbeat.prefix" => c.heartbeat_topic_prefix = v.clone(),
+                "provide.transaction.metadata" => c.provide_transaction_metadata = parse_bool(k, v)?,
+                "topic.transaction" => c.transaction_topic = v.clone(),
                 "status.interval.ms" => c.status_interval_ms = v.parse().map_err(|_| bad(k, format!("{v:?} is not a number of milliseconds")))?,
                 "max.batch.size" => {
                     c.max_batch_size = v.parse().ok().filter(|n| *n > 0).ok_or_else(|| bad(k, format!("{v:?} is not a positive number")))?

@@ -24,6 +24,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_postgres::Client;
 use tracing::{info, warn};
 
+use crate::txmeta::TxOrder;
 use crate::catalog::{ensure_publication, list_tables, quote_ident, slot_state, Rel};
 use crate::config::{CaptureConfig, SnapshotMode};
 use crate::replication::ReplicationConn;
@@ -98,11 +99,33 @@ pub(crate) struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// The topic of BEGIN/END records.
+    pub fn tx_topic(&self) -> String {
+        format!("{}.{}", self.cfg.topic_prefix, self.cfg.transaction_topic)
+    }
+
+    /// The END record of a transaction that emitted changes (`provide.transaction.metadata`).
+    pub fn tx_end(&self, order: &TxOrder, xid: u32, end_lsn: u64, ts_us: i64) -> Option<Message> {
+        if !self.cfg.provide_transaction_metadata {
+            return None;
+        }
+        order.end(xid as i64, end_lsn, ts_us.div_euclid(1000), &self.tx_topic(), &self.cfg.converter)
+    }
+
     #[allow(clippy::too_many_arguments)]
-    pub fn event(&self, out: &mut Vec<Message>, rel: &Rel, op: Op, before: Option<Row>, after: Option<Row>, snapshot: Snapshot, tx: &TxMeta, lsn: Option<Lsn>) {
+    pub fn event(&self, out: &mut Vec<Message>, rel: &Rel, op: Op, before: Option<Row>, after: Option<Row>, snapshot: Snapshot, tx: &TxMeta, lsn: Option<Lsn>, order: Option<&mut TxOrder>) {
         if self.cfg.skipped_ops.iter().any(|o| o == op.code()) {
             return;
         }
+        // `provide.transaction.metadata`: the block, and BEGIN before the first change.
+        let transaction = match (order, tx.xid, lsn) {
+            (Some(o), Some(xid), Some(l)) => {
+                let (block, begin) = o.next(&format!("{}.{}", rel.schema, rel.table), xid, l.0, tx.ts_us.div_euclid(1000), &self.tx_topic(), &self.cfg.converter);
+                out.extend(begin);
+                Some(block)
+            }
+            _ => None,
+        };
         let key = after.as_ref().or(before.as_ref()).and_then(|r| rel.key_of(r));
         let now_ns = now_ns();
         let event = ChangeEvent {
@@ -125,6 +148,7 @@ impl Ctx<'_> {
             ts_ns: now_ns,
             key,
             fields: (op == Op::Truncate).then(|| rel.fields.clone()),
+            transaction,
         };
         let msg = Message {
             topic: rel.topic.clone(),

@@ -27,6 +27,7 @@ mod snapshot;
 mod spill;
 mod stream;
 pub mod tls;
+mod txmeta;
 pub mod types;
 
 pub use config::{CaptureConfig, PublicationMode, SnapshotMode};

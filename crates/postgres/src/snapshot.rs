@@ -139,7 +139,7 @@ pub(crate) async fn snapshot(
                 let row = Row::new(rel.fields.clone(), values);
                 if let Some((r, prev, first)) = held.replace((rel.clone(), row, first_in_table)) {
                     let marker = Snapshot::of_row(rows_done == 0, false, first, !Arc::ptr_eq(&r, &rel));
-                    ctx.event(&mut batch, &r, Op::Read, None, Some(prev), marker, &tx, lsn);
+                    ctx.event(&mut batch, &r, Op::Read, None, Some(prev), marker, &tx, lsn, None);
                     rows_done += 1;
                 }
                 first_in_table = false;
@@ -165,7 +165,7 @@ pub(crate) async fn snapshot(
     if let Some((r, last, first)) = held.take() {
         // As Debezium, which holds its last record back too: the snapshot's very last row
         // is `last`, even when the tables after its own are empty.
-        ctx.event(&mut batch, &r, Op::Read, None, Some(last), Snapshot::of_row(rows_done == 0, true, first, true), &tx, lsn);
+        ctx.event(&mut batch, &r, Op::Read, None, Some(last), Snapshot::of_row(rows_done == 0, true, first, true), &tx, lsn, None);
         rows_done += 1;
     }
     if !batch.is_empty() {

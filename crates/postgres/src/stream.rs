@@ -17,6 +17,7 @@ use bytes::Bytes;
 use crate::catalog::{build_rel, describe, list_tables, quote_ident, quote_lit, Column, Rel};
 use crate::types::PgType;
 use crate::engine::{now_ns, Ctx, TxMeta};
+use crate::txmeta::TxOrder;
 use crate::pgoutput::{self, LogicalMessage};
 use crate::replication::{pg_ts_to_unix_ms, pg_ts_to_unix_us, ReplicationConn, ReplicationMessage};
 use crate::spill::{Record, SpillReader, SpilledTx};
@@ -51,6 +52,8 @@ impl Acks {
 pub(crate) struct Tx {
     xid: u32,
     ts_us: i64,
+    /// Its changes counted for `provide.transaction.metadata`.
+    order: TxOrder,
     /// The latest change, held back until Commit gives it the acknowledgement LSN.
     held: Option<Message>,
 }
@@ -227,7 +230,8 @@ pub(crate) struct State {
 
 /// The events of one change message (insert, update, delete, truncate) against the
 /// relations in `rels`.
-fn change_events(ctx: &Ctx<'_>, rels: &HashMap<u32, Arc<Rel>>, m: LogicalMessage, wal_start: u64, tx: TxMeta) -> Result<Vec<Message>, CaptureError> {
+fn change_events(ctx: &Ctx<'_>, rels: &HashMap<u32, Arc<Rel>>, m: LogicalMessage, wal_start: u64, tx: TxMeta, order: &mut TxOrder) -> Result<Vec<Message>, CaptureError> {
+    let mut order = ctx.cfg.provide_transaction_metadata.then_some(order);
     let rel_of = |oid: u32, what: &str| rels.get(&oid).cloned().ok_or_else(|| CaptureError::Protocol(format!("{what} for unknown relation {oid}")));
     let lsn = Some(Lsn(wal_start));
     let mut msgs = Vec::with_capacity(2);
@@ -236,7 +240,7 @@ fn change_events(ctx: &Ctx<'_>, rels: &HashMap<u32, Arc<Rel>>, m: LogicalMessage
             let rel = rel_of(oid, "Insert")?;
             if rel.included {
                 let after = rel.row(&new, wal_start)?;
-                ctx.event(&mut msgs, &rel, Op::Create, None, Some(after), Snapshot::False, &TxMeta { xid: tx.xid.or(sx.map(|x| x as i64)), ..tx }, lsn);
+                ctx.event(&mut msgs, &rel, Op::Create, None, Some(after), Snapshot::False, &TxMeta { xid: tx.xid.or(sx.map(|x| x as i64)), ..tx }, lsn, order.as_deref_mut());
             }
         }
         LogicalMessage::Update { xid: sx, oid, old, new } => {
@@ -252,8 +256,8 @@ fn change_events(ctx: &Ctx<'_>, rels: &HashMap<u32, Arc<Rel>>, m: LogicalMessage
                 // key, then a create for the new one.
                 if let Some(o) = &old_row {
                     if rel.key_of(o).is_some() && rel.key_of(o) != rel.key_of(&after) {
-                        ctx.event(&mut msgs, &rel, Op::Delete, old_row.clone(), None, Snapshot::False, &txm, lsn);
-                        ctx.event(&mut msgs, &rel, Op::Create, None, Some(after), Snapshot::False, &txm, lsn);
+                        ctx.event(&mut msgs, &rel, Op::Delete, old_row.clone(), None, Snapshot::False, &txm, lsn, order.as_deref_mut());
+                        ctx.event(&mut msgs, &rel, Op::Create, None, Some(after), Snapshot::False, &txm, lsn, order.as_deref_mut());
                         return Ok(msgs);
                     }
                 }
@@ -266,21 +270,21 @@ fn change_events(ctx: &Ctx<'_>, rels: &HashMap<u32, Arc<Rel>>, m: LogicalMessage
                         }
                     }
                 }
-                ctx.event(&mut msgs, &rel, Op::Update, before, Some(after), Snapshot::False, &txm, lsn);
+                ctx.event(&mut msgs, &rel, Op::Update, before, Some(after), Snapshot::False, &txm, lsn, order.as_deref_mut());
             }
         }
         LogicalMessage::Delete { xid: sx, oid, old: (_, t) } => {
             let rel = rel_of(oid, "Delete")?;
             if rel.included {
                 let before = rel.row(&t, wal_start)?;
-                ctx.event(&mut msgs, &rel, Op::Delete, Some(before), None, Snapshot::False, &TxMeta { xid: tx.xid.or(sx.map(|x| x as i64)), ..tx }, lsn);
+                ctx.event(&mut msgs, &rel, Op::Delete, Some(before), None, Snapshot::False, &TxMeta { xid: tx.xid.or(sx.map(|x| x as i64)), ..tx }, lsn, order.as_deref_mut());
             }
         }
         LogicalMessage::Truncate { xid: sx, oids, .. } => {
             for oid in oids {
                 if let Some(rel) = rels.get(&oid).filter(|r| r.included).cloned() {
                     let mut out = Vec::new();
-                    ctx.event(&mut out, &rel, Op::Truncate, None, None, Snapshot::False, &TxMeta { xid: tx.xid.or(sx.map(|x| x as i64)), ..tx }, lsn);
+                    ctx.event(&mut out, &rel, Op::Truncate, None, None, Snapshot::False, &TxMeta { xid: tx.xid.or(sx.map(|x| x as i64)), ..tx }, lsn, order.as_deref_mut());
                     for m in &mut out {
                         m.key = tensorcdc_change::Key::None;
                     }
@@ -321,12 +325,14 @@ async fn handle(
     match m {
         LogicalMessage::Begin { ts, xid, .. } => {
             ctx.stats.lock().expect("stats").last_commit_ms = pg_ts_to_unix_ms(ts);
-            st.tx = Some(Tx { xid, ts_us: pg_ts_to_unix_us(ts), held: None });
+            st.tx = Some(Tx { xid, ts_us: pg_ts_to_unix_us(ts), order: TxOrder::default(), held: None });
         }
         LogicalMessage::Commit { end_lsn, .. } => {
-            let held = st.tx.take().and_then(|t| t.held);
+            let t = st.tx.take();
+            let end = t.as_ref().and_then(|t| ctx.tx_end(&t.order, t.xid, end_lsn, t.ts_us));
+            let held = t.and_then(|t| t.held);
             ctx.stats.lock().expect("stats").transactions += 1;
-            commit(held.into_iter().collect(), end_lsn, batch, acks);
+            commit(held.into_iter().chain(end).collect(), end_lsn, batch, acks);
             st.last_commit = Some(Lsn(end_lsn));
         }
         LogicalMessage::Relation { oid, namespace, name, columns, .. } => {
@@ -385,7 +391,9 @@ async fn handle(
                 return Ok(None);
             }
             let (ts_us, xid) = st.tx.as_ref().map_or((now_ns().div_euclid(1000), None), |t| (t.ts_us, Some(t.xid as i64)));
-            let msgs = change_events(ctx, &st.rels, m, wal_start, TxMeta { ts_us, xid, last_commit: st.last_commit })?;
+            let mut no_tx = TxOrder::default();
+            let order = st.tx.as_mut().map_or(&mut no_tx, |t| &mut t.order);
+            let msgs = change_events(ctx, &st.rels, m, wal_start, TxMeta { ts_us, xid, last_commit: st.last_commit }, order)?;
             if msgs.is_empty() {
                 return Ok(None);
             }
@@ -441,6 +449,7 @@ async fn replay(
     acks: &mut Acks,
 ) -> Result<(), CaptureError> {
     let Replay { mut reader, end_lsn, tx } = r;
+    let mut order = TxOrder::default();
     // A long replay must still answer the server, or wal_sender_timeout ends the stream.
     let mut last_status = Instant::now();
     let mut rels: HashMap<u32, Arc<Rel>> = HashMap::new();
@@ -452,7 +461,7 @@ async fn replay(
             }
             Record::Data { wal_start, data, .. } => {
                 let m = pgoutput::decode(data, true)?;
-                for msg in change_events(ctx, &rels, m, wal_start, tx)? {
+                for msg in change_events(ctx, &rels, m, wal_start, tx, &mut order)? {
                     if let Some(prev) = held.replace(msg) {
                         batch.push(prev);
                     }
@@ -470,7 +479,8 @@ async fn replay(
             }
         }
     }
-    commit(held.into_iter().collect(), end_lsn, batch, acks);
+    let end = tx.xid.and_then(|x| ctx.tx_end(&order, x as u32, end_lsn, tx.ts_us));
+    commit(held.into_iter().chain(end).collect(), end_lsn, batch, acks);
     Ok(())
 }
 

@@ -263,6 +263,7 @@ mod tests {
                 ts_ns: 2_000_000,
                 key: Some(Row::new(Arc::new(vec![Field::new("id", FieldType::Int32, false)]), vec![Value::Int32(3)])),
                 fields: None,
+                transaction: None,
             },
             Some(Lsn(50)),
         )

@@ -280,7 +280,9 @@ fn write_envelope(out: &mut Vec<u8>, e: &ChangeEvent, binary: BinaryMode, versio
     out.extend_from_slice(b",\"lsn\":");
     write_opt_num(out, s.lsn.map(|l| l.0 as i64));
     if v3 {
-        out.extend_from_slice(b",\"xmin\":null,\"origin\":null,\"origin_lsn\":null},\"transaction\":null,\"op\":");
+        out.extend_from_slice(b",\"xmin\":null,\"origin\":null,\"origin_lsn\":null},\"transaction\":");
+        write_tx(out, e.transaction.as_ref());
+        out.extend_from_slice(b",\"op\":");
         write_str(out, e.op.code());
         out.extend_from_slice(b",\"ts_ms\":");
         write_num(out, e.ts_ms);
@@ -294,7 +296,24 @@ fn write_envelope(out: &mut Vec<u8>, e: &ChangeEvent, binary: BinaryMode, versio
         write_str(out, e.op.code());
         out.extend_from_slice(b",\"ts_ms\":");
         write_num(out, e.ts_ms);
-        out.extend_from_slice(b",\"transaction\":null}");
+        out.extend_from_slice(b",\"transaction\":");
+        write_tx(out, e.transaction.as_ref());
+        out.push(b'}');
+    }
+}
+
+fn write_tx(out: &mut Vec<u8>, t: Option<&crate::event::TxBlock>) {
+    match t {
+        Some(t) => {
+            out.extend_from_slice(b"{\"id\":");
+            write_str(out, &t.id);
+            out.extend_from_slice(b",\"total_order\":");
+            write_num(out, t.total_order);
+            out.extend_from_slice(b",\"data_collection_order\":");
+            write_num(out, t.data_collection_order);
+            out.push(b'}');
+        }
+        None => out.extend_from_slice(b"null"),
     }
 }
 
@@ -466,6 +485,7 @@ mod tests {
             ts_ns: 2_000_000,
             key: Some(Row::new(Arc::new(vec![f[0].clone()]), vec![Value::Int32(1)])),
             fields: None,
+            transaction: None,
         }
     }
 
