@@ -16,6 +16,17 @@ FASHION = os.environ.get("FASHION_MNIST", "/usr/share/datasets/fashion-mnist")
 TRAIN_ROWS = 3000
 
 
+def idx(name):
+    """A Fashion-MNIST IDX file as numpy: images (n, 784) uint8, labels (n,) int64."""
+    import gzip
+    import numpy as np
+    with gzip.open(f"{FASHION}/{name}", "rb") as f:
+        data = f.read()
+    if "images" in name:
+        return np.frombuffer(data, np.uint8, offset=16).reshape(-1, 784)
+    return np.frombuffer(data, np.uint8, offset=8).astype(np.int64)
+
+
 def tensorcdc_bin() -> str:
     if os.environ.get("TENSORCDC_BIN"):
         return os.environ["TENSORCDC_BIN"]

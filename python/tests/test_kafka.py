@@ -1,6 +1,5 @@
 """Datasets over a real Kafka-protocol broker (noida-db), fed by `tensorcdc capture` from a
 private Postgres, as in the blog."""
-import gzip
 import threading
 
 import numpy as np
@@ -8,15 +7,9 @@ import pytest
 
 import tensorcdc
 from tensorcdc import testing
-from conftest import FASHION, TRAIN_ROWS, count, wait_for
+from conftest import FASHION, TRAIN_ROWS, count, idx, wait_for
 
 
-def idx(name):
-    with gzip.open(f"{FASHION}/{name}", "rb") as f:
-        data = f.read()
-    if "images" in name:
-        return np.frombuffer(data, np.uint8, offset=16).reshape(-1, 784)
-    return np.frombuffer(data, np.uint8, offset=8).astype(np.int64)
 
 
 def test_bounded_read_is_the_table_and_honours_offset(blog):

@@ -203,18 +203,7 @@ async fn run_learns_and_predicts_from_debeziums_topic() {
     assert!(tensorcdc_dbzref::libs_dir().is_some(), "Debezium 3.6.3's jars are not installed: run scripts/install-deps.sh");
     let dir = tempfile::tempdir().unwrap();
     let (pg, c, header, rows) = common::cancer_table(dir.path(), "int").await;
-    let insert = |from: usize, to: usize, labelled: bool| {
-        let values: Vec<String> = (from..to)
-            .map(|i| {
-                let mut r = rows[i % rows.len()].clone();
-                if !labelled {
-                    *r.last_mut().unwrap() = "NULL".into();
-                }
-                format!("({},{})", i + 1, r.join(","))
-            })
-            .collect();
-        format!("INSERT INTO cancer(id,{}) VALUES {}", header.join(","), values.join(","))
-    };
+    let insert = |from: usize, to: usize, labelled: bool| common::cancer_insert(&header, &rows, from, to, labelled);
     let noida = Noida::start().unwrap();
     let brokers = noida.bootstrap();
     let props: BTreeMap<String, String> = [

@@ -203,18 +203,7 @@ fn capture(pg: &LocalPg, broker: &Broker, dir: &std::path::Path) -> Kill {
 async fn scale_out(noida: Broker, stop: Stop) {
     let dir = tempfile::tempdir().unwrap();
     let (pg, c, header, rows) = cancer_table(dir.path(), "int").await;
-    let insert = |from: usize, to: usize, labelled: bool| {
-        let values: Vec<String> = (from..to)
-            .map(|i| {
-                let mut r = rows[i % rows.len()].clone();
-                if !labelled {
-                    *r.last_mut().unwrap() = "NULL".into();
-                }
-                format!("({},{})", i + 1, r.join(","))
-            })
-            .collect();
-        format!("INSERT INTO cancer(id,{}) VALUES {}", header.join(","), values.join(","))
-    };
+    let insert = |from: usize, to: usize, labelled: bool| common::cancer_insert(&header, &rows, from, to, labelled);
     let _capture = capture(&pg, &noida, dir.path());
     let (mut a, a_lines, a_err) = run(&pg, &noida, &dir.path().join("a"));
     let (b, b_lines, b_err) = run(&pg, &noida, &dir.path().join("b"));

@@ -88,7 +88,9 @@ pub fn compiled() -> Result<(PathBuf, PathBuf), String> {
         return Err(format!("javac failed:\n{}", String::from_utf8_lossy(&out.stderr)));
     }
     // Another test may have finished first: either copy is the same.
-    let _ = std::fs::rename(&tmp, &classes);
+    if std::fs::rename(&tmp, &classes).is_err() && !classes.join("DbzHarness.class").exists() {
+        return Err(format!("could not move the compiled harness from {} to {}", tmp.display(), classes.display()));
+    }
     let _ = std::fs::remove_dir_all(&src);
     Ok((classes, libs))
 }

@@ -86,3 +86,18 @@ pub async fn cancer_table(dir: &std::path::Path, id_type: &str) -> (tensorcdc_lo
     c.batch_execute(&format!("CREATE TABLE cancer(id {id_type} PRIMARY KEY, {})", cols.join(", "))).await.unwrap();
     (pg, c, header, rows)
 }
+
+/// `INSERT INTO cancer` of rows `from..to` of breast_cancer (repeated past its end), ids from
+/// `from + 1`; `labelled: false` leaves `target` NULL.
+pub fn cancer_insert(header: &[String], rows: &[Vec<String>], from: usize, to: usize, labelled: bool) -> String {
+    let values: Vec<String> = (from..to)
+        .map(|i| {
+            let mut r = rows[i % rows.len()].clone();
+            if !labelled {
+                *r.last_mut().unwrap() = "NULL".into();
+            }
+            format!("({},{})", i + 1, r.join(","))
+        })
+        .collect();
+    format!("INSERT INTO cancer(id,{}) VALUES {}", header.join(","), values.join(","))
+}
