@@ -125,19 +125,7 @@ struct Case {
 }
 
 fn base_props(pg: &LocalPg, name: &str, include: &str, prefix_slot: &str) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        ("database.hostname".into(), "127.0.0.1".into()),
-        ("database.port".into(), pg.port().to_string()),
-        ("database.user".into(), "postgres".into()),
-        ("database.password".into(), "unused".into()),
-        ("database.dbname".into(), "postgres".into()),
-        ("topic.prefix".into(), "dbz".into()),
-        ("plugin.name".into(), "pgoutput".into()),
-        ("slot.name".into(), format!("{prefix_slot}_{name}")),
-        ("publication.name".into(), format!("{prefix_slot}_{name}")),
-        ("publication.autocreate.mode".into(), "filtered".into()),
-        ("table.include.list".into(), format!("{include},public.marker_{name}")),
-    ])
+    tensorcdc_dbzref::connector_props(pg.port(), "dbz", &format!("{prefix_slot}_{name}"), &format!("{include},public.marker_{name}"))
 }
 
 /// Splits the differences the case names on purpose (printed) from the others (returned).

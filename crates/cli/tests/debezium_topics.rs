@@ -17,7 +17,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -84,20 +84,8 @@ async fn debeziums_topics_read_as_ours() {
     ];
     let mut engines = Vec::new();
     for (name, extra) in &forms {
-        let mut props: BTreeMap<String, String> = BTreeMap::from([
-            ("database.hostname".into(), "127.0.0.1".into()),
-            ("database.port".into(), pg.port().to_string()),
-            ("database.user".into(), "postgres".into()),
-            ("database.password".into(), "unused".into()),
-            ("database.dbname".into(), "postgres".into()),
-            ("topic.prefix".into(), format!("dbz{name}")),
-            ("plugin.name".into(), "pgoutput".into()),
-            ("slot.name".into(), format!("dbz_{name}")),
-            ("publication.name".into(), format!("dbz_{name}")),
-            ("publication.autocreate.mode".into(), "filtered".into()),
-            ("table.include.list".into(), "public.mnist_train".into()),
-            ("producer.bootstrap.servers".into(), brokers.clone()),
-        ]);
+        let mut props = tensorcdc_dbzref::connector_props(pg.port(), &format!("dbz{name}"), &format!("dbz_{name}"), "public.mnist_train");
+        props.insert("producer.bootstrap.servers".into(), brokers.clone());
         props.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         engines.push((*name, Debezium::start(&dir.path().join(name), &props).unwrap()));
     }
@@ -206,22 +194,8 @@ async fn run_learns_and_predicts_from_debeziums_topic() {
     let insert = |from: usize, to: usize, labelled: bool| common::cancer_insert(&header, &rows, from, to, labelled);
     let noida = Noida::start().unwrap();
     let brokers = noida.bootstrap();
-    let props: BTreeMap<String, String> = [
-        ("database.hostname", "127.0.0.1".to_string()),
-        ("database.port", pg.port().to_string()),
-        ("database.user", "postgres".into()),
-        ("database.password", "unused".into()),
-        ("database.dbname", "postgres".into()),
-        ("topic.prefix", "dbz".into()),
-        ("plugin.name", "pgoutput".into()),
-        ("slot.name", "dbz_cancer".into()),
-        ("publication.autocreate.mode", "filtered".into()),
-        ("table.include.list", "public.cancer".into()),
-        ("producer.bootstrap.servers", brokers.clone()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
+    let mut props = tensorcdc_dbzref::connector_props(pg.port(), "dbz", "dbz_cancer", "public.cancer");
+    props.insert("producer.bootstrap.servers".into(), brokers.clone());
     let mut dbz = Debezium::start(&dir.path().join("debezium"), &props).unwrap();
     // Debezium's slot exists once it streams: the labelled rows go in after it.
     let deadline = Instant::now() + Duration::from_secs(60);

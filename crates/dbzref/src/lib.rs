@@ -50,6 +50,28 @@ impl Record {
     }
 }
 
+/// The connector properties of a Postgres connector on a local cluster (`postgres` user,
+/// database `postgres`, pgoutput) with topic prefix `prefix`, its own slot and publication
+/// `slot` (autocreated `filtered`), capturing `include` (a `table.include.list`).
+pub fn connector_props(port: u16, prefix: &str, slot: &str, include: &str) -> BTreeMap<String, String> {
+    [
+        ("database.hostname", "127.0.0.1"),
+        ("database.port", &port.to_string()),
+        ("database.user", "postgres"),
+        ("database.password", "unused"),
+        ("database.dbname", "postgres"),
+        ("topic.prefix", prefix),
+        ("plugin.name", "pgoutput"),
+        ("slot.name", slot),
+        ("publication.name", slot),
+        ("publication.autocreate.mode", "filtered"),
+        ("table.include.list", include),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
 /// Where Debezium's jars are, if installed.
 pub fn libs_dir() -> Option<PathBuf> {
     let dir = std::env::var_os("TENSORCDC_DEBEZIUM_LIBS").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/var/tmp/tensorcdc-tools/debezium/libs"));
