@@ -17,6 +17,11 @@ pub enum SinkError {
     Retryable(String),
     #[error("sink failed: {0}")]
     Permanent(String),
+    /// This instance of the sink can deliver nothing more (a Kafka producer's fatal error:
+    /// its idempotence sequence broken, fenced), but a new one may: the capture ends the
+    /// session, calls [`Sink::reset`] and starts again from the last confirmed LSN.
+    #[error("sink must start again: {0}")]
+    Fatal(String),
 }
 
 /// Durability reports from a sink to the engine.
@@ -40,6 +45,13 @@ pub trait Sink: Send {
     /// instead of waiting for a report that will not come.
     fn health(&self) -> Result<(), SinkError> {
         Ok(())
+    }
+
+    /// Replaces what a [`SinkError::Fatal`] broke (a new producer). Messages accepted but
+    /// not reported durable are forgotten: the capture sends them again from the last
+    /// confirmed LSN. The default cannot start again.
+    async fn reset(&mut self) -> Result<(), SinkError> {
+        Err(SinkError::Permanent("this sink cannot start again after a fatal error".into()))
     }
 }
 

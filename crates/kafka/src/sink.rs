@@ -21,6 +21,12 @@ use crate::{client_config, client_err, KafkaError, LogContext};
 /// Produces each message to its topic (`<prefix>.<schema>.<table>`).
 pub struct KafkaSink {
     producer: FutureProducer<LogContext>,
+    /// What built the producer, to build a new one after a fatal error.
+    brokers: String,
+    extra: Vec<(String, String)>,
+    /// Records produced by this producer (for the `kafka.fatal` failpoint).
+    produced: u64,
+    failpoint: Option<(u64, bool)>,
     admin: AdminClient<LogContext>,
     writer: JsonWriter,
     known_topics: HashSet<String>,
@@ -34,6 +40,26 @@ pub struct KafkaSink {
 impl KafkaSink {
     /// A sink for `brokers`; `extra` librdkafka settings are applied last.
     pub fn new(brokers: &str, extra: &[(String, String)], conv: ConverterConfig) -> Result<Self, KafkaError> {
+        let producer = Self::producer(brokers, extra)?;
+        let admin: AdminClient<LogContext> =
+            client_config(brokers, &[], extra).create_with_context(LogContext::default()).map_err(client_err("create admin client"))?;
+        Ok(KafkaSink {
+            producer,
+            brokers: brokers.to_string(),
+            extra: extra.to_vec(),
+            produced: 0,
+            failpoint: failpoint(),
+            admin,
+            writer: JsonWriter::new(conv),
+            known_topics: HashSet::new(),
+            pending: None,
+            outstanding: Arc::new(AtomicUsize::new(0)),
+            failure: Arc::new(Mutex::new(None)),
+            partitions: 1,
+        })
+    }
+
+    fn producer(brokers: &str, extra: &[(String, String)]) -> Result<FutureProducer<LogContext>, KafkaError> {
         let defaults = [
             ("enable.idempotence", "true"),
             ("acks", "all"),
@@ -43,20 +69,7 @@ impl KafkaSink {
             ("compression.type", "lz4"),
             ("queue.buffering.max.kbytes", "262144"),
         ];
-        let producer: FutureProducer<LogContext> =
-            client_config(brokers, &defaults, extra).create_with_context(LogContext::default()).map_err(client_err("create producer"))?;
-        let admin: AdminClient<LogContext> =
-            client_config(brokers, &[], extra).create_with_context(LogContext::default()).map_err(client_err("create admin client"))?;
-        Ok(KafkaSink {
-            producer,
-            admin,
-            writer: JsonWriter::new(conv),
-            known_topics: HashSet::new(),
-            pending: None,
-            outstanding: Arc::new(AtomicUsize::new(0)),
-            failure: Arc::new(Mutex::new(None)),
-            partitions: 1,
-        })
+        client_config(brokers, &defaults, extra).create_with_context(LogContext::default()).map_err(client_err("create producer"))
     }
 
     async fn ensure_topic(&mut self, topic: &str) {
@@ -135,10 +148,10 @@ impl KafkaSink {
         // A fatal error (the idempotent producer's sequence broken, fenced, ...): this producer
         // delivers nothing more, so the capture ends, naming it, instead of waiting for ever.
         if let Some((code, reason)) = self.producer.client().fatal_error() {
-            return Err(SinkError::Permanent(format!("Kafka producer fatal error {code:?}: {reason}; nothing after the last confirmed LSN was confirmed")));
+            return Err(SinkError::Fatal(format!("Kafka producer fatal error {code:?}: {reason}")));
         }
         match self.failure.lock().expect("not poisoned").as_ref() {
-            Some(e) => Err(SinkError::Permanent(format!("Kafka delivery failed: {e}"))),
+            Some(e) => Err(SinkError::Fatal(format!("Kafka delivery failed: {e}"))),
             None => Ok(()),
         }
     }
@@ -166,6 +179,8 @@ impl Sink for KafkaSink {
                 }
                 match self.producer.send_result(rec) {
                     Ok(fut) => {
+                        self.produced += 1;
+                        self.inject_fatal();
                         self.outstanding.fetch_add(1, Ordering::SeqCst);
                         pending.send((fut, m.ack_lsn, delivered.clone())).await.map_err(|_| SinkError::Permanent("delivery reporter stopped".into()))?;
                         break;
@@ -186,6 +201,17 @@ impl Sink for KafkaSink {
         self.check_failure()
     }
 
+    async fn reset(&mut self) -> Result<(), SinkError> {
+        // The old producer and its reporter task are dropped with their counters: reports
+        // they still give go nowhere (the records are sent again from the confirmed LSN).
+        self.producer = Self::producer(&self.brokers, &self.extra).map_err(|e| SinkError::Permanent(format!("a new Kafka producer: {e}")))?;
+        self.pending = None;
+        self.outstanding = Arc::new(AtomicUsize::new(0));
+        self.failure = Arc::new(Mutex::new(None));
+        self.produced = 0;
+        Ok(())
+    }
+
     async fn flush(&mut self) -> Result<(), SinkError> {
         while self.outstanding.load(Ordering::SeqCst) > 0 {
             self.check_failure()?;
@@ -194,6 +220,45 @@ impl Sink for KafkaSink {
         self.check_failure()?;
         let _ = self.producer.flush(Duration::from_secs(1));
         Ok(())
+    }
+}
+
+/// Test support, a named fault instead of a timed one: `TENSORCDC_FAILPOINTS=kafka.fatal=N`
+/// raises librdkafka's own fatal error (`rd_kafka_test_fatal_error`, as a broken idempotence
+/// sequence would) after N records of the first producer; `kafka.fatal_every=N` after N
+/// records of every producer (one that can never recover).
+fn failpoint() -> Option<(u64, bool)> {
+    let v = std::env::var("TENSORCDC_FAILPOINTS").ok()?;
+    v.split(',').find_map(|f| {
+        let (k, n) = f.split_once('=')?;
+        let n = n.trim().parse().ok()?;
+        match k.trim() {
+            "kafka.fatal" => Some((n, false)),
+            "kafka.fatal_every" => Some((n, true)),
+            _ => None,
+        }
+    })
+}
+
+impl KafkaSink {
+    #[allow(unsafe_code)]
+    fn inject_fatal(&mut self) {
+        if let Some((n, every)) = self.failpoint {
+            if self.produced == n {
+                if !every {
+                    self.failpoint = None;
+                }
+                let reason = std::ffi::CString::new("failpoint kafka.fatal").expect("no NUL");
+                // SAFETY: the pointer is this live producer's handle; the call only records an error.
+                unsafe {
+                    rdkafka::bindings::rd_kafka_test_fatal_error(
+                        self.producer.client().native_ptr(),
+                        rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
+                        reason.as_ptr(),
+                    );
+                }
+            }
+        }
     }
 }
 

@@ -102,6 +102,8 @@ pub struct CaptureConfig {
     pub provide_transaction_metadata: bool,
     /// `topic.transaction`: the BEGIN/END topic is `<topic.prefix>.<this>`.
     pub transaction_topic: String,
+    /// `signal.data.collection`, `signal.enabled.channels`, `incremental.snapshot.chunk.size`.
+    pub signals: crate::signal::SignalSettings,
 }
 
 impl Default for CaptureConfig {
@@ -140,6 +142,7 @@ impl Default for CaptureConfig {
             heartbeat_topic_prefix: "__debezium-heartbeat".into(),
             provide_transaction_metadata: false,
             transaction_topic: "transaction".into(),
+            signals: Default::default(),
         }
     }
 }
@@ -373,6 +376,7 @@ impl CaptureConfig {
                     c.kafka.insert(k.clone(), v.clone());
                 }
                 _ if c.types.set(k, v).map_err(|e| bad(k, e))? => {}
+                _ if c.signals.set(k, v).map_err(|e| bad(k, e))? => {}
                 _ if k.starts_with("transforms.") => {
                     if !transform_names.iter().any(|n| k.starts_with(&format!("transforms.{n}."))) {
                         unknown.push(k.clone());

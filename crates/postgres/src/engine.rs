@@ -29,6 +29,8 @@ use crate::catalog::{ensure_publication, list_tables, quote_ident, slot_state, R
 use crate::config::{CaptureConfig, SnapshotMode};
 use crate::replication::ReplicationConn;
 use crate::types::TypeCache;
+use crate::incremental::Incremental;
+use crate::offsets::{offsets_path, read_offsets, remove_offsets, write_offsets, Offsets};
 use crate::CaptureError;
 /// A transform chain: one message in, zero or more pushed to the output.
 pub type Transform = Arc<dyn Fn(Message, &mut Vec<Message>) + Send + Sync>;
@@ -51,6 +53,10 @@ pub struct CaptureStats {
     pub spilled_transactions: u64,
     pub confirmed_lsn: Lsn,
     pub snapshot_done: bool,
+    /// Incremental snapshot: rows and chunks emitted, and the table being read.
+    pub incremental_rows: u64,
+    pub incremental_chunks: u64,
+    pub incremental_table: Option<String>,
     pub streaming: bool,
     /// Things a person should know (include-list entries that match no table yet, ...).
     pub warnings: Vec<String>,
@@ -96,6 +102,8 @@ pub(crate) struct Ctx<'a> {
     pub types: tokio::sync::Mutex<TypeCache>,
     /// Set when a table has a type without a binary decoder: stream text tuples.
     pub text_tuples: &'a std::sync::atomic::AtomicBool,
+    /// The incremental snapshot (lives across sessions).
+    pub incr: &'a Mutex<Incremental>,
 }
 
 impl Ctx<'_> {
@@ -127,6 +135,12 @@ impl Ctx<'_> {
             _ => None,
         };
         let key = after.as_ref().or(before.as_ref()).and_then(|r| rel.key_of(r));
+        // A streamed change inside an incremental snapshot's window drops the chunk's row.
+        if snapshot == Snapshot::False && self.cfg.signals.table().is_some() {
+            if let Some(k) = &key {
+                self.incr.lock().expect("incremental").seen(rel, k);
+            }
+        }
         let now_ns = now_ns();
         let event = ChangeEvent {
             op,
@@ -172,69 +186,6 @@ impl Ctx<'_> {
     }
 }
 
-/// The offsets file: whether the snapshot of a slot completed. It is
-/// `offset.storage.file.filename` when given, else a file per server, database and slot in
-/// `$TENSORCDC_STATE_DIR` (default `$XDG_STATE_HOME/tensorcdc` or
-/// `~/.local/state/tensorcdc`), so a capture killed during its snapshot redoes it on
-/// restart whatever its flags.
-#[derive(serde::Serialize, serde::Deserialize, Default)]
-struct Offsets {
-    slot: String,
-    snapshot_completed: bool,
-}
-
-/// Where the offsets of this capture are kept (none for a temporary slot: it cannot
-/// outlive the session whose snapshot it would describe).
-pub fn offsets_path(cfg: &CaptureConfig) -> Option<std::path::PathBuf> {
-    if let Some(p) = &cfg.offset_file {
-        return Some(p.clone());
-    }
-    if cfg.temporary_slot {
-        return None;
-    }
-    let dir = std::env::var_os("TENSORCDC_STATE_DIR")
-        .map(std::path::PathBuf::from)
-        .or_else(|| std::env::var_os("XDG_STATE_HOME").map(|d| std::path::PathBuf::from(d).join("tensorcdc")))
-        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".local/state/tensorcdc")))
-        .unwrap_or_else(|| std::env::temp_dir().join("tensorcdc-state"));
-    let host: String = cfg.host.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' }).collect();
-    Some(dir.join(format!("offsets-{host}-{}-{}-{}.json", cfg.port, cfg.dbname, cfg.slot_name)))
-}
-
-fn read_offsets(cfg: &CaptureConfig) -> Option<Offsets> {
-    serde_json::from_str(&std::fs::read_to_string(offsets_path(cfg)?).ok()?).ok()
-}
-
-/// Forgets the offsets of a slot tensorcdc dropped itself (`slot.drop.on.stop`, an
-/// `initial_only` read): its absence then means nothing was lost.
-fn remove_offsets(cfg: &CaptureConfig) {
-    if let Some(path) = offsets_path(cfg) {
-        if let Err(e) = std::fs::remove_file(&path) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                warn!("removing {} after dropping slot {}: {e}", path.display(), cfg.slot_name);
-            }
-        }
-    }
-}
-
-/// Writes the offsets durably (temporary file, fsync, rename).
-fn write_offsets(cfg: &CaptureConfig, completed: bool) -> Result<(), CaptureError> {
-    use std::io::Write;
-    let Some(path) = offsets_path(cfg) else { return Ok(()) };
-    let o = Offsets { slot: cfg.slot_name.clone(), snapshot_completed: completed };
-    let tmp = path.with_extension("tmp");
-    let write = || -> std::io::Result<()> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&serde_json::to_vec(&o).expect("serialises"))?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &path)
-    };
-    write().map_err(|e| CaptureError::Config { key: "offset.storage.file.filename".into(), reason: format!("{}: {e}", path.display()) })
-}
-
 /// Runs capture until `shutdown` turns true (or, for `initial_only`, the snapshot is done),
 /// retrying retryable errors with exponential backoff.
 pub async fn run_capture(
@@ -246,10 +197,12 @@ pub async fn run_capture(
 ) -> Result<CaptureStats, CaptureError> {
     let mut backoff = Duration::from_millis(200);
     let text_tuples = std::sync::atomic::AtomicBool::new(false);
+    let incr = Mutex::new(Incremental::default());
+    let mut fatal: Vec<Instant> = Vec::new();
     let mut retries = 0u32;
     loop {
         let started = Instant::now();
-        match session(&cfg, &transform, sink, &mut shutdown, &stats, &text_tuples).await {
+        match session(&cfg, &transform, sink, &mut shutdown, &stats, &text_tuples, &incr).await {
             Ok(()) => {
                 if cfg.drop_slot_on_stop {
                     drop_slot(&cfg).await;
@@ -257,6 +210,20 @@ pub async fn run_capture(
                 return Ok(stats.lock().expect("stats").clone());
             }
             Err(CaptureError::Restart(why)) => info!("capture: {why}"),
+            Err(CaptureError::Sink(tensorcdc_change::SinkError::Fatal(why))) => {
+                // A new producer from the last confirmed LSN; three fatal errors within a
+                // minute mean it cannot succeed (fenced, not authorised): exit, naming it.
+                fatal.retain(|t: &Instant| t.elapsed() < Duration::from_secs(60));
+                fatal.push(Instant::now());
+                if fatal.len() > 3 {
+                    return Err(CaptureError::Sink(tensorcdc_change::SinkError::Permanent(format!(
+                        "{why} (a new producer failed the same way 3 times within a minute)"
+                    ))));
+                }
+                warn!("capture: {why}; starting a new producer, from the last confirmed LSN {}", stats.lock().expect("stats").confirmed_lsn);
+                sink.reset().await?;
+                stats.lock().expect("stats").outage.get_or_insert_with(|| (Instant::now(), why));
+            }
             Err(e) if e.is_retryable() => {
                 if started.elapsed() > Duration::from_secs(30) {
                     backoff = Duration::from_millis(200);
@@ -310,6 +277,7 @@ async fn session(
     shutdown: &mut watch::Receiver<bool>,
     stats: &Arc<Mutex<CaptureStats>>,
     text_tuples: &std::sync::atomic::AtomicBool,
+    incr: &Mutex<Incremental>,
 ) -> Result<(), CaptureError> {
     let client = connect_sql(cfg).await?;
     let wal_level: String = client.query_one("SHOW wal_level", &[]).await.map_err(|e| CaptureError::from_pg("SHOW wal_level", e))?.get(0);
@@ -363,7 +331,7 @@ async fn session(
             cfg.slot_name
         )));
     }
-    let offsets = read_offsets(cfg);
+    let offsets = read_offsets(cfg)?;
     // The offsets say this slot existed (its snapshot completed), and it is gone: every change
     // since it was last confirmed is lost. Only a user who asks to start over gets a new
     // snapshot (when_needed, always); the others get an error naming the slot, not a silent
@@ -413,7 +381,9 @@ async fn session(
         repl.simple_query(&format!("DROP_REPLICATION_SLOT {}", quote_ident(&cfg.slot_name))).await?;
         slot = None;
     }
-    let ctx = Ctx { cfg, transform, stats, prefix: cfg.topic_prefix.as_str().into(), db: cfg.dbname.as_str().into(), types: Default::default(), text_tuples };
+    incr.lock().expect("incremental").begin_session(offsets.as_ref(), slot.is_none());
+    let ctx = Ctx { cfg, transform, stats, prefix: cfg.topic_prefix.as_str().into(), db: cfg.dbname.as_str().into(), types: Default::default(), text_tuples, incr };
+    crate::incremental::check(&ctx, &client).await?;
     let (delivered_tx, mut delivered_rx) = mpsc::unbounded_channel::<Lsn>();
     let mut start_lsn = Lsn(0);
     if slot.is_none() {
@@ -421,7 +391,7 @@ async fn session(
         if want_snapshot {
             // Recorded before the slot exists: a crash from here on until the snapshot is
             // durable in the sink makes the next start drop the slot and snapshot again.
-            write_offsets(cfg, false)?;
+            write_offsets(cfg, &Offsets::fresh(cfg, false))?;
         }
         let sql = format!(
             "CREATE_REPLICATION_SLOT {} {}LOGICAL pgoutput {}",
@@ -442,7 +412,7 @@ async fn session(
                 let _ = repl.simple_query(&format!("DROP_REPLICATION_SLOT {}", quote_ident(&cfg.slot_name))).await;
                 return Err(e);
             }
-            write_offsets(cfg, true)?;
+            write_offsets(cfg, &Offsets::fresh(cfg, true))?;
         }
     } else if cfg.snapshot_mode == SnapshotMode::InitialOnly {
         crate::snapshot::snapshot(&ctx, &client, None, Lsn(0), sink, &delivered_tx, shutdown).await?;

@@ -12,6 +12,8 @@
 //! * [`engine`]: one capture session after another (retries), the offsets file, and the
 //!   acknowledgement rule: an LSN is confirmed only after the sink made it durable;
 //!   `catalog` (tables, publication, slot), `snapshot` and `stream` do the parts.
+//! * [`incremental`]: incremental snapshots (chunks, watermarks) started by [`signal`]s;
+//!   [`offsets`]: what a restart resumes from.
 //! * [`load`]: loading MNIST examples into a table (the `mnist load` command).
 
 mod catalog;
@@ -20,9 +22,12 @@ pub mod conn;
 pub mod engine;
 mod error;
 pub mod heartbeat;
+pub mod incremental;
 pub mod load;
+pub mod offsets;
 pub mod pgoutput;
 pub mod replication;
+pub mod signal;
 mod snapshot;
 mod spill;
 mod stream;

@@ -22,16 +22,16 @@ pub(crate) struct BinaryCopyReader {
 }
 
 impl BinaryCopyReader {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         BinaryCopyReader { buf: BytesMut::new(), header_done: false }
     }
 
-    fn push(&mut self, chunk: &[u8]) {
+    pub(crate) fn push(&mut self, chunk: &[u8]) {
         self.buf.extend_from_slice(chunk);
     }
 
     /// Next complete row; `Ok(None)` when more bytes are needed or the trailer was read.
-    fn next_row(&mut self, ncols: usize) -> Result<Option<Vec<Option<Bytes>>>, CaptureError> {
+    pub(crate) fn next_row(&mut self, ncols: usize) -> Result<Option<Vec<Option<Bytes>>>, CaptureError> {
         if !self.header_done {
             if self.buf.len() < 19 {
                 return Ok(None);

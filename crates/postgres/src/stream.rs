@@ -92,6 +92,7 @@ pub(crate) async fn stream(
         }
         s.snapshot_table = None;
     }
+    crate::incremental::start(ctx, client).await?;
     let mut acks = Acks::default();
     let mut st = State::default();
     let mut batch: Vec<Message> = Vec::new();
@@ -112,6 +113,7 @@ pub(crate) async fn stream(
                     acks.delivered = acks.delivered.max(l.0);
                 }
                 let safe = acks.safe(st.tx.is_none());
+                ctx.incr.lock().expect("incremental").persist_up_to(ctx.cfg, safe)?;
                 if safe > acks.confirmed {
                     repl.send_status(safe, false).await?;
                     ctx.stats.lock().expect("stats").confirmed_lsn = Lsn(safe);
@@ -170,6 +172,7 @@ pub(crate) async fn stream(
             acks.delivered = acks.delivered.max(l.0);
         }
         let safe = acks.safe(st.tx.is_none() && batch.is_empty());
+        ctx.incr.lock().expect("incremental").persist_up_to(ctx.cfg, safe)?;
         if (safe > acks.confirmed && last_status.elapsed() >= Duration::from_millis(200)) || last_status.elapsed() >= status_every {
             let lsn = safe.max(acks.confirmed);
             repl.send_status(lsn, false).await?;
@@ -337,6 +340,9 @@ async fn handle(
         }
         LogicalMessage::Relation { oid, namespace, name, columns, .. } => {
             let included = ctx.cfg.includes(&namespace, &name);
+            if ctx.cfg.signals.table() == Some((namespace.as_str(), name.as_str())) {
+                ctx.incr.lock().expect("incremental").signal_oid = Some(oid);
+            }
             let (cols, pk) = if included {
                 let mut cache = ctx.types.lock().await;
                 let (catalog, pk) = describe(client, oid, &mut cache).await.unwrap_or_default();
@@ -391,9 +397,17 @@ async fn handle(
                 return Ok(None);
             }
             let (ts_us, xid) = st.tx.as_ref().map_or((now_ns().div_euclid(1000), None), |t| (t.ts_us, Some(t.xid as i64)));
+            // A signal (its own event, if the table is captured, goes first).
+            let signal = match &m {
+                LogicalMessage::Insert { oid, new, .. } if ctx.incr.lock().expect("incremental").signal_oid == Some(*oid) => Some(new.clone()),
+                _ => None,
+            };
             let mut no_tx = TxOrder::default();
             let order = st.tx.as_mut().map_or(&mut no_tx, |t| &mut t.order);
-            let msgs = change_events(ctx, &st.rels, m, wal_start, TxMeta { ts_us, xid, last_commit: st.last_commit }, order)?;
+            let mut msgs = change_events(ctx, &st.rels, m, wal_start, TxMeta { ts_us, xid, last_commit: st.last_commit }, order)?;
+            if let Some(tuple) = signal {
+                crate::incremental::on_signal(ctx, client, &tuple, wal_start, &mut msgs).await?;
+            }
             if msgs.is_empty() {
                 return Ok(None);
             }
