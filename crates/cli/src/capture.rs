@@ -28,7 +28,8 @@ pub struct CaptureArgs {
     /// slot.name
     #[arg(long)]
     pub slot_name: Option<String>,
-    /// snapshot.mode: initial, never, initial_only
+    /// snapshot.mode: initial, never (no_data), initial_only, always, when_needed. Incremental
+    /// snapshots are started by signals (--set signal.data.collection=schema.table).
     #[arg(long)]
     pub snapshot_mode: Option<String>,
     /// Transforms in order: unwrap, mnist-csv, filter (each may be configured with --set transforms.<name>.<key>=<value>).
@@ -81,7 +82,11 @@ async fn report_progress(stats: Arc<Mutex<CaptureStats>>, every: std::time::Dura
             let lag_bytes = s.server_wal_end.0.saturating_sub(s.confirmed_lsn.0);
             let since =
                 if s.last_commit_ms > 0 { format!("{} ms since the last commit seen", now_ms() - s.last_commit_ms) } else { "no commit seen yet".into() };
-            eprintln!("streaming: {rate:.0} events/s, confirmed {} ({lag_bytes} bytes behind the server), {since}", s.confirmed_lsn);
+            let incremental = match &s.incremental_table {
+                Some(t) => format!("; incremental snapshot of {t}: {} rows in {} chunks so far", s.incremental_rows, s.incremental_chunks),
+                None => String::new(),
+            };
+            eprintln!("streaming: {rate:.0} events/s, confirmed {} ({lag_bytes} bytes behind the server), {since}{incremental}", s.confirmed_lsn);
         }
         last_messages = s.messages.max(s.snapshot_rows);
         last_at = std::time::Instant::now();

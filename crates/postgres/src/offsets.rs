@@ -38,11 +38,7 @@ impl Offsets {
     /// The offsets of a slot whose initial snapshot is (or is not yet) complete, with no
     /// incremental snapshot: what a new slot starts from.
     pub fn fresh(cfg: &CaptureConfig, completed: bool) -> Offsets {
-        Offsets {
-            slot: cfg.slot_name.clone(),
-            snapshot_completed: completed,
-            ..Default::default()
-        }
+        Offsets { slot: cfg.slot_name.clone(), snapshot_completed: completed, ..Default::default() }
     }
 }
 
@@ -57,30 +53,11 @@ pub fn offsets_path(cfg: &CaptureConfig) -> Option<std::path::PathBuf> {
     }
     let dir = std::env::var_os("TENSORCDC_STATE_DIR")
         .map(std::path::PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("XDG_STATE_HOME")
-                .map(|d| std::path::PathBuf::from(d).join("tensorcdc"))
-        })
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .map(|h| std::path::PathBuf::from(h).join(".local/state/tensorcdc"))
-        })
+        .or_else(|| std::env::var_os("XDG_STATE_HOME").map(|d| std::path::PathBuf::from(d).join("tensorcdc")))
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".local/state/tensorcdc")))
         .unwrap_or_else(|| std::env::temp_dir().join("tensorcdc-state"));
-    let host: String = cfg
-        .host
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    Some(dir.join(format!(
-        "offsets-{host}-{}-{}-{}.json",
-        cfg.port, cfg.dbname, cfg.slot_name
-    )))
+    let host: String = cfg.host.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' }).collect();
+    Some(dir.join(format!("offsets-{host}-{}-{}-{}.json", cfg.port, cfg.dbname, cfg.slot_name)))
 }
 
 /// The offsets of this capture; `Ok(None)` when there are none yet. A file that exists but
@@ -92,22 +69,12 @@ pub fn read_offsets(cfg: &CaptureConfig) -> Result<Option<Offsets>, CaptureError
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => {
-            return Err(CaptureError::Config {
-                key: "offset.storage.file.filename".into(),
-                reason: format!("{}: {e}", path.display()),
-            })
-        }
+        Err(e) => return Err(CaptureError::Config { key: "offset.storage.file.filename".into(), reason: format!("{}: {e}", path.display()) }),
     };
-    serde_json::from_str(&text)
-        .map(Some)
-        .map_err(|e| CaptureError::Config {
-            key: "offset.storage.file.filename".into(),
-            reason: format!(
-                "{}: not an offsets file of tensorcdc ({e}); move it away to start over",
-                path.display()
-            ),
-        })
+    serde_json::from_str(&text).map(Some).map_err(|e| CaptureError::Config {
+        key: "offset.storage.file.filename".into(),
+        reason: format!("{}: not an offsets file of tensorcdc ({e}); move it away to start over", path.display()),
+    })
 }
 
 /// Forgets the offsets of a slot tensorcdc dropped itself (`slot.drop.on.stop`, an
@@ -116,11 +83,7 @@ pub fn remove_offsets(cfg: &CaptureConfig) {
     if let Some(path) = offsets_path(cfg) {
         if let Err(e) = std::fs::remove_file(&path) {
             if e.kind() != std::io::ErrorKind::NotFound {
-                warn!(
-                    "removing {} after dropping slot {}: {e}",
-                    path.display(),
-                    cfg.slot_name
-                );
+                warn!("removing {} after dropping slot {}: {e}", path.display(), cfg.slot_name);
             }
         }
     }
@@ -142,8 +105,5 @@ pub fn write_offsets(cfg: &CaptureConfig, o: &Offsets) -> Result<(), CaptureErro
         f.sync_all()?;
         std::fs::rename(&tmp, &path)
     };
-    write().map_err(|e| CaptureError::Config {
-        key: "offset.storage.file.filename".into(),
-        reason: format!("{}: {e}", path.display()),
-    })
+    write().map_err(|e| CaptureError::Config { key: "offset.storage.file.filename".into(), reason: format!("{}: {e}", path.display()) })
 }

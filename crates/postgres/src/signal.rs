@@ -21,11 +21,7 @@ pub struct SignalSettings {
 
 impl Default for SignalSettings {
     fn default() -> Self {
-        SignalSettings {
-            data_collection: None,
-            source_channel: true,
-            chunk_size: 1024,
-        }
+        SignalSettings { data_collection: None, source_channel: true, chunk_size: 1024 }
     }
 }
 
@@ -48,15 +44,9 @@ impl SignalSettings {
                 }
                 self.data_collection = Some((s.to_string(), t.to_string()));
             }
-            "signal.enabled.channels" => {
-                self.source_channel = v.split(',').any(|c| c.trim() == "source")
-            }
+            "signal.enabled.channels" => self.source_channel = v.split(',').any(|c| c.trim() == "source"),
             "incremental.snapshot.chunk.size" => {
-                self.chunk_size = v
-                    .parse()
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .ok_or_else(|| format!("{v:?} is not a positive number of rows"))?
+                self.chunk_size = v.parse().ok().filter(|n| *n > 0).ok_or_else(|| format!("{v:?} is not a positive number of rows"))?
             }
             "incremental.snapshot.watermarking.strategy" => {
                 if v != "insert_insert" {
@@ -77,10 +67,7 @@ impl SignalSettings {
 
     /// The signal table when signals are read from the source.
     pub fn table(&self) -> Option<(&str, &str)> {
-        self.data_collection
-            .as_ref()
-            .filter(|_| self.source_channel)
-            .map(|(s, t)| (s.as_str(), t.as_str()))
+        self.data_collection.as_ref().filter(|_| self.source_channel).map(|(s, t)| (s.as_str(), t.as_str()))
     }
 }
 
@@ -109,10 +96,7 @@ pub const WINDOW_CLOSE: &str = "snapshot-window-close";
 
 fn strings(v: Option<&J>) -> Vec<String> {
     match v {
-        Some(J::Array(a)) => a
-            .iter()
-            .filter_map(|x| x.as_str().map(str::to_string))
-            .collect(),
+        Some(J::Array(a)) => a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect(),
         Some(J::String(s)) => vec![s.clone()],
         _ => vec![],
     }
@@ -121,15 +105,10 @@ fn strings(v: Option<&J>) -> Vec<String> {
 /// Reads a signal row. A malformed `data` is an error naming the signal's id.
 pub fn parse(id: &str, kind: &str, data: Option<&str>) -> Result<Signal, String> {
     let data: J = match data.map(str::trim).filter(|d| !d.is_empty()) {
-        Some(d) => serde_json::from_str(d)
-            .map_err(|e| format!("signal {id:?} ({kind}): data is not JSON: {e}"))?,
+        Some(d) => serde_json::from_str(d).map_err(|e| format!("signal {id:?} ({kind}): data is not JSON: {e}"))?,
         None => J::Null,
     };
-    let snapshot_type = data
-        .get("type")
-        .and_then(J::as_str)
-        .unwrap_or("incremental")
-        .to_ascii_lowercase();
+    let snapshot_type = data.get("type").and_then(J::as_str).unwrap_or("incremental").to_ascii_lowercase();
     Ok(match kind {
         "execute-snapshot" => {
             if snapshot_type != "incremental" {
@@ -137,52 +116,34 @@ pub fn parse(id: &str, kind: &str, data: Option<&str>) -> Result<Signal, String>
             }
             let collections = strings(data.get("data-collections"));
             if collections.is_empty() {
-                return Err(format!(
-                    "signal {id:?} (execute-snapshot): data names no \"data-collections\""
-                ));
+                return Err(format!("signal {id:?} (execute-snapshot): data names no \"data-collections\""));
             }
             let mut conditions = Vec::new();
             if let Some(J::Array(list)) = data.get("additional-conditions") {
                 for c in list {
-                    let (Some(dc), Some(f)) = (
-                        c.get("data-collection").and_then(J::as_str),
-                        c.get("filter").and_then(J::as_str),
-                    ) else {
+                    let (Some(dc), Some(f)) = (c.get("data-collection").and_then(J::as_str), c.get("filter").and_then(J::as_str)) else {
                         return Err(format!("signal {id:?}: each additional-conditions entry needs \"data-collection\" and \"filter\", got {c}"));
                     };
                     conditions.push((dc.to_string(), f.to_string()));
                 }
             }
             // Debezium 1.x/2.0's single condition for every collection.
-            if let Some(f) = data
-                .get("additional-condition")
-                .and_then(J::as_str)
-                .filter(|f| !f.trim().is_empty())
-            {
+            if let Some(f) = data.get("additional-condition").and_then(J::as_str).filter(|f| !f.trim().is_empty()) {
                 for c in &collections {
                     conditions.push((c.clone(), f.to_string()));
                 }
             }
-            Signal::ExecuteSnapshot {
-                collections,
-                conditions,
-            }
+            Signal::ExecuteSnapshot { collections, conditions }
         }
         "stop-snapshot" => {
             if snapshot_type != "incremental" {
-                return Ok(Signal::Ignored(format!(
-                    "stop-snapshot of type {snapshot_type:?}"
-                )));
+                return Ok(Signal::Ignored(format!("stop-snapshot of type {snapshot_type:?}")));
             }
-            Signal::StopSnapshot {
-                collections: strings(data.get("data-collections")),
-            }
+            Signal::StopSnapshot { collections: strings(data.get("data-collections")) }
         }
         WINDOW_OPEN => Signal::WindowOpen(id.strip_suffix("-open").unwrap_or(id).to_string()),
         WINDOW_CLOSE => Signal::WindowClose(id.strip_suffix("-close").unwrap_or(id).to_string()),
-        other => Signal::Ignored(format!(
-            "signal type {other:?} is not one tensorcdc acts on (execute-snapshot, stop-snapshot)"
-        )),
+        other => Signal::Ignored(format!("signal type {other:?} is not one tensorcdc acts on (execute-snapshot, stop-snapshot)")),
     })
 }
 
@@ -201,64 +162,23 @@ mod tests {
 
     #[test]
     fn debeziums_signals() {
-        let s = parse(
-            "ad-hoc-1",
-            "execute-snapshot",
-            Some(r#"{"data-collections": ["public.a", "public.b"], "type": "incremental"}"#),
-        )
-        .unwrap();
-        assert_eq!(
-            s,
-            Signal::ExecuteSnapshot {
-                collections: vec!["public.a".into(), "public.b".into()],
-                conditions: vec![]
-            }
-        );
+        let s = parse("ad-hoc-1", "execute-snapshot", Some(r#"{"data-collections": ["public.a", "public.b"], "type": "incremental"}"#)).unwrap();
+        assert_eq!(s, Signal::ExecuteSnapshot { collections: vec!["public.a".into(), "public.b".into()], conditions: vec![] });
         let s = parse(
             "x",
             "execute-snapshot",
             Some(r#"{"data-collections": ["public.a"], "additional-conditions": [{"data-collection": "public.a", "filter": "color = 'blue'"}]}"#),
         )
         .unwrap();
-        assert_eq!(
-            s,
-            Signal::ExecuteSnapshot {
-                collections: vec!["public.a".into()],
-                conditions: vec![("public.a".into(), "color = 'blue'".into())]
-            }
-        );
-        assert_eq!(
-            parse("y", "stop-snapshot", Some(r#"{"type": "INCREMENTAL"}"#)).unwrap(),
-            Signal::StopSnapshot {
-                collections: vec![]
-            }
-        );
-        assert_eq!(
-            parse("c1-open", WINDOW_OPEN, None).unwrap(),
-            Signal::WindowOpen("c1".into())
-        );
-        assert_eq!(
-            parse("c1-close", WINDOW_CLOSE, Some("{}")).unwrap(),
-            Signal::WindowClose("c1".into())
-        );
-        assert!(matches!(
-            parse(
-                "z",
-                "execute-snapshot",
-                Some(r#"{"data-collections": ["a"], "type": "blocking"}"#)
-            )
-            .unwrap(),
-            Signal::Ignored(_)
-        ));
-        assert!(matches!(
-            parse("z", "log", None).unwrap(),
-            Signal::Ignored(_)
-        ));
+        assert_eq!(s, Signal::ExecuteSnapshot { collections: vec!["public.a".into()], conditions: vec![("public.a".into(), "color = 'blue'".into())] });
+        assert_eq!(parse("y", "stop-snapshot", Some(r#"{"type": "INCREMENTAL"}"#)).unwrap(), Signal::StopSnapshot { collections: vec![] });
+        assert_eq!(parse("c1-open", WINDOW_OPEN, None).unwrap(), Signal::WindowOpen("c1".into()));
+        assert_eq!(parse("c1-close", WINDOW_CLOSE, Some("{}")).unwrap(), Signal::WindowClose("c1".into()));
+        assert!(matches!(parse("z", "execute-snapshot", Some(r#"{"data-collections": ["a"], "type": "blocking"}"#)).unwrap(), Signal::Ignored(_)));
+        assert!(matches!(parse("z", "log", None).unwrap(), Signal::Ignored(_)));
         let e = parse("bad-1", "execute-snapshot", Some("{not json")).unwrap_err();
         assert!(e.contains("bad-1"), "{e}");
-        assert!(parse("bad-2", "execute-snapshot", Some("{}"))
-            .unwrap_err()
-            .contains("data-collections"));
+        assert!(parse("bad-2", "execute-snapshot", Some("{}")).unwrap_err().contains("data-collections"));
         assert!(names("public.mnist_.*", "public", "mnist_train"));
         assert!(!names("public.a", "public", "ab"));
     }
@@ -266,9 +186,7 @@ mod tests {
     #[test]
     fn settings() {
         let mut s = SignalSettings::default();
-        assert!(s
-            .set("signal.data.collection", "public.debezium_signal")
-            .unwrap());
+        assert!(s.set("signal.data.collection", "public.debezium_signal").unwrap());
         assert_eq!(s.table(), Some(("public", "debezium_signal")));
         assert!(s.set("incremental.snapshot.chunk.size", "0").is_err());
         assert!(s.set("read.only", "true").is_err());

@@ -12,12 +12,8 @@ use tokio::sync::{mpsc, watch};
 use tokio_postgres::{Client, NoTls};
 
 pub fn start_pg(settings: &[(&str, &str)]) -> LocalPg {
-    LocalPg::start(Options {
-        no_fsync: true,
-        settings: settings.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-        ..Default::default()
-    })
-    .expect("start a private Postgres")
+    LocalPg::start(Options { no_fsync: true, settings: settings.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), ..Default::default() })
+        .expect("start a private Postgres")
 }
 
 pub async fn client(pg: &LocalPg) -> Client {
