@@ -1,5 +1,6 @@
 //! Postgres restarts and a terminated walsender under `tensorcdc capture`, with the Kafka sink
-//! (librdkafka's mock cluster) and the file sink (issue 21, first part): after each fault the
+//! (librdkafka's mock cluster and noida-db) and the file sink (the in-process sink:
+//! `crates/postgres/tests/faults.rs`) (issue 21, first part): after each fault the
 //! capture reconnects, every row inserted after it is delivered, and the slot's
 //! `confirmed_flush_lsn` reaches the server's WAL position of the last insert within seconds.
 //! Before the fix, the Kafka sink's delivery reports went to the first session's channel only,
@@ -71,6 +72,7 @@ fn records_in_topic(brokers: &str, topic: &str) -> i64 {
 
 enum Sink {
     Kafka(MockCluster<'static, rdkafka::producer::DefaultProducerContext>),
+    Noida(tensorcdc_kafka::testing::Noida),
     File(std::path::PathBuf),
 }
 
@@ -88,6 +90,7 @@ async fn faults_with(sink: Sink) {
         .stderr(std::fs::File::create(dir.path().join("capture.err")).unwrap());
     match &sink {
         Sink::Kafka(m) => cmd.args(["--kafka", &m.bootstrap_servers()]),
+        Sink::Noida(n) => cmd.args(["--kafka", &n.bootstrap()]),
         Sink::File(p) => cmd.arg("--sink").arg(format!("file:{}", p.display())),
     };
     let _capture = Kill(cmd.spawn().unwrap());
@@ -111,6 +114,7 @@ async fn faults_with(sink: Sink) {
         loop {
             let have = match &sink {
                 Sink::Kafka(m) => records_in_topic(&m.bootstrap_servers(), "tf.public.mnist_train"),
+                Sink::Noida(n) => records_in_topic(&n.bootstrap(), "tf.public.mnist_train"),
                 Sink::File(p) => ids_in_file(p).len() as i64,
             };
             if have >= rows {
@@ -134,6 +138,11 @@ async fn faults_with(sink: Sink) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_sink_confirms_again_after_restarts() {
     faults_with(Sink::Kafka(MockCluster::new(1).unwrap())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_sink_on_noida_confirms_again_after_restarts() {
+    faults_with(Sink::Noida(tensorcdc_kafka::testing::Noida::start().unwrap())).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

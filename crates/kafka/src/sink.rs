@@ -190,7 +190,11 @@ impl Sink for KafkaSink {
                         self.check_failure()?;
                         tokio::time::sleep(Duration::from_millis(5)).await;
                     }
-                    Err((e, _)) => return Err(SinkError::Permanent(format!("produce to {}: {e}", m.topic))),
+                    Err((e, _)) => {
+                        // The producer's fatal error shows here first when it came between batches.
+                        self.check_failure()?;
+                        return Err(SinkError::Permanent(format!("produce to {}: {e}", m.topic)));
+                    }
                 }
             }
         }

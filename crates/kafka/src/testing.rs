@@ -41,29 +41,55 @@ impl Noida {
 
     /// Starts a broker on `port`.
     pub fn start_on(port: u16) -> Result<Noida, String> {
-        let bin = noida_binary().ok_or("noida-db not found: run scripts/install-deps.sh (pip install noida-db==0.2.3) or set NOIDA_DB")?;
         let dir = std::env::temp_dir().join(format!("noida-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        let child = Command::new(&bin)
+        let child = Self::spawn(port, &dir)?;
+        let mut n = Noida { child, port, dir };
+        n.wait_listening()?;
+        Ok(n)
+    }
+
+    /// The broker's process id (to pause it with SIGSTOP, say).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Kills the broker (SIGKILL) and keeps its data directory, for [`Noida::start_again`].
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the broker again on the same port and data directory.
+    pub fn start_again(&mut self) -> Result<(), String> {
+        self.child = Self::spawn(self.port, &self.dir)?;
+        self.wait_listening()
+    }
+
+    fn spawn(port: u16, dir: &std::path::Path) -> Result<Child, String> {
+        let bin = noida_binary().ok_or("noida-db not found: run scripts/install-deps.sh (pip install noida-db==0.2.3) or set NOIDA_DB")?;
+        Command::new(&bin)
             .args(["start", "--only", "kafka", "--kafka-port", &port.to_string(), "--data-dir"])
             .arg(&dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|e| format!("starting {}: {e}", bin.display()))?;
-        let mut n = Noida { child, port, dir };
+            .map_err(|e| format!("starting {}: {e}", bin.display()))
+    }
+
+    fn wait_listening(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = n.child.try_wait() {
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if let Ok(Some(status)) = self.child.try_wait() {
                 return Err(format!("noida-db exited at start: {status}"));
             }
             if Instant::now() > deadline {
-                return Err(format!("noida-db did not listen on port {port} within 30 s"));
+                return Err(format!("noida-db did not listen on port {} within 30 s", self.port));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        Ok(n)
+        Ok(())
     }
 
     /// `bootstrap.servers` of this broker.

@@ -220,7 +220,11 @@ pub async fn run_capture(
                         "{why} (a new producer failed the same way 3 times within a minute)"
                     ))));
                 }
-                warn!("capture: {why}; starting a new producer, from the last confirmed LSN {}", stats.lock().expect("stats").confirmed_lsn);
+                let from = match stats.lock().expect("stats").confirmed_lsn {
+                    Lsn(0) => "the slot's confirmed position".to_string(),
+                    l => format!("the last confirmed LSN {l}"),
+                };
+                warn!("capture: {why}; starting a new producer, from {from}");
                 sink.reset().await?;
                 stats.lock().expect("stats").outage.get_or_insert_with(|| (Instant::now(), why));
             }
