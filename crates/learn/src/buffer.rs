@@ -128,6 +128,23 @@ impl TrainingBuffer {
         }
     }
 
+    /// Applies a snapshot's read of a row (the initial snapshot or an incremental one). A
+    /// read is the row's state, not a change: a row already held that is read again (a
+    /// snapshot started over after a reconnect, a chunk read again after a crash) replaces
+    /// its example but is neither new nor counted again. Other reads apply as changes.
+    pub fn apply_read(&mut self, change: Change) -> Applied {
+        if let Change::Upsert(r) = &change {
+            let labelled = r.get(&self.label).is_some_and(|c| !c.is_null());
+            if let Some(key) = r.key.clone().filter(|k| labelled && self.rows.contains_key(k)) {
+                let held_out = self.is_held_out(&key);
+                let Change::Upsert(r) = change else { unreachable!("matched above") };
+                self.put(key.clone(), r);
+                return Applied::Labelled { key, replaced: true, held_out };
+            }
+        }
+        self.apply(change)
+    }
+
     /// Puts a row back after a restart (read from the table as it is now): held, but not
     /// new and not counted, since the published version already counted it. Returns true
     /// when it was a labelled row.
@@ -225,6 +242,23 @@ mod tests {
         assert!(b.is_empty());
         assert_eq!(b.apply(Change::Delete("1".into())), Applied::Ignored);
         assert_eq!(b.labelled_changes, 2);
+    }
+
+    #[test]
+    fn a_row_read_again_is_not_counted_again() {
+        let mut b = TrainingBuffer::new("y", 0);
+        b.apply_read(row(1, 0.5, Some(1)));
+        b.apply_read(row(2, 0.5, Some(0)));
+        assert_eq!((b.len(), b.new_count(), b.labelled_changes), (2, 2, 2));
+        // The snapshot starts over: the same rows, one of them changed meanwhile.
+        b.apply_read(row(1, 0.5, Some(1)));
+        b.apply_read(row(2, 0.7, Some(1)));
+        assert_eq!((b.len(), b.new_count(), b.labelled_changes), (2, 2, 2));
+        assert_eq!(b.get("2").unwrap().get("x").and_then(|c| c.as_f64()), Some(0.7), "the newer read replaces the example");
+        // A read of a row not held counts; a streamed change of a held row counts.
+        b.apply_read(row(3, 0.1, Some(0)));
+        b.apply(row(1, 0.9, Some(0)));
+        assert_eq!(b.labelled_changes, 4);
     }
 
     #[test]

@@ -103,7 +103,9 @@ impl State {
                     self.waiting.remove(k);
                     fresh.retain(|p: &Pending| p.record.key.as_ref() != Some(k));
                 }
-                match self.buf.apply(it.change) {
+                // A snapshot's read of a row already held is not counted again.
+                let applied = if it.snapshot { self.buf.apply_read(it.change) } else { self.buf.apply(it.change) };
+                match applied {
                     Applied::Labelled { key, .. } => {
                         // A row labelled late: its label is the answer now, not a prediction.
                         if self.predicted_keys.remove(&key) {
