@@ -33,6 +33,14 @@ impl<T> Txns<T> {
         Some(txn)
     }
 
+    /// A position read outside any transaction (an incremental snapshot's chunk, which the
+    /// capture sends with its close watermark's commit): taken as passed when nothing is open.
+    pub fn passed(&mut self, end: u64) {
+        if self.open.is_empty() {
+            self.through = self.through.max(end);
+        }
+    }
+
     /// The end LSN of the last transaction taken.
     pub fn through(&self) -> u64 {
         self.through

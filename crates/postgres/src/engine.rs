@@ -388,6 +388,15 @@ async fn session(
     incr.lock().expect("incremental").begin_session(offsets.as_ref(), slot.is_none());
     let ctx = Ctx { cfg, transform, stats, prefix: cfg.topic_prefix.as_str().into(), db: cfg.dbname.as_str().into(), types: Default::default(), text_tuples, incr };
     crate::incremental::check(&ctx, &client).await?;
+    if slot.is_none() && cfg.signals.initial {
+        if cfg.signals.table().is_none() || cfg.snapshot_mode != SnapshotMode::Never {
+            return Err(CaptureError::Config {
+                key: "tensorcdc.snapshot.incremental".into(),
+                reason: "needs signal.data.collection (the watermarks' table) and snapshot.mode=no_data".into(),
+            });
+        }
+        incr.lock().expect("incremental").plan_initial(cfg, &tables, stats)?;
+    }
     let (delivered_tx, mut delivered_rx) = mpsc::unbounded_channel::<Lsn>();
     let mut start_lsn = Lsn(0);
     if slot.is_none() {

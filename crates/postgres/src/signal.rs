@@ -17,11 +17,15 @@ pub struct SignalSettings {
     pub source_channel: bool,
     /// `incremental.snapshot.chunk.size` (Debezium's default 1024).
     pub chunk_size: usize,
+    /// `tensorcdc.snapshot.incremental`: a new slot's initial snapshot of the included tables
+    /// is an incremental one (Debezium's `snapshot.mode=no_data` followed by an
+    /// `execute-snapshot` signal, without a window between them in which to send it).
+    pub initial: bool,
 }
 
 impl Default for SignalSettings {
     fn default() -> Self {
-        SignalSettings { data_collection: None, source_channel: true, chunk_size: 1024 }
+        SignalSettings { data_collection: None, source_channel: true, chunk_size: 1024, initial: false }
     }
 }
 
@@ -47,6 +51,13 @@ impl SignalSettings {
             "signal.enabled.channels" => self.source_channel = v.split(',').any(|c| c.trim() == "source"),
             "incremental.snapshot.chunk.size" => {
                 self.chunk_size = v.parse().ok().filter(|n| *n > 0).ok_or_else(|| format!("{v:?} is not a positive number of rows"))?
+            }
+            "tensorcdc.snapshot.incremental" => {
+                self.initial = match v {
+                    "true" => true,
+                    "false" => false,
+                    o => return Err(format!("{o:?} is not true or false")),
+                }
             }
             "incremental.snapshot.watermarking.strategy" => {
                 if v != "insert_insert" {

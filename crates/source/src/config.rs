@@ -72,6 +72,10 @@ pub struct SourceConfig {
     /// In-process: key rows by these columns instead of the primary key (Debezium's
     /// `message.key.columns`; a table without a primary key needs REPLICA IDENTITY FULL).
     pub key_columns: Option<Vec<String>>,
+    /// A persistent slot's initial snapshot done incrementally (chunks between watermarks
+    /// written to this signal table, `schema.table`): a reconnect or a crash during it goes
+    /// on from the last chunk delivered instead of starting over.
+    pub signal_table: Option<String>,
 }
 
 impl Default for SourceConfig {
@@ -97,6 +101,7 @@ impl Default for SourceConfig {
             offset_file: None,
             topic_wait: None,
             key_columns: None,
+            signal_table: None,
         }
     }
 }
@@ -124,6 +129,11 @@ impl SourceConfig {
             cfg.slot_name.clone_from(slot);
             cfg.temporary_slot = false;
             cfg.offset_file.clone_from(&self.offset_file);
+            if let Some(t) = &self.signal_table {
+                cfg.signals.set("signal.data.collection", t).map_err(SourceError::Config)?;
+                cfg.signals.initial = true;
+                cfg.snapshot_mode = SnapshotMode::Never;
+            }
         }
         cfg.status_interval_ms = 1000;
         Ok(cfg)

@@ -47,6 +47,8 @@ pub struct Stream {
     acker: Option<Acker>,
     /// The snapshot's last row has been handed out.
     snapshot_read: bool,
+    /// Rows of an incremental snapshot handed out (compared with those the capture emitted).
+    incremental_read: u64,
     /// In-process messages received so far, and whether the last batch began a new capture
     /// session.
     received: u64,
@@ -149,6 +151,7 @@ impl Stream {
             unacked: Vec::new(),
             acker: None,
             snapshot_read: false,
+            incremental_read: 0,
             received: 0,
             restarted: false,
         }
@@ -187,7 +190,8 @@ impl Stream {
     }
 
     /// False until an in-process capture's snapshot has been handed out whole: its last row
-    /// read from this stream (or no snapshot taken) and the capture streaming. A Kafka
+    /// read from this stream (or no snapshot taken; an incremental one: its last chunk) and
+    /// the capture streaming. A Kafka
     /// stream: once the group has handed out what its partitions held when it joined
     /// ([`GroupReader::caught_up`]).
     pub fn streaming(&mut self) -> bool {
@@ -195,7 +199,9 @@ impl Stream {
             Inner::Kafka(r) => r.caught_up(),
             Inner::Capture { stats, .. } => {
                 let st = stats.lock().expect("capture stats");
-                st.streaming && (st.snapshot_rows == 0 || self.snapshot_read)
+                // An incremental initial snapshot: every chunk emitted has been handed out.
+                let incremental_done = st.incremental_table.is_none() && self.incremental_read >= st.incremental_rows;
+                st.streaming && (st.snapshot_rows == 0 || self.snapshot_read) && incremental_done
             }
         }
     }
@@ -334,6 +340,8 @@ impl Stream {
                             self.last = Instant::now();
                             let last = |m: &Message| matches!(&m.payload, Payload::Envelope(ev) if ev.source.snapshot == tensorcdc_change::Snapshot::Last);
                             self.snapshot_read |= msgs.iter().any(last);
+                            let incremental = |m: &&Message| matches!(&m.payload, Payload::Envelope(ev) if ev.source.snapshot == tensorcdc_change::Snapshot::Incremental);
+                            self.incremental_read += msgs.iter().filter(incremental).count() as u64;
                             for m in &msgs {
                                 items.extend(from_msg(m, &mut self.report)?);
                             }

@@ -18,6 +18,12 @@ pub struct RunArgs {
     /// for a table without one, which then needs REPLICA IDENTITY FULL.
     #[arg(long, value_delimiter = ',')]
     pub key: Option<Vec<String>>,
+    /// Take the table's first snapshot incrementally, as Debezium's incremental snapshots: in
+    /// chunks of 1,024 rows in key order between watermarks written to this signal table
+    /// (schema.table; created with Debezium's columns if missing), so a reconnect or a crash
+    /// during it goes on from the last chunk delivered instead of reading the table again.
+    #[arg(long, value_name = "SCHEMA.TABLE")]
+    pub signal_table: Option<String>,
     /// Feature columns (default: every column but the key and the label).
     #[arg(long, value_delimiter = ',')]
     pub features: Option<Vec<String>>,

@@ -75,6 +75,10 @@ struct State {
     /// Labelled changes counted by the last published version.
     counted: u64,
     training: bool,
+    /// No version published yet: a crash starts over (a new slot, `resume::reset_slot`), so
+    /// what is read may be confirmed (an incremental first snapshot then goes on from its
+    /// last chunk after a reconnect).
+    first: bool,
     /// The labelled changes when the first version's spec last failed to fit for want of rows.
     unfit_at: Option<u64>,
     last_version: Instant,
@@ -90,6 +94,9 @@ impl State {
         let mut fresh = Vec::new();
         for it in items {
             let ack = it.ack_lsn;
+            if let (true, true, Some(a)) = (it.snapshot, self.by_txn, ack) {
+                self.txns.passed(a);
+            }
             let txn = if it.snapshot || !self.by_txn { Some(vec![it]) } else { self.txns.push(it, ack) };
             for it in txn.into_iter().flatten() {
                 if !it.position.is_empty() {
@@ -156,6 +163,7 @@ impl State {
         );
         m.live.version(&d.meta);
         self.counted = d.meta.examples_seen;
+        self.first = false;
         self.confirmable = self.confirmable.max(d.meta.ack_lsn);
         m.examples_trained.set(d.meta.examples_seen as i64);
         if !d.meta.serving {
@@ -225,7 +233,7 @@ impl State {
     /// The LSN the slot may move to: what the last version counted, or everything read when
     /// no labelled change since is waiting for a version.
     fn to_confirm(&mut self) -> Option<u64> {
-        if !self.training && self.buf.labelled_changes == self.counted && !self.txns.in_transaction() {
+        if !self.training && (self.buf.labelled_changes == self.counted || self.first) && !self.txns.in_transaction() {
             self.confirmable = self.confirmable.max(self.txns.through());
         }
         (self.confirmable > self.confirmed).then(|| {
@@ -254,6 +262,9 @@ async fn run_async(a: RunArgs) -> Result<()> {
     let out = Predictions::new(&a.source, &pred_table, topic, names).await?;
     let slot = a.slot.clone().unwrap_or_else(|| format!("tensorcdc_run_{}", a.table.to_lowercase()));
     let offsets = a.out.join("capture-offsets.json");
+    if let (Some(t), None) = (&a.signal_table, &a.kafka) {
+        create_signal_table(&out.client, t).await?;
+    }
     let cfg = match &a.kafka {
         None => SourceConfig {
             source: Some(a.source.clone()),
@@ -262,6 +273,7 @@ async fn run_async(a: RunArgs) -> Result<()> {
             slot: Some(slot.clone()),
             offset_file: Some(offsets.clone()),
             key_columns: a.key.clone(),
+            signal_table: a.signal_table.clone(),
             ..Default::default()
         },
         Some(brokers) => {
@@ -294,6 +306,7 @@ async fn run_async(a: RunArgs) -> Result<()> {
         predicted: 0,
         counted: 0,
         training: false,
+        first: true,
         unfit_at: None,
         last_version: Instant::now(),
         confirmed: 0,
@@ -325,6 +338,7 @@ async fn run_async(a: RunArgs) -> Result<()> {
                 r.serving.as_ref().map(|s| s.1.to_string()).unwrap_or_else(|| "none".into())
             );
             (st.counted, st.buf.labelled_changes, st.txns) = (r.latest.examples_seen, r.latest.examples_seen, Txns::new(r.latest.ack_lsn));
+            st.first = false;
             (st.spec, st.serving, start, st.position) = (Some(r.spec), r.serving, r.start, r.latest.position.clone());
             if let Some(v) = &st.serving {
                 m.model_version.set(v.1 as i64);
@@ -408,4 +422,12 @@ async fn run_async(a: RunArgs) -> Result<()> {
     let _ = tokio::task::spawn_blocking(move || trainer.join()).await;
     println!("run: {} predictions written, {} labelled rows held", st.predicted, st.buf.len());
     Ok(())
+}
+
+/// Creates the signal table of `--signal-table` with Debezium's columns, when it is missing.
+async fn create_signal_table(client: &tokio_postgres::Client, table: &str) -> Result<()> {
+    let (schema, name) = table.split_once('.').unwrap_or(("public", table));
+    let q = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+    let sql = format!("CREATE TABLE IF NOT EXISTS {}.{} (id VARCHAR(42) PRIMARY KEY, type VARCHAR(32) NOT NULL, data VARCHAR(2048) NULL)", q(schema), q(name));
+    client.batch_execute(&sql).await.with_context(|| format!("creating the signal table {table}"))
 }

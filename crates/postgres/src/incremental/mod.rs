@@ -156,6 +156,22 @@ impl Incremental {
     }
 }
 
+impl Incremental {
+    /// A new slot whose initial snapshot is incremental (`tensorcdc.snapshot.incremental`):
+    /// every included table, queued and recorded before the stream starts.
+    pub fn plan_initial(&mut self, cfg: &crate::CaptureConfig, tables: &[(String, String, u32)], stats: &std::sync::Mutex<crate::CaptureStats>) -> Result<(), CaptureError> {
+        let collections: Vec<Collection> = tables.iter().map(|(s, t, _)| Collection { id: format!("{s}.{t}"), filter: None }).collect();
+        if collections.is_empty() {
+            return Ok(());
+        }
+        info!("initial snapshot, incrementally: {}", collections.iter().map(|c| c.id.as_str()).collect::<Vec<_>>().join(", "));
+        stats.lock().expect("stats").incremental_table = Some(collections[0].id.clone());
+        self.durable = Some(Progress { collections, last_key: None, max_key: None });
+        self.current = self.durable.clone();
+        self.write(cfg)
+    }
+}
+
 /// Text of a signal row's column (text and varchar come as UTF-8 in both tuple forms).
 fn text(t: Option<&TupleValue>) -> Option<String> {
     match t? {
