@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 use tensorcdc_change::json::JsonWriter;
-use tensorcdc_change::{Delivered, Message, Sink, SinkError};
+use tensorcdc_change::{BatchAck, Message, Sink, SinkError};
 use tensorcdc_postgres::{run_capture, CaptureConfig, CaptureStats, Transform};
 
 /// Counts messages (optionally serialising them to Debezium JSON, as a Kafka sink would).
@@ -21,7 +21,7 @@ pub struct Counting {
 
 #[async_trait::async_trait]
 impl Sink for Counting {
-    async fn send(&mut self, batch: Vec<Message>, delivered: &Delivered) -> Result<(), SinkError> {
+    async fn send(&mut self, batch: Vec<Message>, ack: BatchAck) -> Result<(), SinkError> {
         if self.json {
             for m in &batch {
                 let (k, v) = self.writer.serialize(m);
@@ -29,9 +29,7 @@ impl Sink for Counting {
             }
         }
         *self.n.lock().unwrap() += batch.len() as u64;
-        if let Some(l) = batch.iter().filter_map(|m| m.ack_lsn).max() {
-            let _ = delivered.send(l);
-        }
+        ack.done();
         Ok(())
     }
 }

@@ -1,17 +1,21 @@
-//! Sinks: where messages end up, and how they say a message is durable.
+//! Sinks: where messages end up, and how they say a batch is durable.
 //!
-//! The engine hands a sink batches of messages; a sink reports, through [`Delivered`], the
-//! highest LSN whose messages (and all before them) it has made durable. Only that LSN is
-//! ever confirmed to Postgres, so a crash can repeat messages but never lose one.
+//! The engine hands a sink batches of messages, each with its own completion handle
+//! ([`BatchAck`]), as supabase/etl's `BatchFlushResult`: it carries the batch's LSN (the
+//! largest `ack_lsn` of its messages) and belongs to the capture session that sent it. The
+//! sink completes it once the batch is durable ([`BatchAck::done`]) or failed
+//! ([`BatchAck::failed`]); a handle dropped without either reports the batch lost, so no
+//! batch can be forgotten without the session hearing of it. Only LSNs of completed batches
+//! are ever confirmed to Postgres, so a crash can repeat messages but never lose one.
 
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::{Lsn, Message};
 
 /// A sink failure: retryable ones are retried with backoff, permanent ones stop capture.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum SinkError {
     #[error("sink temporarily unavailable: {0}")]
     Retryable(String),
@@ -24,16 +28,92 @@ pub enum SinkError {
     Fatal(String),
 }
 
-/// Durability reports from a sink to the engine.
-pub type Delivered = mpsc::UnboundedSender<Lsn>;
+/// The completion handle of one batch, given to the sink with it.
+#[must_use = "a batch's handle must be completed (done or failed) once the batch is durable"]
+pub struct BatchAck {
+    lsn: Option<Lsn>,
+    session: u64,
+    tx: Option<oneshot::Sender<Result<Option<Lsn>, SinkError>>>,
+}
+
+/// The engine's half of a [`BatchAck`]: resolves when the sink completes the batch.
+pub struct PendingAck {
+    pub lsn: Option<Lsn>,
+    rx: oneshot::Receiver<Result<Option<Lsn>, SinkError>>,
+}
+
+impl BatchAck {
+    /// A handle for a batch of `session` whose messages carry `lsn` at most, and the future
+    /// the session awaits.
+    pub fn new(lsn: Option<Lsn>, session: u64) -> (BatchAck, PendingAck) {
+        let (tx, rx) = oneshot::channel();
+        (BatchAck { lsn, session, tx: Some(tx) }, PendingAck { lsn, rx })
+    }
+
+    /// The batch's handle for `batch`: its LSN is the largest `ack_lsn` of its messages.
+    pub fn for_batch(batch: &[Message], session: u64) -> (BatchAck, PendingAck) {
+        BatchAck::new(batch.iter().filter_map(|m| m.ack_lsn).max(), session)
+    }
+
+    /// The largest LSN this batch makes safe to confirm, if any.
+    pub fn lsn(&self) -> Option<Lsn> {
+        self.lsn
+    }
+
+    /// The capture session that sent the batch (a new one after each reconnect).
+    pub fn session(&self) -> u64 {
+        self.session
+    }
+
+    /// Every message of the batch is durable. A session that has ended no longer waits: the
+    /// next one starts from what was confirmed, so that is not an error.
+    pub fn done(mut self) {
+        if let Some(tx) = self.tx.take() {
+            if tx.send(Ok(self.lsn)).is_err() {
+                tracing::debug!("batch of session {} (LSN {:?}) completed after the session ended", self.session, self.lsn);
+            }
+        }
+    }
+
+    /// The batch could not be made durable.
+    pub fn failed(mut self, e: SinkError) {
+        if let Some(tx) = self.tx.take() {
+            let _ended = tx.send(Err(e));
+        }
+    }
+}
+
+impl Drop for BatchAck {
+    fn drop(&mut self) {
+        if let Some(tx) = self.tx.take() {
+            let lost = SinkError::Fatal(format!("the sink dropped a batch (LSN {:?}) without reporting it durable or failed", self.lsn));
+            let _ended = tx.send(Err(lost));
+        }
+    }
+}
+
+impl PendingAck {
+    /// Waits for the sink's report: the batch's LSN once durable.
+    pub async fn wait(&mut self) -> Result<Option<Lsn>, SinkError> {
+        (&mut self.rx).await.unwrap_or_else(|_| Err(SinkError::Fatal("a batch's completion handle vanished".into())))
+    }
+
+    /// The report if it has come (`None` while the batch is not yet durable).
+    pub fn try_take(&mut self) -> Option<Result<Option<Lsn>, SinkError>> {
+        match self.rx.try_recv() {
+            Ok(r) => Some(r),
+            Err(oneshot::error::TryRecvError::Empty) => None,
+            Err(oneshot::error::TryRecvError::Closed) => Some(Err(SinkError::Fatal("a batch's completion handle vanished".into()))),
+        }
+    }
+}
 
 /// Where messages go.
 #[async_trait::async_trait]
 pub trait Sink: Send {
-    /// Accepts a batch. When its messages are durable, sends on `delivered` the largest
-    /// `ack_lsn` of the batch (or of any earlier batch) that is safe to confirm. Returning
-    /// does not mean durable; the report does.
-    async fn send(&mut self, batch: Vec<Message>, delivered: &Delivered) -> Result<(), SinkError>;
+    /// Accepts a batch. Completes `ack` when its messages are durable (or failed); returning
+    /// does not mean durable, the handle does.
+    async fn send(&mut self, batch: Vec<Message>, ack: BatchAck) -> Result<(), SinkError>;
 
     /// Waits until everything accepted is durable or failed.
     async fn flush(&mut self) -> Result<(), SinkError> {
@@ -55,10 +135,6 @@ pub trait Sink: Send {
     }
 }
 
-fn max_lsn(batch: &[Message]) -> Option<Lsn> {
-    batch.iter().filter_map(|m| m.ack_lsn).max()
-}
-
 /// The in-process transport and test fixture: a bounded channel of messages. A message counts
 /// as durable once it is in the channel (in-process there is nothing more durable: a crash
 /// loses the consumer too, and the slot resends everything not confirmed). The channel is
@@ -77,14 +153,15 @@ impl ChannelSink {
 
 #[async_trait::async_trait]
 impl Sink for ChannelSink {
-    async fn send(&mut self, batch: Vec<Message>, delivered: &Delivered) -> Result<(), SinkError> {
-        let lsn = max_lsn(&batch);
+    async fn send(&mut self, batch: Vec<Message>, ack: BatchAck) -> Result<(), SinkError> {
         for m in batch {
-            self.tx.send(m).await.map_err(|_| SinkError::Permanent("in-process receiver closed".into()))?;
+            if self.tx.send(m).await.is_err() {
+                let e = SinkError::Permanent("in-process receiver closed".into());
+                ack.failed(e.clone());
+                return Err(e);
+            }
         }
-        if let Some(l) = lsn {
-            let _ = delivered.send(l);
-        }
+        ack.done();
         Ok(())
     }
 }
@@ -103,12 +180,9 @@ impl MemorySink {
 
 #[async_trait::async_trait]
 impl Sink for MemorySink {
-    async fn send(&mut self, batch: Vec<Message>, delivered: &Delivered) -> Result<(), SinkError> {
-        let lsn = max_lsn(&batch);
+    async fn send(&mut self, batch: Vec<Message>, ack: BatchAck) -> Result<(), SinkError> {
         self.messages.lock().expect("not poisoned").extend(batch);
-        if let Some(l) = lsn {
-            let _ = delivered.send(l);
-        }
+        ack.done();
         Ok(())
     }
 }

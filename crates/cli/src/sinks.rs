@@ -5,7 +5,7 @@
 use std::io::Write;
 
 use tensorcdc_change::json::{ConverterConfig, JsonWriter};
-use tensorcdc_change::{Delivered, Key, Message, Payload, Sink, SinkError};
+use tensorcdc_change::{BatchAck, Key, Message, Payload, Sink, SinkError};
 
 /// Appends `bytes` as the JSON of a line's `key` or `value`. What the converter wrote as JSON
 /// (a row or an envelope, with either converter) goes in as it is, serialised once; raw text
@@ -56,27 +56,36 @@ impl LineSink<std::io::BufWriter<std::fs::File>> {
     }
 }
 
+impl<W: Write + Send> LineSink<W> {
+    /// Writes the batch's lines with one call, then makes them durable (fsync) when a file.
+    fn write_batch(&mut self) -> std::io::Result<()> {
+        self.out.write_all(&self.buf)?;
+        self.out.flush()?;
+        if let Some(f) = &self.sync {
+            f.sync_data()?;
+        }
+        Ok(())
+    }
+}
+
 #[async_trait::async_trait]
 impl<W: Write + Send> Sink for LineSink<W> {
-    async fn send(&mut self, batch: Vec<Message>, delivered: &Delivered) -> Result<(), SinkError> {
-        let lsn = batch.iter().filter_map(|m| m.ack_lsn).max();
+    async fn send(&mut self, batch: Vec<Message>, ack: BatchAck) -> Result<(), SinkError> {
         self.buf.clear();
         for m in &batch {
             json_line(&mut self.buf, m, &mut self.conv);
         }
-        self.out.write_all(&self.buf).map_err(|e| SinkError::Permanent(e.to_string()))?;
-        self.out.flush().map_err(|e| SinkError::Permanent(e.to_string()))?;
-        if let Some(f) = &self.sync {
-            f.sync_data().map_err(|e| SinkError::Permanent(e.to_string()))?;
-        }
-        // A closed channel: the capture session that sent the batch ended; the next one starts
-        // from what was confirmed.
-        if let Some(l) = lsn {
-            if delivered.send(l).is_err() {
-                tracing::debug!("delivery of {l} reported after its capture session ended");
+        match self.write_batch() {
+            Ok(()) => {
+                ack.done();
+                Ok(())
+            }
+            Err(e) => {
+                let e = SinkError::Permanent(e.to_string());
+                ack.failed(e.clone());
+                Err(e)
             }
         }
-        Ok(())
     }
 }
 

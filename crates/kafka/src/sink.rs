@@ -12,7 +12,7 @@ use rdkafka::error::{KafkaError as RdError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use tensorcdc_change::json::{ConverterConfig, JsonWriter};
-use tensorcdc_change::{Delivered, Lsn, Message, Sink, SinkError, SOURCE_KEY_HEADER};
+use tensorcdc_change::{BatchAck, Message, Sink, SinkError, SOURCE_KEY_HEADER};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
@@ -30,7 +30,7 @@ pub struct KafkaSink {
     admin: AdminClient<LogContext>,
     writer: JsonWriter,
     known_topics: HashSet<String>,
-    pending: Option<mpsc::Sender<(DeliveryFuture, Option<Lsn>, Delivered)>>,
+    pending: Option<mpsc::Sender<(DeliveryFuture, Option<BatchAck>)>>,
     outstanding: Arc<AtomicUsize>,
     failure: Arc<Mutex<Option<String>>>,
     /// Partitions for topics the sink creates.
@@ -105,39 +105,40 @@ impl KafkaSink {
         self.known_topics.insert(topic.to_string());
     }
 
-    /// The delivery-report task: it awaits each record's report in produce order and reports
-    /// its LSN to the channel of the capture session that produced it (each record carries
-    /// its own), so a session after a reconnect gets its own reports, and one that ended gets
-    /// none (the next starts from what was confirmed).
-    fn start_reporter(&mut self) -> mpsc::Sender<(DeliveryFuture, Option<Lsn>, Delivered)> {
+    /// The delivery-report task: it awaits each record's report in produce order; a batch's
+    /// completion handle rides on its last record, so it is completed once every record of
+    /// the batch (and every one before) was delivered. A failed delivery fails its batch's
+    /// handle and stops the task: the handles still queued are dropped, which reports their
+    /// batches lost to the session that sent them.
+    fn start_reporter(&mut self) -> mpsc::Sender<(DeliveryFuture, Option<BatchAck>)> {
         if let Some(p) = &self.pending {
             return p.clone();
         }
-        let (tx, mut rx) = mpsc::channel::<(DeliveryFuture, Option<Lsn>, Delivered)>(1 << 16);
+        let (tx, mut rx) = mpsc::channel::<(DeliveryFuture, Option<BatchAck>)>(1 << 16);
         let outstanding = self.outstanding.clone();
         let failure = self.failure.clone();
         tokio::spawn(async move {
-            while let Some((fut, lsn, delivered)) = rx.recv().await {
-                match fut.await {
-                    Ok(Ok(_)) => {
-                        if let Some(l) = lsn {
-                            if delivered.send(l).is_err() {
-                                debug!("delivery of {l} reported after its capture session ended");
-                            }
+            while let Some((fut, ack)) = rx.recv().await {
+                let failed = match fut.await {
+                    Ok(Ok(_)) => None,
+                    Ok(Err((e, _))) => Some(e.to_string()),
+                    Err(_) => Some("producer dropped a delivery report".to_string()),
+                };
+                outstanding.fetch_sub(1, Ordering::SeqCst);
+                match failed {
+                    None => {
+                        if let Some(a) = ack {
+                            a.done();
                         }
                     }
-                    Ok(Err((e, _))) => {
-                        *failure.lock().expect("not poisoned") = Some(e.to_string());
-                        outstanding.fetch_sub(1, Ordering::SeqCst);
-                        return;
-                    }
-                    Err(_) => {
-                        *failure.lock().expect("not poisoned") = Some("producer dropped a delivery report".into());
-                        outstanding.fetch_sub(1, Ordering::SeqCst);
+                    Some(e) => {
+                        *failure.lock().expect("not poisoned") = Some(e.clone());
+                        if let Some(a) = ack {
+                            a.failed(SinkError::Fatal(format!("Kafka delivery failed: {e}")));
+                        }
                         return;
                     }
                 }
-                outstanding.fetch_sub(1, Ordering::SeqCst);
             }
         });
         self.pending = Some(tx.clone());
@@ -159,10 +160,15 @@ impl KafkaSink {
 
 #[async_trait::async_trait]
 impl Sink for KafkaSink {
-    async fn send(&mut self, batch: Vec<Message>, delivered: &Delivered) -> Result<(), SinkError> {
+    async fn send(&mut self, batch: Vec<Message>, ack: BatchAck) -> Result<(), SinkError> {
         self.check_failure()?;
         let pending = self.start_reporter();
-        for m in batch {
+        if batch.is_empty() {
+            ack.done();
+            return Ok(());
+        }
+        let (n, mut ack) = (batch.len(), Some(ack));
+        for (i, m) in batch.into_iter().enumerate() {
             self.ensure_topic(&m.topic).await;
             let (key, value) = self.writer.serialize(&m);
             let source_key = matches!(m.key, tensorcdc_change::Key::Derived { .. }).then(|| m.key.to_text()).flatten();
@@ -182,7 +188,8 @@ impl Sink for KafkaSink {
                         self.produced += 1;
                         self.inject_fatal();
                         self.outstanding.fetch_add(1, Ordering::SeqCst);
-                        pending.send((fut, m.ack_lsn, delivered.clone())).await.map_err(|_| SinkError::Permanent("delivery reporter stopped".into()))?;
+                        let with = if i + 1 == n { ack.take() } else { None };
+                        pending.send((fut, with)).await.map_err(|_| SinkError::Fatal("the delivery reporter stopped after a failed delivery".into()))?;
                         break;
                     }
                     Err((RdError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {

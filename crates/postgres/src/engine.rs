@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tensorcdc_change::{ChangeEvent, Lsn, Message, Op, Payload, Row, Sink, Snapshot, Source};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio_postgres::Client;
 use tracing::{info, warn};
 
@@ -104,6 +104,8 @@ pub(crate) struct Ctx<'a> {
     pub text_tuples: &'a std::sync::atomic::AtomicBool,
     /// The incremental snapshot (lives across sessions).
     pub incr: &'a Mutex<Incremental>,
+    /// This session's number (batches' completion handles carry it).
+    pub session: u64,
 }
 
 impl Ctx<'_> {
@@ -199,10 +201,12 @@ pub async fn run_capture(
     let text_tuples = std::sync::atomic::AtomicBool::new(false);
     let incr = Mutex::new(Incremental::default());
     let mut fatal: Vec<Instant> = Vec::new();
+    let mut session_no = 0u64;
     let mut retries = 0u32;
     loop {
         let started = Instant::now();
-        match session(&cfg, &transform, sink, &mut shutdown, &stats, &text_tuples, &incr).await {
+        session_no += 1;
+        match session(&cfg, &transform, sink, &mut shutdown, &stats, &text_tuples, &incr, session_no).await {
             Ok(()) => {
                 if cfg.drop_slot_on_stop {
                     drop_slot(&cfg).await;
@@ -282,6 +286,7 @@ async fn session(
     stats: &Arc<Mutex<CaptureStats>>,
     text_tuples: &std::sync::atomic::AtomicBool,
     incr: &Mutex<Incremental>,
+    session_no: u64,
 ) -> Result<(), CaptureError> {
     let client = connect_sql(cfg).await?;
     let wal_level: String = client.query_one("SHOW wal_level", &[]).await.map_err(|e| CaptureError::from_pg("SHOW wal_level", e))?.get(0);
@@ -386,7 +391,7 @@ async fn session(
         slot = None;
     }
     incr.lock().expect("incremental").begin_session(offsets.as_ref(), slot.is_none());
-    let ctx = Ctx { cfg, transform, stats, prefix: cfg.topic_prefix.as_str().into(), db: cfg.dbname.as_str().into(), types: Default::default(), text_tuples, incr };
+    let ctx = Ctx { cfg, transform, stats, prefix: cfg.topic_prefix.as_str().into(), db: cfg.dbname.as_str().into(), types: Default::default(), text_tuples, incr, session: session_no };
     crate::incremental::check(&ctx, &client).await?;
     if slot.is_none() && cfg.signals.initial {
         if cfg.signals.table().is_none() || cfg.snapshot_mode != SnapshotMode::Never {
@@ -397,7 +402,8 @@ async fn session(
         }
         incr.lock().expect("incremental").plan_initial(cfg, &tables, stats)?;
     }
-    let (delivered_tx, mut delivered_rx) = mpsc::unbounded_channel::<Lsn>();
+    // The completion handles of the batches this session sent, oldest first.
+    let mut pending = std::collections::VecDeque::new();
     let mut start_lsn = Lsn(0);
     if slot.is_none() {
         let want_snapshot = cfg.snapshot_mode != SnapshotMode::Never;
@@ -419,7 +425,7 @@ async fn session(
         info!("created slot {} at {consistent}", cfg.slot_name);
         if want_snapshot {
             let name = row.get(2).cloned().flatten();
-            let r = crate::snapshot::snapshot(&ctx, &client, name.as_deref(), consistent, sink, &delivered_tx, shutdown).await;
+            let r = crate::snapshot::snapshot(&ctx, &client, name.as_deref(), consistent, sink, &mut pending, shutdown).await;
             if let Err(e) = r {
                 // Do not leave a slot whose snapshot never completed: the next start must snapshot again.
                 let _ = repl.simple_query(&format!("DROP_REPLICATION_SLOT {}", quote_ident(&cfg.slot_name))).await;
@@ -428,7 +434,7 @@ async fn session(
             write_offsets(cfg, &Offsets::fresh(cfg, true))?;
         }
     } else if cfg.snapshot_mode == SnapshotMode::InitialOnly {
-        crate::snapshot::snapshot(&ctx, &client, None, Lsn(0), sink, &delivered_tx, shutdown).await?;
+        crate::snapshot::snapshot(&ctx, &client, None, Lsn(0), sink, &mut pending, shutdown).await?;
     }
     stats.lock().expect("stats").snapshot_done = true;
     if cfg.snapshot_mode == SnapshotMode::InitialOnly && !cfg.temporary_slot {
@@ -442,5 +448,5 @@ async fn session(
         repl.close().await;
         return Ok(());
     }
-    crate::stream::stream(&ctx, &client, repl, start_lsn, sink, delivered_tx, &mut delivered_rx, shutdown).await
+    crate::stream::stream(&ctx, &client, repl, start_lsn, sink, pending, shutdown).await
 }

@@ -14,8 +14,7 @@
 //! (`ts_ms`), both version 1, through the configured converters.
 
 use tensorcdc_change::json::{Converter, ConverterConfig};
-use tensorcdc_change::{Key, Lsn, Message, Payload, Sink};
-use tokio::sync::mpsc;
+use tensorcdc_change::{BatchAck, Key, Message, Payload, PendingAck, Sink};
 use tokio_postgres::Client;
 
 use crate::config::CaptureConfig;
@@ -28,7 +27,8 @@ pub(crate) async fn beat(
     cfg: &CaptureConfig,
     client: &Client,
     sink: &mut dyn Sink,
-    delivered: &mpsc::UnboundedSender<Lsn>,
+    pending: &mut std::collections::VecDeque<PendingAck>,
+    session: u64,
     repl: &mut ReplicationConn,
     confirmed: u64,
 ) -> Result<(), CaptureError> {
@@ -42,7 +42,9 @@ pub(crate) async fn beat(
             _ => CaptureError::from_pg("heartbeat.action.query", e),
         })?;
     }
-    sink.send(vec![message(&cfg.heartbeat_topic_prefix, &cfg.topic_prefix, &cfg.converter, crate::engine::now_ms())], delivered).await?;
+    let (ack, p) = BatchAck::new(None, session);
+    pending.push_back(p);
+    sink.send(vec![message(&cfg.heartbeat_topic_prefix, &cfg.topic_prefix, &cfg.converter, crate::engine::now_ms())], ack).await?;
     // The server answers with a keepalive at once: its WAL position, confirmed when idle.
     repl.send_status(confirmed, true).await
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use bytes::{Buf, Bytes, BytesMut};
 use futures::StreamExt;
 use tensorcdc_change::{Lsn, Message, Op, Row, Sink, Snapshot};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio_postgres::Client;
 use tracing::info;
 
@@ -87,7 +87,7 @@ pub(crate) async fn snapshot(
     snapshot_name: Option<&str>,
     consistent: Lsn,
     sink: &mut dyn Sink,
-    delivered: &mpsc::UnboundedSender<Lsn>,
+    pending: &mut std::collections::VecDeque<tensorcdc_change::PendingAck>,
     shutdown: &watch::Receiver<bool>,
 ) -> Result<(), CaptureError> {
     let pg = |c: &'static str| move |e| CaptureError::from_pg(c, e);
@@ -144,7 +144,7 @@ pub(crate) async fn snapshot(
                 }
                 first_in_table = false;
                 if batch.len() >= ctx.cfg.max_batch_size {
-                    sink.send(std::mem::take(&mut batch), delivered).await?;
+                    crate::stream::send(ctx, sink, std::mem::take(&mut batch), pending).await?;
                     let mut st = ctx.stats.lock().expect("stats");
                     st.snapshot_rows = rows_done;
                     if let Some(t) = st.snapshot_table.as_mut() {
@@ -169,7 +169,7 @@ pub(crate) async fn snapshot(
         rows_done += 1;
     }
     if !batch.is_empty() {
-        sink.send(batch, delivered).await?;
+        crate::stream::send(ctx, sink, batch, pending).await?;
     }
     sink.flush().await?;
     client.batch_execute("COMMIT").await.map_err(pg("COMMIT snapshot"))?;

@@ -2,13 +2,13 @@
 //! the acknowledgement rule (see `engine`'s overview): the confirmed LSN only moves past
 //! what the sink reported durable.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tensorcdc_change::{Lsn, Message, Op, Sink, Snapshot, Value};
-use tokio::sync::{mpsc, watch};
+use tensorcdc_change::{BatchAck, Lsn, Message, Op, PendingAck, Sink, Snapshot, Value};
+use tokio::sync::watch;
 use tokio_postgres::Client;
 use tracing::info;
 
@@ -65,8 +65,7 @@ pub(crate) async fn stream(
     mut repl: ReplicationConn,
     start: Lsn,
     sink: &mut dyn Sink,
-    delivered_tx: mpsc::UnboundedSender<Lsn>,
-    delivered_rx: &mut mpsc::UnboundedReceiver<Lsn>,
+    mut pending: VecDeque<PendingAck>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), CaptureError> {
     let v = repl.server_version;
@@ -106,12 +105,10 @@ pub(crate) async fn stream(
             biased;
             _ = shutdown.changed() => {
                 if !batch.is_empty() {
-                    sink.send(std::mem::take(&mut batch), &delivered_tx).await?;
+                    send(ctx, sink, std::mem::take(&mut batch), &mut pending).await?;
                 }
                 sink.flush().await?;
-                while let Ok(l) = delivered_rx.try_recv() {
-                    acks.delivered = acks.delivered.max(l.0);
-                }
+                drain(&mut pending, &mut acks)?;
                 let safe = acks.safe(st.tx.is_none());
                 ctx.incr.lock().expect("incremental").persist_up_to(ctx.cfg, safe)?;
                 if safe > acks.confirmed {
@@ -121,17 +118,18 @@ pub(crate) async fn stream(
                 repl.close().await;
                 return Ok(());
             }
-            Some(l) = delivered_rx.recv() => {
-                acks.delivered = acks.delivered.max(l.0);
-                while let Ok(l) = delivered_rx.try_recv() {
+            r = async { pending.front_mut().expect("not empty").wait().await }, if !pending.is_empty() => {
+                pending.pop_front();
+                if let Some(l) = r? {
                     acks.delivered = acks.delivered.max(l.0);
                 }
+                drain(&mut pending, &mut acks)?;
             }
             _ = ticker.tick() => {
                 sink.health()?;
                 if beat_every.is_some_and(|e| last_beat.elapsed() >= e) {
                     last_beat = Instant::now();
-                    crate::heartbeat::beat(ctx.cfg, client, sink, &delivered_tx, &mut repl, acks.confirmed).await?;
+                    crate::heartbeat::beat(ctx.cfg, client, sink, &mut pending, ctx.session, &mut repl, acks.confirmed).await?;
                 }
             }
             msg = repl.recv() => {
@@ -155,7 +153,7 @@ pub(crate) async fn stream(
                         let raw = data.clone();
                         let m = pgoutput::decode(data, st.stream_xid.is_some())?;
                         if let Some(r) = handle(ctx, client, binary, m, &raw, wal_start, &mut st, &mut batch, &mut acks).await? {
-                            replay(ctx, r, sink, &mut repl, &delivered_tx, &mut batch, &mut acks).await?;
+                            replay(ctx, r, sink, &mut repl, &mut pending, &mut batch, &mut acks).await?;
                         }
                     }
                 }
@@ -163,14 +161,12 @@ pub(crate) async fn stream(
                 if batch.len() >= ctx.cfg.max_batch_size || (!batch.is_empty() && st.tx.is_none() && !repl.has_buffered_frame()) {
                     let b = std::mem::take(&mut batch);
                     let n = b.len() as u64;
-                    sink.send(b, &delivered_tx).await?;
+                    send(ctx, sink, b, &mut pending).await?;
                     ctx.stats.lock().expect("stats").messages += n;
                 }
             }
         }
-        while let Ok(l) = delivered_rx.try_recv() {
-            acks.delivered = acks.delivered.max(l.0);
-        }
+        drain(&mut pending, &mut acks)?;
         let safe = acks.safe(st.tx.is_none() && batch.is_empty());
         ctx.incr.lock().expect("incremental").persist_up_to(ctx.cfg, safe)?;
         if (safe > acks.confirmed && last_status.elapsed() >= Duration::from_millis(200)) || last_status.elapsed() >= status_every {
@@ -181,6 +177,31 @@ pub(crate) async fn stream(
             ctx.stats.lock().expect("stats").confirmed_lsn = Lsn(lsn);
         }
     }
+}
+
+/// Hands a batch to the sink with its completion handle, kept (in order) in `pending`.
+pub(crate) async fn send(ctx: &Ctx<'_>, sink: &mut dyn Sink, batch: Vec<Message>, pending: &mut VecDeque<PendingAck>) -> Result<(), CaptureError> {
+    let (ack, p) = BatchAck::for_batch(&batch, ctx.session);
+    pending.push_back(p);
+    sink.send(batch, ack).await?;
+    Ok(())
+}
+
+/// Takes the reports that have come, oldest first: `delivered` moves to the LSN of the last
+/// batch whose report (and every earlier one's) came; a failed or lost batch is an error.
+fn drain(pending: &mut VecDeque<PendingAck>, acks: &mut Acks) -> Result<(), CaptureError> {
+    while let Some(front) = pending.front_mut() {
+        match front.try_take() {
+            None => break,
+            Some(r) => {
+                pending.pop_front();
+                if let Some(l) = r? {
+                    acks.delivered = acks.delivered.max(l.0);
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// True when every column of every included table has a binary decoder, so binary tuples
@@ -458,7 +479,7 @@ async fn replay(
     r: Replay,
     sink: &mut dyn Sink,
     repl: &mut ReplicationConn,
-    delivered: &mpsc::UnboundedSender<Lsn>,
+    pending: &mut VecDeque<PendingAck>,
     batch: &mut Vec<Message>,
     acks: &mut Acks,
 ) -> Result<(), CaptureError> {
@@ -483,7 +504,7 @@ async fn replay(
                 if batch.len() >= ctx.cfg.max_batch_size {
                     let b = std::mem::take(batch);
                     let n = b.len() as u64;
-                    sink.send(b, delivered).await?;
+                    send(ctx, sink, b, pending).await?;
                     ctx.stats.lock().expect("stats").messages += n;
                 }
                 if last_status.elapsed() >= Duration::from_secs(5) {

@@ -8,7 +8,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tensorcdc_change::{ChannelSink, Delivered, Message, Payload, Sink, SinkError};
+use tensorcdc_change::{BatchAck, ChannelSink, Message, Payload, Sink, SinkError};
 use tensorcdc_dataset::decode::key_text;
 use tensorcdc_dataset::features::cell::{change_of_message, CsvColumns};
 use tensorcdc_dataset::{decode, from_message, Position};
@@ -55,14 +55,22 @@ pub struct Stream {
     restarted: bool,
 }
 
-/// The in-process sink of a persistent slot: a message counts as delivered only when the
-/// consumer confirms its LSN ([`Stream::confirm`]), not when it enters the channel.
+/// The in-process sink of a persistent slot: a batch counts as delivered only when the
+/// consumer confirms its LSN ([`Stream::confirm`]), not when it enters the channel. Its
+/// completion handles wait here, in order, until then.
 struct HeldSink {
     tx: mpsc::Sender<Message>,
-    delivered: Arc<Mutex<Option<Delivered>>>,
+    held: Arc<Mutex<Held>>,
     /// Messages put in the channel so far.
     sent: u64,
     restarts: Restarts,
+}
+
+/// The handles of the batches in the channel, of the current capture session.
+#[derive(Default)]
+struct Held {
+    session: Option<u64>,
+    acks: std::collections::VecDeque<BatchAck>,
 }
 
 /// Where in the channel each capture session after the first begins (the number of messages
@@ -71,33 +79,52 @@ type Restarts = Arc<Mutex<std::collections::VecDeque<u64>>>;
 
 /// The consumer's half of a [`HeldSink`].
 #[derive(Clone)]
-struct Acker(Arc<Mutex<Option<Delivered>>>, Restarts);
+struct Acker(Arc<Mutex<Held>>, Restarts);
+
+impl Acker {
+    /// Completes every held batch whose LSN is `lsn` or less (and the batches without an LSN
+    /// before them: parts of those transactions).
+    fn confirm(&self, lsn: u64) {
+        let mut h = self.0.lock().expect("acker");
+        while h.acks.front().is_some_and(|a| a.lsn().is_none_or(|l| l.0 <= lsn)) {
+            if let Some(a) = h.acks.pop_front() {
+                a.done();
+            }
+        }
+    }
+}
 
 impl HeldSink {
     fn new(capacity: usize) -> (HeldSink, mpsc::Receiver<Message>, Acker) {
         let (tx, rx) = mpsc::channel(capacity);
-        let (delivered, restarts) = (Arc::new(Mutex::new(None)), Restarts::default());
-        (HeldSink { tx, delivered: delivered.clone(), sent: 0, restarts: restarts.clone() }, rx, Acker(delivered, restarts))
+        let (held, restarts) = (Arc::new(Mutex::new(Held::default())), Restarts::default());
+        (HeldSink { tx, held: held.clone(), sent: 0, restarts: restarts.clone() }, rx, Acker(held, restarts))
     }
 }
 
 #[async_trait::async_trait]
 impl Sink for HeldSink {
-    async fn send(&mut self, batch: Vec<Message>, delivered: &Delivered) -> Result<(), SinkError> {
-        // Each capture session (a reconnect starts a new one) reports on its own channel. A
-        // new session sends again what was not confirmed, from a transaction's start: the
-        // reader learns where it begins (`Stream::take_restarted`).
+    async fn send(&mut self, batch: Vec<Message>, ack: BatchAck) -> Result<(), SinkError> {
+        // A new capture session (a reconnect) sends again what was not confirmed, from a
+        // transaction's start: the reader learns where it begins (`Stream::take_restarted`).
+        // The old session's handles go: nobody waits for them.
         {
-            let mut d = self.delivered.lock().expect("acker");
-            if d.as_ref().is_some_and(|old| !old.same_channel(delivered)) {
+            let mut h = self.held.lock().expect("acker");
+            if h.session.is_some_and(|s| s != ack.session()) {
                 self.restarts.lock().expect("restarts").push_back(self.sent);
+                h.acks.clear();
             }
-            *d = Some(delivered.clone());
+            h.session = Some(ack.session());
         }
         for m in batch {
-            self.tx.send(m).await.map_err(|_| SinkError::Permanent("in-process receiver closed".into()))?;
+            if self.tx.send(m).await.is_err() {
+                let e = SinkError::Permanent("in-process receiver closed".into());
+                ack.failed(e.clone());
+                return Err(e);
+            }
             self.sent += 1;
         }
+        self.held.lock().expect("acker").acks.push_back(ack);
         Ok(())
     }
 }
@@ -162,10 +189,8 @@ impl Stream {
     /// it. Without one, positions are confirmed as messages are handed out and this does
     /// nothing.
     pub fn confirm(&self, lsn: u64) {
-        if let Some(Acker(d, _)) = &self.acker {
-            if let Some(d) = d.lock().expect("acker").as_ref() {
-                let _ = d.send(tensorcdc_change::Lsn(lsn));
-            }
+        if let Some(a) = &self.acker {
+            a.confirm(lsn);
         }
     }
 
