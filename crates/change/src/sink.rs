@@ -39,6 +39,8 @@ pub struct BatchAck {
 /// The engine's half of a [`BatchAck`]: resolves when the sink completes the batch.
 pub struct PendingAck {
     pub lsn: Option<Lsn>,
+    /// When the batch was handed to the sink.
+    pub sent_at: std::time::Instant,
     rx: oneshot::Receiver<Result<Option<Lsn>, SinkError>>,
 }
 
@@ -47,7 +49,7 @@ impl BatchAck {
     /// the session awaits.
     pub fn new(lsn: Option<Lsn>, session: u64) -> (BatchAck, PendingAck) {
         let (tx, rx) = oneshot::channel();
-        (BatchAck { lsn, session, tx: Some(tx) }, PendingAck { lsn, rx })
+        (BatchAck { lsn, session, tx: Some(tx) }, PendingAck { lsn, sent_at: std::time::Instant::now(), rx })
     }
 
     /// The batch's handle for `batch`: its LSN is the largest `ack_lsn` of its messages.
@@ -125,6 +127,13 @@ pub trait Sink: Send {
     /// instead of waiting for a report that will not come.
     fn health(&self) -> Result<(), SinkError> {
         Ok(())
+    }
+
+    /// Seconds after which a batch not yet reported durable means the sink is stalled (a
+    /// broker down or paused), said once on stderr, and once more when it delivers again.
+    /// `None` for a sink whose reports wait for its consumer by design (`run`'s).
+    fn stall_after_secs(&self) -> Option<u64> {
+        Some(5)
     }
 
     /// Replaces what a [`SinkError::Fatal`] broke (a new producer). Messages accepted but

@@ -207,6 +207,10 @@ async fn a_broker_paused_for_20_s_then_resumed_loses_nothing() {
     all_in_topic(&broker.bootstrap(), &ids, "after SIGCONT");
     catches_up(&c, "after SIGCONT").await;
     assert!(child.0.try_wait().unwrap().is_none(), "the capture goes on:\n{}", stderr_of(dir.path()));
+    // The wait is said once, and its end once.
+    let said = stderr_of(dir.path());
+    assert_eq!(said.matches("the sink has not confirmed a batch").count(), 1, "{said}");
+    assert_eq!(said.matches("the sink delivers again").count(), 1, "{said}");
     eprintln!("{} rows, all in the topic after a 20 s pause", ids.len());
 }
 

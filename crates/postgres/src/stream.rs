@@ -100,6 +100,8 @@ pub(crate) async fn stream(
     let beat_every = (ctx.cfg.heartbeat_interval_ms > 0).then(|| Duration::from_millis(ctx.cfg.heartbeat_interval_ms));
     let mut last_beat = Instant::now();
     let mut last_status = Instant::now();
+    // Since when the sink has held a batch without reporting it (said once, and its end).
+    let mut stalled: Option<Instant> = None;
     loop {
         tokio::select! {
             biased;
@@ -108,7 +110,7 @@ pub(crate) async fn stream(
                     send(ctx, sink, std::mem::take(&mut batch), &mut pending).await?;
                 }
                 sink.flush().await?;
-                drain(&mut pending, &mut acks)?;
+                drain(&mut pending, &mut acks).or_else(|e| cause(sink, e))?;
                 let safe = acks.safe(st.tx.is_none());
                 ctx.incr.lock().expect("incremental").persist_up_to(ctx.cfg, safe)?;
                 if safe > acks.confirmed {
@@ -120,13 +122,28 @@ pub(crate) async fn stream(
             }
             r = async { pending.front_mut().expect("not empty").wait().await }, if !pending.is_empty() => {
                 pending.pop_front();
-                if let Some(l) = r? {
+                if let Some(l) = r.or_else(|e| cause(sink, e.into()))? {
                     acks.delivered = acks.delivered.max(l.0);
                 }
-                drain(&mut pending, &mut acks)?;
+                drain(&mut pending, &mut acks).or_else(|e| cause(sink, e))?;
             }
             _ = ticker.tick() => {
                 sink.health()?;
+                let oldest = pending.front().map(|p| p.sent_at.elapsed());
+                match (stalled, oldest, sink.stall_after_secs()) {
+                    (None, Some(age), Some(limit)) if age.as_secs() >= limit => {
+                        tracing::warn!(
+                            "capture: the sink has not confirmed a batch sent {:.0} s ago ({} batches waiting): waiting for it (a broker down or paused?); nothing after {} is confirmed meanwhile",
+                            age.as_secs_f64(), pending.len(), Lsn(acks.confirmed)
+                        );
+                        stalled = Some(Instant::now() - age);
+                    }
+                    (Some(since), o, _) if o.is_none_or(|age| age < since.elapsed()) => {
+                        tracing::warn!("capture: the sink delivers again, {:.1} s after it stalled", since.elapsed().as_secs_f64());
+                        stalled = None;
+                    }
+                    _ => {}
+                }
                 if beat_every.is_some_and(|e| last_beat.elapsed() >= e) {
                     last_beat = Instant::now();
                     crate::heartbeat::beat(ctx.cfg, client, sink, &mut pending, ctx.session, &mut repl, acks.confirmed).await?;
@@ -166,7 +183,7 @@ pub(crate) async fn stream(
                 }
             }
         }
-        drain(&mut pending, &mut acks)?;
+        drain(&mut pending, &mut acks).or_else(|e| cause(sink, e))?;
         let safe = acks.safe(st.tx.is_none() && batch.is_empty());
         ctx.incr.lock().expect("incremental").persist_up_to(ctx.cfg, safe)?;
         if (safe > acks.confirmed && last_status.elapsed() >= Duration::from_millis(200)) || last_status.elapsed() >= status_every {
@@ -185,6 +202,13 @@ pub(crate) async fn send(ctx: &Ctx<'_>, sink: &mut dyn Sink, batch: Vec<Message>
     pending.push_back(p);
     sink.send(batch, ack).await?;
     Ok(())
+}
+
+/// A failed batch's error, or the sink's own account of why (a Kafka producer's fatal error
+/// explains the purged deliveries that follow it).
+fn cause<T>(sink: &dyn Sink, e: CaptureError) -> Result<T, CaptureError> {
+    sink.health()?;
+    Err(e)
 }
 
 /// Takes the reports that have come, oldest first: `delivered` moves to the LSN of the last

@@ -127,6 +127,10 @@ impl Sink for HeldSink {
         self.held.lock().expect("acker").acks.push_back(ack);
         Ok(())
     }
+
+    fn stall_after_secs(&self) -> Option<u64> {
+        None
+    }
 }
 
 impl Stream {
