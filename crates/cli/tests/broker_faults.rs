@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 use common::Kill;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
-use rdkafka::Message as _;
 use tensorcdc_change::Lsn;
 use tensorcdc_kafka::testing::Noida;
 use tensorcdc_localpg::{LocalPg, Options};
@@ -85,39 +84,19 @@ async fn catches_up(c: &Client, what: &str) {
     }
 }
 
-/// The row ids in the topic.
-fn topic_ids(brokers: &str) -> HashSet<i64> {
-    let c: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "check")
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
+/// The row ids in the topic (as many records as its high watermarks say it holds).
+fn ids_in_topic(brokers: &str) -> HashSet<i64> {
+    let c: BaseConsumer = rdkafka::ClientConfig::new().set("bootstrap.servers", brokers).set("group.id", "count").create().unwrap();
     let md = c.fetch_metadata(Some(TOPIC), Duration::from_secs(5)).unwrap();
     let total: i64 = md.topics()[0].partitions().iter().map(|p| c.fetch_watermarks(TOPIC, p.id(), Duration::from_secs(5)).unwrap().1).sum();
-    c.subscribe(&[TOPIC]).unwrap();
-    let (mut ids, mut n) = (HashSet::new(), 0);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while n < total {
-        assert!(Instant::now() < deadline, "read {n} of {total} records");
-        if let Some(m) = c.poll(Duration::from_millis(500)) {
-            let m = m.unwrap();
-            n += 1;
-            if let Some(v) = m.payload() {
-                let v: serde_json::Value = serde_json::from_slice(v).unwrap();
-                ids.insert(v["after"]["id"].as_i64().unwrap());
-            }
-        }
-    }
-    ids
+    common::topic_ids(brokers, TOPIC, total)
 }
 
 /// Waits until every id is in the topic (60 s at most).
 fn all_in_topic(brokers: &str, ids: &BTreeMap<i64, Lsn>, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let have = topic_ids(brokers);
+        let have = ids_in_topic(brokers);
         let missing = ids.keys().filter(|i| !have.contains(i)).count();
         if missing == 0 {
             return;
@@ -246,7 +225,7 @@ async fn a_broker_killed_and_started_again_loses_only_what_it_acknowledged_and_d
     // Rows the broker did not acknowledge must all arrive; acknowledged ones it may have dropped.
     let deadline = Instant::now() + Duration::from_secs(60);
     let (lost_by_broker, have) = loop {
-        let have = topic_ids(&broker.bootstrap());
+        let have = ids_in_topic(&broker.bootstrap());
         let missing: Vec<(&i64, &Lsn)> = ids.iter().filter(|(i, _)| !have.contains(i)).collect();
         let ours: Vec<i64> = missing.iter().filter(|(_, l)| **l > acknowledged).map(|(i, _)| **i).collect();
         if ours.is_empty() {

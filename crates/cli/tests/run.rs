@@ -7,19 +7,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{cancer_table, Kill, Lines};
+use common::{cancer_table, wait_line, Kill, Lines};
 
-/// Waits for `what` (a line of `run`'s output containing it), with a deadline.
-fn wait_line(lines: &Lines, what: &str, secs: u64) -> String {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now()).as_secs().max(1);
-        let l = lines.next(left, what).unwrap_or_else(|| panic!("run ended before {what:?}"));
-        if l.contains(what) {
-            return l;
-        }
-    }
-}
 
 async fn count(c: &tokio_postgres::Client, sql: &str) -> i64 {
     c.query_one(sql, &[]).await.unwrap().get(0)

@@ -8,22 +8,12 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{Kill, Lines};
+use common::{wait_line, Kill, Lines};
 use tensorcdc_localpg::{LocalPg, Options};
 use tokio_postgres::NoTls;
 
 const ROWS: i64 = 100_000;
 
-fn wait_line(lines: &Lines, what: &str, secs: u64) -> String {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now()).as_secs().max(1);
-        let l = lines.next(left, what).unwrap_or_else(|| panic!("run ended before {what:?}"));
-        if l.contains(what) {
-            return l;
-        }
-    }
-}
 
 async fn setup() -> (LocalPg, tokio_postgres::Client) {
     let pg = LocalPg::start(Options { no_fsync: true, ..Default::default() }).unwrap();

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use rand::{Rng, SeedableRng};
 use tensorcdc_dataset::mnist::{self, Split};
 // Kills the capture process if the test fails half-way (no process outlives the test).
-use common::Kill;
+use common::{topic_ids, Kill};
 use tensorcdc_localpg::{LocalPg, Options};
 use tokio_postgres::NoTls;
 
@@ -129,34 +129,6 @@ impl Counter {
     }
 }
 
-/// Distinct row ids in a topic (Debezium JSON without schema).
-fn topic_ids(brokers: &str, topic: &str, expect_records: i64) -> HashSet<i64> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::Message;
-    let c: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "check")
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    c.subscribe(&[topic]).unwrap();
-    let mut ids = HashSet::new();
-    let mut n = 0;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while n < expect_records {
-        assert!(Instant::now() < deadline, "read {n} of {expect_records} records of {topic}");
-        if let Some(m) = c.poll(Duration::from_millis(500)) {
-            let m = m.unwrap();
-            n += 1;
-            if let Some(v) = m.payload() {
-                let v: serde_json::Value = serde_json::from_slice(v).unwrap();
-                ids.insert(v["after"]["id"].as_i64().unwrap());
-            }
-        }
-    }
-    ids
-}
 
 /// Whether the capture's offsets file records a completed snapshot.
 fn snapshot_completed(dir: &Path) -> bool {

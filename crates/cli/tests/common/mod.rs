@@ -101,3 +101,44 @@ pub fn cancer_insert(header: &[String], rows: &[Vec<String>], from: usize, to: u
         .collect();
     format!("INSERT INTO cancer(id,{}) VALUES {}", header.join(","), values.join(","))
 }
+
+/// Waits for `what` (a line of `run`'s output containing it), with a deadline.
+pub fn wait_line(lines: &Lines, what: &str, secs: u64) -> String {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now()).as_secs().max(1);
+        let l = lines.next(left, what).unwrap_or_else(|| panic!("run ended before {what:?}"));
+        if l.contains(what) {
+            return l;
+        }
+    }
+}
+
+/// Distinct row ids in a topic (Debezium JSON without schema).
+pub fn topic_ids(brokers: &str, topic: &str, expect_records: i64) -> std::collections::HashSet<i64> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::Message;
+    let c: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "check")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    c.subscribe(&[topic]).unwrap();
+    let mut ids = std::collections::HashSet::new();
+    let mut n = 0;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while n < expect_records {
+        assert!(Instant::now() < deadline, "read {n} of {expect_records} records of {topic}");
+        if let Some(m) = c.poll(Duration::from_millis(500)) {
+            let m = m.unwrap();
+            n += 1;
+            if let Some(v) = m.payload() {
+                let v: serde_json::Value = serde_json::from_slice(v).unwrap();
+                ids.insert(v["after"]["id"].as_i64().unwrap());
+            }
+        }
+    }
+    ids
+}
