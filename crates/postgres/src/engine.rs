@@ -57,6 +57,9 @@ pub struct CaptureStats {
     pub incremental_rows: u64,
     pub incremental_chunks: u64,
     pub incremental_table: Option<String>,
+    /// The commit after which an incremental snapshot's last rows were sent (0: nothing to
+    /// send); `None` while one is queued or running, or none ran.
+    pub incremental_done_at: Option<Lsn>,
     pub streaming: bool,
     /// Things a person should know (include-list entries that match no table yet, ...).
     pub warnings: Vec<String>,
@@ -393,14 +396,11 @@ async fn session(
     incr.lock().expect("incremental").begin_session(offsets.as_ref(), slot.is_none());
     let ctx = Ctx { cfg, transform, stats, prefix: cfg.topic_prefix.as_str().into(), db: cfg.dbname.as_str().into(), types: Default::default(), text_tuples, incr, session: session_no };
     crate::incremental::check(&ctx, &client).await?;
-    if slot.is_none() && cfg.signals.initial {
-        if cfg.signals.table().is_none() || cfg.snapshot_mode != SnapshotMode::Never {
-            return Err(CaptureError::Config {
-                key: "tensorcdc.snapshot.incremental".into(),
-                reason: "needs signal.data.collection (the watermarks' table) and snapshot.mode=no_data".into(),
-            });
-        }
-        incr.lock().expect("incremental").plan_initial(cfg, &tables, stats)?;
+    if cfg.signals.initial && (cfg.signals.table().is_none() || cfg.snapshot_mode != SnapshotMode::Never) {
+        return Err(CaptureError::Config {
+            key: "tensorcdc.snapshot.incremental".into(),
+            reason: "needs signal.data.collection (the watermarks' table) and snapshot.mode=no_data".into(),
+        });
     }
     // The completion handles of the batches this session sent, oldest first.
     let mut pending = std::collections::VecDeque::new();
@@ -423,6 +423,10 @@ async fn session(
         let consistent: Lsn = row.get(1).cloned().flatten().unwrap_or_default().parse().map_err(CaptureError::Protocol)?;
         start_lsn = consistent;
         info!("created slot {} at {consistent}", cfg.slot_name);
+        if cfg.signals.initial {
+            // Recorded once the slot exists: a slot that was never made has no snapshot to resume.
+            incr.lock().expect("incremental").plan_initial(cfg, &tables, stats)?;
+        }
         if want_snapshot {
             let name = row.get(2).cloned().flatten();
             let r = crate::snapshot::snapshot(&ctx, &client, name.as_deref(), consistent, sink, &mut pending, shutdown).await;

@@ -28,6 +28,9 @@ pub struct Offsets {
     /// WAL position (as a number) of the last signal acted on.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub last_signal_lsn: u64,
+    /// Its own record's position (signals of one transaction share the commit's).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub last_signal_rec: u64,
 }
 
 fn is_zero(n: &u64) -> bool {

@@ -51,6 +51,8 @@ impl Acks {
 /// An open transaction (non-streamed: changes arrive between Begin and Commit).
 pub(crate) struct Tx {
     xid: u32,
+    /// The commit's LSN (Begin's `final_lsn`): where a signal in it counts as acted on.
+    final_lsn: u64,
     ts_us: i64,
     /// Its changes counted for `provide.transaction.metadata`.
     order: TxOrder,
@@ -371,9 +373,9 @@ async fn handle(
     acks: &mut Acks,
 ) -> Result<Option<Replay>, CaptureError> {
     match m {
-        LogicalMessage::Begin { ts, xid, .. } => {
+        LogicalMessage::Begin { ts, xid, final_lsn } => {
             ctx.stats.lock().expect("stats").last_commit_ms = pg_ts_to_unix_ms(ts);
-            st.tx = Some(Tx { xid, ts_us: pg_ts_to_unix_us(ts), order: TxOrder::default(), held: None });
+            st.tx = Some(Tx { xid, final_lsn, ts_us: pg_ts_to_unix_us(ts), order: TxOrder::default(), held: None });
         }
         LogicalMessage::Commit { end_lsn, .. } => {
             let t = st.tx.take();
@@ -382,6 +384,8 @@ async fn handle(
             ctx.stats.lock().expect("stats").transactions += 1;
             commit(held.into_iter().chain(end).collect(), end_lsn, batch, acks);
             st.last_commit = Some(Lsn(end_lsn));
+            // Progress a signal of this transaction made is durable once its end is.
+            ctx.incr.lock().expect("incremental").committed(end_lsn, ctx.stats);
         }
         LogicalMessage::Relation { oid, namespace, name, columns, .. } => {
             let included = ctx.cfg.includes(&namespace, &name);
@@ -451,7 +455,8 @@ async fn handle(
             let order = st.tx.as_mut().map_or(&mut no_tx, |t| &mut t.order);
             let mut msgs = change_events(ctx, &st.rels, m, wal_start, TxMeta { ts_us, xid, last_commit: st.last_commit }, order)?;
             if let Some(tuple) = signal {
-                crate::incremental::on_signal(ctx, client, &tuple, wal_start, &mut msgs).await?;
+                let at = (st.tx.as_ref().map_or(wal_start, |t| t.final_lsn), wal_start);
+                crate::incremental::on_signal(ctx, client, &tuple, at, &mut msgs).await?;
             }
             if msgs.is_empty() {
                 return Ok(None);

@@ -47,8 +47,9 @@ pub struct Stream {
     acker: Option<Acker>,
     /// The snapshot's last row has been handed out.
     snapshot_read: bool,
-    /// Rows of an incremental snapshot handed out (compared with those the capture emitted).
-    incremental_read: u64,
+    /// The largest acknowledgement LSN handed out (an incremental snapshot is read whole once
+    /// it passes the commit that carried its last rows).
+    handed_lsn: u64,
     /// In-process messages received so far, and whether the last batch began a new capture
     /// session.
     received: u64,
@@ -182,7 +183,7 @@ impl Stream {
             unacked: Vec::new(),
             acker: None,
             snapshot_read: false,
-            incremental_read: 0,
+            handed_lsn: 0,
             received: 0,
             restarted: false,
         }
@@ -229,7 +230,7 @@ impl Stream {
             Inner::Capture { stats, .. } => {
                 let st = stats.lock().expect("capture stats");
                 // An incremental initial snapshot: every chunk emitted has been handed out.
-                let incremental_done = st.incremental_table.is_none() && self.incremental_read >= st.incremental_rows;
+                let incremental_done = st.incremental_table.is_none() && st.incremental_done_at.is_none_or(|l| self.handed_lsn >= l.0);
                 st.streaming && (st.snapshot_rows == 0 || self.snapshot_read) && incremental_done
             }
         }
@@ -369,8 +370,7 @@ impl Stream {
                             self.last = Instant::now();
                             let last = |m: &Message| matches!(&m.payload, Payload::Envelope(ev) if ev.source.snapshot == tensorcdc_change::Snapshot::Last);
                             self.snapshot_read |= msgs.iter().any(last);
-                            let incremental = |m: &&Message| matches!(&m.payload, Payload::Envelope(ev) if ev.source.snapshot == tensorcdc_change::Snapshot::Incremental);
-                            self.incremental_read += msgs.iter().filter(incremental).count() as u64;
+                            self.handed_lsn = msgs.iter().filter_map(|m| m.ack_lsn).map(|l| l.0).fold(self.handed_lsn, u64::max);
                             for m in &msgs {
                                 items.extend(from_msg(m, &mut self.report)?);
                             }

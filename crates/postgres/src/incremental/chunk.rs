@@ -69,6 +69,27 @@ pub(super) async fn next_chunk(ctx: &Ctx<'_>, client: &Client) -> Result<(), Cap
             continue;
         }
         let key_names: Vec<String> = rel.key_fields.iter().map(|f| f.name.clone()).collect();
+        // Chunks are key ranges: the key must name one row each (unique, no NULL).
+        let not_null = key_names.iter().all(|k| cols.iter().any(|c| &c.name == k && c.notnull));
+        let unique: bool = client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = $1 AND i.indisunique AND i.indpred IS NULL AND i.indexprs IS NULL \
+                 AND (SELECT array_agg(a.attname::text ORDER BY a.attname) FROM pg_attribute a WHERE a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)) \
+                 = (SELECT array_agg(x ORDER BY x) FROM unnest($2::text[]) x))",
+                &[&oid, &key_names],
+            )
+            .await
+            .map_err(pg("look up the key's unique index"))?
+            .get(0);
+        if !not_null || !unique {
+            warn!(
+                "incremental snapshot: the key of {} ({}) is not a unique NOT NULL key (no unique index on exactly it, or a column may be NULL), so it cannot be read in key ranges; skipped",
+                coll.id,
+                key_names.join(", ")
+            );
+            ctx.incr.lock().expect("incremental").pop_current();
+            continue;
+        }
         let key_cols: Vec<String> = key_names.iter().map(|k| quote_ident(k)).collect();
         let mut key_types = Vec::new();
         for k in &key_names {
@@ -91,7 +112,14 @@ pub(super) async fn next_chunk(ctx: &Ctx<'_>, client: &Client) -> Result<(), Cap
                 let desc: Vec<String> = key_cols.iter().map(|k| format!("__tensorcdc_t.{k} DESC")).collect();
                 let sql = format!("SELECT {} FROM {from} WHERE true{filter} ORDER BY {} LIMIT 1", texts.join(", "), desc.join(", "));
                 client.batch_execute(KEY_ORDER).await.map_err(pg("incremental snapshot: BEGIN"))?;
-                let row = client.query_opt(sql.as_str(), &[]).await.map_err(|e| incremental_query_error(&coll, e))?;
+                let row = match client.query_opt(sql.as_str(), &[]).await {
+                    Ok(r) => r,
+                    Err(e) if bad_filter(&coll, &e) => {
+                        skip_bad_filter(ctx, client, &coll, &e).await?;
+                        continue;
+                    }
+                    Err(e) => return Err(incremental_query_error(&coll, e)),
+                };
                 client.batch_execute("COMMIT").await.map_err(pg("incremental snapshot: COMMIT"))?;
                 let Some(row) = row else {
                     info!("incremental snapshot of {}: no rows", coll.id);
@@ -125,7 +153,14 @@ pub(super) async fn next_chunk(ctx: &Ctx<'_>, client: &Client) -> Result<(), Cap
             ctx.cfg.signals.chunk_size
         );
         client.batch_execute(KEY_ORDER).await.map_err(pg("incremental snapshot: BEGIN"))?;
-        let stream = client.copy_out(sql.as_str()).await.map_err(|e| incremental_query_error(&coll, e))?;
+        let stream = match client.copy_out(sql.as_str()).await {
+            Ok(s) => s,
+            Err(e) if bad_filter(&coll, &e) => {
+                skip_bad_filter(ctx, client, &coll, &e).await?;
+                continue;
+            }
+            Err(e) => return Err(incremental_query_error(&coll, e)),
+        };
         futures::pin_mut!(stream);
         let mut reader = BinaryCopyReader::new();
         let ncols = kept.len() + key_cols.len();
@@ -149,9 +184,20 @@ pub(super) async fn next_chunk(ctx: &Ctx<'_>, client: &Client) -> Result<(), Cap
                 last = keys.into_iter().map(|b| b.map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()).collect();
             }
             match stream.next().await {
-                Some(chunk) => reader.push(&chunk.map_err(pg("incremental snapshot chunk"))?),
+                Some(Ok(chunk)) => reader.push(&chunk),
+                Some(Err(e)) if bad_filter(&coll, &e) => {
+                    skip_bad_filter(ctx, client, &coll, &e).await?;
+                    break;
+                }
+                Some(Err(e)) => return Err(CaptureError::from_pg("incremental snapshot chunk", e)),
                 None => break,
             }
+        }
+        if ctx.incr.lock().expect("incremental").current.as_ref().and_then(|p| p.collections.first()) != Some(&coll) {
+            // The filter failed while the rows came: the table was skipped.
+            let stamp = format!("{{\"closeWindowTimestamp\": {}}}", crate::engine::now_ms());
+            client.execute(insert.as_str(), &[&format!("{chunk}-close"), &WINDOW_CLOSE, &stamp]).await.map_err(|e| watermark_error(&sig_table, e))?;
+            continue;
         }
         client.batch_execute("COMMIT").await.map_err(pg("incremental snapshot: COMMIT"))?;
         let stamp = format!("{{\"closeWindowTimestamp\": {}}}", crate::engine::now_ms());
@@ -174,6 +220,21 @@ pub(super) async fn next_chunk(ctx: &Ctx<'_>, client: &Client) -> Result<(), Cap
         }
         return Ok(());
     }
+}
+
+/// An error of the user's `additional-conditions` filter (not of the connection or server).
+fn bad_filter(coll: &Collection, e: &tokio_postgres::Error) -> bool {
+    coll.filter.is_some() && e.as_db_error().is_some_and(|d| !["08", "53", "57", "40"].iter().any(|c| d.code().code().starts_with(c)))
+}
+
+/// A filter that cannot run skips its table, said once, instead of stopping the capture (and
+/// every restart of it, since the offsets keep the table queued).
+async fn skip_bad_filter(ctx: &Ctx<'_>, client: &Client, coll: &Collection, e: &tokio_postgres::Error) -> Result<(), CaptureError> {
+    client.batch_execute("ROLLBACK").await.map_err(|e| CaptureError::from_pg("incremental snapshot: ROLLBACK", e))?;
+    let why = e.as_db_error().map(|d| d.message().to_string()).unwrap_or_else(|| e.to_string());
+    warn!("incremental snapshot of {}: its filter {:?} failed ({why}); the table is skipped", coll.id, coll.filter.as_deref().unwrap_or(""));
+    ctx.incr.lock().expect("incremental").pop_current();
+    Ok(())
 }
 
 fn watermark_error(table: &str, e: tokio_postgres::Error) -> CaptureError {

@@ -72,7 +72,11 @@ struct Window {
 pub(crate) struct Incremental {
     /// As in the offsets file.
     durable: Option<Progress>,
+    /// The last signal acted on: its transaction's commit LSN and its own record's.
     last_signal_lsn: u64,
+    last_signal_rec: u64,
+    /// Progress made by a signal of the open transaction, queued at its commit.
+    at_commit: Option<Option<Progress>>,
     /// Including chunks emitted but not yet durable.
     current: Option<Progress>,
     window: Option<Window>,
@@ -93,11 +97,12 @@ impl Incremental {
     pub fn begin_session(&mut self, offsets: Option<&Offsets>, new_slot: bool) {
         if new_slot {
             self.durable = None;
-            self.last_signal_lsn = 0;
+            (self.last_signal_lsn, self.last_signal_rec) = (0, 0);
         } else if let Some(o) = offsets {
             self.durable = o.incremental.clone();
-            self.last_signal_lsn = o.last_signal_lsn;
+            (self.last_signal_lsn, self.last_signal_rec) = (o.last_signal_lsn, o.last_signal_rec);
         }
+        self.at_commit = None;
         self.current = self.durable.clone();
         self.window = None;
         self.pending.clear();
@@ -128,8 +133,24 @@ impl Incremental {
     }
 
     fn write(&self, cfg: &crate::CaptureConfig) -> Result<(), CaptureError> {
-        let o = Offsets { incremental: self.durable.clone(), last_signal_lsn: self.last_signal_lsn, ..Offsets::fresh(cfg, true) };
+        let o = Offsets {
+            incremental: self.durable.clone(),
+            last_signal_lsn: self.last_signal_lsn,
+            last_signal_rec: self.last_signal_rec,
+            ..Offsets::fresh(cfg, true)
+        };
         write_offsets(cfg, &o)
+    }
+
+    /// The transaction that held a signal committed at `end`: the progress it made is written
+    /// once everything up to `end` is durable (its chunk's rows ride in that transaction).
+    pub fn committed(&mut self, end: u64, stats: &std::sync::Mutex<crate::CaptureStats>) {
+        if let Some(p) = self.at_commit.take() {
+            if p.is_none() {
+                stats.lock().expect("stats").incremental_done_at = Some(tensorcdc_change::Lsn(end));
+            }
+            self.pending.push_back((end, p));
+        }
     }
 
     /// Applies a change of the queue (a signal) to every copy of the progress.
@@ -165,7 +186,11 @@ impl Incremental {
             return Ok(());
         }
         info!("initial snapshot, incrementally: {}", collections.iter().map(|c| c.id.as_str()).collect::<Vec<_>>().join(", "));
-        stats.lock().expect("stats").incremental_table = Some(collections[0].id.clone());
+        {
+            let mut st = stats.lock().expect("stats");
+            st.incremental_table = Some(collections[0].id.clone());
+            st.incremental_done_at = None;
+        }
         self.durable = Some(Progress { collections, last_key: None, max_key: None });
         self.current = self.durable.clone();
         self.write(cfg)
@@ -236,6 +261,9 @@ pub(crate) async fn start(ctx: &Ctx<'_>, client: &Client) -> Result<(), CaptureE
         next_chunk(ctx, client).await?;
         let mut inc = ctx.incr.lock().expect("incremental");
         let cur = inc.current.clone();
+        if cur.is_none() {
+            ctx.stats.lock().expect("stats").incremental_done_at = Some(Lsn(0));
+        }
         inc.pending.push_back((0, cur));
     }
     Ok(())
@@ -243,7 +271,9 @@ pub(crate) async fn start(ctx: &Ctx<'_>, client: &Client) -> Result<(), CaptureE
 
 /// A row inserted into the signal table at `lsn`: acts on it. Rows of a chunk whose window
 /// closes are pushed to `out`, after what the transaction already holds.
-pub(crate) async fn on_signal(ctx: &Ctx<'_>, client: &Client, tuple: &[TupleValue], lsn: u64, out: &mut Vec<Message>) -> Result<(), CaptureError> {
+pub(crate) async fn on_signal(ctx: &Ctx<'_>, client: &Client, tuple: &[TupleValue], at: (u64, u64), out: &mut Vec<Message>) -> Result<(), CaptureError> {
+    // `at`: the signal's transaction's commit LSN and its own record's.
+    let lsn = at.1;
     let (Some(id), Some(kind)) = (text(tuple.first()), text(tuple.get(1))) else {
         warn!("a signal row without id or type at {} was ignored", Lsn(lsn));
         return Ok(());
@@ -257,7 +287,10 @@ pub(crate) async fn on_signal(ctx: &Ctx<'_>, client: &Client, tuple: &[TupleValu
             return Ok(());
         }
     };
-    let repeated = lsn <= ctx.incr.lock().expect("incremental").last_signal_lsn;
+    let repeated = {
+        let inc = ctx.incr.lock().expect("incremental");
+        at <= (inc.last_signal_lsn, inc.last_signal_rec)
+    };
     match sig {
         Signal::WindowOpen(chunk) => {
             let mut inc = ctx.incr.lock().expect("incremental");
@@ -292,8 +325,7 @@ pub(crate) async fn on_signal(ctx: &Ctx<'_>, client: &Client, tuple: &[TupleValu
             }
             next_chunk(ctx, client).await?;
             let mut inc = ctx.incr.lock().expect("incremental");
-            let cur = inc.current.clone();
-            inc.pending.push_back((lsn, cur));
+            inc.at_commit = Some(inc.current.clone());
         }
         Signal::ExecuteSnapshot { .. } | Signal::StopSnapshot { .. } if repeated => {
             info!("signal {id:?} at {} was acted on before this restart; not again", Lsn(lsn));
@@ -338,15 +370,17 @@ pub(crate) async fn on_signal(ctx: &Ctx<'_>, client: &Client, tuple: &[TupleValu
                         *p = None;
                     }
                 });
-                inc.last_signal_lsn = lsn;
+                (inc.last_signal_lsn, inc.last_signal_rec) = at;
                 inc.write(ctx.cfg)?;
+                if !add.is_empty() {
+                    ctx.stats.lock().expect("stats").incremental_done_at = None;
+                }
                 inc.window.is_none()
             };
             if idle {
                 next_chunk(ctx, client).await?;
                 let mut inc = ctx.incr.lock().expect("incremental");
-                let cur = inc.current.clone();
-                inc.pending.push_back((lsn, cur));
+                inc.at_commit = Some(inc.current.clone());
             }
         }
         Signal::StopSnapshot { collections } => {
@@ -371,7 +405,7 @@ pub(crate) async fn on_signal(ctx: &Ctx<'_>, client: &Client, tuple: &[TupleValu
                         }
                     }
                 });
-                inc.last_signal_lsn = lsn;
+                (inc.last_signal_lsn, inc.last_signal_rec) = at;
                 inc.write(ctx.cfg)?;
                 info!(
                     "signal {id:?}: incremental snapshot stopped for {}",
@@ -385,8 +419,7 @@ pub(crate) async fn on_signal(ctx: &Ctx<'_>, client: &Client, tuple: &[TupleValu
             if resume {
                 next_chunk(ctx, client).await?;
                 let mut inc = ctx.incr.lock().expect("incremental");
-                let cur = inc.current.clone();
-                inc.pending.push_back((lsn, cur));
+                inc.at_commit = Some(inc.current.clone());
             }
         }
         Signal::Ignored(why) => {
