@@ -14,6 +14,8 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v psql >/dev/null 2>&1 || need+=(postgresql-client)
 [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || need+=(dataset-fashion-mnist)
+# Keras' saved weights are HDF5: the model crate reads them with the HDF5 library (hdf5-metno).
+[ -f /usr/include/hdf5/serial/hdf5.h ] || need+=(libhdf5-dev)
 # Headless Chromium renders tensorcdc run's live page in its test.
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then

@@ -247,8 +247,19 @@ pub fn predict(a: PredictArgs) -> Result<()> {
         return crate::tabular::predict_row(&a.model, row);
     }
     let pixels = parse_pixels(a.pixels.as_deref().unwrap_or_default())?;
-    let (_, predictor) = checkpoint::load(&a.model, &device_from_env()?).context("loading the model")?;
-    let probs = predictor.predict(&pixels)?.remove(0);
+    let probs = if tensorcdc_model::sequential::checkpoint::is_sequential(&a.model) {
+        // A general checkpoint or a Keras file of 784 inputs: the pixels / 255, as the MNIST preset encodes them.
+        let (meta, p) = tensorcdc_model::sequential::checkpoint::load(&a.model, &device_from_env()?).context("loading the model")?;
+        if meta.features.width() != PIXELS || meta.features.outputs() != 10 {
+            bail!("--pixels needs an image model of {PIXELS} inputs and 10 classes; {} takes {} features: give a row with --row", a.model.display(), meta.features.width());
+        }
+        let mut x = vec![0f32; PIXELS];
+        tensorcdc_dataset::scale_pixels(&pixels, &mut x);
+        p.predict(&x, PIXELS)?.remove(0)
+    } else {
+        let (_, predictor) = checkpoint::load(&a.model, &device_from_env()?).context("loading the model")?;
+        predictor.predict(&pixels)?.remove(0)
+    };
     let classes = mnist::class_names(&a.classes).map_err(anyhow::Error::msg)?;
     let (digit, p) = argmax(&probs);
     print!("{}", pictures::terminal(&pixels));

@@ -17,7 +17,7 @@ fn check(hidden: Activation, last: Activation, loss: Loss) {
         Loss::SparseCategoricalCrossentropy => 3,
         _ => 1,
     };
-    let spec = SequentialSpec { inputs: 4, layers: vec![dense(5, hidden), dense(outputs, last)] };
+    let spec = SequentialSpec { inputs: 4, input_shape: None, layers: vec![dense(5, hidden), dense(outputs, last)] };
     let x: Vec<f32> = (0..24).map(|i| ((i * 7 % 11) as f32 - 5.0) / 4.0).collect();
     let y = match loss {
         Loss::SparseCategoricalCrossentropy => Targets::Classes(vec![0, 1, 2, 1, 0, 2]),

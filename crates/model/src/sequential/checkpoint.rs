@@ -3,7 +3,7 @@
 //! `optimizer.bpk` (the optimizer's state, for resuming training). Loading checks the checksum
 //! and probes the model for non-finite outputs.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use burn::module::Module;
 use burn::store::ModuleRecord;
@@ -38,9 +38,9 @@ fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(bytes))
 }
 
-/// True when `dir` holds a general checkpoint.
+/// True when `dir` holds a general checkpoint, or is a Keras file (`.keras`, `.weights.h5`).
 pub fn is_sequential(dir: &Path) -> bool {
-    dir.join(META).is_file()
+    dir.join(META).is_file() || super::keras_file::is_keras_file(dir)
 }
 
 /// Saves the trainer's model and the feature spec into `dir`.
@@ -56,8 +56,11 @@ pub fn save(t: &SeqTrainer, features: &FeatureSpec, dir: &Path) -> Result<(), Mo
     std::fs::write(&path, serde_json::to_string_pretty(&meta).expect("meta serialises")).map_err(|e| err(&path, e.to_string()))
 }
 
-/// Loads a general checkpoint for inference.
+/// Loads a general checkpoint for inference, or a Keras file (see [`load_keras`]).
 pub fn load(dir: &Path, device: &Device) -> Result<(SeqMeta, SeqPredictor), ModelError> {
+    if super::keras_file::is_keras_file(dir) {
+        return load_keras(dir, device);
+    }
     let path = dir.join(META);
     let text = std::fs::read_to_string(&path).map_err(|e| err(&path, e.to_string()))?;
     let meta: SeqMeta = serde_json::from_str(&text).map_err(|e| err(&path, e.to_string()))?;
@@ -68,12 +71,68 @@ pub fn load(dir: &Path, device: &Device) -> Result<(SeqMeta, SeqPredictor), Mode
         return Err(err(&w, format!("corrupt: its SHA-256 is {got}, {META} records {}", meta.weights_sha256)));
     }
     let record = ModuleRecord::load(&w).map_err(|e| err(&w, e.to_string()))?;
-    let net = meta.model.init(device).try_load_record(record).map_err(|e| err(&w, e.to_string()))?;
+    let net = meta.model.init(device)?.try_load_record(record).map_err(|e| err(&w, e.to_string()))?;
     let p = SeqPredictor { spec: meta.model.clone(), loss: meta.loss, net };
-    let probe = p.predict(&vec![0.0; meta.model.inputs], meta.model.inputs)?;
+    probe(&p, &w)?;
+    Ok((meta, p))
+}
+
+fn probe(p: &SeqPredictor, w: &Path) -> Result<(), ModelError> {
+    let probe = p.predict(&vec![0.0; p.spec.inputs], p.spec.inputs)?;
     if probe.iter().flatten().any(|x| !x.is_finite()) {
-        return Err(err(&w, "the weights are not finite (NaN or infinity): the training diverged or the file is damaged"));
+        return Err(err(w, "the weights are not finite (NaN or infinity): the training diverged or the file is damaged"));
     }
+    Ok(())
+}
+
+/// The feature spec of a Keras file: `<file>.features.json` beside it (a tensorcdc feature
+/// spec, the `features` of a checkpoint's `model.json`), else the blog's MNIST preset for a
+/// model of 784 inputs and 10 outputs (the 784 bytes of `pixels` / 255, the label `label`).
+pub fn keras_features(path: &Path, spec: &SequentialSpec) -> Result<FeatureSpec, ModelError> {
+    let side = PathBuf::from(format!("{}.features.json", path.display()));
+    if side.is_file() {
+        let text = std::fs::read_to_string(&side).map_err(|e| err(&side, e.to_string()))?;
+        let f: FeatureSpec = serde_json::from_str(&text).map_err(|e| err(&side, format!("not a feature spec: {e}")))?;
+        if f.width() != spec.inputs {
+            return Err(err(&side, format!("the spec makes {} features, the model takes {}", f.width(), spec.inputs)));
+        }
+        return Ok(f);
+    }
+    if spec.inputs == tensorcdc_dataset::PIXELS && spec.outputs() == 10 {
+        return Ok(FeatureSpec::mnist());
+    }
+    Err(err(
+        path,
+        format!(
+            "a model of {} inputs and {} outputs needs its feature spec in {} (the `features` of a tensorcdc model.json); \
+             only a 784-input, 10-class image model takes the MNIST preset",
+            spec.inputs,
+            spec.outputs(),
+            side.display()
+        ),
+    ))
+}
+
+/// A Keras file for serving: the architecture and weights Keras saved, the loss of its
+/// compile config (else the one its last layer implies), the feature spec of
+/// [`keras_features`]. `weights_sha256` is the file's own.
+pub fn load_keras(path: &Path, device: &Device) -> Result<(SeqMeta, SeqPredictor), ModelError> {
+    let k = super::keras_file::load(path, device)?;
+    let features = keras_features(path, &k.spec)?;
+    let loss = match k.compile.as_ref().and_then(|c| c.loss) {
+        Some(l) => l,
+        None if k.spec.outputs() > 1 => Loss::SparseCategoricalCrossentropy,
+        None if k.spec.final_activation() == super::Activation::Sigmoid => Loss::BinaryCrossentropy,
+        None => Loss::MeanSquaredError,
+    };
+    let mut settings = FitSettings::default();
+    if let Some(c) = &k.compile {
+        settings.optimizer = Some(c.optimizer);
+    }
+    let bytes = std::fs::read(path).map_err(|e| err(path, e.to_string()))?;
+    let meta = SeqMeta { model: k.spec.clone(), loss, settings, epochs_done: 0, features, weights_sha256: sha256_hex(&bytes) };
+    let p = SeqPredictor { spec: k.spec, loss, net: k.net };
+    probe(&p, path)?;
     Ok((meta, p))
 }
 

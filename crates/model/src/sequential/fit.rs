@@ -229,11 +229,12 @@ impl SeqTrainer {
         if settings.batch_size == 0 || settings.optimizer().learning_rate() <= 0.0 {
             return Err(ModelError::Input("batch size and learning rate must be positive".into()));
         }
+        spec.shapes()?;
         let device = device.clone().autodiff();
         static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
         let _init = INIT.lock().unwrap_or_else(|e| e.into_inner());
         device.seed(settings.seed);
-        let net = spec.init(&device);
+        let net = spec.init(&device)?;
         drop(_init);
         let optim = ModuleOptimizer::from(KerasOptimizer(settings.optimizer()));
         Ok(SeqTrainer { spec, settings, loss, net: Some(net), optim, device, epochs_done: 0 })

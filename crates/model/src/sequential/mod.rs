@@ -10,10 +10,12 @@
 
 pub mod checkpoint;
 pub mod fit;
+pub mod keras_file;
+pub mod keras_json;
 pub mod net;
 pub mod optim;
 pub mod spec;
 
 pub use fit::{Data, FitEpoch, FitMetrics, FitProgress, FitSettings, Loss, SeqPredictor, SeqTrainer, Targets};
 pub use optim::{CompileConfig, KerasOptimizer, OptimizerSpec};
-pub use spec::{Activation, Init, Layer, SequentialSpec};
+pub use spec::{Activation, Init, Layer, Padding, SequentialSpec};

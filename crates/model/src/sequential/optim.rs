@@ -92,8 +92,13 @@ pub struct CompileConfig {
 
 impl CompileConfig {
     pub fn from_keras_json(text: &str) -> Result<CompileConfig, ModelError> {
+        let doc: J = serde_json::from_str(text).map_err(|e| ModelError::Input(format!("Keras compile config: not JSON: {e}")))?;
+        CompileConfig::from_keras_value(&doc)
+    }
+
+    /// The compile config already parsed (the `compile_config` of a `.keras` file's `config.json`).
+    pub fn from_keras_value(doc: &J) -> Result<CompileConfig, ModelError> {
         let bad = |m: String| ModelError::Input(format!("Keras compile config: {m}"));
-        let doc: J = serde_json::from_str(text).map_err(|e| bad(format!("not JSON: {e}")))?;
         let optimizer = OptimizerSpec::from_keras(doc.get("optimizer").unwrap_or(&J::String("rmsprop".into()))).map_err(bad)?;
         let (loss, from_probabilities) = match doc.get("loss") {
             None | Some(J::Null) => (None, true),

@@ -1,9 +1,8 @@
-//! A Sequential model as Keras writes it: the JSON of `model.to_json()` (Keras 3, and
-//! `tf.keras` 2's `batch_input_shape`), reduced to what tensorcdc builds: InputLayer,
-//! Flatten (of its input), Dense (units, activation, use_bias, initialisers), Dropout and
-//! Activation. Any other layer is an error naming it (Keras' `keras/src/models/sequential.py`
-//! `get_config` writes the `layers` list read here; the layer configs follow each layer's
-//! `get_config`).
+//! A Sequential model: its input shape and layers as Keras names them (Dense, Dropout,
+//! Activation, Conv2D, MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D, Flatten,
+//! Reshape, BatchNormalization), and the shape of each layer's output, checked as Keras
+//! checks it when it builds the model. Images are `channels_last` (height, width, channels),
+//! as Keras' default; the JSON Keras writes is read in [`super::keras_json`].
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value as J;
@@ -58,7 +57,7 @@ pub enum Init {
 }
 
 impl Init {
-    fn from_keras(v: &J, what: &str) -> Result<Init, String> {
+    pub(crate) fn from_keras(v: &J, what: &str) -> Result<Init, String> {
         let (name, cfg) = match v {
             J::String(s) => (s.as_str(), &J::Null),
             J::Object(o) => (o.get("class_name").and_then(J::as_str).unwrap_or(""), o.get("config").unwrap_or(&J::Null)),
@@ -83,6 +82,25 @@ impl Init {
     }
 }
 
+/// Keras' `padding` of convolutions and pooling: `valid` (none) or `same` (the output is
+/// `ceil(input / stride)` long, the extra padding after, as TensorFlow pads).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Padding {
+    Valid,
+    Same,
+}
+
+impl Padding {
+    /// The output length along one axis.
+    pub fn out_len(self, len: usize, kernel: usize, stride: usize) -> Option<usize> {
+        match self {
+            Padding::Valid => len.checked_sub(kernel).map(|d| d / stride + 1),
+            Padding::Same => Some(len.div_ceil(stride)),
+        }
+    }
+}
+
 /// One layer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "layer", rename_all = "lowercase")]
@@ -90,18 +108,66 @@ pub enum Layer {
     Dense { units: usize, activation: Activation, use_bias: bool, kernel_initializer: Init, bias_initializer: Init },
     Dropout { rate: f64 },
     Activation { activation: Activation },
+    /// A 2-D convolution over `(height, width, channels)`, kernel `[kh, kw, in, filters]` as Keras keeps it.
+    Conv2D {
+        filters: usize,
+        kernel_size: [usize; 2],
+        strides: [usize; 2],
+        padding: Padding,
+        activation: Activation,
+        use_bias: bool,
+        kernel_initializer: Init,
+        bias_initializer: Init,
+    },
+    MaxPooling2D { pool_size: [usize; 2], strides: [usize; 2], padding: Padding },
+    AveragePooling2D { pool_size: [usize; 2], strides: [usize; 2], padding: Padding },
+    GlobalAveragePooling2D,
+    /// Flattens in Keras' order (channels_last: channel fastest).
+    Flatten,
+    Reshape { target_shape: Vec<usize> },
+    /// Over the last axis (channels), Keras' momentum (`running = m * running + (1 - m) * batch`).
+    BatchNormalization { epsilon: f64, momentum: f64, center: bool, scale: bool },
 }
 
-/// A Sequential model: its input width and layers.
+impl Layer {
+    /// Keras' class name.
+    pub fn class_name(&self) -> &'static str {
+        match self {
+            Layer::Dense { .. } => "Dense",
+            Layer::Dropout { .. } => "Dropout",
+            Layer::Activation { .. } => "Activation",
+            Layer::Conv2D { .. } => "Conv2D",
+            Layer::MaxPooling2D { .. } => "MaxPooling2D",
+            Layer::AveragePooling2D { .. } => "AveragePooling2D",
+            Layer::GlobalAveragePooling2D => "GlobalAveragePooling2D",
+            Layer::Flatten => "Flatten",
+            Layer::Reshape { .. } => "Reshape",
+            Layer::BatchNormalization { .. } => "BatchNormalization",
+        }
+    }
+
+    /// The activation this layer ends with, if it has one.
+    pub fn activation(&self) -> Option<Activation> {
+        match self {
+            Layer::Dense { activation, .. } | Layer::Conv2D { activation, .. } | Layer::Activation { activation } => Some(*activation),
+            _ => None,
+        }
+    }
+}
+
+/// A Sequential model: its input width, the shape of one example when it is not a flat
+/// vector (`[28, 28, 1]`: the 784 features are that image, row-major, channel last), and
+/// its layers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SequentialSpec {
     pub inputs: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_shape: Option<Vec<usize>>,
     pub layers: Vec<Layer>,
 }
 
-fn shape_width(shape: &J) -> Option<usize> {
-    let dims = shape.as_array()?;
-    dims.iter().skip(1).map(|d| d.as_u64().map(|d| d as usize)).product()
+fn show(shape: &[usize]) -> String {
+    format!("({})", shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "))
 }
 
 impl SequentialSpec {
@@ -111,66 +177,75 @@ impl SequentialSpec {
         let dense = |units, activation| Layer::Dense { units, activation, use_bias: true, kernel_initializer: Init::GlorotUniform, bias_initializer: Init::Zeros };
         let mut layers: Vec<Layer> = hidden.iter().map(|&u| dense(u, Activation::Relu)).collect();
         layers.push(dense(outputs, Activation::Linear));
-        SequentialSpec { inputs, layers }
+        SequentialSpec { inputs, input_shape: None, layers }
     }
 
-    /// Reads the JSON of Keras' `model.to_json()`. `inputs`: the feature width, used when
-    /// the model has no input shape (and checked against it when it has one).
-    pub fn from_keras_json(text: &str, inputs: usize) -> Result<SequentialSpec, ModelError> {
-        let bad = |m: String| ModelError::Input(format!("Keras model JSON: {m}"));
-        let doc: J = serde_json::from_str(text).map_err(|e| bad(format!("not JSON: {e}")))?;
-        let class = doc["class_name"].as_str().unwrap_or("");
-        if class != "Sequential" {
-            return Err(bad(format!("class_name {class:?}: only Sequential models are supported")));
+    /// The shape of one example as the first layer sees it.
+    pub fn first_shape(&self) -> Vec<usize> {
+        self.input_shape.clone().unwrap_or_else(|| vec![self.inputs])
+    }
+
+    /// The shape of each layer's output (one example), checked as Keras builds the model:
+    /// a convolution or pooling needs `(height, width, channels)`, Dense a flat input, a
+    /// Reshape the same number of values. The error names the layer.
+    pub fn shapes(&self) -> Result<Vec<Vec<usize>>, ModelError> {
+        let first = self.first_shape();
+        if first.iter().product::<usize>() != self.inputs {
+            return Err(ModelError::Input(format!("the input shape {} holds {} values, the model takes {}", show(&first), first.iter().product::<usize>(), self.inputs)));
         }
-        let layers = doc["config"]["layers"].as_array().ok_or_else(|| bad("no config.layers".into()))?;
-        let mut declared = doc["config"].get("build_input_shape").and_then(shape_width);
-        let mut out = Vec::new();
-        for (i, l) in layers.iter().enumerate() {
-            let name = l["class_name"].as_str().unwrap_or("");
-            let cfg = &l["config"];
-            let what = format!("layer {} ({name} {:?})", i + 1, cfg["name"].as_str().unwrap_or(""));
-            if let Some(w) = cfg.get("batch_shape").or_else(|| cfg.get("batch_input_shape")).and_then(shape_width) {
-                declared = Some(w);
-            }
-            let act = |k: &str| -> Result<Activation, ModelError> {
-                match &cfg[k] {
-                    J::String(s) => Activation::parse(s).map_err(|e| bad(format!("{what}: {e}"))),
-                    J::Null => Ok(Activation::Linear),
-                    J::Object(o) => Activation::parse(o.get("config").and_then(|c| c.get("name")).and_then(J::as_str).or(o.get("class_name").and_then(J::as_str)).unwrap_or(""))
-                        .map_err(|e| bad(format!("{what}: {e}"))),
-                    _ => Err(bad(format!("{what}: activation must be a name"))),
+        let mut shape = first;
+        let mut out = Vec::with_capacity(self.layers.len());
+        for (i, l) in self.layers.iter().enumerate() {
+            let bad = |m: String| ModelError::Input(format!("layer {} ({}): {m}", i + 1, l.class_name()));
+            let image = |shape: &[usize]| -> Result<[usize; 3], ModelError> {
+                match *shape {
+                    [h, w, c] => Ok([h, w, c]),
+                    _ => Err(bad(format!(
+                        "expects an image (height, width, channels), got {}; give the input a shape such as (28, 28, 1) or add a Reshape",
+                        show(shape)
+                    ))),
                 }
             };
-            match name {
-                "InputLayer" | "Flatten" => {}
-                "Dense" => out.push(Layer::Dense {
-                    units: match cfg["units"].as_u64() {
-                        Some(0) => return Err(bad(format!("{what}: units is 0; a Dense layer needs at least one unit"))),
-                        Some(u) => u as usize,
-                        None => return Err(bad(format!("{what}: no units (a positive integer)"))),
-                    },
-                    activation: act("activation")?,
-                    use_bias: cfg.get("use_bias").and_then(J::as_bool).unwrap_or(true),
-                    kernel_initializer: Init::from_keras(cfg.get("kernel_initializer").unwrap_or(&J::String("GlorotUniform".into())), &what).map_err(bad)?,
-                    bias_initializer: Init::from_keras(cfg.get("bias_initializer").unwrap_or(&J::Null), &what).map_err(bad)?,
-                }),
-                "Dropout" => out.push(Layer::Dropout { rate: cfg["rate"].as_f64().ok_or_else(|| bad(format!("{what}: no rate")))? }),
-                "Activation" => out.push(Layer::Activation { activation: act("activation")? }),
-                other => {
-                    return Err(bad(format!("{what}: layer {other:?} is not supported (InputLayer, Flatten, Dense, Dropout, Activation)")));
+            let window = |[h, w, c]: [usize; 3], k: [usize; 2], s: [usize; 2], p: Padding, ch: usize| -> Result<Vec<usize>, ModelError> {
+                if k.contains(&0) || s.contains(&0) {
+                    return Err(bad("kernel, pool size and strides must be positive".into()));
                 }
-            }
+                match (p.out_len(h, k[0], s[0]), p.out_len(w, k[1], s[1])) {
+                    (Some(a), Some(b)) if a > 0 && b > 0 => Ok(vec![a, b, if ch == 0 { c } else { ch }]),
+                    _ => Err(bad(format!("a {}x{} window does not fit the input {} with padding \"valid\"", k[0], k[1], show(&[h, w, c])))),
+                }
+            };
+            shape = match l {
+                Layer::Dense { units, .. } => match shape[..] {
+                    [_] => vec![*units],
+                    _ => return Err(bad(format!("expects a flat input, got {}; add a Flatten before it", show(&shape)))),
+                },
+                Layer::Dropout { .. } | Layer::Activation { .. } | Layer::BatchNormalization { .. } => shape,
+                Layer::Conv2D { filters, kernel_size, strides, padding, .. } => {
+                    if *filters == 0 {
+                        return Err(bad("filters is 0".into()));
+                    }
+                    window(image(&shape)?, *kernel_size, *strides, *padding, *filters)?
+                }
+                Layer::MaxPooling2D { pool_size, strides, padding } | Layer::AveragePooling2D { pool_size, strides, padding } => {
+                    window(image(&shape)?, *pool_size, *strides, *padding, 0)?
+                }
+                Layer::GlobalAveragePooling2D => vec![image(&shape)?[2]],
+                Layer::Flatten => vec![shape.iter().product()],
+                Layer::Reshape { target_shape } => {
+                    let (a, b) = (shape.iter().product::<usize>(), target_shape.iter().product::<usize>());
+                    if a != b {
+                        return Err(bad(format!("cannot reshape {} ({a} values) to {} ({b} values)", show(&shape), show(target_shape))));
+                    }
+                    target_shape.clone()
+                }
+            };
+            out.push(shape.clone());
         }
-        if let Some(w) = declared {
-            if w != inputs {
-                return Err(bad(format!("the model takes {w} inputs but the feature spec makes {inputs} features")));
-            }
+        match shape[..] {
+            [_] => Ok(out),
+            _ => Err(ModelError::Input(format!("the model's output has the shape {}; end it with Flatten or GlobalAveragePooling2D and Dense", show(&shape)))),
         }
-        if !out.iter().any(|l| matches!(l, Layer::Dense { .. })) {
-            return Err(bad("no Dense layer".into()));
-        }
-        Ok(SequentialSpec { inputs, layers: out })
     }
 
     /// `--layers`: every hidden layer needs at least one unit.
@@ -186,12 +261,15 @@ impl SequentialSpec {
         self.layers.iter().rev().find_map(|l| if let Layer::Dense { units, .. } = l { Some(*units) } else { None }).unwrap_or(0)
     }
 
-    /// The activation applied last (a softmax or sigmoid there is folded into the loss).
+    /// The index of the layer whose activation is applied last (a softmax or sigmoid there
+    /// is folded into the loss): the last layer but Dropout.
+    pub(crate) fn last_active(&self) -> Option<usize> {
+        self.layers.iter().rposition(|l| !matches!(l, Layer::Dropout { .. }))
+    }
+
+    /// The activation applied last.
     pub fn final_activation(&self) -> Activation {
-        match self.layers.iter().rev().find(|l| !matches!(l, Layer::Dropout { .. })) {
-            Some(Layer::Dense { activation, .. }) | Some(Layer::Activation { activation }) => *activation,
-            _ => Activation::Linear,
-        }
+        self.last_active().and_then(|i| self.layers[i].activation()).unwrap_or(Activation::Linear)
     }
 }
 
@@ -199,35 +277,42 @@ impl SequentialSpec {
 mod tests {
     use super::*;
 
-    /// What Keras 3.15 writes for
-    /// `Sequential([Input((30,)), Dense(16, "relu"), Dropout(0.2), Dense(1, "sigmoid")]).to_json()`
-    /// (trimmed of dtype policies).
-    const KERAS3: &str = r#"{"module": "keras", "class_name": "Sequential", "config": {"name": "sequential", "trainable": true,
-      "layers": [{"module": "keras.layers", "class_name": "InputLayer", "config": {"batch_shape": [null, 30], "dtype": "float32", "sparse": false, "name": "input_layer"}, "registered_name": null},
-      {"module": "keras.layers", "class_name": "Dense", "config": {"name": "dense", "trainable": true, "units": 16, "activation": "relu", "use_bias": true,
-        "kernel_initializer": {"module": "keras.initializers", "class_name": "GlorotUniform", "config": {"seed": null}, "registered_name": null},
-        "bias_initializer": {"module": "keras.initializers", "class_name": "Zeros", "config": {}, "registered_name": null}, "kernel_regularizer": null}, "build_config": {"input_shape": [null, 30]}},
-      {"module": "keras.layers", "class_name": "Dropout", "config": {"name": "dropout", "trainable": true, "rate": 0.2, "seed": null, "noise_shape": null}},
-      {"module": "keras.layers", "class_name": "Dense", "config": {"name": "dense_1", "units": 1, "activation": "sigmoid", "use_bias": true,
-        "kernel_initializer": {"module": "keras.initializers", "class_name": "HeNormal", "config": {"seed": null}}, "bias_initializer": {"class_name": "Zeros", "config": {}}}}],
-      "build_input_shape": [null, 30]}, "registered_name": null}"#;
+    fn conv(filters: usize, k: usize, padding: Padding) -> Layer {
+        Layer::Conv2D {
+            filters,
+            kernel_size: [k, k],
+            strides: [1, 1],
+            padding,
+            activation: Activation::Relu,
+            use_bias: true,
+            kernel_initializer: Init::GlorotUniform,
+            bias_initializer: Init::Zeros,
+        }
+    }
 
     #[test]
-    fn reads_what_keras_writes() {
-        let s = SequentialSpec::from_keras_json(KERAS3, 30).unwrap();
-        assert_eq!(s.layers.len(), 3);
-        assert_eq!(s.outputs(), 1);
-        assert_eq!(s.final_activation(), Activation::Sigmoid);
-        assert!(matches!(s.layers[2], Layer::Dense { kernel_initializer: Init::HeNormal, .. }));
-        let e = SequentialSpec::from_keras_json(KERAS3, 31).unwrap_err().to_string();
-        assert!(e.contains("takes 30 inputs") && e.contains("31 features"), "{e}");
-        let conv = KERAS3.replacen("\"Dropout\"", "\"Conv2D\"", 1);
-        let e = SequentialSpec::from_keras_json(&conv, 30).unwrap_err().to_string();
-        assert!(e.contains("layer 3 (Conv2D \"dropout\")") && e.contains("not supported"), "{e}");
-        let e = SequentialSpec::from_keras_json(&KERAS3.replacen("\"relu\"", "\"swish\"", 1), 30).unwrap_err().to_string();
-        assert!(e.contains("\"swish\""), "{e}");
-        let e = SequentialSpec::from_keras_json(&KERAS3.replacen("\"units\": 16", "\"units\": 0", 1), 30).unwrap_err().to_string();
-        assert!(e.contains("layer 2 (Dense \"dense\")") && e.contains("units is 0"), "{e}");
+    fn shapes_as_keras_builds_them() {
+        let pool = Layer::MaxPooling2D { pool_size: [2, 2], strides: [2, 2], padding: Padding::Valid };
+        let dense = SequentialSpec::dense(1, &[], 10).layers.remove(0);
+        // Keras: Input(28,28,1) Conv2D(32,3) MaxPool Conv2D(64,3) MaxPool Flatten Dense(10):
+        // 26x26x32, 13x13x32, 11x11x64, 5x5x64, 1600, 10 (model.summary()).
+        let s = SequentialSpec {
+            inputs: 784,
+            input_shape: Some(vec![28, 28, 1]),
+            layers: vec![conv(32, 3, Padding::Valid), pool.clone(), conv(64, 3, Padding::Valid), pool.clone(), Layer::Flatten, dense.clone()],
+        };
+        assert_eq!(s.shapes().unwrap(), vec![vec![26, 26, 32], vec![13, 13, 32], vec![11, 11, 64], vec![5, 5, 64], vec![1600], vec![10]]);
+        // "same" keeps ceil(len / stride): 28 -> 28, strides 2 on 7 -> 4.
+        assert_eq!(Padding::Same.out_len(7, 3, 2), Some(4));
+        assert_eq!(Padding::Valid.out_len(7, 3, 2), Some(3));
+        let flat = SequentialSpec { inputs: 784, input_shape: None, layers: vec![conv(4, 3, Padding::Same), Layer::Flatten, dense.clone()] };
+        let e = flat.shapes().unwrap_err().to_string();
+        assert!(e.contains("layer 1 (Conv2D)") && e.contains("(784)") && e.contains("Reshape"), "{e}");
+        let unflat = SequentialSpec { inputs: 784, input_shape: Some(vec![28, 28, 1]), layers: vec![conv(4, 3, Padding::Same), dense] };
+        let e = unflat.shapes().unwrap_err().to_string();
+        assert!(e.contains("layer 2 (Dense)") && e.contains("(28, 28, 4)") && e.contains("Flatten"), "{e}");
+        let big = SequentialSpec { inputs: 4, input_shape: Some(vec![2, 2, 1]), layers: vec![conv(1, 3, Padding::Valid), Layer::Flatten] };
+        assert!(big.shapes().unwrap_err().to_string().contains("does not fit"));
     }
 
     #[test]
