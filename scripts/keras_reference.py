@@ -8,7 +8,7 @@ short), with Keras' defaults (Adam, batch 64):
   layers: the other layers tensorcdc reads: Reshape(784 -> 28x28x1), Conv2D with strides 2 and
           padding "same", BatchNormalization, AveragePooling2D "same", GlobalAveragePooling2D,
           Dropout, Dense(10, softmax).
-Saves each with model.save(OUT/<name>.keras), the mlp also as model.to_json() in
+Saves each with model.save(OUT/<name>.keras) and model.to_json() in OUT/<name>.json, the mlp also as model.to_json() in
 OUT/mlp_json.json beside model.save_weights(OUT/mlp_json.weights.h5), and writes OUT/keras.json:
 for each model Keras' accuracy and loss on the 10,000 test images (model.evaluate) and its class
 probabilities for the first PROBS test images (softmax of the logits where the model ends in
@@ -90,6 +90,8 @@ def main():
             z /= z.sum(axis=1, keepdims=True)
         report[name] = {"accuracy": float(acc), "loss": float(loss), "probs": z.tolist()}
         model.save(os.path.join(out, f"{name}.keras"))
+        with open(os.path.join(out, f"{name}.json"), "w") as f:
+            f.write(model.to_json())
         print(f"{name}: test accuracy {acc:.4f}, loss {loss:.4f}")
     mlp = models["mlp"][0]
     with open(os.path.join(out, "mlp_json.json"), "w") as f:

@@ -4,6 +4,7 @@
 mod capture;
 mod demo;
 mod download;
+mod export;
 mod follow;
 mod pictures;
 mod progress;
@@ -54,6 +55,8 @@ enum Command {
     Predict(train::PredictArgs),
     /// Capture changes from Postgres (snapshot, then the WAL stream) as Debezium events.
     Capture(capture::CaptureArgs),
+    /// Write a checkpoint as a Keras `.keras` file (keras.models.load_model reads it).
+    Export(export::ExportArgs),
 }
 
 #[derive(Subcommand)]
@@ -180,6 +183,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Evaluate(a) => train::evaluate(a),
         Command::Predict(a) => train::predict(a),
         Command::Capture(a) => capture::capture(a),
+        Command::Export(a) => export::export(a),
         Command::Demo(a) => demo::demo(a),
         Command::Run(a) => run::run(a),
     }

@@ -41,6 +41,57 @@ fn metric(out: &str, key: &str) -> f64 {
     out[at..].split(|c: char| c.is_whitespace()).next().unwrap().parse().unwrap()
 }
 
+/// Rows followed and compared with Keras (the reference writes probabilities of the first 64).
+const PROBS: usize = 64;
+
+/// `predict --follow --model MODEL` on a new table into which the first `rows` test rows are
+/// inserted once its slot is active; its (key, class, probability) lines.
+fn follow(pg: &LocalPg, model: &Path, table: &str, rows: usize) -> Vec<(usize, String, f64)> {
+    let url = pg.url("postgres");
+    pg.psql("postgres", &["-c", &format!("CREATE TABLE {table} (LIKE mnist_test INCLUDING ALL)")]).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tensorcdc"))
+        .args(["predict", "--follow", "--source", &url, "--table", table, "--max", &rows.to_string(), "--model", model.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let active = pg.psql("postgres", &["-At", "-c", &format!("SELECT count(*) FROM pg_replication_slots WHERE active AND slot_name LIKE 'tensorcdc_{table}_%'")]).unwrap();
+        if active.trim() == "1" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{table}: the follower's slot within 30 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    pg.psql("postgres", &["-c", &format!("INSERT INTO {table} SELECT * FROM mnist_test ORDER BY id LIMIT {rows}")]).unwrap();
+    let lines = common::Lines::of(child.stdout.take().unwrap()).rest(60, "predictions");
+    assert!(child.wait().unwrap().success());
+    assert_eq!(lines.len(), rows, "{table}: {lines:?}");
+    lines
+        .iter()
+        .map(|l| {
+            let p: serde_json::Value = serde_json::from_str(l).unwrap();
+            // An image checkpoint of `train --data` writes the class as `digit`.
+            let class = p.get("prediction").and_then(|c| c.as_str()).map(String::from).unwrap_or_else(|| p["digit"].to_string());
+            (p["key"].as_str().unwrap().parse().unwrap(), class, p["probability"].as_f64().unwrap())
+        })
+        .collect()
+}
+
+/// Each prediction is Keras' class for its row; returns the largest difference from Keras'
+/// probability of that class.
+fn same_as_keras(name: &str, preds: &[(usize, String, f64)], probs: &serde_json::Value) -> f64 {
+    let mut worst = 0f64;
+    for (id, class, prob) in preds {
+        let want: Vec<f64> = probs[id - 1].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        let best = (0..want.len()).max_by(|&a, &b| want[a].total_cmp(&want[b])).unwrap();
+        assert_eq!(*class, best.to_string(), "{name}: row {id}: tensorcdc {class} ({prob}), Keras {want:?}");
+        worst = worst.max((prob - want[best]).abs());
+    }
+    assert!(worst < 1e-5, "{name}: the largest difference from Keras' probability is {worst}");
+    worst
+}
+
 /// Runs the reference script into `dir`; returns its report.
 fn keras_reference(dir: &Path) -> serde_json::Value {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/keras_reference.py");
@@ -70,40 +121,10 @@ fn keras_files_evaluate_and_follow_as_keras_predicts() {
     }
 
     // predict --follow: each inserted row gets Keras' class and probability.
-    let rows = keras["cnn"]["probs"].as_array().unwrap().len();
     for name in ["cnn", "layers"] {
-        let table = format!("live_{name}");
-        pg.psql("postgres", &["-c", &format!("CREATE TABLE {table} (LIKE mnist_test INCLUDING ALL)")]).unwrap();
-        let model = dir.path().join(format!("{name}.keras"));
-        let mut follow = Command::new(env!("CARGO_BIN_EXE_tensorcdc"))
-            .args(["predict", "--follow", "--source", &url, "--table", &table, "--max", &rows.to_string(), "--model", model.to_str().unwrap()])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let active = pg.psql("postgres", &["-At", "-c", &format!("SELECT count(*) FROM pg_replication_slots WHERE active AND slot_name LIKE 'tensorcdc_{table}_%'")]).unwrap();
-            if active.trim() == "1" {
-                break;
-            }
-            assert!(Instant::now() < deadline, "{name}: the follower's slot within 30 s");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        pg.psql("postgres", &["-c", &format!("INSERT INTO {table} SELECT * FROM mnist_test ORDER BY id LIMIT {rows}")]).unwrap();
-        let lines = common::Lines::of(follow.stdout.take().unwrap()).rest(60, "predictions");
-        assert!(follow.wait().unwrap().success());
-        let preds: Vec<serde_json::Value> = lines.iter().map(|l| serde_json::from_str(l).unwrap()).collect();
-        assert_eq!(preds.len(), rows, "{name}: {lines:?}");
-        let mut worst = 0f64;
-        for p in &preds {
-            let id: usize = p["key"].as_str().unwrap().parse().unwrap();
-            let want: Vec<f64> = keras[name]["probs"][id - 1].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
-            let class = (0..10).max_by(|&a, &b| want[a].total_cmp(&want[b])).unwrap();
-            assert_eq!(p["prediction"].as_str().unwrap(), class.to_string(), "{name}: row {id}: {p}, Keras {want:?}");
-            worst = worst.max((p["probability"].as_f64().unwrap() - want[class]).abs());
-        }
-        assert!(worst < 1e-5, "{name}: the largest difference from Keras' probability is {worst}");
-        println!("{name}: {rows} rows followed, Keras' class for each, probabilities within {worst:.1e}");
+        let preds = follow(&pg, &dir.path().join(format!("{name}.keras")), &format!("live_{name}"), PROBS);
+        let worst = same_as_keras(name, &preds, &keras[name]["probs"]);
+        println!("{name}: {PROBS} rows followed, Keras' class for each, probabilities within {worst:.1e}");
     }
 
     // Files that do not match their config: the error names the variable, or the layer.
@@ -116,4 +137,41 @@ fn keras_files_evaluate_and_follow_as_keras_predicts() {
     std::fs::copy(dir.path().join("mlp_json.weights.h5"), dir.path().join("lstm.weights.h5")).unwrap();
     let e = fails(&["evaluate", "--source", &url, "--table", "mnist_test", "--model", dir.path().join("lstm.weights.h5").to_str().unwrap()]);
     assert!(e.contains("LSTM") && e.contains("not supported"), "{e}");
+}
+
+/// `tensorcdc export` of checkpoints tensorcdc trained (the blog's MLP of `train --data`, a CNN
+/// and the network of the other layers trained with `--model-spec` from Keras' to_json()):
+/// Keras' `load_model` of the file predicts the 10,000 test rows with the checkpoint's own
+/// accuracy (to four decimals) and loss, and the first 64 rows with the classes and
+/// probabilities (within 1e-5) that `predict --follow` gives with the checkpoint.
+#[test]
+fn export_to_keras_predicts_as_tensorcdc() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+    keras_reference(dir.path());
+    let pg = LocalPg::start(Options { no_fsync: true, ..Default::default() }).unwrap();
+    let url = pg.url("postgres");
+    ok(&["mnist", "load", "--data", FASHION, "--postgres", &url, "--split", "train", "--limit", "6000"]);
+    ok(&["mnist", "load", "--data", FASHION, "--postgres", &url, "--split", "test"]);
+    ok(&["train", "--data", FASHION, "--limit", "6000", "--epochs", "1", "--out", &d("mlp_tc")]);
+    for name in ["cnn", "layers"] {
+        let out = ok(&["train", "--source", &url, "--table", "mnist_train", "--label", "label", "--model-spec", &d(&format!("{name}.json")), "--epochs", "1", "--out", &d(&format!("{name}_tc"))]);
+        assert!(out.contains("training on 6000 rows"), "{out}");
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/keras_check.py");
+    for name in ["mlp", "cnn", "layers"] {
+        let (model, file) = (d(&format!("{name}_tc")), d(&format!("{name}_tc.keras")));
+        let out = ok(&["export", "--model", &model, "--out", &file]);
+        assert!(out.starts_with(&format!("wrote {file} (keras)")), "{out}");
+        let out = Command::new(PYTHON).args([script, &file, FASHION, &d(&format!("{name}_check.json"))]).output().unwrap();
+        assert!(out.status.success(), "Keras load_model of {file}: {}", String::from_utf8_lossy(&out.stderr));
+        let k: serde_json::Value = serde_json::from_slice(&std::fs::read(d(&format!("{name}_check.json"))).unwrap()).unwrap();
+        let ours = ok(&["evaluate", "--source", &url, "--table", "mnist_test", "--model", &model]);
+        let (acc, want) = (metric(&ours, "accuracy"), k["accuracy"].as_f64().unwrap());
+        assert_eq!(format!("{acc:.4}"), format!("{want:.4}"), "{name}: tensorcdc {ours}, Keras on the export {k}");
+        assert!((metric(&ours, "loss") - k["loss"].as_f64().unwrap()).abs() < 1e-3, "{name}: {ours} against Keras' {}", k["loss"]);
+        let preds = follow(&pg, Path::new(&model), &format!("export_{name}"), PROBS);
+        let worst = same_as_keras(name, &preds, &k["probs"]);
+        println!("{name}: Keras' load_model of the export: accuracy {want:.4} as tensorcdc's, probabilities within {worst:.1e}; layers {}", k["layers"]);
+    }
 }

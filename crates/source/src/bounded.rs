@@ -218,6 +218,11 @@ pub async fn bounded_rows(cfg: &SourceConfig) -> Result<Rows, SourceError> {
             if let Key::Row(k) = &m.key {
                 rows.key_columns.extend(k.fields.iter().map(|f| f.name.clone()));
             }
+            // `limit`: the first rows of the snapshot; the rest are read (the snapshot is one
+            // transaction) and left out.
+            if cfg.limit.is_some_and(|n| rows.set.len() >= n) {
+                continue;
+            }
             rows.set.apply(change_of_message(&m));
         }
         run.await??;

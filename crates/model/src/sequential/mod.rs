@@ -5,11 +5,14 @@
 //! * [`net`]: the weights on burn and the forward pass.
 //! * [`fit`]: losses, `fit` / `evaluate` / `predict`.
 //! * [`optim`]: Keras' optimizers (Adam, AdamW, SGD, RMSprop) and compile config.
+//! * [`keras_json`], [`keras_file`]: Keras' own files in (`to_json()`, `.keras`,
+//!   `.weights.h5`); [`keras_export`]: a `.keras` file out.
 //! * [`checkpoint`]: a folder with `model.json` (model, loss, settings, the feature spec,
 //!   the weights' SHA-256) and `model.bpk`, enough to predict from a raw row.
 
 pub mod checkpoint;
 pub mod fit;
+pub mod keras_export;
 pub mod keras_file;
 pub mod keras_json;
 pub mod net;

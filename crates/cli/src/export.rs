@@ -1,0 +1,45 @@
+//! `export`: a tensorcdc checkpoint out to a Keras `.keras` file.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use tensorcdc_model::sequential::{checkpoint as seq_checkpoint, keras_export, Loss};
+use tensorcdc_model::{checkpoint, device_from_env};
+
+#[derive(clap::Args)]
+pub struct ExportArgs {
+    /// Checkpoint folder written by `train` or `run` (a version folder).
+    #[arg(long, default_value = "model")]
+    pub model: PathBuf,
+    /// keras: a `.keras` file that Keras 3's `keras.models.load_model` reads.
+    #[arg(long, default_value = "keras")]
+    pub format: String,
+    /// The file to write.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+pub fn export(a: ExportArgs) -> Result<()> {
+    match a.format.as_str() {
+        "keras" => {}
+        "onnx" => bail!("--format onnx is not built yet; export to .keras and convert it with tf2onnx (python -m tf2onnx.convert --keras ...)"),
+        o => bail!("--format {o:?}: expected keras"),
+    }
+    let device = device_from_env()?;
+    let (spec, loss, net, what) = if seq_checkpoint::is_sequential(&a.model) {
+        let (meta, p) = seq_checkpoint::load(&a.model, &device).context("loading the model")?;
+        let what = format!("{} features from {}", meta.features.width(), meta.features.columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", "));
+        (p.spec, p.loss, p.net, what)
+    } else {
+        let (meta, p) = checkpoint::load(&a.model, &device).context("loading the model")?;
+        let (spec, net) = keras_export::mlp_sequential(&meta.model, &p.model);
+        (spec, Loss::SparseCategoricalCrossentropy, net, "a 28x28 image (pixels / 255)".to_string())
+    };
+    keras_export::save_keras(&spec, loss, &net, &a.out)?;
+    let layers: Vec<&str> = spec.layers.iter().map(|l| l.class_name()).collect();
+    println!("wrote {} ({}): {} layers ({}), input {what}", a.out.display(), a.format, layers.len(), layers.join(", "));
+    if loss.is_classification() && !matches!(spec.final_activation(), tensorcdc_model::sequential::Activation::Softmax | tensorcdc_model::sequential::Activation::Sigmoid) {
+        println!("the model ends in logits: Keras' predict gives them, their softmax (sigmoid for one unit) is tensorcdc's probabilities");
+    }
+    Ok(())
+}
