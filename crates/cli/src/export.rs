@@ -1,9 +1,9 @@
-//! `export`: a tensorcdc checkpoint out to a Keras `.keras` file.
+//! `export`: a tensorcdc checkpoint out to a Keras `.keras` file or an ONNX file.
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use tensorcdc_model::sequential::{checkpoint as seq_checkpoint, keras_export, Loss};
+use tensorcdc_model::sequential::{checkpoint as seq_checkpoint, keras_export, onnx_export, Loss};
 use tensorcdc_model::{checkpoint, device_from_env};
 
 #[derive(clap::Args)]
@@ -11,7 +11,9 @@ pub struct ExportArgs {
     /// Checkpoint folder written by `train` or `run` (a version folder).
     #[arg(long, default_value = "model")]
     pub model: PathBuf,
-    /// keras: a `.keras` file that Keras 3's `keras.models.load_model` reads.
+    /// keras: a `.keras` file that Keras 3's `keras.models.load_model` reads; onnx: an ONNX
+    /// file (opset 13) of input `input` [batch, features] and output `probabilities` (or
+    /// `value`), which onnxruntime runs.
     #[arg(long, default_value = "keras")]
     pub format: String,
     /// The file to write.
@@ -20,10 +22,8 @@ pub struct ExportArgs {
 }
 
 pub fn export(a: ExportArgs) -> Result<()> {
-    match a.format.as_str() {
-        "keras" => {}
-        "onnx" => bail!("--format onnx is not built yet; export to .keras and convert it with tf2onnx (python -m tf2onnx.convert --keras ...)"),
-        o => bail!("--format {o:?}: expected keras"),
+    if !["keras", "onnx"].contains(&a.format.as_str()) {
+        bail!("--format {:?}: expected keras or onnx", a.format);
     }
     let device = device_from_env()?;
     let (spec, loss, net, what) = if seq_checkpoint::is_sequential(&a.model) {
@@ -35,10 +35,16 @@ pub fn export(a: ExportArgs) -> Result<()> {
         let (spec, net) = keras_export::mlp_sequential(&meta.model, &p.model);
         (spec, Loss::SparseCategoricalCrossentropy, net, "a 28x28 image (pixels / 255)".to_string())
     };
-    keras_export::save_keras(&spec, loss, &net, &a.out)?;
+    if a.format == "onnx" {
+        onnx_export::save_onnx(&spec, loss, &net, &a.out)?;
+    } else {
+        keras_export::save_keras(&spec, loss, &net, &a.out)?;
+    }
     let layers: Vec<&str> = spec.layers.iter().map(|l| l.class_name()).collect();
     println!("wrote {} ({}): {} layers ({}), input {what}", a.out.display(), a.format, layers.len(), layers.join(", "));
-    if loss.is_classification() && !matches!(spec.final_activation(), tensorcdc_model::sequential::Activation::Softmax | tensorcdc_model::sequential::Activation::Sigmoid) {
+    if a.format == "onnx" {
+        println!("input \"input\" [batch, {}], output {}", spec.inputs, if loss.is_classification() { "\"probabilities\" (tensorcdc's)" } else { "\"value\"" });
+    } else if loss.is_classification() && !matches!(spec.final_activation(), tensorcdc_model::sequential::Activation::Softmax | tensorcdc_model::sequential::Activation::Sigmoid) {
         println!("the model ends in logits: Keras' predict gives them, their softmax (sigmoid for one unit) is tensorcdc's probabilities");
     }
     Ok(())

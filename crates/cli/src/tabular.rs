@@ -13,7 +13,7 @@ use tensorcdc_dataset::features::cell::record_of_json;
 use tensorcdc_dataset::features::{EncodeError, FeatureSpec, Record, SpecOptions, Task};
 use tensorcdc_model::device_from_env;
 use tensorcdc_model::sequential::{
-    checkpoint, Activation, CompileConfig, Data, FitMetrics, FitSettings, Loss, SeqPredictor, SeqTrainer, SequentialSpec, Targets,
+    checkpoint, Activation, CompileConfig, Data, FitMetrics, FitSettings, Loss, SeqTrainer, SequentialSpec, Targets,
 };
 use tensorcdc_source::Rows;
 
@@ -209,33 +209,33 @@ pub fn train(src: &SourceArgs, m: &ModelArgs, settings: FitSettings, out: &std::
 
 /// `evaluate` with a general checkpoint.
 pub fn evaluate(src: &SourceArgs, model: &std::path::Path) -> Result<()> {
-    let (meta, p) = checkpoint::load(model, &device_from_env()?)?;
+    let (features, loss, p) = checkpoint::load_served(model, &device_from_env()?)?;
     let rt = tokio::runtime::Runtime::new()?;
     let rows = rt.block_on(read_rows(src))?;
-    let (data, skipped) = encode(&meta.features, rows.set.iter());
+    let (data, skipped) = encode(&features, rows.set.iter());
     report_skipped(&skipped, rows.set.len());
     if data.is_empty() {
         bail!("nothing to evaluate: {} records read, {} rows, {} skipped", rows.report.records, rows.set.len(), skipped.len());
     }
-    let m = p.evaluate(&data, 1024);
-    println!("{} examples - {}", m.n, describe(meta.loss, &m));
+    let m = p.evaluate(&data, 1024)?;
+    println!("{} examples - {}", m.n, describe(loss, &m));
     Ok(())
 }
 
 /// `predict --row '{"col": value, ...}'` with a general checkpoint.
 pub fn predict_row(model: &std::path::Path, row: &str) -> Result<()> {
-    let (meta, p) = checkpoint::load(model, &device_from_env()?)?;
+    let (features, _, p) = checkpoint::load_served(model, &device_from_env()?)?;
     let obj: serde_json::Map<String, serde_json::Value> = serde_json::from_str(row).context("--row: expected a JSON object of column values")?;
     let record = record_of_json(&obj, None, None);
     let mut x = Vec::new();
-    meta.features.encode(&record, &mut x).map_err(|e| anyhow::anyhow!("--row: {e}"))?;
-    for n in meta.features.notes(&record) {
+    features.encode(&record, &mut x).map_err(|e| anyhow::anyhow!("--row: {e}"))?;
+    for n in features.notes(&record) {
         eprintln!("note: --row {n}");
     }
-    print_prediction(&meta.features, &p, &x)
+    print_prediction(&features, &p, &x)
 }
 
-fn print_prediction(spec: &FeatureSpec, p: &SeqPredictor, x: &[f32]) -> Result<()> {
+fn print_prediction(spec: &FeatureSpec, p: &checkpoint::Served, x: &[f32]) -> Result<()> {
     let out = p.predict(x, spec.width())?.remove(0);
     match spec.task {
         Task::Classification => {
@@ -290,8 +290,7 @@ impl crate::follow::PredictionRow for RowPrediction {
 /// `predict --follow` with a checkpoint trained on any table: every inserted or updated row
 /// is predicted as it arrives (deletes are passed over).
 pub fn follow(a: &crate::train::PredictArgs) -> Result<()> {
-    let (meta, p) = checkpoint::load(&a.model, &device_from_env()?).context("loading the model")?;
-    let spec = meta.features;
+    let (spec, _, p) = checkpoint::load_served(&a.model, &device_from_env()?).context("loading the model")?;
     let version = crate::source::model_version(&a.model);
     if a.source.source.is_some() && a.source.table.is_none() {
         bail!("--source needs --table T (the table to follow)");

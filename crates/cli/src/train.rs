@@ -248,10 +248,10 @@ pub fn predict(a: PredictArgs) -> Result<()> {
     }
     let pixels = parse_pixels(a.pixels.as_deref().unwrap_or_default())?;
     let probs = if tensorcdc_model::sequential::checkpoint::is_sequential(&a.model) {
-        // A general checkpoint or a Keras file of 784 inputs: the pixels / 255, as the MNIST preset encodes them.
-        let (meta, p) = tensorcdc_model::sequential::checkpoint::load(&a.model, &device_from_env()?).context("loading the model")?;
-        if meta.features.width() != PIXELS || meta.features.outputs() != 10 {
-            bail!("--pixels needs an image model of {PIXELS} inputs and 10 classes; {} takes {} features: give a row with --row", a.model.display(), meta.features.width());
+        // A general checkpoint, a Keras file or an ONNX graph of 784 inputs: the pixels / 255, as the MNIST preset encodes them.
+        let (features, _, p) = tensorcdc_model::sequential::checkpoint::load_served(&a.model, &device_from_env()?).context("loading the model")?;
+        if features.width() != PIXELS || features.outputs() != 10 {
+            bail!("--pixels needs an image model of {PIXELS} inputs and 10 classes; {} takes {} features: give a row with --row", a.model.display(), features.width());
         }
         let mut x = vec![0f32; PIXELS];
         tensorcdc_dataset::scale_pixels(&pixels, &mut x);

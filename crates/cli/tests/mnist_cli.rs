@@ -1,31 +1,15 @@
 //! The CLI on real data: `mnist sql` output loaded with `psql -f` into a private Postgres
 //! reads back byte-identical; `train`/`evaluate`/`predict` on Fashion-MNIST and their errors.
 
-use std::path::Path;
-use std::process::Command;
+mod common;
 
+use std::path::Path;
+
+use common::{fails, ok, tensorcdc};
 use tensorcdc_dataset::mnist::{self, Split};
 use tensorcdc_localpg::{LocalPg, Options};
 
 const FASHION: &str = "/usr/share/datasets/fashion-mnist";
-
-fn tensorcdc(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_tensorcdc")).args(args).output().expect("run tensorcdc")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = tensorcdc(args);
-    assert!(out.status.success(), "tensorcdc {args:?} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn fails(args: &[&str]) -> String {
-    let out = tensorcdc(args);
-    assert!(!out.status.success(), "tensorcdc {args:?} should fail");
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!err.contains("panicked"), "{err}");
-    err
-}
 
 #[test]
 fn sql_files_load_with_psql_and_read_back_identical() {

@@ -8,6 +8,7 @@
 //!   so the CLI can draw a Keras-like line without this crate printing anything.
 //! * [`sequential`]: any Sequential model (Keras' `to_json()` or `--layers`) on feature
 //!   vectors, with its losses, fit/evaluate/predict and checkpoints.
+//! * [`onnx`]: ONNX graphs served through tract.
 //! * [`checkpoint`] saves and loads a folder holding `config.json` and `model.bpk`.
 //!
 //! The device picks the backend (burn 0.22): [`default_device`] is burn's `flex` CPU backend;
@@ -18,6 +19,7 @@ mod adam;
 pub mod checkpoint;
 pub mod metrics;
 mod mlp;
+pub mod onnx;
 mod parallel;
 pub mod sequential;
 mod train;

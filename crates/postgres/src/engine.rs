@@ -58,7 +58,8 @@ pub struct CaptureStats {
     pub incremental_chunks: u64,
     pub incremental_table: Option<String>,
     /// The commit after which an incremental snapshot's last rows were sent (0: nothing to
-    /// send); `None` while one is queued or running, or none ran.
+    /// send; `u64::MAX` from the read that finds the tables done until the commit that carries
+    /// the last chunk is seen); `None` while one is queued or running, or none ran.
     pub incremental_done_at: Option<Lsn>,
     pub streaming: bool,
     /// Things a person should know (include-list entries that match no table yet, ...).

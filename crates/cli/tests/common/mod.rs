@@ -142,3 +142,24 @@ pub fn topic_ids(brokers: &str, topic: &str, expect_records: i64) -> std::collec
     }
     ids
 }
+
+/// Runs the `tensorcdc` binary with `args`.
+pub fn tensorcdc(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_tensorcdc")).args(args).output().expect("run tensorcdc")
+}
+
+/// Its stdout; fails the test when it fails.
+pub fn ok(args: &[&str]) -> String {
+    let out = tensorcdc(args);
+    assert!(out.status.success(), "tensorcdc {args:?} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Its stderr; fails the test when it succeeds or panics.
+pub fn fails(args: &[&str]) -> String {
+    let out = tensorcdc(args);
+    assert!(!out.status.success(), "tensorcdc {args:?} should fail");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}

@@ -38,9 +38,48 @@ fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(bytes))
 }
 
-/// True when `dir` holds a general checkpoint, or is a Keras file (`.keras`, `.weights.h5`).
+/// True when `dir` holds a general checkpoint, or is a Keras file (`.keras`, `.weights.h5`)
+/// or an ONNX file (served only: [`load_served`]).
 pub fn is_sequential(dir: &Path) -> bool {
-    dir.join(META).is_file() || super::keras_file::is_keras_file(dir)
+    dir.join(META).is_file() || super::keras_file::is_keras_file(dir) || crate::onnx::is_onnx_file(dir)
+}
+
+/// A model for serving: tensorcdc's own or a Keras file's on burn, or an ONNX graph on tract.
+pub enum Served {
+    Seq(SeqPredictor),
+    Onnx(crate::onnx::OnnxPredictor),
+}
+
+impl Served {
+    /// One output row per example (see [`SeqPredictor::predict`], [`crate::onnx::OnnxPredictor::predict`]).
+    pub fn predict(&self, x: &[f32], width: usize) -> Result<Vec<Vec<f32>>, ModelError> {
+        match self {
+            Served::Seq(p) => p.predict(x, width),
+            Served::Onnx(p) => p.predict(x, width),
+        }
+    }
+
+    /// Keras' metrics over `data`.
+    pub fn evaluate(&self, data: &super::Data, batch_size: usize) -> Result<super::FitMetrics, ModelError> {
+        match self {
+            Served::Seq(p) => Ok(p.evaluate(data, batch_size)),
+            Served::Onnx(p) => p.evaluate(data, batch_size),
+        }
+    }
+}
+
+/// Any model `predict` and `evaluate` take: a checkpoint folder, a Keras file or an ONNX
+/// file; its feature spec and loss beside it (an ONNX model's: classification when it has
+/// more than one output, else regression).
+pub fn load_served(path: &Path, device: &Device) -> Result<(FeatureSpec, Loss, Served), ModelError> {
+    if crate::onnx::is_onnx_file(path) {
+        let p = crate::onnx::OnnxPredictor::load(path)?;
+        let features = keras_features(path, p.width(), p.outputs)?;
+        let loss = if p.outputs > 1 { Loss::SparseCategoricalCrossentropy } else { Loss::MeanSquaredError };
+        return Ok((features, loss, Served::Onnx(p)));
+    }
+    let (meta, p) = load(path, device)?;
+    Ok((meta.features, meta.loss, Served::Seq(p)))
 }
 
 /// Saves the trainer's model and the feature spec into `dir`.
@@ -60,6 +99,9 @@ pub fn save(t: &SeqTrainer, features: &FeatureSpec, dir: &Path) -> Result<(), Mo
 pub fn load(dir: &Path, device: &Device) -> Result<(SeqMeta, SeqPredictor), ModelError> {
     if super::keras_file::is_keras_file(dir) {
         return load_keras(dir, device);
+    }
+    if crate::onnx::is_onnx_file(dir) {
+        return Err(err(dir, "an ONNX model is served as it is (evaluate, predict); it cannot be trained further or exported"));
     }
     let path = dir.join(META);
     let text = std::fs::read_to_string(&path).map_err(|e| err(&path, e.to_string()))?;
@@ -85,20 +127,20 @@ fn probe(p: &SeqPredictor, w: &Path) -> Result<(), ModelError> {
     Ok(())
 }
 
-/// The feature spec of a Keras file: `<file>.features.json` beside it (a tensorcdc feature
+/// The feature spec of a Keras or ONNX file: `<file>.features.json` beside it (a tensorcdc feature
 /// spec, the `features` of a checkpoint's `model.json`), else the blog's MNIST preset for a
 /// model of 784 inputs and 10 outputs (the 784 bytes of `pixels` / 255, the label `label`).
-pub fn keras_features(path: &Path, spec: &SequentialSpec) -> Result<FeatureSpec, ModelError> {
+pub fn keras_features(path: &Path, inputs: usize, outputs: usize) -> Result<FeatureSpec, ModelError> {
     let side = PathBuf::from(format!("{}.features.json", path.display()));
     if side.is_file() {
         let text = std::fs::read_to_string(&side).map_err(|e| err(&side, e.to_string()))?;
         let f: FeatureSpec = serde_json::from_str(&text).map_err(|e| err(&side, format!("not a feature spec: {e}")))?;
-        if f.width() != spec.inputs {
-            return Err(err(&side, format!("the spec makes {} features, the model takes {}", f.width(), spec.inputs)));
+        if f.width() != inputs {
+            return Err(err(&side, format!("the spec makes {} features, the model takes {inputs}", f.width())));
         }
         return Ok(f);
     }
-    if spec.inputs == tensorcdc_dataset::PIXELS && spec.outputs() == 10 {
+    if inputs == tensorcdc_dataset::PIXELS && outputs == 10 {
         return Ok(FeatureSpec::mnist());
     }
     Err(err(
@@ -106,8 +148,8 @@ pub fn keras_features(path: &Path, spec: &SequentialSpec) -> Result<FeatureSpec,
         format!(
             "a model of {} inputs and {} outputs needs its feature spec in {} (the `features` of a tensorcdc model.json); \
              only a 784-input, 10-class image model takes the MNIST preset",
-            spec.inputs,
-            spec.outputs(),
+            inputs,
+            outputs,
             side.display()
         ),
     ))
@@ -118,7 +160,7 @@ pub fn keras_features(path: &Path, spec: &SequentialSpec) -> Result<FeatureSpec,
 /// [`keras_features`]. `weights_sha256` is the file's own.
 pub fn load_keras(path: &Path, device: &Device) -> Result<(SeqMeta, SeqPredictor), ModelError> {
     let k = super::keras_file::load(path, device)?;
-    let features = keras_features(path, &k.spec)?;
+    let features = keras_features(path, k.spec.inputs, k.spec.outputs())?;
     let loss = match k.compile.as_ref().and_then(|c| c.loss) {
         Some(l) => l,
         None if k.spec.outputs() > 1 => Loss::SparseCategoricalCrossentropy,

@@ -6,7 +6,7 @@
 //! * [`fit`]: losses, `fit` / `evaluate` / `predict`.
 //! * [`optim`]: Keras' optimizers (Adam, AdamW, SGD, RMSprop) and compile config.
 //! * [`keras_json`], [`keras_file`]: Keras' own files in (`to_json()`, `.keras`,
-//!   `.weights.h5`); [`keras_export`]: a `.keras` file out.
+//!   `.weights.h5`); [`keras_export`]: a `.keras` file out; [`onnx_export`]: an ONNX file out.
 //! * [`checkpoint`]: a folder with `model.json` (model, loss, settings, the feature spec,
 //!   the weights' SHA-256) and `model.bpk`, enough to predict from a raw row.
 
@@ -16,6 +16,7 @@ pub mod keras_export;
 pub mod keras_file;
 pub mod keras_json;
 pub mod net;
+pub mod onnx_export;
 pub mod optim;
 pub mod spec;
 

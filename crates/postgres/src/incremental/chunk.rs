@@ -44,7 +44,14 @@ pub(super) async fn next_chunk(ctx: &Ctx<'_>, client: &Client) -> Result<(), Cap
         let (coll, last_key, max_key) = {
             let inc = ctx.incr.lock().expect("incremental");
             let Some(c) = inc.current.as_ref().and_then(|p| p.collections.first()) else {
-                ctx.stats.lock().expect("stats").incremental_table = None;
+                let mut st = ctx.stats.lock().expect("stats");
+                st.incremental_table = None;
+                // Done once the commit that carries the last chunk is handed out: until
+                // `Incremental::committed` records that commit, the end is not yet known
+                // (the last chunk's rows may still be on their way to the reader).
+                if st.incremental_done_at.is_none() {
+                    st.incremental_done_at = Some(tensorcdc_change::Lsn(u64::MAX));
+                }
                 return Ok(());
             };
             let p = inc.current.as_ref().expect("checked");

@@ -1,10 +1,13 @@
-//! A Keras user's own saved models served by tensorcdc: Keras 3.15 (the tests' venv) trains
+//! Bring your own model (issue 23). A Keras user's own saved models served by tensorcdc: Keras 3.15 (the tests' venv) trains
 //! the blog's MLP, a CNN and a network of the other supported layers on Fashion-MNIST and
 //! saves them (`scripts/keras_reference.py`, which also writes Keras' own accuracy, loss and
 //! probabilities). `tensorcdc evaluate --model X.keras` on the 10,000 test rows in Postgres
 //! gives Keras' accuracy to four decimals, and `predict --follow` on inserted rows gives
 //! Keras' class for every row with its probability within 1e-5. Files that do not match
-//! their config are refused with an error naming the variable or the layer.
+//! their config are refused with an error naming the variable or the layer. The same models
+//! exported to ONNX by Keras (tf2onnx) are served through tract with onnxruntime's accuracy
+//! and probabilities; a scikit-learn pipeline of ONNX-ML operators tract lacks is refused
+//! with their names. tensorcdc's own checkpoints exported to `.keras` are run by Keras.
 
 mod common;
 
@@ -12,28 +15,14 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{fails, ok};
 use tensorcdc_localpg::{LocalPg, Options};
 
 const FASHION: &str = "/usr/share/datasets/fashion-mnist";
 const PYTHON: &str = "/var/tmp/tensorcdc-tools/pyvenv/bin/python";
+/// TensorFlow, Keras, tf2onnx, onnxruntime and skl2onnx at versions that agree (install-deps.sh).
+const ONNX_PYTHON: &str = "/var/tmp/tensorcdc-tools/onnxvenv/bin/python";
 
-fn tensorcdc(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_tensorcdc")).args(args).output().expect("run tensorcdc")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = tensorcdc(args);
-    assert!(out.status.success(), "tensorcdc {args:?} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn fails(args: &[&str]) -> String {
-    let out = tensorcdc(args);
-    assert!(!out.status.success(), "tensorcdc {args:?} should fail");
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!err.contains("panicked"), "{err}");
-    err
-}
 
 /// The number after `key: ` in a line of output.
 fn metric(out: &str, key: &str) -> f64 {
@@ -139,13 +128,14 @@ fn keras_files_evaluate_and_follow_as_keras_predicts() {
     assert!(e.contains("LSTM") && e.contains("not supported"), "{e}");
 }
 
-/// `tensorcdc export` of checkpoints tensorcdc trained (the blog's MLP of `train --data`, a CNN
+/// `tensorcdc export` (`.keras` and ONNX) of checkpoints tensorcdc trained (the blog's MLP of `train --data`, a CNN
 /// and the network of the other layers trained with `--model-spec` from Keras' to_json()):
 /// Keras' `load_model` of the file predicts the 10,000 test rows with the checkpoint's own
 /// accuracy (to four decimals) and loss, and the first 64 rows with the classes and
-/// probabilities (within 1e-5) that `predict --follow` gives with the checkpoint.
+/// probabilities (within 1e-5) that `predict --follow` gives with the checkpoint; onnxruntime
+/// does the same with the ONNX export.
 #[test]
-fn export_to_keras_predicts_as_tensorcdc() {
+fn exports_to_keras_and_onnx_predict_as_tensorcdc() {
     let dir = tempfile::tempdir().unwrap();
     let d = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
     keras_reference(dir.path());
@@ -173,5 +163,52 @@ fn export_to_keras_predicts_as_tensorcdc() {
         let preds = follow(&pg, Path::new(&model), &format!("export_{name}"), PROBS);
         let worst = same_as_keras(name, &preds, &k["probs"]);
         println!("{name}: Keras' load_model of the export: accuracy {want:.4} as tensorcdc's, probabilities within {worst:.1e}; layers {}", k["layers"]);
+        // ONNX out: onnxruntime gives the same accuracy and probabilities.
+        let onnx = d(&format!("{name}_tc.onnx"));
+        let out = ok(&["export", "--model", &model, "--format", "onnx", "--out", &onnx]);
+        assert!(out.starts_with(&format!("wrote {onnx} (onnx)")), "{out}");
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/onnx_check.py");
+        let out = Command::new(ONNX_PYTHON).args([script, &onnx, FASHION, &d(&format!("{name}_ort.json"))]).output().unwrap();
+        assert!(out.status.success(), "onnxruntime on {onnx}: {}", String::from_utf8_lossy(&out.stderr));
+        let o: serde_json::Value = serde_json::from_slice(&std::fs::read(d(&format!("{name}_ort.json"))).unwrap()).unwrap();
+        assert_eq!(format!("{acc:.4}"), format!("{:.4}", o["accuracy"].as_f64().unwrap()), "{name}: tensorcdc {ours}, onnxruntime on the export {o}");
+        assert!((metric(&ours, "loss") - o["loss"].as_f64().unwrap()).abs() < 1e-3, "{name}: {ours} against onnxruntime's {}", o["loss"]);
+        let worst = same_as_keras(name, &preds, &o["probs"]);
+        println!("{name}: onnxruntime on the ONNX export: accuracy as tensorcdc's, probabilities within {worst:.1e}");
     }
+}
+
+/// ONNX in: Keras' own ONNX export (tf2onnx) of the three Keras models, served through tract:
+/// `evaluate` on the 10,000 test rows gives onnxruntime's accuracy to four decimals and its
+/// loss within 1e-3, `predict --follow` onnxruntime's class for every followed row and its
+/// probability within 1e-5. A scikit-learn pipeline exported by skl2onnx uses ONNX-ML
+/// operators tract does not implement: the error names them.
+#[test]
+fn onnx_files_evaluate_and_follow_as_onnxruntime_predicts() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+    keras_reference(dir.path());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/onnx_reference.py");
+    let out = Command::new(ONNX_PYTHON).args([script, FASHION, &d(""), "mlp", "cnn", "layers"]).output().expect("run the ONNX reference (scripts/install-deps.sh makes its venv)");
+    assert!(out.status.success(), "onnx_reference.py: {}", String::from_utf8_lossy(&out.stderr));
+    let ort: serde_json::Value = serde_json::from_slice(&std::fs::read(d("onnx.json")).unwrap()).unwrap();
+    let pg = LocalPg::start(Options { no_fsync: true, ..Default::default() }).unwrap();
+    let url = pg.url("postgres");
+    ok(&["mnist", "load", "--data", FASHION, "--postgres", &url, "--split", "test"]);
+    for name in ["mlp", "cnn", "layers"] {
+        let out = ok(&["evaluate", "--source", &url, "--table", "mnist_test", "--model", &d(&format!("{name}.onnx"))]);
+        assert!(out.starts_with("10000 examples"), "{name}: {out}");
+        let (acc, want) = (metric(&out, "accuracy"), ort[name]["accuracy"].as_f64().unwrap());
+        assert_eq!(format!("{acc:.4}"), format!("{want:.4}"), "{name}: tensorcdc {out} onnxruntime {want}");
+        assert!((metric(&out, "loss") - ort[name]["loss"].as_f64().unwrap()).abs() < 1e-3, "{name}: {out} against onnxruntime's {}", ort[name]["loss"]);
+    }
+    for name in ["cnn", "layers"] {
+        let preds = follow(&pg, Path::new(&d(&format!("{name}.onnx"))), &format!("onnx_{name}"), PROBS);
+        let worst = same_as_keras(name, &preds, &ort[name]["probs"]);
+        println!("{name}.onnx: {PROBS} rows followed, onnxruntime's class for each, probabilities within {worst:.1e}");
+    }
+    let ops: Vec<&str> = ort["pipeline_ops"].as_array().unwrap().iter().map(|o| o.as_str().unwrap()).collect();
+    assert!(ops.contains(&"Scaler") && ops.contains(&"OneHotEncoder"), "{ops:?}");
+    let e = fails(&["predict", "--model", &d("pipeline.onnx"), "--row", r#"{"amount": 0.5, "city": "Lyon"}"#]);
+    assert!(e.contains("operator(s) that tract does not implement") && e.contains("OneHotEncoder (ai.onnx.ml)") && e.contains("Scaler (ai.onnx.ml)"), "{e}");
 }
