@@ -5,9 +5,10 @@ For each Keras model NAME.keras in DIR (written by keras_reference.py): Keras' o
 (model.export(DIR/NAME.onnx, format="onnx"), tf2onnx underneath), then onnxruntime runs it on
 the 10,000 Fashion-MNIST test images: accuracy, mean cross-entropy and the probabilities of the
 first 64 images (softmax of the outputs where the model ends in logits). Also a scikit-learn
-pipeline (StandardScaler and OneHotEncoder in a ColumnTransformer, then LogisticRegression) on a
+pipeline (StandardScaler and OneHotEncoder(handle_unknown="ignore") in a ColumnTransformer, then LogisticRegression) on a
 small table of a number and a text column, exported by skl2onnx to DIR/pipeline.onnx (its
-operators are ONNX-ML's). Writes DIR/onnx.json.
+operators are ONNX-ML's), and onnxruntime's labels and probabilities for 64 new rows (one of
+a city never seen in training). Writes DIR/onnx.json.
 
 usage: python onnx_reference.py DATA_DIR DIR NAME [NAME ...]
 """
@@ -53,12 +54,31 @@ import pandas as pd  # noqa: E402
 
 rng = np.random.default_rng(0)
 frame = pd.DataFrame({"amount": rng.normal(size=200).astype("float32"), "city": rng.choice(["Lyon", "Oslo", "Rome"], 200)})
-target = (frame["amount"] > 0).astype("int64")
-pipe = Pipeline([("pre", ColumnTransformer([("num", StandardScaler(), ["amount"]), ("cat", OneHotEncoder(), ["city"])])), ("clf", LogisticRegression())])
+def noisy_target(f):
+    # Not separable: the probabilities are not all 0 or 1.
+    return ((f["amount"] + 0.5 * (f["city"] == "Oslo") + rng.normal(size=len(f))) > 0).astype("int64")
+
+
+target = noisy_target(frame)
+pipe = Pipeline([("pre", ColumnTransformer([("num", StandardScaler(), ["amount"]), ("cat", OneHotEncoder(handle_unknown="ignore"), ["city"])])), ("clf", LogisticRegression())])
 pipe.fit(frame, target)
 onx = to_onnx(pipe, initial_types=[("amount", FloatTensorType([None, 1])), ("city", StringTensorType([None, 1]))], options={id(pipe): {"zipmap": False}})
 with open(os.path.join(out, "pipeline.onnx"), "wb") as f:
     f.write(onx.SerializeToString())
 report["pipeline_ops"] = sorted({n.op_type for n in onx.graph.node})
+# 64 new rows, one of them of a city never seen in training, and onnxruntime's outputs.
+rows = pd.DataFrame({"amount": rng.normal(size=64).astype("float32"), "city": rng.choice(["Lyon", "Oslo", "Rome"], 64)})
+rows.loc[5, "city"] = "Turin"
+rows_target = noisy_target(rows)
+s = ort.InferenceSession(os.path.join(out, "pipeline.onnx"))
+label, probs = s.run(["label", "probabilities"], {"amount": rows[["amount"]].to_numpy(), "city": rows[["city"]].to_numpy().astype(object)})
+report["pipeline"] = {
+    "rows": [{"amount": float(a), "city": c, "target": int(t)} for a, c, t in zip(rows["amount"], rows["city"], rows_target)],
+    "label": label.tolist(),
+    "probs": probs.astype("float64").tolist(),
+    "accuracy": float((label == rows_target.to_numpy()).mean()),
+    "loss": float(-np.log(np.maximum(probs[np.arange(len(rows_target)), rows_target.to_numpy()], 1e-12)).mean()),
+    "categories": list(pipe.named_steps["pre"].named_transformers_["cat"].categories_[0]),
+}
 with open(os.path.join(out, "onnx.json"), "w") as f:
     json.dump(report, f)

@@ -181,8 +181,10 @@ fn exports_to_keras_and_onnx_predict_as_tensorcdc() {
 /// ONNX in: Keras' own ONNX export (tf2onnx) of the three Keras models, served through tract:
 /// `evaluate` on the 10,000 test rows gives onnxruntime's accuracy to four decimals and its
 /// loss within 1e-3, `predict --follow` onnxruntime's class for every followed row and its
-/// probability within 1e-5. A scikit-learn pipeline exported by skl2onnx uses ONNX-ML
-/// operators tract does not implement: the error names them.
+/// probability within 1e-5. A scikit-learn pipeline exported by skl2onnx (one input per
+/// column, ONNX-ML's Scaler, OneHotEncoder and LinearClassifier) needs its feature spec, and
+/// says so; with it, `evaluate` on a table gives onnxruntime's accuracy and `predict --row`
+/// onnxruntime's class for every row (one of a city never seen in training).
 #[test]
 fn onnx_files_evaluate_and_follow_as_onnxruntime_predicts() {
     let dir = tempfile::tempdir().unwrap();
@@ -207,8 +209,47 @@ fn onnx_files_evaluate_and_follow_as_onnxruntime_predicts() {
         let worst = same_as_keras(name, &preds, &ort[name]["probs"]);
         println!("{name}.onnx: {PROBS} rows followed, onnxruntime's class for each, probabilities within {worst:.1e}");
     }
+
+    // The scikit-learn pipeline: one input per column, ONNX-ML's Scaler and OneHotEncoder.
     let ops: Vec<&str> = ort["pipeline_ops"].as_array().unwrap().iter().map(|o| o.as_str().unwrap()).collect();
-    assert!(ops.contains(&"Scaler") && ops.contains(&"OneHotEncoder"), "{ops:?}");
-    let e = fails(&["predict", "--model", &d("pipeline.onnx"), "--row", r#"{"amount": 0.5, "city": "Lyon"}"#]);
-    assert!(e.contains("operator(s) that tract does not implement") && e.contains("OneHotEncoder (ai.onnx.ml)") && e.contains("Scaler (ai.onnx.ml)"), "{e}");
+    assert!(ops.contains(&"Scaler") && ops.contains(&"OneHotEncoder") && ops.contains(&"LinearClassifier"), "{ops:?}");
+    let pipeline = d("pipeline.onnx");
+    let e = fails(&["predict", "--model", &pipeline, "--row", r#"{"amount": 0.5, "city": "Lyon"}"#]);
+    assert!(e.contains("one input per column (amount, city)") && e.contains("pipeline.onnx.features.json"), "{e}");
+    // Its feature spec: the columns by name (the city's vocabulary is the encoder's), the label.
+    let p = &ort["pipeline"];
+    let cats: Vec<String> = p["categories"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_string()).collect();
+    let spec = serde_json::json!({
+        "columns": [
+            {"name": "amount", "kind": "number", "width": 1, "shift": 0.0, "scale": 1.0, "vocab": [], "impute": [0.0]},
+            {"name": "city", "kind": "category", "width": cats.len() + 1, "vocab": cats, "impute": vec![0.0; cats.len() + 1]}
+        ],
+        "label": "target", "task": "classification", "classes": ["0", "1"], "scaling": "none", "nulls": "skip"
+    });
+    std::fs::write(format!("{pipeline}.features.json"), spec.to_string()).unwrap();
+    let rows = p["rows"].as_array().unwrap();
+    let values: Vec<String> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| format!("({}, {}, '{}', {})", i + 1, r["amount"], r["city"].as_str().unwrap(), r["target"]))
+        .collect();
+    pg.psql("postgres", &["-c", "CREATE TABLE pipe (id int PRIMARY KEY, amount real, city text, target int)"]).unwrap();
+    pg.psql("postgres", &["-c", &format!("INSERT INTO pipe VALUES {}", values.join(", "))]).unwrap();
+    let out = ok(&["evaluate", "--source", &url, "--table", "pipe", "--model", &pipeline]);
+    assert!(out.starts_with(&format!("{} examples", rows.len())), "{out}");
+    assert_eq!(format!("{:.4}", metric(&out, "accuracy")), format!("{:.4}", p["accuracy"].as_f64().unwrap()), "{out}");
+    // The mean cross-entropy takes every row's probability of its label.
+    assert!((metric(&out, "loss") - p["loss"].as_f64().unwrap()).abs() < 1e-4, "{out} against onnxruntime's {}", p["loss"]);
+    // Each row predicted as onnxruntime does, the unseen city included.
+    let mut worst = 0f64;
+    for (i, r) in rows.iter().enumerate() {
+        let out = ok(&["predict", "--model", &pipeline, "--row", &serde_json::json!({"amount": r["amount"], "city": r["city"]}).to_string()]);
+        let want = p["label"][i].as_i64().unwrap();
+        assert!(out.starts_with(&format!("prediction: {want} (")), "row {} ({r}): {out}, onnxruntime {want}", i + 1);
+        let probs: Vec<f64> = p["probs"][i].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        let shown = metric(&out, &want.to_string());
+        worst = worst.max((shown - probs[want as usize]).abs());
+    }
+    assert!(worst < 1e-4, "printed probabilities (4 decimals) differ from onnxruntime's by {worst}");
+    println!("pipeline.onnx: {} rows, onnxruntime's class for each (the unseen city included), evaluate's accuracy and loss as onnxruntime's: {out}", rows.len());
 }

@@ -7,13 +7,23 @@
 //! output named like `prob*` (scikit-learn's `probabilities`), else its first float output.
 //! Its rows are class probabilities when they are (each in [0, 1], summing to 1), else
 //! logits, turned into probabilities by a softmax; one column is a regression's value.
-//! An operator tract does not implement is an error naming it.
+//! A graph of one input per column (a scikit-learn pipeline exported by skl2onnx) is fed
+//! the table's columns by name: its feature spec (`<file>.features.json`) names the columns
+//! and their kinds, a float input takes the column's number and a string input its text
+//! (the category the encoding kept; an unseen one, which the spec's last slot holds, as
+//! ""). Two ONNX-ML operators tract 0.23 lacks are rewritten into standard ones before
+//! tract reads the graph: `Scaler` into `Sub` and `Mul`, and a string `OneHotEncoder` into
+//! `CategoryMapper` (which tract has), `OneHot` and `Slice` (an unseen category maps to one
+//! slot past the categories, sliced off, so its row is all zeros, as `zeros=1` asks). Any other operator tract does not
+//! implement is an error naming it.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tract_onnx::pb;
 use tract_onnx::prelude::*;
+
+use tensorcdc_dataset::features::{FeatureSpec, Kind};
 
 use crate::sequential::{Data, FitMetrics, Targets};
 use crate::ModelError;
@@ -27,10 +37,26 @@ pub struct OnnxPredictor {
     /// One example's input dimensions (the batch dimension left out).
     pub input_shape: Vec<usize>,
     pub input_name: String,
+    /// A graph of one input per column: each input's place in the feature vector.
+    columns: Vec<ColumnInput>,
     pub output_name: String,
     /// Values per example out (classes, or 1).
     pub outputs: usize,
     path: PathBuf,
+}
+
+/// One input of a graph fed by column.
+struct ColumnInput {
+    /// Where the column's encoding starts in the feature vector, and how to read it back.
+    offset: usize,
+    read: ColumnRead,
+}
+
+enum ColumnRead {
+    /// A number: `x * scale + shift` undoes the spec's scaling.
+    Number { shift: f64, scale: f64 },
+    /// Text: the category whose one-hot slot is set ("" for the unseen slot).
+    Text { vocab: Vec<String> },
 }
 
 /// The batch of a graph that cannot be planned for any batch.
@@ -82,11 +108,94 @@ fn unknown_ops(graph: &pb::GraphProto) -> Vec<String> {
     out
 }
 
+fn attr<'a>(n: &'a pb::NodeProto, name: &str) -> Option<&'a pb::AttributeProto> {
+    n.attribute.iter().find(|a| a.name == name)
+}
+
+/// Rewrites the ONNX-ML operators tract lacks into ones it has (see the module's notes).
+fn rewrite_ml(graph: &mut pb::GraphProto) {
+    let mut nodes = Vec::with_capacity(graph.node.len());
+    let mut inits = Vec::new();
+    for (k, n) in std::mem::take(&mut graph.node).into_iter().enumerate() {
+        let floats = |name: &str, v: Vec<f32>| pb::TensorProto {
+            name: name.into(),
+            dims: vec![v.len() as i64],
+            data_type: pb::tensor_proto::DataType::Float as i32,
+            float_data: v,
+            ..Default::default()
+        };
+        let node = |op: &str, inputs: Vec<String>, output: String, attribute: Vec<pb::AttributeProto>, domain: &str| pb::NodeProto {
+            name: format!("{}_{k}_{op}", n.name),
+            op_type: op.into(),
+            domain: domain.into(),
+            input: inputs,
+            output: vec![output],
+            attribute,
+            ..Default::default()
+        };
+        match (n.op_type.as_str(), n.domain.as_str()) {
+            ("Scaler", "ai.onnx.ml") => {
+                let get = |a: &str| attr(&n, a).map(|a| a.floats.clone()).unwrap_or_default();
+                let (offset, scale) = (format!("{}_{k}_offset", n.name), format!("{}_{k}_scale", n.name));
+                inits.push(floats(&offset, get("offset")));
+                inits.push(floats(&scale, get("scale")));
+                let mid = format!("{}_{k}_centred", n.name);
+                nodes.push(node("Sub", vec![n.input[0].clone(), offset], mid.clone(), vec![], ""));
+                nodes.push(node("Mul", vec![mid, scale], n.output[0].clone(), vec![], ""));
+            }
+            ("OneHotEncoder", "ai.onnx.ml") if attr(&n, "cats_strings").is_some_and(|a| !a.strings.is_empty()) => {
+                let cats = attr(&n, "cats_strings").map(|a| a.strings.clone()).unwrap_or_default();
+                let c = cats.len() as i64;
+                let ints = |name: &str, v: Vec<i64>| pb::AttributeProto {
+                    name: name.into(),
+                    ints: v,
+                    r#type: pb::attribute_proto::AttributeType::Ints as i32,
+                    ..Default::default()
+                };
+                let mapper_attrs = vec![
+                    pb::AttributeProto { name: "cats_strings".into(), strings: cats, r#type: pb::attribute_proto::AttributeType::Strings as i32, ..Default::default() },
+                    ints("cats_int64s", (0..c).collect()),
+                    pb::AttributeProto { name: "default_int64".into(), i: c, r#type: pb::attribute_proto::AttributeType::Int as i32, ..Default::default() },
+                ];
+                let index = format!("{}_{k}_index", n.name);
+                nodes.push(node("CategoryMapper", vec![n.input[0].clone()], index.clone(), mapper_attrs, "ai.onnx.ml"));
+                // One slot more for the unseen (tract's OneHot does not take an index past the
+                // end), sliced off: an unseen category's row is all zeros.
+                let (depth, values) = (format!("{}_{k}_depth", n.name), format!("{}_{k}_values", n.name));
+                let int64s = |name: &str, v: Vec<i64>| pb::TensorProto {
+                    name: name.into(),
+                    dims: vec![v.len() as i64],
+                    data_type: pb::tensor_proto::DataType::Int64 as i32,
+                    int64_data: v,
+                    ..Default::default()
+                };
+                inits.push(pb::TensorProto { name: depth.clone(), data_type: pb::tensor_proto::DataType::Int64 as i32, int64_data: vec![c + 1], ..Default::default() });
+                inits.push(floats(&values, vec![0.0, 1.0]));
+                let axis = pb::AttributeProto { name: "axis".into(), i: -1, r#type: pb::attribute_proto::AttributeType::Int as i32, ..Default::default() };
+                let wide = format!("{}_{k}_wide", n.name);
+                nodes.push(node("OneHot", vec![index, depth, values], wide.clone(), vec![axis], ""));
+                let (starts, ends, axes) = (format!("{}_{k}_starts", n.name), format!("{}_{k}_ends", n.name), format!("{}_{k}_axes", n.name));
+                inits.push(int64s(&starts, vec![0]));
+                inits.push(int64s(&ends, vec![c]));
+                inits.push(int64s(&axes, vec![-1]));
+                nodes.push(node("Slice", vec![wide, starts, ends, axes], n.output[0].clone(), vec![], ""));
+            }
+            _ => nodes.push(n),
+        }
+    }
+    graph.node = nodes;
+    graph.initializer.extend(inits);
+}
+
 impl OnnxPredictor {
-    /// Loads `path` and plans it for any batch size.
-    pub fn load(path: &Path) -> Result<OnnxPredictor, ModelError> {
+    /// Loads `path` and plans it for any batch size. `spec`: the feature spec that maps a
+    /// graph of one input per column to the feature vector.
+    pub fn load(path: &Path, spec: Option<&FeatureSpec>) -> Result<OnnxPredictor, ModelError> {
         let onnx = tract_onnx::onnx();
-        let proto = onnx.proto_model_for_path(path).map_err(|e| err(path, format!("not an ONNX model: {e}")))?;
+        let mut proto = onnx.proto_model_for_path(path).map_err(|e| err(path, format!("not an ONNX model: {e}")))?;
+        if let Some(g) = proto.graph.as_mut() {
+            rewrite_ml(g);
+        }
         let graph = proto.graph.as_ref().ok_or_else(|| err(path, "no graph"))?;
         let missing = unknown_ops(graph);
         if !missing.is_empty() {
@@ -94,16 +203,22 @@ impl OnnxPredictor {
         }
         let initialisers: std::collections::HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
         let inputs: Vec<&pb::ValueInfoProto> = graph.input.iter().filter(|i| !initialisers.contains(i.name.as_str())).collect();
-        let [input] = inputs[..] else {
-            let names: Vec<&str> = inputs.iter().map(|i| i.name.as_str()).collect();
-            return Err(err(path, format!("the graph has {} inputs ({}); one float input [batch, features...] is supported", names.len(), names.join(", "))));
+        let by_column = inputs.len() > 1 || inputs.iter().any(|i| !dims_of(i).1);
+        let (input_shape, columns) = if by_column {
+            let spec = spec.ok_or_else(|| {
+                let names: Vec<&str> = inputs.iter().map(|i| i.name.as_str()).collect();
+                err(path, format!("the graph takes one input per column ({}): give their feature spec in {}.features.json", names.join(", "), path.display()))
+            })?;
+            (vec![spec.width()], column_inputs(path, &inputs, spec)?)
+        } else {
+            let input = inputs.first().ok_or_else(|| err(path, "the graph has no input"))?;
+            let (dims, _) = dims_of(input);
+            match dims.iter().skip(1).copied().collect::<Option<Vec<usize>>>() {
+                Some(s) if !s.is_empty() => (s, Vec::new()),
+                _ => return Err(err(path, format!("input {:?}: expected float [batch, features...] with known feature dimensions, got {dims:?}", input.name))),
+            }
         };
-        let (dims, float) = dims_of(input);
-        let input_shape: Option<Vec<usize>> = dims.iter().skip(1).copied().collect();
-        let input_shape = match (float, input_shape) {
-            (true, Some(s)) if !dims.is_empty() && !s.is_empty() => s,
-            _ => return Err(err(path, format!("input {:?}: expected float [batch, features...] with known feature dimensions, got {dims:?}", input.name))),
-        };
+        let input = inputs[0];
         let floats: Vec<(usize, &pb::ValueInfoProto)> = graph.output.iter().enumerate().filter(|(_, o)| dims_of(o).1).collect();
         let (index, output) = match (graph.output.len(), floats.iter().find(|(_, o)| o.name.to_lowercase().starts_with("prob")), floats.first()) {
             (1, _, Some(o)) => *o,
@@ -118,8 +233,19 @@ impl OnnxPredictor {
                 Some(b) => b.to_dim(),
                 None => model.sym("N").into(),
             }];
-            shape.extend(input_shape.iter().map(|&d| d.to_dim()));
-            model = model.with_input_fact(0, f32::fact(shape).into())?;
+            if columns.is_empty() {
+                shape.extend(input_shape.iter().map(|&d| d.to_dim()));
+                model = model.with_input_fact(0, f32::fact(shape).into())?;
+            } else {
+                shape.push(1.to_dim());
+                for (i, c) in columns.iter().enumerate() {
+                    let fact = match c.read {
+                        ColumnRead::Number { .. } => f32::fact(shape.clone()),
+                        ColumnRead::Text { .. } => String::fact(shape.clone()),
+                    };
+                    model = model.with_input_fact(i, fact.into())?;
+                }
+            }
             let outlet = model.output_outlets()?[index];
             model.select_output_outlets(&[outlet])?;
             model.into_optimized()?.into_runnable()
@@ -128,7 +254,7 @@ impl OnnxPredictor {
             Ok(p) => (p, None),
             Err(_) => (plan_for(Some(FIXED_BATCH)).map_err(|e| err(path, format!("{e:#}")))?, Some(FIXED_BATCH)),
         };
-        let mut p = OnnxPredictor { plan, fixed_batch, input_shape, input_name: input.name.clone(), output_name: output.name.clone(), outputs: 0, path: path.into() };
+        let mut p = OnnxPredictor { plan, fixed_batch, input_shape, input_name: input.name.clone(), columns, output_name: output.name.clone(), outputs: 0, path: path.into() };
         let width = p.width();
         p.outputs = p.run(&vec![0.0; width], 1)?.len();
         Ok(p)
@@ -157,10 +283,41 @@ impl OnnxPredictor {
     }
 
     fn run_batch(&self, x: &[f32], n: usize) -> Result<Vec<f32>, ModelError> {
-        let mut shape = vec![n];
-        shape.extend(&self.input_shape);
-        let t = Tensor::from_shape(&shape, x).map_err(|e| err(&self.path, format!("{e:#}")))?;
-        let out = self.plan.run(tvec!(t.into_tvalue())).map_err(|e| err(&self.path, format!("running the model: {e:#}")))?;
+        let inputs: TVec<TValue> = if self.columns.is_empty() {
+            let mut shape = vec![n];
+            shape.extend(&self.input_shape);
+            tvec!(Tensor::from_shape(&shape, x).map_err(|e| err(&self.path, format!("{e:#}")))?.into_tvalue())
+        } else {
+            let width = self.width();
+            let rows = || x.chunks(width);
+            self.columns
+                .iter()
+                .map(|c| {
+                    let t: Tensor = match &c.read {
+                        ColumnRead::Number { shift, scale } => {
+                            let v: Vec<f32> = rows().map(|r| (r[c.offset] as f64 * scale + shift) as f32).collect();
+                            tract_ndarray::Array2::from_shape_vec((n, 1), v).expect("n values").into()
+                        }
+                        ColumnRead::Text { vocab } => {
+                            let v: Vec<String> = rows()
+                                .map(|r| {
+                                    let slots = &r[c.offset..c.offset + vocab.len() + 1];
+                                    let (i, on) = crate::argmax(slots);
+                                    if on > 0.0 && i < vocab.len() {
+                                        vocab[i].clone()
+                                    } else {
+                                        String::new()
+                                    }
+                                })
+                                .collect();
+                            tract_ndarray::Array2::from_shape_vec((n, 1), v).expect("n values").into()
+                        }
+                    };
+                    t.into_tvalue()
+                })
+                .collect()
+        };
+        let out = self.plan.run(inputs).map_err(|e| err(&self.path, format!("running the model: {e:#}")))?;
         let v = out[0].cast_to::<f32>().map_err(|e| err(&self.path, format!("{e:#}")))?;
         let v = v.to_plain_array_view::<f32>().map_err(|e| err(&self.path, format!("{e:#}")))?;
         Ok(v.iter().copied().collect())
@@ -205,6 +362,32 @@ impl OnnxPredictor {
         }
         Ok(m)
     }
+}
+
+/// Each input of a graph fed by column, found in the feature spec by name.
+fn column_inputs(path: &Path, inputs: &[&pb::ValueInfoProto], spec: &FeatureSpec) -> Result<Vec<ColumnInput>, ModelError> {
+    let mut offset = 0;
+    let mut at = std::collections::HashMap::new();
+    for c in &spec.columns {
+        at.insert(c.name.as_str(), (offset, c));
+        offset += c.width;
+    }
+    inputs
+        .iter()
+        .map(|i| {
+            let (offset, col) = at.get(i.name.as_str()).ok_or_else(|| {
+                err(path, format!("input {:?} is not a column of the feature spec ({})", i.name, spec.columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")))
+            })?;
+            let read = match (dims_of(i).1, col.kind) {
+                (true, Kind::Number | Kind::Boolean) => ColumnRead::Number { shift: col.shift, scale: col.scale },
+                (false, Kind::Category) => ColumnRead::Text { vocab: col.vocab.clone() },
+                (float, kind) => {
+                    return Err(err(path, format!("input {:?} is {} but its column is {kind:?} in the feature spec", i.name, if float { "float" } else { "not float (text)" })))
+                }
+            };
+            Ok(ColumnInput { offset: *offset, read })
+        })
+        .collect()
 }
 
 /// A row as probabilities: itself when it is already (each in [0, 1], summing to 1 within

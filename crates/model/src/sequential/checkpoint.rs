@@ -73,8 +73,12 @@ impl Served {
 /// more than one output, else regression).
 pub fn load_served(path: &Path, device: &Device) -> Result<(FeatureSpec, Loss, Served), ModelError> {
     if crate::onnx::is_onnx_file(path) {
-        let p = crate::onnx::OnnxPredictor::load(path)?;
-        let features = keras_features(path, p.width(), p.outputs)?;
+        let side = sidecar_features(path)?;
+        let p = crate::onnx::OnnxPredictor::load(path, side.as_ref())?;
+        let features = match side {
+            Some(f) => f,
+            None => keras_features(path, p.width(), p.outputs)?,
+        };
         let loss = if p.outputs > 1 { Loss::SparseCategoricalCrossentropy } else { Loss::MeanSquaredError };
         return Ok((features, loss, Served::Onnx(p)));
     }
@@ -132,9 +136,7 @@ fn probe(p: &SeqPredictor, w: &Path) -> Result<(), ModelError> {
 /// model of 784 inputs and 10 outputs (the 784 bytes of `pixels` / 255, the label `label`).
 pub fn keras_features(path: &Path, inputs: usize, outputs: usize) -> Result<FeatureSpec, ModelError> {
     let side = PathBuf::from(format!("{}.features.json", path.display()));
-    if side.is_file() {
-        let text = std::fs::read_to_string(&side).map_err(|e| err(&side, e.to_string()))?;
-        let f: FeatureSpec = serde_json::from_str(&text).map_err(|e| err(&side, format!("not a feature spec: {e}")))?;
+    if let Some(f) = sidecar_features(path)? {
         if f.width() != inputs {
             return Err(err(&side, format!("the spec makes {} features, the model takes {inputs}", f.width())));
         }
@@ -153,6 +155,16 @@ pub fn keras_features(path: &Path, inputs: usize, outputs: usize) -> Result<Feat
             side.display()
         ),
     ))
+}
+
+/// The feature spec in `<file>.features.json`, when there is one.
+fn sidecar_features(path: &Path) -> Result<Option<FeatureSpec>, ModelError> {
+    let side = PathBuf::from(format!("{}.features.json", path.display()));
+    if !side.is_file() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&side).map_err(|e| err(&side, e.to_string()))?;
+    serde_json::from_str(&text).map(Some).map_err(|e| err(&side, format!("not a feature spec: {e}")))
 }
 
 /// A Keras file for serving: the architecture and weights Keras saved, the loss of its
