@@ -126,6 +126,9 @@ pub struct EvaluateArgs {
 
 pub fn evaluate(a: EvaluateArgs) -> Result<()> {
     if tensorcdc_model::sequential::checkpoint::is_sequential(&a.model) && a.source.group.is_none() {
+        if a.source.data.is_some() {
+            return evaluate_images(&a);
+        }
         return crate::tabular::evaluate(&a.source, &a.model);
     }
     let (_, predictor) = checkpoint::load(&a.model, &device_from_env()?)?;
@@ -153,6 +156,25 @@ pub fn evaluate(a: EvaluateArgs) -> Result<()> {
         println!("final: {} examples - loss: {:.4} - accuracy: {:.4}", m.examples, m.loss(), m.accuracy());
         Ok(())
     })
+}
+
+/// `evaluate --data DIR` with an image model that is not the blog's own (a general
+/// checkpoint, a Keras or an ONNX file of 784 inputs and 10 classes): the IDX test images,
+/// pixels / 255 as the MNIST preset encodes them.
+fn evaluate_images(a: &EvaluateArgs) -> Result<()> {
+    use tensorcdc_model::sequential::{checkpoint::load_served, Data, Targets};
+    let (features, _, p) = load_served(&a.model, &device_from_env()?).context("loading the model")?;
+    if features.width() != PIXELS || features.outputs() != 10 {
+        bail!("--data holds 28x28 images; {} takes {} features and {} outputs: evaluate it on its table (--source URL --table T)", a.model.display(), features.width(), features.outputs());
+    }
+    let rt = tokio::runtime::Runtime::new()?;
+    let (test, _) = rt.block_on(a.source.bounded(Split::Test))?;
+    let mut x = vec![0f32; test.pixels.len()];
+    tensorcdc_dataset::scale_pixels(&test.pixels, &mut x);
+    let data = Data { x, width: PIXELS, y: Targets::Classes(test.labels.iter().map(|&l| l as i64).collect()) };
+    let m = p.evaluate(&data, 1024)?;
+    println!("{} examples - loss: {:.4} - accuracy: {:.4}", m.n, m.loss(), m.accuracy());
+    Ok(())
 }
 
 /// Evaluates rows as they arrive until the stream times out; `progress` after each batch.

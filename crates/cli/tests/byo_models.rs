@@ -107,6 +107,9 @@ fn keras_files_evaluate_and_follow_as_keras_predicts() {
         assert_eq!(format!("{acc:.4}"), format!("{want:.4}"), "{name}: tensorcdc {out} Keras {want}");
         let (loss, want) = (metric(&out, "loss"), keras[name]["loss"].as_f64().unwrap());
         assert!((loss - want).abs() < 1e-3, "{name}: loss {loss}, Keras {want}");
+        // The same 10,000 images from the IDX files.
+        let out = ok(&["evaluate", "--data", FASHION, "--model", file.to_str().unwrap()]);
+        assert_eq!(format!("{:.4}", metric(&out, "accuracy")), format!("{:.4}", keras[name]["accuracy"].as_f64().unwrap()), "{name} --data: {out}");
     }
 
     // predict --follow: each inserted row gets Keras' class and probability.
