@@ -380,7 +380,10 @@ fn column_inputs(path: &Path, inputs: &[&pb::ValueInfoProto], spec: &FeatureSpec
             })?;
             let read = match (dims_of(i).1, col.kind) {
                 (true, Kind::Number | Kind::Boolean) => ColumnRead::Number { shift: col.shift, scale: col.scale },
-                (false, Kind::Category) => ColumnRead::Text { vocab: col.vocab.clone() },
+                (false, Kind::Category) if col.width == col.vocab.len() + 1 => ColumnRead::Text { vocab: col.vocab.clone() },
+                (false, Kind::Category) => {
+                    return Err(err(path, format!("column {:?}: width {} is not its {} categories and the unseen slot", col.name, col.width, col.vocab.len())))
+                }
                 (float, kind) => {
                     return Err(err(path, format!("input {:?} is {} but its column is {kind:?} in the feature spec", i.name, if float { "float" } else { "not float (text)" })))
                 }

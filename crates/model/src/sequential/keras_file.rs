@@ -94,9 +94,17 @@ pub fn load(path: &Path, device: &Device) -> Result<KerasModel, ModelError> {
         (doc, path.to_path_buf(), None)
     };
     let spec = SequentialSpec::from_keras_value(&doc, None).map_err(|e| err(path, e.to_string()))?;
+    // Serving needs only the loss (for evaluate's figure); one tensorcdc does not implement
+    // (categorical_crossentropy on one-hot labels, say) is left out and said.
     let compile = match doc.get("compile_config") {
         None | Some(J::Null) => None,
-        Some(c) => Some(CompileConfig::from_keras_value(c).map_err(|e| err(path, e.to_string()))?),
+        Some(c) => match CompileConfig::from_keras_value(c) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("note: {}: {e}; the loss is taken from the last layer instead", path.display());
+                None
+            }
+        },
     };
     let file = hdf5::File::open(&h5).map_err(|e| err(path, format!("the weights (HDF5): {e}")))?;
     let net = read_weights(&spec, &file, device).map_err(|e| err(path, e))?;

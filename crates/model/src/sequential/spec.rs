@@ -220,7 +220,25 @@ impl SequentialSpec {
                     [_] => vec![*units],
                     _ => return Err(bad(format!("expects a flat input, got {}; add a Flatten before it", show(&shape)))),
                 },
-                Layer::Dropout { .. } | Layer::Activation { .. } | Layer::BatchNormalization { .. } => shape,
+                Layer::Dropout { rate } => {
+                    if !(0.0..1.0).contains(rate) {
+                        return Err(bad(format!("rate {rate} is not in [0, 1)")));
+                    }
+                    shape
+                }
+                Layer::Activation { activation: Activation::Softmax } if shape.len() == 2 => {
+                    return Err(bad(format!("a softmax over the last axis of {} is not supported; add a Flatten before it", show(&shape))));
+                }
+                Layer::Activation { .. } => shape,
+                Layer::BatchNormalization { epsilon, momentum, .. } => {
+                    if !(*epsilon > 0.0 && epsilon.is_finite()) || !(0.0..=1.0).contains(momentum) {
+                        return Err(bad(format!("epsilon {epsilon} must be positive and momentum {momentum} in [0, 1]")));
+                    }
+                    if shape.len() == 2 {
+                        return Err(bad(format!("normalising the last axis of {} is not supported (a flat input or an image is); add a Flatten before it", show(&shape))));
+                    }
+                    shape
+                }
                 Layer::Conv2D { filters, kernel_size, strides, padding, .. } => {
                     if *filters == 0 {
                         return Err(bad("filters is 0".into()));
@@ -313,6 +331,15 @@ mod tests {
         assert!(e.contains("layer 2 (Dense)") && e.contains("(28, 28, 4)") && e.contains("Flatten"), "{e}");
         let big = SequentialSpec { inputs: 4, input_shape: Some(vec![2, 2, 1]), layers: vec![conv(1, 3, Padding::Valid), Layer::Flatten] };
         assert!(big.shapes().unwrap_err().to_string().contains("does not fit"));
+        // Values a model file may hold that burn would panic on, or a layout held flat.
+        let norm = |epsilon, momentum| Layer::BatchNormalization { epsilon, momentum, center: true, scale: true };
+        let two_d = SequentialSpec { inputs: 784, input_shape: Some(vec![28, 28]), layers: vec![norm(1e-3, 0.99), Layer::Flatten] };
+        assert!(two_d.shapes().unwrap_err().to_string().contains("layer 1 (BatchNormalization): normalising the last axis of (28, 28)"));
+        let flat = |l: Layer| SequentialSpec { inputs: 4, input_shape: None, layers: vec![l] };
+        assert!(flat(norm(0.0, 0.99)).shapes().unwrap_err().to_string().contains("epsilon 0"));
+        assert!(flat(norm(1e-3, 1.5)).shapes().unwrap_err().to_string().contains("momentum 1.5"));
+        assert!(flat(Layer::Dropout { rate: 1.0 }).shapes().unwrap_err().to_string().contains("rate 1 is not in [0, 1)"));
+        assert_eq!(flat(norm(1e-3, 0.99)).shapes().unwrap(), vec![vec![4]]);
     }
 
     #[test]
