@@ -59,7 +59,6 @@ pub async fn capture_rows(cfg: CaptureConfig, want: u64, json: bool) -> Result<f
     Ok(want as f64 / t.as_secs_f64())
 }
 
-
 /// The median of some figures.
 pub fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -81,10 +80,26 @@ pub fn create_reference_slot(pg: &tensorcdc_localpg::LocalPg) -> Result<()> {
 /// The arguments with which `pg_recvlogical` reads slot `ref` up to `end` (pgoutput v2,
 /// binary tuples, publication `dbz_publication`) into /dev/null.
 pub fn recvlogical_read_args(pg: &tensorcdc_localpg::LocalPg, end: &str) -> Vec<String> {
-    ["-d", &pg.url("postgres"), "--slot", "ref", "--start", "--endpos", end, "-o", "proto_version=2", "-o", "binary=true", "-o", "publication_names=dbz_publication", "-f", "/dev/null"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+    [
+        "-d",
+        &pg.url("postgres"),
+        "--slot",
+        "ref",
+        "--start",
+        "--endpos",
+        end,
+        "-o",
+        "proto_version=2",
+        "-o",
+        "binary=true",
+        "-o",
+        "publication_names=dbz_publication",
+        "-f",
+        "/dev/null",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
 }
 
 /// `pg_recvlogical` reading slot `ref` up to `end`: `rows` per second.

@@ -25,14 +25,27 @@ async fn main() -> Result<()> {
     let pg = LocalPg::start(Options { no_fsync: true, ..Default::default() })?;
     let (c, conn) = tokio_postgres::connect(&pg.conninfo("postgres"), NoTls).await?;
     tokio::spawn(conn);
-    c.batch_execute("CREATE TABLE mnist_train(id bigserial PRIMARY KEY, label smallint, pixels bytea); CREATE PUBLICATION dbz_publication FOR ALL TABLES").await?;
+    c.batch_execute("CREATE TABLE mnist_train(id bigserial PRIMARY KEY, label smallint, pixels bytea); CREATE PUBLICATION dbz_publication FOR ALL TABLES")
+        .await?;
     let url = pg.url("postgres");
     tensorcdc_bench::create_reference_slot(&pg)?;
     let exe = std::env::current_exe()?.with_file_name("tensorcdc");
     let state = tempfile_dir()?;
     let mut capture = Command::new(&exe)
         .env("TENSORCDC_STATE_DIR", &state)
-        .args(["capture", "--postgres", &url, "--table-include-list", "public.mnist_train", "--slot-name", "tc", "--converter", "json-noschema", "--sink", "stdout"])
+        .args([
+            "capture",
+            "--postgres",
+            &url,
+            "--table-include-list",
+            "public.mnist_train",
+            "--slot-name",
+            "tc",
+            "--converter",
+            "json-noschema",
+            "--sink",
+            "stdout",
+        ])
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(state.join("capture.log"))?)
         .spawn()

@@ -51,7 +51,11 @@ async fn main() -> Result<()> {
             cfg.slot_name = format!("snap_{round}_{json}");
             cfg.snapshot_mode = SnapshotMode::InitialOnly;
             let r = capture_rows(cfg, rows as u64, json).await?;
-            if json { snap_json_rates.push(r) } else { snap_rates.push(r) }
+            if json {
+                snap_json_rates.push(r)
+            } else {
+                snap_rates.push(r)
+            }
         }
     }
 

@@ -43,7 +43,9 @@ fn main() -> Result<()> {
 
     // tensorcdc: bounded read -> decode -> batches of 64 f32 tensors' worth of data.
     let opts = DecodeOptions::default();
-    let extra = tensorcdc_kafka::settings(&std::env::var("BENCH_KAFKA").map(|v| v.split(' ').filter(|s| !s.is_empty()).map(String::from).collect::<Vec<_>>()).unwrap_or_default())?;
+    let extra = tensorcdc_kafka::settings(
+        &std::env::var("BENCH_KAFKA").map(|v| v.split(' ').filter(|s| !s.is_empty()).map(String::from).collect::<Vec<_>>()).unwrap_or_default(),
+    )?;
     let mut rates = Vec::new();
     let mut batches = 0;
     let mut seen = 0usize;

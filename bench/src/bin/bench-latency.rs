@@ -10,7 +10,6 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-
 use anyhow::Result;
 use rdkafka::mocking::MockCluster;
 use tensorcdc_change::ChannelSink;

@@ -118,12 +118,20 @@ async fn main() -> Result<()> {
             )?;
             let per_epoch = t.split("s/epoch").next().and_then(|s| s.rsplit('(').next()).and_then(|s| s.trim().parse::<f64>().ok()).context("s/epoch")?;
             ours_s.push(per_epoch);
-            let e = output(Command::new(bin).args(["evaluate", "--source", &url, "--table", &format!("{name}_test"), "--model"]).arg(&model), "tensorcdc evaluate")?;
+            let e = output(
+                Command::new(bin).args(["evaluate", "--source", &url, "--table", &format!("{name}_test"), "--model"]).arg(&model),
+                "tensorcdc evaluate",
+            )?;
             if std::env::var_os("BENCH_VERBOSE").is_some() {
                 eprintln!("{t}{e}");
             }
             ours.push(metric(&e, key)?);
-            eprintln!("{name} seed {seed}: tensorcdc {key} {:.4} ({per_epoch:.4} s/epoch), Keras {:.4} ({:.4} s/epoch)", ours.last().unwrap(), theirs.last().unwrap(), theirs_s.last().unwrap());
+            eprintln!(
+                "{name} seed {seed}: tensorcdc {key} {:.4} ({per_epoch:.4} s/epoch), Keras {:.4} ({:.4} s/epoch)",
+                ours.last().unwrap(),
+                theirs.last().unwrap(),
+                theirs_s.last().unwrap()
+            );
         }
         let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
         let (m_ours, m_theirs) = (mean(&ours), mean(&theirs));

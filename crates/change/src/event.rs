@@ -183,7 +183,10 @@ pub enum Key {
     /// A key a transform computed (the blog's MnistToCsv puts the label there), written as
     /// the record key; the row's own key is kept in `source` (the Kafka sink writes it in
     /// the record header [`SOURCE_KEY_HEADER`]) so predictions are keyed by the row.
-    Derived { text: String, source: Row },
+    Derived {
+        text: String,
+        source: Row,
+    },
 }
 
 /// The record header that carries the source row's key (as [`Key::to_text`] gives it) when

@@ -16,11 +16,7 @@ fn golden(name: &str) -> J {
 }
 
 fn fields() -> Arc<Vec<Field>> {
-    Arc::new(vec![
-        Field::new("id", FieldType::Int32, false),
-        Field::new("label", FieldType::Int16, true),
-        Field::new("pixels", FieldType::Bytes, true),
-    ])
+    Arc::new(vec![Field::new("id", FieldType::Int32, false), Field::new("label", FieldType::Int16, true), Field::new("pixels", FieldType::Bytes, true)])
 }
 
 fn row(label: Option<i16>, pixels: Option<Vec<u8>>) -> Row {
@@ -50,7 +46,7 @@ fn event(op: Op, before: Option<Row>, after: Option<Row>, tx: i64, lsn: u64, ts_
             ts_ns: ts_ms * 1_000_000,
             key: Some(key),
             fields: None,
-                transaction: None,
+            transaction: None,
         },
         None,
     )

@@ -44,7 +44,9 @@ pub fn export(a: ExportArgs) -> Result<()> {
     println!("wrote {} ({}): {} layers ({}), input {what}", a.out.display(), a.format, layers.len(), layers.join(", "));
     if a.format == "onnx" {
         println!("input \"input\" [batch, {}], output {}", spec.inputs, if loss.is_classification() { "\"probabilities\" (tensorcdc's)" } else { "\"value\"" });
-    } else if loss.is_classification() && !matches!(spec.final_activation(), tensorcdc_model::sequential::Activation::Softmax | tensorcdc_model::sequential::Activation::Sigmoid) {
+    } else if loss.is_classification()
+        && !matches!(spec.final_activation(), tensorcdc_model::sequential::Activation::Softmax | tensorcdc_model::sequential::Activation::Sigmoid)
+    {
         println!("the model ends in logits: Keras' predict gives them, their softmax (sigmoid for one unit) is tensorcdc's probabilities");
     }
     Ok(())

@@ -194,7 +194,9 @@ impl Outputs {
     /// already there).
     pub fn summary(&self, extra: &str) {
         let latency = match (percentile(&self.latencies, 50.0), percentile(&self.latencies, 99.0)) {
-            (Some(p50), Some(p99)) => format!("commit-to-prediction latency of the {} rows committed while running: p50 {p50:.1} ms, p99 {p99:.1} ms", self.latencies.len()),
+            (Some(p50), Some(p99)) => {
+                format!("commit-to-prediction latency of the {} rows committed while running: p50 {p50:.1} ms, p99 {p99:.1} ms", self.latencies.len())
+            }
             _ => "no row committed while running, so no latency".to_string(),
         };
         eprintln!("{} predictions ({} of rows already there{extra}); {latency}", self.n, self.existing);

@@ -12,9 +12,7 @@ use anyhow::{bail, Context, Result};
 use tensorcdc_dataset::features::cell::record_of_json;
 use tensorcdc_dataset::features::{EncodeError, FeatureSpec, Record, SpecOptions, Task};
 use tensorcdc_model::device_from_env;
-use tensorcdc_model::sequential::{
-    checkpoint, Activation, CompileConfig, Data, FitMetrics, FitSettings, Loss, SeqTrainer, SequentialSpec, Targets,
-};
+use tensorcdc_model::sequential::{checkpoint, Activation, CompileConfig, Data, FitMetrics, FitSettings, Loss, SeqTrainer, SequentialSpec, Targets};
 use tensorcdc_source::Rows;
 
 use crate::source::SourceArgs;

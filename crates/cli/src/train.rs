@@ -165,7 +165,12 @@ fn evaluate_images(a: &EvaluateArgs) -> Result<()> {
     use tensorcdc_model::sequential::{checkpoint::load_served, Data, Targets};
     let (features, _, p) = load_served(&a.model, &device_from_env()?).context("loading the model")?;
     if features.width() != PIXELS || features.outputs() != 10 {
-        bail!("--data holds 28x28 images; {} takes {} features and {} outputs: evaluate it on its table (--source URL --table T)", a.model.display(), features.width(), features.outputs());
+        bail!(
+            "--data holds 28x28 images; {} takes {} features and {} outputs: evaluate it on its table (--source URL --table T)",
+            a.model.display(),
+            features.width(),
+            features.outputs()
+        );
     }
     let rt = tokio::runtime::Runtime::new()?;
     let (test, _) = rt.block_on(a.source.bounded(Split::Test))?;
@@ -273,7 +278,11 @@ pub fn predict(a: PredictArgs) -> Result<()> {
         // A general checkpoint, a Keras file or an ONNX graph of 784 inputs: the pixels / 255, as the MNIST preset encodes them.
         let (features, _, p) = tensorcdc_model::sequential::checkpoint::load_served(&a.model, &device_from_env()?).context("loading the model")?;
         if features.width() != PIXELS || features.outputs() != 10 {
-            bail!("--pixels needs an image model of {PIXELS} inputs and 10 classes; {} takes {} features: give a row with --row", a.model.display(), features.width());
+            bail!(
+                "--pixels needs an image model of {PIXELS} inputs and 10 classes; {} takes {} features: give a row with --row",
+                a.model.display(),
+                features.width()
+            );
         }
         let mut x = vec![0f32; PIXELS];
         tensorcdc_dataset::scale_pixels(&pixels, &mut x);

@@ -66,7 +66,8 @@ fn writer(url: String) -> (tokio::sync::watch::Sender<bool>, tokio::task::JoinHa
 }
 
 async fn slot_confirmed(c: &Client) -> Lsn {
-    let at: Option<String> = c.query_opt("SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'bf'", &[]).await.unwrap().and_then(|r| r.get(0));
+    let at: Option<String> =
+        c.query_opt("SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'bf'", &[]).await.unwrap().and_then(|r| r.get(0));
     at.map(|s| s.parse().unwrap()).unwrap_or_default()
 }
 
@@ -231,7 +232,12 @@ async fn a_broker_killed_and_started_again_loses_only_what_it_acknowledged_and_d
         if ours.is_empty() {
             break (missing.len(), have.len());
         }
-        assert!(Instant::now() < deadline, "{} rows committed after the last acknowledged LSN {acknowledged} are not in the topic: {:?}", ours.len(), &ours[..ours.len().min(10)]);
+        assert!(
+            Instant::now() < deadline,
+            "{} rows committed after the last acknowledged LSN {acknowledged} are not in the topic: {:?}",
+            ours.len(),
+            &ours[..ours.len().min(10)]
+        );
         std::thread::sleep(Duration::from_millis(500));
     };
     catches_up(&c, "after the broker came back").await;

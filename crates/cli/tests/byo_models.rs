@@ -23,7 +23,6 @@ const PYTHON: &str = "/var/tmp/tensorcdc-tools/pyvenv/bin/python";
 /// TensorFlow, Keras, tf2onnx, onnxruntime and skl2onnx at versions that agree (install-deps.sh).
 const ONNX_PYTHON: &str = "/var/tmp/tensorcdc-tools/onnxvenv/bin/python";
 
-
 /// The number after `key: ` in a line of output.
 fn metric(out: &str, key: &str) -> f64 {
     let at = out.rfind(&format!("{key}: ")).unwrap_or_else(|| panic!("no {key} in {out}")) + key.len() + 2;
@@ -45,7 +44,9 @@ fn follow(pg: &LocalPg, model: &Path, table: &str, rows: usize) -> Vec<(usize, S
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let active = pg.psql("postgres", &["-At", "-c", &format!("SELECT count(*) FROM pg_replication_slots WHERE active AND slot_name LIKE 'tensorcdc_{table}_%'")]).unwrap();
+        let active = pg
+            .psql("postgres", &["-At", "-c", &format!("SELECT count(*) FROM pg_replication_slots WHERE active AND slot_name LIKE 'tensorcdc_{table}_%'")])
+            .unwrap();
         if active.trim() == "1" {
             break;
         }
@@ -84,7 +85,8 @@ fn same_as_keras(name: &str, preds: &[(usize, String, f64)], probs: &serde_json:
 /// Runs the reference script into `dir`; returns its report.
 fn keras_reference(dir: &Path) -> serde_json::Value {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/keras_reference.py");
-    let out = Command::new(PYTHON).args([script, FASHION, dir.to_str().unwrap()]).output().expect("run the Keras reference (scripts/install-deps.sh makes its venv)");
+    let out =
+        Command::new(PYTHON).args([script, FASHION, dir.to_str().unwrap()]).output().expect("run the Keras reference (scripts/install-deps.sh makes its venv)");
     assert!(out.status.success(), "keras_reference.py: {}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&std::fs::read(dir.join("keras.json")).unwrap()).unwrap()
 }
@@ -148,7 +150,21 @@ fn exports_to_keras_and_onnx_predict_as_tensorcdc() {
     ok(&["mnist", "load", "--data", FASHION, "--postgres", &url, "--split", "test"]);
     ok(&["train", "--data", FASHION, "--limit", "6000", "--epochs", "1", "--out", &d("mlp_tc")]);
     for name in ["cnn", "layers"] {
-        let out = ok(&["train", "--source", &url, "--table", "mnist_train", "--label", "label", "--model-spec", &d(&format!("{name}.json")), "--epochs", "1", "--out", &d(&format!("{name}_tc"))]);
+        let out = ok(&[
+            "train",
+            "--source",
+            &url,
+            "--table",
+            "mnist_train",
+            "--label",
+            "label",
+            "--model-spec",
+            &d(&format!("{name}.json")),
+            "--epochs",
+            "1",
+            "--out",
+            &d(&format!("{name}_tc")),
+        ]);
         assert!(out.contains("training on 6000 rows"), "{out}");
     }
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/keras_check.py");
@@ -194,7 +210,10 @@ fn onnx_files_evaluate_and_follow_as_onnxruntime_predicts() {
     let d = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
     keras_reference(dir.path());
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/onnx_reference.py");
-    let out = Command::new(ONNX_PYTHON).args([script, FASHION, &d(""), "mlp", "cnn", "layers"]).output().expect("run the ONNX reference (scripts/install-deps.sh makes its venv)");
+    let out = Command::new(ONNX_PYTHON)
+        .args([script, FASHION, &d(""), "mlp", "cnn", "layers"])
+        .output()
+        .expect("run the ONNX reference (scripts/install-deps.sh makes its venv)");
     assert!(out.status.success(), "onnx_reference.py: {}", String::from_utf8_lossy(&out.stderr));
     let ort: serde_json::Value = serde_json::from_slice(&std::fs::read(d("onnx.json")).unwrap()).unwrap();
     let pg = LocalPg::start(Options { no_fsync: true, ..Default::default() }).unwrap();
@@ -231,11 +250,8 @@ fn onnx_files_evaluate_and_follow_as_onnxruntime_predicts() {
     });
     std::fs::write(format!("{pipeline}.features.json"), spec.to_string()).unwrap();
     let rows = p["rows"].as_array().unwrap();
-    let values: Vec<String> = rows
-        .iter()
-        .enumerate()
-        .map(|(i, r)| format!("({}, {}, '{}', {})", i + 1, r["amount"], r["city"].as_str().unwrap(), r["target"]))
-        .collect();
+    let values: Vec<String> =
+        rows.iter().enumerate().map(|(i, r)| format!("({}, {}, '{}', {})", i + 1, r["amount"], r["city"].as_str().unwrap(), r["target"])).collect();
     pg.psql("postgres", &["-c", "CREATE TABLE pipe (id int PRIMARY KEY, amount real, city text, target int)"]).unwrap();
     pg.psql("postgres", &["-c", &format!("INSERT INTO pipe VALUES {}", values.join(", "))]).unwrap();
     let out = ok(&["evaluate", "--source", &url, "--table", "pipe", "--model", &pipeline]);
@@ -254,5 +270,8 @@ fn onnx_files_evaluate_and_follow_as_onnxruntime_predicts() {
         worst = worst.max((shown - probs[want as usize]).abs());
     }
     assert!(worst < 1e-4, "printed probabilities (4 decimals) differ from onnxruntime's by {worst}");
-    println!("pipeline.onnx: {} rows, onnxruntime's class for each (the unseen city included), evaluate's accuracy and loss as onnxruntime's: {out}", rows.len());
+    println!(
+        "pipeline.onnx: {} rows, onnxruntime's class for each (the unseen city included), evaluate's accuracy and loss as onnxruntime's: {out}",
+        rows.len()
+    );
 }

@@ -16,17 +16,18 @@ use common::Kill;
 use tensorcdc_localpg::{LocalPg, Options};
 use tokio_postgres::NoTls;
 
-
 fn spawn_capture(pg: &LocalPg, out: &Path) -> Kill {
-    Kill(Command::new(env!("CARGO_BIN_EXE_tensorcdc"))
-        .env("TENSORCDC_STATE_DIR", out.parent().unwrap().join("state"))
-        .args(["capture", "--postgres", &pg.url("postgres"), "--table-include-list", "public.mnist_.*", "--slot-name", "crash"])
-        .args(["--converter", "json-noschema", "--set", "status.interval.ms=200"])
-        .arg("--sink")
-        .arg(format!("file:{}", out.display()))
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap())
+    Kill(
+        Command::new(env!("CARGO_BIN_EXE_tensorcdc"))
+            .env("TENSORCDC_STATE_DIR", out.parent().unwrap().join("state"))
+            .args(["capture", "--postgres", &pg.url("postgres"), "--table-include-list", "public.mnist_.*", "--slot-name", "crash"])
+            .args(["--converter", "json-noschema", "--set", "status.interval.ms=200"])
+            .arg("--sink")
+            .arg(format!("file:{}", out.display()))
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
 }
 
 async fn slot_active(c: &tokio_postgres::Client) -> Option<(bool, Lsn)> {

@@ -35,7 +35,9 @@ async fn connect(pg: &LocalPg) -> tokio_postgres::Client {
 
 /// Inserts `n` rows (ids continue); returns the server's WAL position after the commit.
 async fn insert(c: &tokio_postgres::Client, n: i64) -> Lsn {
-    c.batch_execute(&format!("INSERT INTO mnist_train(label, pixels) SELECT i % 10, decode(repeat('00', 784), 'hex') FROM generate_series(1, {n}) i")).await.unwrap();
+    c.batch_execute(&format!("INSERT INTO mnist_train(label, pixels) SELECT i % 10, decode(repeat('00', 784), 'hex') FROM generate_series(1, {n}) i"))
+        .await
+        .unwrap();
     c.query_one("SELECT pg_current_wal_lsn()::text", &[]).await.unwrap().get::<_, String>(0).parse().unwrap()
 }
 
@@ -207,7 +209,12 @@ async fn a_dropped_slot_stops_capture_and_run() {
     };
     c.batch_execute("UPDATE mnist_train SET label = id % 2").await.unwrap();
     let out = run("2000");
-    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("version 1: 15 examples seen"), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("version 1: 15 examples seen"),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let history = std::fs::read_to_string(models.join("versions.jsonl")).unwrap();
     drop_slot(&c, "tensorcdc_run_mnist_train").await;
     let t0 = Instant::now();

@@ -27,7 +27,16 @@ fn may_differ(path: &str, snapshot: bool) -> bool {
     }
     // A snapshot row carries the point and the transaction its own snapshot was taken at
     // (each capture has its slot): the time, txId, LSN and sequence of that point.
-    snapshot && matches!(path, "value.payload.source.ts_ms" | "value.payload.source.ts_us" | "value.payload.source.ts_ns" | "value.payload.source.txId" | "value.payload.source.lsn" | "value.payload.source.sequence")
+    snapshot
+        && matches!(
+            path,
+            "value.payload.source.ts_ms"
+                | "value.payload.source.ts_us"
+                | "value.payload.source.ts_ns"
+                | "value.payload.source.txId"
+                | "value.payload.source.lsn"
+                | "value.payload.source.sequence"
+        )
 }
 
 /// Compares `ours` with `theirs` (Debezium's) below `path`; counts the leaves compared and
@@ -131,7 +140,9 @@ fn base_props(pg: &LocalPg, name: &str, include: &str, prefix_slot: &str) -> BTr
 /// Splits the differences the case names on purpose (printed) from the others (returned).
 fn unnamed(case: &Case, tag: &str, diffs: Vec<String>) -> Vec<String> {
     let (named, rest): (Vec<String>, Vec<String>) = diffs.into_iter().partition(|d| {
-        case.known.iter().any(|(path, snapshot_only, _)| d.contains(&format!(": value.payload.{path}: ")) && (!snapshot_only || d.contains(" snapshot record ")))
+        case.known
+            .iter()
+            .any(|(path, snapshot_only, _)| d.contains(&format!(": value.payload.{path}: ")) && (!snapshot_only || d.contains(" snapshot record ")))
     });
     if !named.is_empty() {
         println!("{tag}: {} named differences:\n  {}", named.len(), named.join("\n  "));
@@ -169,11 +180,7 @@ async fn run_case(pg: &LocalPg, client: &tokio_postgres::Client, dir: &Path, cas
         }
         assert!(Instant::now() < deadline, "{}: the captures did not all start streaming in 120 s; Debezium:\n{}", case.name, dbz.log_tail());
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let slots: i64 = client
-            .query_one("SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE '%\\_' || $1", &[&case.name])
-            .await
-            .unwrap()
-            .get(0);
+        let slots: i64 = client.query_one("SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE '%\\_' || $1", &[&case.name]).await.unwrap().get(0);
         if slots == 3 {
             client.batch_execute(&format!("INSERT INTO {marker} VALUES (0) ON CONFLICT DO NOTHING")).await.unwrap();
         }
@@ -330,7 +337,9 @@ async fn every_record_equals_debeziums_field_for_field() {
     let (client, conn) = tokio_postgres::connect(&pg.conninfo("postgres"), tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(conn);
     client
-        .batch_execute("CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy'); CREATE DOMAIN posint AS integer CHECK (VALUE > 0); CREATE DOMAIN price AS numeric(4,2);")
+        .batch_execute(
+            "CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy'); CREATE DOMAIN posint AS integer CHECK (VALUE > 0); CREATE DOMAIN price AS numeric(4,2);",
+        )
         .await
         .unwrap();
     // TENSORCDC_KEEP_DIFF=1 keeps every capture's records for a look after a failure.

@@ -50,7 +50,11 @@ fn wait_count(brokers: &str, topic: &str, n: i64, secs: u64, log: &dyn Fn() -> S
         let have = consumer
             .fetch_metadata(Some(topic), Duration::from_secs(5))
             .ok()
-            .and_then(|m| m.topics().first().map(|t| t.partitions().iter().map(|p| consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(5)).map_or(0, |w| w.1)).sum::<i64>()))
+            .and_then(|m| {
+                m.topics()
+                    .first()
+                    .map(|t| t.partitions().iter().map(|p| consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(5)).map_or(0, |w| w.1)).sum::<i64>())
+            })
             .unwrap_or(0);
         if have >= n {
             return;
@@ -74,7 +78,8 @@ async fn debeziums_topics_read_as_ours() {
     let dir = tempfile::tempdir().unwrap();
 
     let unwrap = [("transforms.unwrap.type", "io.debezium.transforms.ExtractNewRecordState")];
-    let string = [("key.converter", "org.apache.kafka.connect.storage.StringConverter"), ("value.converter", "org.apache.kafka.connect.storage.StringConverter")];
+    let string =
+        [("key.converter", "org.apache.kafka.connect.storage.StringConverter"), ("value.converter", "org.apache.kafka.connect.storage.StringConverter")];
     let forms: Vec<(&str, Vec<(&str, &str)>)> = vec![
         ("json", vec![]),
         ("noschema", vec![("converter.schemas.enable", "false")]),
@@ -131,12 +136,15 @@ async fn debeziums_topics_read_as_ours() {
             // No row keys: every version of every row.
             let ours_csv = examples_of(&brokers, "tfcsv.public.mnist_train").await;
             let mut every_version = ours.clone();
-            every_version.extend(
-                first.labels[..2].iter().enumerate().map(|(i, l)| (*l as i64, first.pixels[i * 784..(i + 1) * 784].to_vec())),
-            );
+            every_version.extend(first.labels[..2].iter().enumerate().map(|(i, l)| (*l as i64, first.pixels[i * 784..(i + 1) * 784].to_vec())));
             every_version.sort();
             assert!(theirs == every_version, "{topic}: {} examples, every version of every row is {}", theirs.len(), every_version.len());
-            assert!(ours_csv == ours, "our own CSV topic applies the update and the delete (its tensorcdc.key header): {} examples, {} keyed", ours_csv.len(), ours.len());
+            assert!(
+                ours_csv == ours,
+                "our own CSV topic applies the update and the delete (its tensorcdc.key header): {} examples, {} keyed",
+                ours_csv.len(),
+                ours.len()
+            );
         } else {
             let only_theirs = theirs.iter().filter(|x| !ours.contains(x)).count();
             let only_ours = ours.iter().filter(|x| !theirs.contains(x)).count();
@@ -207,7 +215,20 @@ async fn run_learns_and_predicts_from_debeziums_topic() {
     wait_count(&brokers, "dbz.public.cancer", 400, 60, &|| dbz.log_tail());
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tensorcdc"));
     cmd.args(["run", "--source", &pg.url("postgres"), "--table", "cancer", "--label", "target", "--layers", "16", "--initial-epochs", "20"])
-        .args(["--retrain-every", "1000000", "--retrain-secs", "1e9", "--metrics-addr", "off", "--kafka", &brokers, "--topic", "dbz.public.cancer", "--group", "run-dbz"])
+        .args([
+            "--retrain-every",
+            "1000000",
+            "--retrain-secs",
+            "1e9",
+            "--metrics-addr",
+            "off",
+            "--kafka",
+            &brokers,
+            "--topic",
+            "dbz.public.cancer",
+            "--group",
+            "run-dbz",
+        ])
         .arg("--out")
         .arg(dir.path().join("run"))
         .stdout(std::process::Stdio::piped())
@@ -234,10 +255,18 @@ async fn run_learns_and_predicts_from_debeziums_topic() {
     };
     let deadline = Instant::now() + Duration::from_secs(60);
     while count("SELECT count(*) FROM cancer_predictions").await < 100 {
-        assert!(Instant::now() < deadline, "run predicted {} of Debezium's 100 unlabelled rows in 60 s", count("SELECT count(*) FROM cancer_predictions").await);
+        assert!(
+            Instant::now() < deadline,
+            "run predicted {} of Debezium's 100 unlabelled rows in 60 s",
+            count("SELECT count(*) FROM cancer_predictions").await
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(count("SELECT count(*) FROM cancer WHERE target IS NULL AND id::text NOT IN (SELECT row_key FROM cancer_predictions)").await, 0, "every unlabelled row predicted");
+    assert_eq!(
+        count("SELECT count(*) FROM cancer WHERE target IS NULL AND id::text NOT IN (SELECT row_key FROM cancer_predictions)").await,
+        0,
+        "every unlabelled row predicted"
+    );
     c.batch_execute("DELETE FROM cancer WHERE id = 450").await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     while count("SELECT count(*) FROM cancer_predictions WHERE row_key = '450'").await > 0 {

@@ -12,11 +12,7 @@ use rdkafka::mocking::MockCluster;
 const FASHION: &str = "/usr/share/datasets/fashion-mnist";
 
 fn demo(out: &Path, extra: &[&str]) -> serde_json::Value {
-    let o = Command::new(env!("CARGO_BIN_EXE_tensorcdc"))
-        .args(["demo", "--data", FASHION, "--out", out.to_str().unwrap()])
-        .args(extra)
-        .output()
-        .unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_tensorcdc")).args(["demo", "--data", FASHION, "--out", out.to_str().unwrap()]).args(extra).output().unwrap();
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "demo failed:\n{stdout}\n{}", String::from_utf8_lossy(&o.stderr));
     for step in 1..=7 {
@@ -76,9 +72,10 @@ fn demo_through_kafka_noida() {
 }
 
 fn postgres_running_on(dir: &Path) -> bool {
-    std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
-        std::fs::read(e.path().join("cmdline")).map(|c| String::from_utf8_lossy(&c).contains(dir.to_str().unwrap())).unwrap_or(false)
-    })
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .any(|e| std::fs::read(e.path().join("cmdline")).map(|c| String::from_utf8_lossy(&c).contains(dir.to_str().unwrap())).unwrap_or(false))
 }
 
 #[test]

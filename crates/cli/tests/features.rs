@@ -68,7 +68,9 @@ async fn every_column_kind_the_same_in_process_and_through_kafka() {
     cfg.temporary_slot = true;
     let (mut sink, mut rx) = ChannelSink::new(1024);
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
-    let run = tokio::spawn(async move { tensorcdc_postgres::run_capture(cfg, tensorcdc_postgres::identity(), &mut sink, stop_rx, Arc::new(Mutex::new(Default::default()))).await });
+    let run = tokio::spawn(async move {
+        tensorcdc_postgres::run_capture(cfg, tensorcdc_postgres::identity(), &mut sink, stop_rx, Arc::new(Mutex::new(Default::default()))).await
+    });
 
     // Capture to Kafka (noida-db) as Debezium JSON with schemas.
     let noida = tensorcdc_kafka::testing::Noida::start().unwrap();
@@ -160,20 +162,46 @@ async fn every_column_kind_the_same_in_process_and_through_kafka() {
         c
     };
     let model = dir.path().join("model");
-    let out = bin().args(["train", "--source", &pg.url("postgres"), "--table", "loans", "--label", "defaulted", "--nulls", "impute", "--epochs", "3", "--out", model.to_str().unwrap()]).output().unwrap();
+    let out = bin()
+        .args([
+            "train",
+            "--source",
+            &pg.url("postgres"),
+            "--table",
+            "loans",
+            "--label",
+            "defaulted",
+            "--nulls",
+            "impute",
+            "--epochs",
+            "3",
+            "--out",
+            model.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && text.contains("training on 5 rows") && text.contains("2 classes (false, true)"), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success() && text.contains("training on 5 rows") && text.contains("2 classes (false, true)"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let row = r#"{"income": 50000.0, "age": 40, "rate": 0.05, "owner": true, "city": "Zagreb", "grade": "B", "photo": "AAH/", "scores": [1.0, 2.0], "opened": 18000}"#;
     let out = bin().args(["predict", "--model", model.to_str().unwrap(), "--row", row]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && (text.starts_with("prediction: false (") || text.starts_with("prediction: true (")), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success() && (text.starts_with("prediction: false (") || text.starts_with("prediction: true (")),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut follow = bin()
         .args(["predict", "--follow", "--source", &pg.url("postgres"), "--table", "loans", "--max", "6", "--model", model.to_str().unwrap()])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while c.query_one("SELECT count(*) FROM pg_replication_slots WHERE active AND slot_name LIKE 'tensorcdc_loans_%'", &[]).await.unwrap().get::<_, i64>(0) < 1 {
+    while c.query_one("SELECT count(*) FROM pg_replication_slots WHERE active AND slot_name LIKE 'tensorcdc_loans_%'", &[]).await.unwrap().get::<_, i64>(0) < 1
+    {
         assert!(Instant::now() < deadline, "the follower's slot within 30 s");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -74,7 +74,10 @@ async fn run_refuses_what_it_cannot_learn_from_at_once_and_leaves_no_slot() {
     };
     let e = run("nopk", "grade");
     assert!(e.contains("table public.nopk has no primary key") && e.contains("ADD PRIMARY KEY") && e.contains("--key"), "{e}");
-    let e = fails_within(&["run", "--source", &url, "--table", "nopk", "--label", "grade", "--key", "a", "--metrics-addr", "off", "--out", out.to_str().unwrap()], 5);
+    let e = fails_within(
+        &["run", "--source", &url, "--table", "nopk", "--label", "grade", "--key", "a", "--metrics-addr", "off", "--out", out.to_str().unwrap()],
+        5,
+    );
     assert!(e.contains("has no primary key, so --key a needs REPLICA IDENTITY FULL") && e.contains("ALTER TABLE public.nopk REPLICA IDENTITY FULL"), "{e}");
     let e = run("loanz", "grade");
     assert!(e.contains("table public.loanz does not exist") && e.contains("did you mean public.loans?"), "{e}");
@@ -152,7 +155,12 @@ async fn a_bounded_read_says_why_it_waits() {
     // A dead broker: the address is named within 10 s.
     let t0 = Instant::now();
     let mut child = Kill(
-        bin().args(["train", "--kafka", "127.0.0.1:1", "--topic", "tf.public.mnist_train", "--wait-timeout", "6"]).stderr(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap(),
+        bin()
+            .args(["train", "--kafka", "127.0.0.1:1", "--topic", "tf.public.mnist_train", "--wait-timeout", "6"])
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
     );
     let err = Lines::of(child.0.stderr.take().unwrap());
     let said = loop {
@@ -187,7 +195,12 @@ async fn a_bounded_read_says_why_it_waits() {
         }
     };
     assert!(t0.elapsed() < Duration::from_secs(10));
-    assert!(said.contains("it does not exist") && said.contains("tf.public.mnist_test, tf.public.mnist_train") && said.contains("did you mean tf.public.mnist_train?"), "{said}");
+    assert!(
+        said.contains("it does not exist")
+            && said.contains("tf.public.mnist_test, tf.public.mnist_train")
+            && said.contains("did you mean tf.public.mnist_train?"),
+        "{said}"
+    );
     err.rest(15, "the read to give up");
     assert!(!child.0.wait().unwrap().success());
 }
@@ -243,7 +256,8 @@ async fn max_stops_at_n_predictions_in_process_and_through_kafka() {
     }
     // One image given as a Python list, with Fashion-MNIST's class names.
     let px: Vec<String> = test.image(0).iter().map(u8::to_string).collect();
-    let out = bin().args(["predict", "--model", model.to_str().unwrap(), "--classes", "fashion", "--pixels", &format!("[{}]", px.join(", "))]).output().unwrap();
+    let out =
+        bin().args(["predict", "--model", model.to_str().unwrap(), "--classes", "fashion", "--pixels", &format!("[{}]", px.join(", "))]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
     let said = text.lines().find_map(|l| l.strip_prefix("prediction: ")).expect("a prediction line");

@@ -21,7 +21,10 @@ async fn client(pg: &LocalPg, db: &str) -> tokio_postgres::Client {
 /// Bytes of WAL between the server's position and the slot's confirmed one.
 async fn behind(c: &tokio_postgres::Client) -> i64 {
     // No slot yet (the capture is starting): as far behind as can be.
-    let r = c.query_opt("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::int8 FROM pg_replication_slots WHERE slot_name = 'beats'", &[]).await.unwrap();
+    let r = c
+        .query_opt("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::int8 FROM pg_replication_slots WHERE slot_name = 'beats'", &[])
+        .await
+        .unwrap();
     r.and_then(|r| r.get::<_, Option<i64>>(0)).unwrap_or(i64::MAX)
 }
 
@@ -78,7 +81,11 @@ async fn an_idle_table_on_a_busy_server_keeps_its_slot_close() {
     assert_eq!(beats, 1);
     // Debezium's heartbeat records: its topic, key and value, with the JSON converter's schemas.
     let text = std::fs::read_to_string(&events).unwrap();
-    let beat: serde_json::Value = text.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).find(|v| v["topic"] == "__debezium-heartbeat.tf").expect("a heartbeat record");
+    let beat: serde_json::Value = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["topic"] == "__debezium-heartbeat.tf")
+        .expect("a heartbeat record");
     assert_eq!(
         beat["key"],
         serde_json::json!({"schema": {"type": "struct", "fields": [{"type": "string", "optional": false, "field": "serverName"}], "optional": false,

@@ -103,7 +103,8 @@ async fn killed_readers_leave_no_slot_and_batch_reads_fail_fast() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("model");
     // kill -9 of train --source while it reads its snapshot of 60,000 rows.
-    let mut child = bin().args(["train", "--source", &url, "--epochs", "1", "--out", model.to_str().unwrap()]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child =
+        bin().args(["train", "--source", &url, "--epochs", "1", "--out", model.to_str().unwrap()]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     wait_for(&c, "SELECT count(*) FROM pg_replication_slots WHERE active", 1, 30, "train's slot").await;
     child.kill().unwrap();
     child.wait().unwrap();
@@ -124,16 +125,15 @@ async fn killed_readers_leave_no_slot_and_batch_reads_fail_fast() {
     wait_for(&c, "SELECT count(*) FROM pg_replication_slots", 0, 10, "no slot after kill -9 of predict --follow").await;
     // An evaluation that reads nothing says so and fails.
     c.batch_execute("CREATE TABLE mnist_empty(id serial PRIMARY KEY, label smallint, pixels bytea)").await.unwrap();
-    let out = bin()
-        .args(["evaluate", "--source", &url, "--table", "mnist_empty", "--stream-timeout", "1000", "--model", model.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out =
+        bin().args(["evaluate", "--source", &url, "--table", "mnist_empty", "--stream-timeout", "1000", "--model", model.to_str().unwrap()]).output().unwrap();
     assert!(!out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     assert!(String::from_utf8_lossy(&out.stderr).contains("nothing to evaluate"), "{}", String::from_utf8_lossy(&out.stderr));
     // A batch read at a closed port fails within 10 s, naming host and port.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let t = std::time::Instant::now();
-    let out = bin().args(["train", "--source", &format!("postgres://postgres@127.0.0.1:{closed}/postgres"), "--out", model.to_str().unwrap()]).output().unwrap();
+    let out =
+        bin().args(["train", "--source", &format!("postgres://postgres@127.0.0.1:{closed}/postgres"), "--out", model.to_str().unwrap()]).output().unwrap();
     assert!(!out.status.success());
     assert!(t.elapsed() < std::time::Duration::from_secs(10), "took {:?}", t.elapsed());
     let err = String::from_utf8_lossy(&out.stderr);

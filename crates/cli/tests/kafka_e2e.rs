@@ -9,11 +9,11 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{Kill, Lines};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
 use tensorcdc_dataset::mnist::{self, Split};
 use tensorcdc_dataset::Examples;
-use common::{Kill, Lines};
 use tensorcdc_kafka::testing::Noida;
 use tensorcdc_localpg::{LocalPg, Options};
 use tokio_postgres::NoTls;
@@ -44,7 +44,9 @@ impl Broker {
     fn settings(&self) -> Vec<(&'static str, &'static str)> {
         match self {
             Broker::Mock(_) => vec![],
-            Broker::Noida(_) => vec![("security.protocol", "SASL_PLAINTEXT"), ("sasl.mechanism", "PLAIN"), ("sasl.username", "tensorcdc"), ("sasl.password", "e2e")],
+            Broker::Noida(_) => {
+                vec![("security.protocol", "SASL_PLAINTEXT"), ("sasl.mechanism", "PLAIN"), ("sasl.username", "tensorcdc"), ("sasl.password", "e2e")]
+            }
         }
     }
 
@@ -89,13 +91,22 @@ fn check(out: Output, what: &str) -> String {
     stdout
 }
 
-
 fn capture(pg: &LocalPg, broker: &Broker, slot: &str, extra: &[&str]) -> Kill {
     Kill(
         bin()
             // The offsets file of this test run, not the user's state directory.
             .env("TENSORCDC_STATE_DIR", std::env::temp_dir().join(format!("tensorcdc-e2e-state-{}", std::process::id())))
-            .args(["capture", "--postgres", &pg.url("postgres"), "--kafka", &broker.bootstrap(), "--table-include-list", "public.mnist_.*", "--slot-name", slot])
+            .args([
+                "capture",
+                "--postgres",
+                &pg.url("postgres"),
+                "--kafka",
+                &broker.bootstrap(),
+                "--table-include-list",
+                "public.mnist_.*",
+                "--slot-name",
+                slot,
+            ])
             .args(broker.set_args())
             .args(extra)
             .stdout(Stdio::null())
@@ -167,7 +178,11 @@ async fn csv_through_kafka_train_evaluate_predict(broker: Broker) {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("model");
     let out = check(
-        bin().args(["train", "--kafka", &brokers, "--topic", "tf.public.mnist_train", "--epochs", "5", "--out", model.to_str().unwrap()]).args(&x).output().unwrap(),
+        bin()
+            .args(["train", "--kafka", &brokers, "--topic", "tf.public.mnist_train", "--epochs", "5", "--out", model.to_str().unwrap()])
+            .args(&x)
+            .output()
+            .unwrap(),
         "train",
     );
     assert!(out.contains("training on 1200 examples (1200 records read, 0 skipped)"), "{out}");
@@ -421,12 +436,19 @@ async fn updates_and_deletes_give_the_table_through_kafka_and_in_process() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("m");
     let out = check(
-        bin().args(["train", "--kafka", &brokers, "--topic", topic, "--format", "debezium", "--epochs", "1", "--out", model.to_str().unwrap()]).output().unwrap(),
+        bin()
+            .args(["train", "--kafka", &brokers, "--topic", topic, "--format", "debezium", "--epochs", "1", "--out", model.to_str().unwrap()])
+            .output()
+            .unwrap(),
         "train through Kafka",
     );
     assert!(out.contains("training on 50 examples (300 records read, 0 skipped)"), "{out}");
     let out = check(
-        bin().env("TENSORCDC_STATE_DIR", dir.path()).args(["train", "--source", &pg.url("postgres"), "--table", "mnist_train", "--epochs", "1", "--out", model.to_str().unwrap()]).output().unwrap(),
+        bin()
+            .env("TENSORCDC_STATE_DIR", dir.path())
+            .args(["train", "--source", &pg.url("postgres"), "--table", "mnist_train", "--epochs", "1", "--out", model.to_str().unwrap()])
+            .output()
+            .unwrap(),
         "train in-process",
     );
     assert!(out.contains("training on 50 examples"), "{out}");

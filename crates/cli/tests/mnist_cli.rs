@@ -21,9 +21,7 @@ fn sql_files_load_with_psql_and_read_back_identical() {
     for split in [Split::Train, Split::Test] {
         let file = dir.path().join(format!("{}.sql", split.table()));
         pg.psql("postgres", &["-f", file.to_str().unwrap()]).unwrap();
-        let rows = pg
-            .psql("postgres", &["-At", "-c", &format!("SELECT id, label, encode(pixels, 'hex') FROM {} ORDER BY id", split.table())])
-            .unwrap();
+        let rows = pg.psql("postgres", &["-At", "-c", &format!("SELECT id, label, encode(pixels, 'hex') FROM {} ORDER BY id", split.table())]).unwrap();
         let expected = mnist::load(Path::new(FASHION), split).unwrap().truncate(300);
         let lines: Vec<&str> = rows.lines().collect();
         assert_eq!(lines.len(), 300);
@@ -90,7 +88,17 @@ fn train_evaluate_predict_and_their_errors() {
 fn download_offline_says_how_to_use_local_files() {
     let dir = tempfile::tempdir().unwrap();
     // Port 9 on loopback: nothing listens, so this fails at once as it would offline.
-    let e = fails(&["mnist", "sql", "--download", "--url", "http://127.0.0.1:9/mnist/", "--data", dir.path().to_str().unwrap(), "--out", dir.path().to_str().unwrap()]);
+    let e = fails(&[
+        "mnist",
+        "sql",
+        "--download",
+        "--url",
+        "http://127.0.0.1:9/mnist/",
+        "--data",
+        dir.path().to_str().unwrap(),
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
     assert!(e.contains("--data DIR") && e.contains("127.0.0.1:9"), "{e}");
 }
 

@@ -14,9 +14,11 @@ async fn capture_reports_snapshot_streaming_and_status() {
     let pg = LocalPg::start(Options { no_fsync: true, ..Default::default() }).unwrap();
     let (c, conn) = tokio_postgres::connect(&pg.conninfo("postgres"), NoTls).await.unwrap();
     tokio::spawn(conn);
-    c.batch_execute("CREATE TABLE mnist_train(id serial PRIMARY KEY, label smallint); INSERT INTO mnist_train(label) SELECT g % 10 FROM generate_series(1, 500) g")
-        .await
-        .unwrap();
+    c.batch_execute(
+        "CREATE TABLE mnist_train(id serial PRIMARY KEY, label smallint); INSERT INTO mnist_train(label) SELECT g % 10 FROM generate_series(1, 500) g",
+    )
+    .await
+    .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_tensorcdc"))
         .env("TENSORCDC_STATE_DIR", dir.path())

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 mod common;
 use common::{cancer_table, wait_line, Kill, Lines};
 
-
 async fn count(c: &tokio_postgres::Client, sql: &str) -> i64 {
     c.query_one(sql, &[]).await.unwrap().get(0)
 }

@@ -14,7 +14,6 @@ use tokio_postgres::NoTls;
 
 const ROWS: i64 = 100_000;
 
-
 async fn setup() -> (LocalPg, tokio_postgres::Client) {
     let pg = LocalPg::start(Options { no_fsync: true, ..Default::default() }).unwrap();
     let (c, conn) = tokio_postgres::connect(&pg.conninfo("postgres"), NoTls).await.unwrap();
@@ -88,11 +87,7 @@ async fn an_incremental_first_snapshot_goes_on_after_a_reconnect_and_counts_each
     // Twenty chunks in, the walsender is ended.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let chunks: i64 = c
-            .query_one("SELECT count(*) FROM tensorcdc_signal WHERE type = 'snapshot-window-open'", &[])
-            .await
-            .map(|r| r.get(0))
-            .unwrap_or(0);
+        let chunks: i64 = c.query_one("SELECT count(*) FROM tensorcdc_signal WHERE type = 'snapshot-window-open'", &[]).await.map(|r| r.get(0)).unwrap_or(0);
         if chunks >= 20 {
             break;
         }

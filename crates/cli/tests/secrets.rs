@@ -73,10 +73,15 @@ async fn the_password_is_never_printed_or_written() {
         std::fs::set_permissions(&passfile, std::fs::Permissions::from_mode(0o600)).unwrap();
     }
     let reg = dir.path().join("register.json");
-    std::fs::write(&reg, serde_json::json!({"name": "s", "config": {
+    std::fs::write(
+        &reg,
+        serde_json::json!({"name": "s", "config": {
         "database.hostname": "127.0.0.1", "database.port": port, "database.user": "postgres",
         "database.password": "${env:DB_SECRET}", "database.dbname": "postgres",
-        "table.include.list": "public.mnist_train", "slot.name": "sec_reg", "snapshot.mode": "initial_only"}}).to_string()).unwrap();
+        "table.include.list": "public.mnist_train", "slot.name": "sec_reg", "snapshot.mode": "initial_only"}})
+        .to_string(),
+    )
+    .unwrap();
     let passfile_s = passfile.display().to_string();
     let cases: Vec<(&str, Vec<String>, Vec<(&str, &str)>)> = vec![
         ("password in the URL", vec!["--postgres".into(), with_pw.clone(), "--slot-name".into(), "sec_url".into()], vec![]),

@@ -18,7 +18,6 @@ use common::{topic_ids, Kill};
 use tensorcdc_localpg::{LocalPg, Options};
 use tokio_postgres::NoTls;
 
-
 fn spawn_capture(pg: &LocalPg, dir: &Path, out: &Path, with_file: bool) -> Kill {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tensorcdc"));
     cmd.env("TENSORCDC_STATE_DIR", dir.join("state")).arg("capture");
@@ -128,7 +127,6 @@ impl Counter {
         t.partitions().iter().map(|p| self.0.fetch_watermarks(topic, p.id(), Duration::from_secs(5)).map(|w| w.1).unwrap_or(0)).sum()
     }
 }
-
 
 /// Whether the capture's offsets file records a completed snapshot.
 fn snapshot_completed(dir: &Path) -> bool {

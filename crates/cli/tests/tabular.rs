@@ -16,7 +16,8 @@ async fn load(c: &tokio_postgres::Client, name: &str, header: &[String], rows: &
     for split in ["train", "test"] {
         let cols: Vec<String> = header.iter().map(|h| if h == "target" { format!("target {ty}") } else { format!("{h} float8") }).collect();
         c.batch_execute(&format!("CREATE TABLE {name}_{split}(id serial PRIMARY KEY, {})", cols.join(", "))).await.unwrap();
-        let values: Vec<String> = rows.iter().enumerate().filter(|(i, _)| (i % 5 == 4) == (split == "test")).map(|(_, r)| format!("({})", r.join(","))).collect();
+        let values: Vec<String> =
+            rows.iter().enumerate().filter(|(i, _)| (i % 5 == 4) == (split == "test")).map(|(_, r)| format!("({})", r.join(","))).collect();
         c.batch_execute(&format!("INSERT INTO {name}_{split}({}) VALUES {}", header.join(","), values.join(","))).await.unwrap();
     }
 }
@@ -52,20 +53,36 @@ async fn sklearn_tables_train_evaluate_predict() {
     assert!(out.starts_with("113 examples"), "{out}");
     assert!(metric(&out, "accuracy") > 0.9, "{out}");
     // One raw row (the first test row) predicted from the checkpoint alone.
-    let row: serde_json::Map<String, serde_json::Value> = h.iter().zip(&rows[4]).filter(|(k, _)| *k != "target").map(|(k, v)| (k.clone(), v.parse::<f64>().unwrap().into())).collect();
+    let row: serde_json::Map<String, serde_json::Value> =
+        h.iter().zip(&rows[4]).filter(|(k, _)| *k != "target").map(|(k, v)| (k.clone(), v.parse::<f64>().unwrap().into())).collect();
     let out = run(&["predict", "--model", model.to_str().unwrap(), "--row", &serde_json::Value::Object(row).to_string()]);
     assert!(out.starts_with(&format!("prediction: {} (", rows[4].last().unwrap())), "row 5 is class {}: {out}", rows[4].last().unwrap());
 
     // Live: predict --follow on a table, each new row predicted and written to a table.
     c.batch_execute("CREATE TABLE bc_live (LIKE bc_test INCLUDING ALL)").await.unwrap();
     let mut follow = Command::new(env!("CARGO_BIN_EXE_tensorcdc"))
-        .args(["predict", "--follow", "--source", &url, "--table", "bc_live", "--max", "3", "--model", model.to_str().unwrap(), "--predictions-table", "bc_predictions"])
+        .args([
+            "predict",
+            "--follow",
+            "--source",
+            &url,
+            "--table",
+            "bc_live",
+            "--max",
+            "3",
+            "--model",
+            model.to_str().unwrap(),
+            "--predictions-table",
+            "bc_predictions",
+        ])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     // The follower's own slot: evaluate's may linger a moment after it exits.
-    while c.query_one("SELECT count(*) FROM pg_replication_slots WHERE active AND slot_name LIKE 'tensorcdc_bc_live_%'", &[]).await.unwrap().get::<_, i64>(0) < 1 {
+    while c.query_one("SELECT count(*) FROM pg_replication_slots WHERE active AND slot_name LIKE 'tensorcdc_bc_live_%'", &[]).await.unwrap().get::<_, i64>(0)
+        < 1
+    {
         assert!(std::time::Instant::now() < deadline, "the follower's slot within 30 s");
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
@@ -93,7 +110,21 @@ async fn sklearn_tables_train_evaluate_predict() {
         {"class_name": "Dense", "config": {"name": "dense_1", "units": 3, "activation": "softmax", "use_bias": true, "kernel_initializer": {"class_name": "GlorotUniform", "config": {"seed": null}}, "bias_initializer": {"class_name": "Zeros", "config": {}}}}]}}"#)
     .unwrap();
     let model = dir.path().join("wine");
-    let out = run(&["train", "--source", &url, "--table", "wine_train", "--label", "target", "--model-spec", keras.to_str().unwrap(), "--epochs", "60", "--out", model.to_str().unwrap()]);
+    let out = run(&[
+        "train",
+        "--source",
+        &url,
+        "--table",
+        "wine_train",
+        "--label",
+        "target",
+        "--model-spec",
+        keras.to_str().unwrap(),
+        "--epochs",
+        "60",
+        "--out",
+        model.to_str().unwrap(),
+    ]);
     assert!(out.contains("3 classes (0, 1, 2)"), "{out}");
     let out = run(&["evaluate", "--source", &url, "--table", "wine_test", "--model", model.to_str().unwrap()]);
     assert!(metric(&out, "accuracy") > 0.85, "{out}");
@@ -122,7 +153,21 @@ async fn sklearn_tables_train_evaluate_predict() {
     // The optimizer from Keras' model.get_compile_config(): RMSprop with momentum.
     let compile = dir.path().join("compile.json");
     std::fs::write(&compile, r#"{"optimizer": {"module": "keras.optimizers", "class_name": "RMSprop", "config": {"name": "rmsprop", "learning_rate": 0.01, "rho": 0.9, "momentum": 0.5, "epsilon": 1e-07, "centered": false}}, "loss": "mean_squared_error", "metrics": ["mae"]}"#).unwrap();
-    let out = run(&["train", "--source", &url, "--table", "diab_train", "--label", "target", "--epochs", "100", "--compile-config", compile.to_str().unwrap(), "--out", model.to_str().unwrap()]);
+    let out = run(&[
+        "train",
+        "--source",
+        &url,
+        "--table",
+        "diab_train",
+        "--label",
+        "target",
+        "--epochs",
+        "100",
+        "--compile-config",
+        compile.to_str().unwrap(),
+        "--out",
+        model.to_str().unwrap(),
+    ]);
     assert!(out.contains("regression"), "{out}");
     let out = run(&["evaluate", "--source", &url, "--table", "diab_test", "--model", model.to_str().unwrap()]);
     let y: Vec<f64> = rows.iter().enumerate().filter(|(i, _)| i % 5 == 4).map(|(_, r)| r.last().unwrap().parse().unwrap()).collect();

@@ -34,7 +34,23 @@ fn make_certs(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     std::fs::write(dir.join("ext.cnf"), "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n").unwrap();
     openssl(
         dir,
-        &["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.crt", "-days", "2", "-extfile", "ext.cnf"],
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ],
     );
     (dir.join("ca.pem"), dir.join("server.crt"), dir.join("server.key"))
 }
@@ -132,10 +148,7 @@ async fn every_connection_uses_tls_as_sslmode_says() {
     assert!(e.contains("pg_hba.conf") && e.contains("no encryption"), "{e}");
 
     // mnist load with verify-full.
-    let out = run_ok(
-        bin().args(["mnist", "load", "--data", FASHION, "--postgres", &full, "--limit", "2000", "--chunk", "500"]),
-        "mnist load over verify-full",
-    );
+    let out = run_ok(bin().args(["mnist", "load", "--data", FASHION, "--postgres", &full, "--limit", "2000", "--chunk", "500"]), "mnist load over verify-full");
     assert!(out.contains("2000"), "{out}");
     // train --source with verify-ca (the address is not the certificate's name; verify-ca
     // does not check names).

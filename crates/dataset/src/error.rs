@@ -17,19 +17,10 @@ pub enum DatasetError {
     BadIdx { path: PathBuf, reason: String },
     /// The image and label files of one split disagree.
     #[error("{images} has {n_images} images but {labels} has {n_labels} labels")]
-    CountMismatch {
-        images: PathBuf,
-        n_images: usize,
-        labels: PathBuf,
-        n_labels: usize,
-    },
+    CountMismatch { images: PathBuf, n_images: usize, labels: PathBuf, n_labels: usize },
     /// A directory lacks one of the four MNIST files.
     #[error("{path} not found (expected the four MNIST files {expected} in {dir}; pass --download to fetch them, or --data DIR pointing at a directory that holds them)")]
-    MissingFile {
-        path: PathBuf,
-        dir: PathBuf,
-        expected: &'static str,
-    },
+    MissingFile { path: PathBuf, dir: PathBuf, expected: &'static str },
     /// An example whose pixels or label are out of range.
     #[error("{what}: {reason}")]
     BadExample { what: String, reason: String },
@@ -37,9 +28,6 @@ pub enum DatasetError {
 
 impl DatasetError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        DatasetError::Io {
-            path: path.into(),
-            source,
-        }
+        DatasetError::Io { path: path.into(), source }
     }
 }

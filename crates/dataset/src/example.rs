@@ -43,15 +43,9 @@ impl Example {
             .to_vec()
             .into_boxed_slice()
             .try_into()
-            .map_err(|v: Box<[u8]>| DatasetError::BadExample {
-                what: what.to_string(),
-                reason: format!("{} pixels, expected {PIXELS} (28x28)", v.len()),
-            })?;
+            .map_err(|v: Box<[u8]>| DatasetError::BadExample { what: what.to_string(), reason: format!("{} pixels, expected {PIXELS} (28x28)", v.len()) })?;
         if !(0..=9).contains(&label) {
-            return Err(DatasetError::BadExample {
-                what: what.to_string(),
-                reason: format!("label {label} is outside 0..=9"),
-            });
+            return Err(DatasetError::BadExample { what: what.to_string(), reason: format!("label {label} is outside 0..=9") });
         }
         Ok(Example { pixels, label: label as u8, key: None, position: None })
     }

@@ -42,17 +42,12 @@ impl IdxImages {
 
 fn read_all(path: &Path) -> Result<Vec<u8>, DatasetError> {
     let mut raw = Vec::new();
-    File::open(path)
-        .and_then(|f| BufReader::new(f).read_to_end(&mut raw))
-        .map_err(|e| DatasetError::io(path, e))?;
+    File::open(path).and_then(|f| BufReader::new(f).read_to_end(&mut raw)).map_err(|e| DatasetError::io(path, e))?;
     if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::with_capacity(raw.len() * 4);
         MultiGzDecoder::new(&raw[..])
             .read_to_end(&mut out)
-            .map_err(|e| DatasetError::BadIdx {
-                path: path.into(),
-                reason: format!("gzip data is corrupt or truncated ({e})"),
-            })?;
+            .map_err(|e| DatasetError::BadIdx { path: path.into(), reason: format!("gzip data is corrupt or truncated ({e})") })?;
         Ok(out)
     } else {
         Ok(raw)
@@ -60,10 +55,7 @@ fn read_all(path: &Path) -> Result<Vec<u8>, DatasetError> {
 }
 
 fn bad(path: &Path, reason: impl Into<String>) -> DatasetError {
-    DatasetError::BadIdx {
-        path: path.into(),
-        reason: reason.into(),
-    }
+    DatasetError::BadIdx { path: path.into(), reason: reason.into() }
 }
 
 /// Reads the header and checks the magic; returns the dimensions and the body.
@@ -76,37 +68,19 @@ fn parse<'a>(path: &Path, data: &'a [u8], magic: u32, dims: usize) -> Result<(Ve
     let found = word(0);
     if found != magic {
         let kind = if magic == LABELS_MAGIC { "labels" } else { "images" };
-        return Err(bad(
-            path,
-            format!("magic number is {found} (0x{found:08x}), expected {magic} (0x{magic:08x}) for {kind}"),
-        ));
+        return Err(bad(path, format!("magic number is {found} (0x{found:08x}), expected {magic} (0x{magic:08x}) for {kind}")));
     }
     if data.len() < header_len {
-        return Err(bad(
-            path,
-            format!("file is {} bytes, shorter than the {header_len}-byte header", data.len()),
-        ));
+        return Err(bad(path, format!("file is {} bytes, shorter than the {header_len}-byte header", data.len())));
     }
     let shape: Vec<usize> = (1..=dims).map(|i| word(i) as usize).collect();
     let body = &data[header_len..];
     let expected: usize = shape.iter().product();
     if body.len() < expected {
-        return Err(bad(
-            path,
-            format!(
-                "truncated: header declares {shape:?} = {expected} bytes of data, file holds {}",
-                body.len()
-            ),
-        ));
+        return Err(bad(path, format!("truncated: header declares {shape:?} = {expected} bytes of data, file holds {}", body.len())));
     }
     if body.len() > expected {
-        return Err(bad(
-            path,
-            format!(
-                "{} bytes after the {expected} declared by the header {shape:?}",
-                body.len() - expected
-            ),
-        ));
+        return Err(bad(path, format!("{} bytes after the {expected} declared by the header {shape:?}", body.len() - expected)));
     }
     Ok((shape, body))
 }
@@ -116,11 +90,7 @@ fn parse<'a>(path: &Path, data: &'a [u8], magic: u32, dims: usize) -> Result<(Ve
 pub fn read_images(path: &Path) -> Result<IdxImages, DatasetError> {
     let data = read_all(path)?;
     let (shape, body) = parse(path, &data, IMAGES_MAGIC, 3)?;
-    Ok(IdxImages {
-        rows: shape[1],
-        cols: shape[2],
-        pixels: body.to_vec(),
-    })
+    Ok(IdxImages { rows: shape[1], cols: shape[2], pixels: body.to_vec() })
 }
 
 /// Reads an IDX labels file (magic 2049).
@@ -133,11 +103,7 @@ pub fn read_labels(path: &Path) -> Result<Vec<u8>, DatasetError> {
 fn write_file(path: &Path, header: &[u32], body: &[u8]) -> Result<(), DatasetError> {
     let file = File::create(path).map_err(|e| DatasetError::io(path, e))?;
     let gz = path.extension().is_some_and(|e| e == "gz");
-    let mut out: Box<dyn Write> = if gz {
-        Box::new(GzEncoder::new(BufWriter::new(file), Compression::default()))
-    } else {
-        Box::new(BufWriter::new(file))
-    };
+    let mut out: Box<dyn Write> = if gz { Box::new(GzEncoder::new(BufWriter::new(file), Compression::default())) } else { Box::new(BufWriter::new(file)) };
     let mut write = || -> std::io::Result<()> {
         for w in header {
             out.write_all(&w.to_be_bytes())?;

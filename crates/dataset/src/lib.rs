@@ -18,6 +18,6 @@ pub mod features;
 pub mod idx;
 pub mod mnist;
 
-pub use error::DatasetError;
 pub use decode::{decode, from_message, DecodeOptions, Format};
+pub use error::DatasetError;
 pub use example::{scale_pixels, Example, Examples, KeyedExamples, Position, PIXELS};

@@ -19,12 +19,7 @@ pub enum Split {
 }
 
 /// The four MNIST file names.
-pub const FILES: [&str; 4] = [
-    "train-images-idx3-ubyte.gz",
-    "train-labels-idx1-ubyte.gz",
-    "t10k-images-idx3-ubyte.gz",
-    "t10k-labels-idx1-ubyte.gz",
-];
+pub const FILES: [&str; 4] = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"];
 
 impl Split {
     /// The images and labels file names of this split.
@@ -87,7 +82,6 @@ pub fn class_names_of_dir(dir: &Path) -> Vec<String> {
     class_names(if fashion { "fashion" } else { "digits" }).expect("a preset")
 }
 
-
 /// Loads one split from a directory of MNIST files, checking 28x28 and matching counts.
 pub fn load(dir: &Path, split: Split) -> Result<Examples, DatasetError> {
     let (img_name, lbl_name) = split.files();
@@ -100,19 +94,11 @@ pub fn load(dir: &Path, split: Split) -> Result<Examples, DatasetError> {
 pub fn load_files(img_path: &Path, lbl_path: &Path) -> Result<Examples, DatasetError> {
     let images = idx::read_images(img_path)?;
     if images.rows != 28 || images.cols != 28 {
-        return Err(DatasetError::BadIdx {
-            path: img_path.into(),
-            reason: format!("images are {}x{}, expected 28x28", images.rows, images.cols),
-        });
+        return Err(DatasetError::BadIdx { path: img_path.into(), reason: format!("images are {}x{}, expected 28x28", images.rows, images.cols) });
     }
     let labels = idx::read_labels(lbl_path)?;
     if images.len() != labels.len() {
-        return Err(DatasetError::CountMismatch {
-            images: img_path.into(),
-            n_images: images.len(),
-            labels: lbl_path.into(),
-            n_labels: labels.len(),
-        });
+        return Err(DatasetError::CountMismatch { images: img_path.into(), n_images: images.len(), labels: lbl_path.into(), n_labels: labels.len() });
     }
     if let Some((i, l)) = labels.iter().enumerate().find(|(_, l)| **l > 9) {
         return Err(DatasetError::BadIdx { path: lbl_path.into(), reason: format!("label {l} at index {i} is outside 0..=9") });
@@ -147,9 +133,7 @@ pub fn export_sql(data_dir: &Path, out_dir: &Path, limit: Option<usize>) -> Resu
         let path = out_dir.join(format!("{}.sql", split.table()));
         let file = File::create(&path).map_err(|e| DatasetError::io(&path, e))?;
         let mut w = BufWriter::new(file);
-        write_sql(&mut w, split.table(), &examples)
-            .and_then(|_| w.flush())
-            .map_err(|e| DatasetError::io(&path, e))?;
+        write_sql(&mut w, split.table(), &examples).and_then(|_| w.flush()).map_err(|e| DatasetError::io(&path, e))?;
         written.push((path, examples.len()));
     }
     Ok(written)

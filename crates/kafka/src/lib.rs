@@ -47,9 +47,7 @@ pub(crate) fn client_err(context: &str) -> impl Fn(rdkafka::error::KafkaError) -
 
 /// Parses librdkafka `key=value` settings.
 pub fn settings(list: &[String]) -> Result<Vec<(String, String)>, KafkaError> {
-    list.iter()
-        .map(|kv| kv.split_once('=').map(|(k, v)| (k.trim().to_string(), v.trim().to_string())).ok_or_else(|| KafkaError::Setting(kv.clone())))
-        .collect()
+    list.iter().map(|kv| kv.split_once('=').map(|(k, v)| (k.trim().to_string(), v.trim().to_string())).ok_or_else(|| KafkaError::Setting(kv.clone()))).collect()
 }
 
 /// A client config for `brokers`: our `defaults`, then the user's `extra` settings (which win).

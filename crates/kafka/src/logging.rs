@@ -50,7 +50,11 @@ impl LogContext {
 }
 
 fn repeats(n: u64) -> String {
-    if n > 0 { format!(" ({n} more like it in the last {}s)", EVERY.as_secs()) } else { String::new() }
+    if n > 0 {
+        format!(" ({n} more like it in the last {}s)", EVERY.as_secs())
+    } else {
+        String::new()
+    }
 }
 
 impl ClientContext for LogContext {

@@ -155,7 +155,15 @@ mod tests {
     use super::*;
 
     fn meta(v: u64, serving: bool) -> VersionMeta {
-        VersionMeta { version: v, position: format!("lsn 0/{v}"), examples_seen: v * 10, ack_lsn: v, score: Score { loss: 1.0, accuracy: Some(0.5), rows: 3 }, serving, published_ms: 0 }
+        VersionMeta {
+            version: v,
+            position: format!("lsn 0/{v}"),
+            examples_seen: v * 10,
+            ack_lsn: v,
+            score: Score { loss: 1.0, accuracy: Some(0.5), rows: 3 },
+            serving,
+            published_ms: 0,
+        }
     }
 
     #[test]

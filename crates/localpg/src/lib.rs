@@ -167,7 +167,11 @@ impl LocalPg {
                 std::fs::copy(from, &dest).map_err(|e| LocalPgError::Io { path: from.clone(), source: e })?;
                 set_private(&dest, root)?;
             }
-            settings.extend([("ssl".to_string(), "on".to_string()), ("ssl_cert_file".into(), "'server.crt'".into()), ("ssl_key_file".into(), "'server.key'".into())]);
+            settings.extend([
+                ("ssl".to_string(), "on".to_string()),
+                ("ssl_cert_file".into(), "'server.crt'".into()),
+                ("ssl_key_file".into(), "'server.key'".into()),
+            ]);
         }
         if let Some(hba) = &opts.hba {
             let dest = data_dir.join("pg_hba.conf");
@@ -187,15 +191,7 @@ impl LocalPg {
         if !text.contains("include_if_exists 'tensorcdc.conf'") {
             std::fs::write(&main_conf, format!("{text}\ninclude_if_exists 'tensorcdc.conf'\n")).map_err(io)?;
         }
-        let mut pg = LocalPg {
-            bin,
-            data_dir,
-            port,
-            keep: opts.keep || (opts.data_dir.is_some() && !fresh),
-            password: opts.password,
-            running: false,
-            root,
-        };
+        let mut pg = LocalPg { bin, data_dir, port, keep: opts.keep || (opts.data_dir.is_some() && !fresh), password: opts.password, running: false, root };
         pg.start_server()?;
         Ok(pg)
     }
@@ -257,10 +253,7 @@ impl LocalPg {
 
     /// Runs `psql` against `db` with extra arguments (`-v ON_ERROR_STOP=1` is always set).
     pub fn psql(&self, db: &str, args: &[&str]) -> Result<String, LocalPgError> {
-        let out = run(
-            "psql",
-            Command::new(self.bin.join("psql")).arg(self.url(db)).args(["-X", "-q", "-v", "ON_ERROR_STOP=1"]).args(args),
-        )?;
+        let out = run("psql", Command::new(self.bin.join("psql")).arg(self.url(db)).args(["-X", "-q", "-v", "ON_ERROR_STOP=1"]).args(args))?;
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 

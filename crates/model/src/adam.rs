@@ -81,7 +81,13 @@ impl FusedAdam {
 impl FusedAdam {
     /// The same update as tensor operations, for devices other than the CPU (a GPU backend
     /// fuses them; moving the data to the host every step would not pay).
-    pub(crate) fn step_tensors<const D: usize>(&self, lr: LearningRate, p: Tensor<D>, g: Tensor<D>, state: Option<AdamState<D>>) -> (Tensor<D>, Option<AdamState<D>>) {
+    pub(crate) fn step_tensors<const D: usize>(
+        &self,
+        lr: LearningRate,
+        p: Tensor<D>,
+        g: Tensor<D>,
+        state: Option<AdamState<D>>,
+    ) -> (Tensor<D>, Option<AdamState<D>>) {
         let (time, m, v) = match state {
             Some(s) => (s.momentum.time + 1, s.momentum.moment_1, s.momentum.moment_2),
             None => (1, p.zeros_like(), p.zeros_like()),

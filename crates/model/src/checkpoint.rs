@@ -43,7 +43,8 @@ pub fn save(trainer: &Trainer, dir: &Path) -> Result<(), ModelError> {
     let w = dir.join(WEIGHTS);
     trainer.model().valid().into_record().save(&w).map_err(|e| err(&w, e.to_string()))?;
     let bytes = std::fs::read(&w).map_err(|e| err(&w, e.to_string()))?;
-    let meta = CheckpointMeta { model: trainer.config, train: trainer.train.clone(), epochs_done: trainer.epochs_done, weights_sha256: Some(sha256_hex(&bytes)) };
+    let meta =
+        CheckpointMeta { model: trainer.config, train: trainer.train.clone(), epochs_done: trainer.epochs_done, weights_sha256: Some(sha256_hex(&bytes)) };
     let json = serde_json::to_string_pretty(&meta).expect("config serialises");
     std::fs::write(dir.join(CONFIG), json).map_err(|e| err(&dir.join(CONFIG), e.to_string()))
 }

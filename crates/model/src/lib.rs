@@ -60,7 +60,9 @@ pub fn device_from_env() -> Result<Device, ModelError> {
 pub fn device_named(name: &str) -> Result<Device, ModelError> {
     let (kind, index) = name.split_once(':').unwrap_or((name, "0"));
     let index: usize = index.parse().map_err(|_| ModelError::Input(format!("device {name:?}: the index after ':' must be a number")))?;
-    let unavailable = |feature: &str| ModelError::Input(format!("device {name:?}: this binary was built without the `{feature}` feature (cargo build --release --features {feature})"));
+    let unavailable = |feature: &str| {
+        ModelError::Input(format!("device {name:?}: this binary was built without the `{feature}` feature (cargo build --release --features {feature})"))
+    };
     match kind {
         "cpu" | "flex" => Ok(Device::flex()),
         #[cfg(feature = "cuda")]

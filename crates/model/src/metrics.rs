@@ -18,11 +18,19 @@ impl Metrics {
 
     /// Mean loss per example (0 when empty).
     pub fn loss(&self) -> f64 {
-        if self.examples == 0 { 0.0 } else { self.loss_sum / self.examples as f64 }
+        if self.examples == 0 {
+            0.0
+        } else {
+            self.loss_sum / self.examples as f64
+        }
     }
 
     /// Fraction of correct predictions (0 when empty).
     pub fn accuracy(&self) -> f64 {
-        if self.examples == 0 { 0.0 } else { self.correct as f64 / self.examples as f64 }
+        if self.examples == 0 {
+            0.0
+        } else {
+            self.correct as f64 / self.examples as f64
+        }
     }
 }

@@ -153,7 +153,12 @@ fn rewrite_ml(graph: &mut pb::GraphProto) {
                     ..Default::default()
                 };
                 let mapper_attrs = vec![
-                    pb::AttributeProto { name: "cats_strings".into(), strings: cats, r#type: pb::attribute_proto::AttributeType::Strings as i32, ..Default::default() },
+                    pb::AttributeProto {
+                        name: "cats_strings".into(),
+                        strings: cats,
+                        r#type: pb::attribute_proto::AttributeType::Strings as i32,
+                        ..Default::default()
+                    },
                     ints("cats_int64s", (0..c).collect()),
                     pb::AttributeProto { name: "default_int64".into(), i: c, r#type: pb::attribute_proto::AttributeType::Int as i32, ..Default::default() },
                 ];
@@ -169,7 +174,12 @@ fn rewrite_ml(graph: &mut pb::GraphProto) {
                     int64_data: v,
                     ..Default::default()
                 };
-                inits.push(pb::TensorProto { name: depth.clone(), data_type: pb::tensor_proto::DataType::Int64 as i32, int64_data: vec![c + 1], ..Default::default() });
+                inits.push(pb::TensorProto {
+                    name: depth.clone(),
+                    data_type: pb::tensor_proto::DataType::Int64 as i32,
+                    int64_data: vec![c + 1],
+                    ..Default::default()
+                });
                 inits.push(floats(&values, vec![0.0, 1.0]));
                 let axis = pb::AttributeProto { name: "axis".into(), i: -1, r#type: pb::attribute_proto::AttributeType::Int as i32, ..Default::default() };
                 let wide = format!("{}_{k}_wide", n.name);
@@ -254,7 +264,16 @@ impl OnnxPredictor {
             Ok(p) => (p, None),
             Err(_) => (plan_for(Some(FIXED_BATCH)).map_err(|e| err(path, format!("{e:#}")))?, Some(FIXED_BATCH)),
         };
-        let mut p = OnnxPredictor { plan, fixed_batch, input_shape, input_name: input.name.clone(), columns, output_name: output.name.clone(), outputs: 0, path: path.into() };
+        let mut p = OnnxPredictor {
+            plan,
+            fixed_batch,
+            input_shape,
+            input_name: input.name.clone(),
+            columns,
+            output_name: output.name.clone(),
+            outputs: 0,
+            path: path.into(),
+        };
         let width = p.width();
         p.outputs = p.run(&vec![0.0; width], 1)?.len();
         Ok(p)
@@ -376,7 +395,14 @@ fn column_inputs(path: &Path, inputs: &[&pb::ValueInfoProto], spec: &FeatureSpec
         .iter()
         .map(|i| {
             let (offset, col) = at.get(i.name.as_str()).ok_or_else(|| {
-                err(path, format!("input {:?} is not a column of the feature spec ({})", i.name, spec.columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")))
+                err(
+                    path,
+                    format!(
+                        "input {:?} is not a column of the feature spec ({})",
+                        i.name,
+                        spec.columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
+                    ),
+                )
             })?;
             let read = match (dims_of(i).1, col.kind) {
                 (true, Kind::Number | Kind::Boolean) => ColumnRead::Number { shift: col.shift, scale: col.scale },
@@ -385,7 +411,10 @@ fn column_inputs(path: &Path, inputs: &[&pb::ValueInfoProto], spec: &FeatureSpec
                     return Err(err(path, format!("column {:?}: width {} is not its {} categories and the unseen slot", col.name, col.width, col.vocab.len())))
                 }
                 (float, kind) => {
-                    return Err(err(path, format!("input {:?} is {} but its column is {kind:?} in the feature spec", i.name, if float { "float" } else { "not float (text)" })))
+                    return Err(err(
+                        path,
+                        format!("input {:?} is {} but its column is {kind:?} in the feature spec", i.name, if float { "float" } else { "not float (text)" }),
+                    ))
                 }
             };
             Ok(ColumnInput { offset: *offset, read })

@@ -13,8 +13,8 @@
 //! own autodiff graph and takes its Adam step ([`Block::backward`]).
 
 use std::sync::mpsc::{channel, Receiver, RecvError, Sender, TryRecvError};
-use std::time::{Duration, Instant};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use burn::module::Param;
 use burn::nn::Linear;

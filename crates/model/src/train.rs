@@ -3,8 +3,8 @@
 use std::time::{Duration, Instant};
 
 use burn::module::Module;
-use burn::nn::Linear;
 use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
+use burn::nn::Linear;
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
@@ -132,18 +132,7 @@ impl Trainer {
         let local = blocks.next().expect("at least one block");
         let workers = blocks.enumerate().map(|(i, b)| Worker::spawn(b, format!("train-block-{}", i + 1))).collect();
         let loss = CrossEntropyLossConfig::new().init(&device);
-        Trainer {
-            config,
-            train,
-            local,
-            workers,
-            head: Some(model.fc2),
-            head_optim: ModuleOptimizer::from(adam),
-            loss,
-            device,
-            epochs_done: 0,
-            prepared: None,
-        }
+        Trainer { config, train, local, workers, head: Some(model.fc2), head_optim: ModuleOptimizer::from(adam), loss, device, epochs_done: 0, prepared: None }
     }
 
     /// A copy of the model in its current state (the hidden blocks joined into one layer).

@@ -8,7 +8,13 @@ const ACTIVATIONS: [Activation; 8] =
     [Activation::Linear, Activation::Relu, Activation::Sigmoid, Activation::Tanh, Activation::Softmax, Activation::Gelu, Activation::Elu, Activation::Selu];
 
 fn dense(units: usize, activation: Activation) -> Layer {
-    Layer::Dense { units, activation, use_bias: true, kernel_initializer: Init::GlorotUniform, bias_initializer: Init::RandomUniform { minval: -0.3, maxval: 0.3 } }
+    Layer::Dense {
+        units,
+        activation,
+        use_bias: true,
+        kernel_initializer: Init::GlorotUniform,
+        bias_initializer: Init::RandomUniform { minval: -0.3, maxval: 0.3 },
+    }
 }
 
 /// Inputs 4 → Dense(5, hidden) → Dense(outputs, last), on 6 examples.

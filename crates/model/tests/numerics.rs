@@ -180,7 +180,12 @@ fn first_adam_step(threads: usize) {
     // Keras' Adam, step 1: m = (1-b1) g, v = (1-b2) g^2, alpha = lr sqrt(1-b2) / (1-b1):
     // p' = p - m alpha / (sqrt(v) + eps) = p - lr g / (|g| + eps / sqrt(1-b2)).
     let (lr, eps) = (cfg.learning_rate, cfg.epsilon as f64);
-    for (name, p0, p1, g) in [("w1", &before.w1, &after.w1, &grads[0]), ("b1", &before.b1, &after.b1, &grads[1]), ("w2", &before.w2, &after.w2, &grads[2]), ("b2", &before.b2, &after.b2, &grads[3])] {
+    for (name, p0, p1, g) in [
+        ("w1", &before.w1, &after.w1, &grads[0]),
+        ("b1", &before.b1, &after.b1, &grads[1]),
+        ("w2", &before.w2, &after.w2, &grads[2]),
+        ("b2", &before.b2, &after.b2, &grads[3]),
+    ] {
         let eps_hat = eps / (1.0 - cfg.beta_2 as f64).sqrt();
         let expected: Vec<f64> = p0.iter().zip(g).map(|(p, g)| p - lr * g / (g.abs() + eps_hat)).collect();
         let d = max_abs_diff(&expected, p1);

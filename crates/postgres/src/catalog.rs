@@ -126,7 +126,11 @@ impl Rel {
         if tuple.len() != self.types.len() {
             return Err(CaptureError::Protocol(format!(
                 "{}.{} at LSN {}: tuple has {} columns, relation has {}",
-                self.schema, self.table, Lsn(lsn), tuple.len(), self.types.len()
+                self.schema,
+                self.table,
+                Lsn(lsn),
+                tuple.len(),
+                self.types.len()
             )));
         }
         let values = self
@@ -134,9 +138,8 @@ impl Rel {
             .iter()
             .enumerate()
             .map(|(i, &c)| {
-                types::from_tuple(&self.types[c], &tuple[c], &self.settings).map_err(|e| {
-                    CaptureError::Protocol(format!("{}.{} column {} at LSN {}: {e}", self.schema, self.table, self.fields[i].name, Lsn(lsn)))
-                })
+                types::from_tuple(&self.types[c], &tuple[c], &self.settings)
+                    .map_err(|e| CaptureError::Protocol(format!("{}.{} column {} at LSN {}: {e}", self.schema, self.table, self.fields[i].name, Lsn(lsn))))
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Row::new(self.fields.clone(), values))
@@ -145,10 +148,7 @@ impl Rel {
 
 pub(crate) async fn slot_state(cfg: &CaptureConfig, client: &Client) -> Result<Option<(Option<i32>, Option<String>)>, CaptureError> {
     let rows = client
-        .query(
-            "SELECT active_pid, confirmed_flush_lsn::text, plugin::text, database::text FROM pg_replication_slots WHERE slot_name = $1",
-            &[&cfg.slot_name],
-        )
+        .query("SELECT active_pid, confirmed_flush_lsn::text, plugin::text, database::text FROM pg_replication_slots WHERE slot_name = $1", &[&cfg.slot_name])
         .await
         .map_err(|e| CaptureError::from_pg("look up the replication slot", e))?;
     let Some(r) = rows.first() else { return Ok(None) };
@@ -186,7 +186,10 @@ pub(crate) async fn ensure_publication(cfg: &CaptureConfig, client: &Client) -> 
         PublicationMode::Filtered => {
             let tables = list_tables(cfg, client).await?;
             if tables.is_empty() {
-                return Err(CaptureError::Config { key: "table.include.list".into(), reason: "matches no table (filtered publication needs at least one)".into() });
+                return Err(CaptureError::Config {
+                    key: "table.include.list".into(),
+                    reason: "matches no table (filtered publication needs at least one)".into(),
+                });
             }
             let list: Vec<String> = tables.iter().map(|(s, t, _)| format!("{}.{}", quote_ident(s), quote_ident(t))).collect();
             format!("CREATE PUBLICATION {name} FOR TABLE {}", list.join(", "))
@@ -285,9 +288,5 @@ pub(crate) async fn list_tables(cfg: &CaptureConfig, client: &Client) -> Result<
         )
         .await
         .map_err(|e| CaptureError::from_pg("list tables", e))?;
-    Ok(rows
-        .iter()
-        .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1), r.get::<_, u32>(2)))
-        .filter(|(s, t, _)| cfg.includes(s, t))
-        .collect())
+    Ok(rows.iter().map(|r| (r.get::<_, String>(0), r.get::<_, String>(1), r.get::<_, u32>(2))).filter(|(s, t, _)| cfg.includes(s, t)).collect())
 }

@@ -190,7 +190,10 @@ fn parse_converter(key: &str, v: &str, schemas: bool) -> Result<Converter, Captu
     match v {
         "org.apache.kafka.connect.json.JsonConverter" | "json" => Ok(Converter::Json { schemas }),
         "org.apache.kafka.connect.storage.StringConverter" | "string" => Ok(Converter::String),
-        o => Err(bad(key, format!("{o:?}: supported converters are org.apache.kafka.connect.json.JsonConverter and org.apache.kafka.connect.storage.StringConverter"))),
+        o => Err(bad(
+            key,
+            format!("{o:?}: supported converters are org.apache.kafka.connect.json.JsonConverter and org.apache.kafka.connect.storage.StringConverter"),
+        )),
     }
 }
 
@@ -276,14 +279,11 @@ impl CaptureConfig {
         let value_schemas = get_schemas("value.converter.schemas.enable")?.unwrap_or(true);
         c.converter.key = Converter::Json { schemas: key_schemas };
         c.converter.value = Converter::Json { schemas: value_schemas };
-        let transform_names: Vec<String> = props
-            .get("transforms")
-            .map(|t| t.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
-            .unwrap_or_default();
+        let transform_names: Vec<String> =
+            props.get("transforms").map(|t| t.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()).unwrap_or_default();
         for name in &transform_names {
             let prefix = format!("transforms.{name}.");
-            let sub: BTreeMap<String, String> =
-                props.iter().filter_map(|(k, v)| k.strip_prefix(&prefix).map(|rest| (rest.to_string(), v.clone()))).collect();
+            let sub: BTreeMap<String, String> = props.iter().filter_map(|(k, v)| k.strip_prefix(&prefix).map(|rest| (rest.to_string(), v.clone()))).collect();
             if !sub.contains_key("type") {
                 return Err(bad(&format!("{prefix}type"), "missing: every transform named in `transforms` needs a type"));
             }
@@ -368,9 +368,7 @@ impl CaptureConfig {
                 "provide.transaction.metadata" => c.provide_transaction_metadata = parse_bool(k, v)?,
                 "topic.transaction" => c.transaction_topic = v.clone(),
                 "status.interval.ms" => c.status_interval_ms = v.parse().map_err(|_| bad(k, format!("{v:?} is not a number of milliseconds")))?,
-                "max.batch.size" => {
-                    c.max_batch_size = v.parse().ok().filter(|n| *n > 0).ok_or_else(|| bad(k, format!("{v:?} is not a positive number")))?
-                }
+                "max.batch.size" => c.max_batch_size = v.parse().ok().filter(|n| *n > 0).ok_or_else(|| bad(k, format!("{v:?} is not a positive number")))?,
                 "offset.storage.file.filename" => c.offset_file = Some(v.into()),
                 "bootstrap.servers" => {
                     c.kafka.insert(k.clone(), v.clone());
@@ -395,7 +393,8 @@ impl CaptureConfig {
             }
         }
         if c.password.is_none() {
-            c.password = std::env::var("PGPASSWORD").ok().filter(|p| !p.is_empty()).or_else(|| crate::conn::pgpass_password(&c.host, c.port, &c.dbname, &c.user));
+            c.password =
+                std::env::var("PGPASSWORD").ok().filter(|p| !p.is_empty()).or_else(|| crate::conn::pgpass_password(&c.host, c.port, &c.dbname, &c.user));
         }
         Ok((c, unknown))
     }
@@ -472,7 +471,10 @@ mod tests {
     #[test]
     fn debezium_tls_keys_win_over_the_url() {
         let props: BTreeMap<String, String> =
-            [("database.url", "postgres://u@h:5/db?sslmode=prefer"), ("database.sslmode", "verify-full"), ("database.sslrootcert", "/ca.pem")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            [("database.url", "postgres://u@h:5/db?sslmode=prefer"), ("database.sslmode", "verify-full"), ("database.sslrootcert", "/ca.pem")]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
         let (c, _) = CaptureConfig::from_properties(&props).unwrap();
         assert_eq!((c.tls.mode, c.tls.rootcert.as_deref()), (crate::tls::SslMode::VerifyFull, Some("/ca.pem")));
     }

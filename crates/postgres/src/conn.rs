@@ -141,7 +141,8 @@ pub fn resolve(conn: &str) -> Result<(Config, TlsSettings), String> {
             Some(Host::Unix(p)) => p.display().to_string(),
             None => "localhost".into(),
         };
-        let (port, db, user) = (c.get_ports().first().copied().unwrap_or(5432), c.get_dbname().unwrap_or("").to_string(), c.get_user().unwrap_or("").to_string());
+        let (port, db, user) =
+            (c.get_ports().first().copied().unwrap_or(5432), c.get_dbname().unwrap_or("").to_string(), c.get_user().unwrap_or("").to_string());
         if let Some(p) = env("PGPASSWORD").or_else(|| pgpass_password(&host, port, &db, &user)) {
             c.password(p);
         }

@@ -24,13 +24,13 @@ use tokio::sync::watch;
 use tokio_postgres::Client;
 use tracing::{info, warn};
 
-use crate::txmeta::TxOrder;
 use crate::catalog::{ensure_publication, list_tables, quote_ident, slot_state, Rel};
 use crate::config::{CaptureConfig, SnapshotMode};
-use crate::replication::ReplicationConn;
-use crate::types::TypeCache;
 use crate::incremental::Incremental;
 use crate::offsets::{offsets_path, read_offsets, remove_offsets, write_offsets, Offsets};
+use crate::replication::ReplicationConn;
+use crate::txmeta::TxOrder;
+use crate::types::TypeCache;
 use crate::CaptureError;
 /// A transform chain: one message in, zero or more pushed to the output.
 pub type Transform = Arc<dyn Fn(Message, &mut Vec<Message>) + Send + Sync>;
@@ -127,14 +127,26 @@ impl Ctx<'_> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    pub fn event(&self, out: &mut Vec<Message>, rel: &Rel, op: Op, before: Option<Row>, after: Option<Row>, snapshot: Snapshot, tx: &TxMeta, lsn: Option<Lsn>, order: Option<&mut TxOrder>) {
+    pub fn event(
+        &self,
+        out: &mut Vec<Message>,
+        rel: &Rel,
+        op: Op,
+        before: Option<Row>,
+        after: Option<Row>,
+        snapshot: Snapshot,
+        tx: &TxMeta,
+        lsn: Option<Lsn>,
+        order: Option<&mut TxOrder>,
+    ) {
         if self.cfg.skipped_ops.iter().any(|o| o == op.code()) {
             return;
         }
         // `provide.transaction.metadata`: the block, and BEGIN before the first change.
         let transaction = match (order, tx.xid, lsn) {
             (Some(o), Some(xid), Some(l)) => {
-                let (block, begin) = o.next(&format!("{}.{}", rel.schema, rel.table), xid, l.0, tx.ts_us.div_euclid(1000), &self.tx_topic(), &self.cfg.converter);
+                let (block, begin) =
+                    o.next(&format!("{}.{}", rel.schema, rel.table), xid, l.0, tx.ts_us.div_euclid(1000), &self.tx_topic(), &self.cfg.converter);
                 out.extend(begin);
                 Some(block)
             }
@@ -307,7 +319,8 @@ async fn session(
         for re in &cfg.include {
             if !have.iter().any(|t| re.is_match(t)) {
                 let plain = re.as_str().trim_start_matches("^(?:").trim_end_matches(")$").replace("\\.", ".");
-                let near = tensorcdc_change::names::nearest(&plain, have.iter().map(String::as_str)).map(|n| format!("; did you mean {n}?")).unwrap_or_default();
+                let near =
+                    tensorcdc_change::names::nearest(&plain, have.iter().map(String::as_str)).map(|n| format!("; did you mean {n}?")).unwrap_or_default();
                 let list = if have.is_empty() { "none".to_string() } else { have.join(", ") };
                 return Err(CaptureError::Setup(format!("no table {plain} to read (tables: {list}{near})")));
             }
@@ -353,10 +366,14 @@ async fn session(
         let file = offsets_path(cfg).map(|p| p.display().to_string()).unwrap_or_default();
         match cfg.snapshot_mode {
             SnapshotMode::WhenNeeded | SnapshotMode::Always | SnapshotMode::InitialOnly => {
-                warn!("replication slot {} is gone although {file} says it existed; the changes since its last confirmed position are lost: snapshotting again", cfg.slot_name)
+                warn!(
+                    "replication slot {} is gone although {file} says it existed; the changes since its last confirmed position are lost: snapshotting again",
+                    cfg.slot_name
+                )
             }
             SnapshotMode::Initial | SnapshotMode::Never => {
-                let now: String = client.query_one("SELECT pg_current_wal_lsn()::text", &[]).await.map_err(|e| CaptureError::from_pg("pg_current_wal_lsn", e))?.get(0);
+                let now: String =
+                    client.query_one("SELECT pg_current_wal_lsn()::text", &[]).await.map_err(|e| CaptureError::from_pg("pg_current_wal_lsn", e))?.get(0);
                 return Err(CaptureError::Setup(format!(
                     "replication slot {:?} is gone (dropped, or a failover to a server without it), but {file} says it existed: \
                      the changes from its last confirmed position to the server's {now} are lost. \
@@ -379,9 +396,8 @@ async fn session(
             offsets_path(cfg).map(|p| p.display().to_string()).unwrap_or_default()
         );
     }
-    let snapshot_incomplete = slot.is_some()
-        && cfg.snapshot_mode != SnapshotMode::Never
-        && offsets.as_ref().is_some_and(|o| o.slot == cfg.slot_name && !o.snapshot_completed);
+    let snapshot_incomplete =
+        slot.is_some() && cfg.snapshot_mode != SnapshotMode::Never && offsets.as_ref().is_some_and(|o| o.slot == cfg.slot_name && !o.snapshot_completed);
     let mut repl = ReplicationConn::connect(&cfg.pg_config(), &cfg.tls, "tensorcdc").await?;
     // always: a snapshot at each start of the process (not at each reconnect of it).
     let again = cfg.snapshot_mode == SnapshotMode::Always && slot.is_some() && !stats.lock().expect("stats").snapshot_done;
@@ -395,7 +411,17 @@ async fn session(
         slot = None;
     }
     incr.lock().expect("incremental").begin_session(offsets.as_ref(), slot.is_none());
-    let ctx = Ctx { cfg, transform, stats, prefix: cfg.topic_prefix.as_str().into(), db: cfg.dbname.as_str().into(), types: Default::default(), text_tuples, incr, session: session_no };
+    let ctx = Ctx {
+        cfg,
+        transform,
+        stats,
+        prefix: cfg.topic_prefix.as_str().into(),
+        db: cfg.dbname.as_str().into(),
+        types: Default::default(),
+        text_tuples,
+        incr,
+        session: session_no,
+    };
     crate::incremental::check(&ctx, &client).await?;
     if cfg.signals.initial && (cfg.signals.table().is_none() || cfg.snapshot_mode != SnapshotMode::Never) {
         return Err(CaptureError::Config {

@@ -42,9 +42,7 @@ impl CaptureError {
             // 57P01 admin_shutdown, 57P02 crash_shutdown, 57P03 cannot_connect_now,
             // 55006 object_in_use (slot active for another PID, e.g. our own previous
             // connection that the server has not reaped yet), 08xxx connection exceptions.
-            CaptureError::Server { code, .. } => {
-                matches!(code.as_str(), "57P01" | "57P02" | "57P03" | "55006" | "53300") || code.starts_with("08")
-            }
+            CaptureError::Server { code, .. } => matches!(code.as_str(), "57P01" | "57P02" | "57P03" | "55006" | "53300") || code.starts_with("08"),
             CaptureError::Sink(tensorcdc_change::SinkError::Retryable(_)) => true,
             _ => false,
         }

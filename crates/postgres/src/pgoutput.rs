@@ -32,21 +32,71 @@ pub struct Column {
 /// A decoded pgoutput message.
 #[derive(Debug, Clone, PartialEq)]
 pub enum LogicalMessage {
-    Begin { final_lsn: u64, ts: i64, xid: u32 },
-    Commit { commit_lsn: u64, end_lsn: u64, ts: i64 },
+    Begin {
+        final_lsn: u64,
+        ts: i64,
+        xid: u32,
+    },
+    Commit {
+        commit_lsn: u64,
+        end_lsn: u64,
+        ts: i64,
+    },
     Origin,
-    Relation { xid: Option<u32>, oid: u32, namespace: String, name: String, replica_identity: u8, columns: Vec<Column> },
-    Type { xid: Option<u32> },
-    Insert { xid: Option<u32>, oid: u32, new: Vec<TupleValue> },
+    Relation {
+        xid: Option<u32>,
+        oid: u32,
+        namespace: String,
+        name: String,
+        replica_identity: u8,
+        columns: Vec<Column>,
+    },
+    Type {
+        xid: Option<u32>,
+    },
+    Insert {
+        xid: Option<u32>,
+        oid: u32,
+        new: Vec<TupleValue>,
+    },
     /// `old` is the key ('K') or the whole old row ('O', REPLICA IDENTITY FULL).
-    Update { xid: Option<u32>, oid: u32, old: Option<(u8, Vec<TupleValue>)>, new: Vec<TupleValue> },
-    Delete { xid: Option<u32>, oid: u32, old: (u8, Vec<TupleValue>) },
-    Truncate { xid: Option<u32>, options: u8, oids: Vec<u32> },
-    Message { xid: Option<u32>, transactional: bool, prefix: String, content: Bytes },
-    StreamStart { xid: u32, first: bool },
+    Update {
+        xid: Option<u32>,
+        oid: u32,
+        old: Option<(u8, Vec<TupleValue>)>,
+        new: Vec<TupleValue>,
+    },
+    Delete {
+        xid: Option<u32>,
+        oid: u32,
+        old: (u8, Vec<TupleValue>),
+    },
+    Truncate {
+        xid: Option<u32>,
+        options: u8,
+        oids: Vec<u32>,
+    },
+    Message {
+        xid: Option<u32>,
+        transactional: bool,
+        prefix: String,
+        content: Bytes,
+    },
+    StreamStart {
+        xid: u32,
+        first: bool,
+    },
     StreamStop,
-    StreamCommit { xid: u32, commit_lsn: u64, end_lsn: u64, ts: i64 },
-    StreamAbort { xid: u32, subxid: u32 },
+    StreamCommit {
+        xid: u32,
+        commit_lsn: u64,
+        end_lsn: u64,
+        ts: i64,
+    },
+    StreamAbort {
+        xid: u32,
+        subxid: u32,
+    },
     /// Two-phase messages (protocol 3), which tensorcdc does not request.
     TwoPhase(u8),
 }
@@ -219,9 +269,21 @@ mod tests {
 
     #[test]
     fn relation_insert_update_delete() {
-        let rel = bytes(&[b"R", &16384u32.to_be_bytes(), b"public\0mnist_train\0", b"d", &2i16.to_be_bytes(),
-            &[1], b"id\0", &23u32.to_be_bytes(), &(-1i32).to_be_bytes(),
-            &[0], b"pixels\0", &17u32.to_be_bytes(), &(-1i32).to_be_bytes()]);
+        let rel = bytes(&[
+            b"R",
+            &16384u32.to_be_bytes(),
+            b"public\0mnist_train\0",
+            b"d",
+            &2i16.to_be_bytes(),
+            &[1],
+            b"id\0",
+            &23u32.to_be_bytes(),
+            &(-1i32).to_be_bytes(),
+            &[0],
+            b"pixels\0",
+            &17u32.to_be_bytes(),
+            &(-1i32).to_be_bytes(),
+        ]);
         match decode(rel, false).unwrap() {
             LogicalMessage::Relation { oid, namespace, name, columns, xid, .. } => {
                 assert_eq!((oid, namespace.as_str(), name.as_str(), xid), (16384, "public", "mnist_train", None));
@@ -230,15 +292,31 @@ mod tests {
             }
             m => panic!("{m:?}"),
         }
-        let ins = bytes(&[b"I", &7u32.to_be_bytes(), &16384u32.to_be_bytes(), b"N", &3i16.to_be_bytes(),
-            b"b", &4i32.to_be_bytes(), &5i32.to_be_bytes(), b"n", b"u"]);
+        let ins =
+            bytes(&[b"I", &7u32.to_be_bytes(), &16384u32.to_be_bytes(), b"N", &3i16.to_be_bytes(), b"b", &4i32.to_be_bytes(), &5i32.to_be_bytes(), b"n", b"u"]);
         // In a stream, the xid comes first.
         assert_eq!(
             decode(ins, true).unwrap(),
-            LogicalMessage::Insert { xid: Some(7), oid: 16384, new: vec![TupleValue::Binary(Bytes::from_static(&[0, 0, 0, 5])), TupleValue::Null, TupleValue::Unchanged] }
+            LogicalMessage::Insert {
+                xid: Some(7),
+                oid: 16384,
+                new: vec![TupleValue::Binary(Bytes::from_static(&[0, 0, 0, 5])), TupleValue::Null, TupleValue::Unchanged]
+            }
         );
-        let upd = bytes(&[b"U", &1u32.to_be_bytes(), b"O", &1i16.to_be_bytes(), b"t", &1i32.to_be_bytes(), b"1",
-            b"N", &1i16.to_be_bytes(), b"t", &1i32.to_be_bytes(), b"2"]);
+        let upd = bytes(&[
+            b"U",
+            &1u32.to_be_bytes(),
+            b"O",
+            &1i16.to_be_bytes(),
+            b"t",
+            &1i32.to_be_bytes(),
+            b"1",
+            b"N",
+            &1i16.to_be_bytes(),
+            b"t",
+            &1i32.to_be_bytes(),
+            b"2",
+        ]);
         match decode(upd, false).unwrap() {
             LogicalMessage::Update { old: Some((b'O', old)), new, .. } => {
                 assert_eq!(old, vec![TupleValue::Text(Bytes::from_static(b"1"))]);

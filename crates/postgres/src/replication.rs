@@ -128,9 +128,7 @@ impl ReplicationConn {
         let (io, addr): (Box<dyn Io>, String) = match host {
             Host::Tcp(h) => {
                 let addr = format!("{h}:{port}");
-                let s = tokio::net::TcpStream::connect(&addr)
-                    .await
-                    .map_err(|e| CaptureError::Connect { addr: addr.clone(), reason: e.to_string() })?;
+                let s = tokio::net::TcpStream::connect(&addr).await.map_err(|e| CaptureError::Connect { addr: addr.clone(), reason: e.to_string() })?;
                 let _ = s.set_nodelay(true);
                 let io = match attempt {
                     Attempt::Plain => Box::new(s) as Box<dyn Io>,
@@ -141,9 +139,7 @@ impl ReplicationConn {
             Host::Unix(dir) => {
                 let path = dir.join(format!(".s.PGSQL.{port}"));
                 let addr = path.display().to_string();
-                let s = tokio::net::UnixStream::connect(&path)
-                    .await
-                    .map_err(|e| CaptureError::Connect { addr: addr.clone(), reason: e.to_string() })?;
+                let s = tokio::net::UnixStream::connect(&path).await.map_err(|e| CaptureError::Connect { addr: addr.clone(), reason: e.to_string() })?;
                 (Box::new(s), addr)
             }
         };
@@ -233,10 +229,7 @@ impl ReplicationConn {
 
     async fn flush(&mut self, context: &str) -> Result<(), CaptureError> {
         let buf = self.wbuf.split();
-        self.io
-            .write_all(&buf)
-            .await
-            .map_err(|e| CaptureError::Disconnected { context: context.into(), reason: e.to_string() })
+        self.io.write_all(&buf).await.map_err(|e| CaptureError::Disconnected { context: context.into(), reason: e.to_string() })
     }
 
     /// Bytes of the first buffered message (tag + length + body), once its header is here.
@@ -267,11 +260,7 @@ impl ReplicationConn {
             if let Some(f) = self.try_frame() {
                 return Ok(f);
             }
-            let n = self
-                .io
-                .read_buf(&mut self.rbuf)
-                .await
-                .map_err(|e| CaptureError::Disconnected { context: context.into(), reason: e.to_string() })?;
+            let n = self.io.read_buf(&mut self.rbuf).await.map_err(|e| CaptureError::Disconnected { context: context.into(), reason: e.to_string() })?;
             if n == 0 {
                 return Err(CaptureError::Disconnected { context: context.into(), reason: format!("{} closed the connection", self.addr) });
             }

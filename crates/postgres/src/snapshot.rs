@@ -116,10 +116,8 @@ pub(crate) async fn snapshot(
         // Only the columns that become fields; types we cannot decode in binary are read as
         // text (`types::from_copy` knows which).
         let cols: Vec<&crate::catalog::Column> = rel.keep.iter().map(|&i| &cols[i]).collect();
-        let select: Vec<String> = cols
-            .iter()
-            .map(|c| if c.ty.binary_supported() { quote_ident(&c.name) } else { format!("{}::text", quote_ident(&c.name)) })
-            .collect();
+        let select: Vec<String> =
+            cols.iter().map(|c| if c.ty.binary_supported() { quote_ident(&c.name) } else { format!("{}::text", quote_ident(&c.name)) }).collect();
         let sql = format!("COPY (SELECT {} FROM {}.{}) TO STDOUT (FORMAT binary)", select.join(", "), quote_ident(schema), quote_ident(table));
         let stream = client.copy_out(sql.as_str()).await.map_err(pg("COPY snapshot"))?;
         futures::pin_mut!(stream);

@@ -15,12 +15,12 @@ use tracing::info;
 use bytes::Bytes;
 
 use crate::catalog::{build_rel, describe, list_tables, quote_ident, quote_lit, Column, Rel};
-use crate::types::PgType;
 use crate::engine::{now_ns, Ctx, TxMeta};
-use crate::txmeta::TxOrder;
 use crate::pgoutput::{self, LogicalMessage};
 use crate::replication::{pg_ts_to_unix_ms, pg_ts_to_unix_us, ReplicationConn, ReplicationMessage};
 use crate::spill::{Record, SpillReader, SpilledTx};
+use crate::txmeta::TxOrder;
+use crate::types::PgType;
 use crate::CaptureError;
 
 /// What the engine knows about acknowledgements.
@@ -71,7 +71,13 @@ pub(crate) async fn stream(
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), CaptureError> {
     let v = repl.server_version;
-    let proto = if v >= 160000 { 4 } else if v >= 140000 { 2 } else { 1 };
+    let proto = if v >= 160000 {
+        4
+    } else if v >= 140000 {
+        2
+    } else {
+        1
+    };
     let mut opts = vec![format!("proto_version '{proto}'"), format!("publication_names {}", quote_lit(&quote_ident(&ctx.cfg.publication_name)))];
     if proto >= 2 {
         opts.push("streaming 'on'".into());
@@ -280,7 +286,14 @@ pub(crate) struct State {
 
 /// The events of one change message (insert, update, delete, truncate) against the
 /// relations in `rels`.
-fn change_events(ctx: &Ctx<'_>, rels: &HashMap<u32, Arc<Rel>>, m: LogicalMessage, wal_start: u64, tx: TxMeta, order: &mut TxOrder) -> Result<Vec<Message>, CaptureError> {
+fn change_events(
+    ctx: &Ctx<'_>,
+    rels: &HashMap<u32, Arc<Rel>>,
+    m: LogicalMessage,
+    wal_start: u64,
+    tx: TxMeta,
+    order: &mut TxOrder,
+) -> Result<Vec<Message>, CaptureError> {
     let mut order = ctx.cfg.provide_transaction_metadata.then_some(order);
     let rel_of = |oid: u32, what: &str| rels.get(&oid).cloned().ok_or_else(|| CaptureError::Protocol(format!("{what} for unknown relation {oid}")));
     let lsn = Some(Lsn(wal_start));
@@ -290,7 +303,17 @@ fn change_events(ctx: &Ctx<'_>, rels: &HashMap<u32, Arc<Rel>>, m: LogicalMessage
             let rel = rel_of(oid, "Insert")?;
             if rel.included {
                 let after = rel.row(&new, wal_start)?;
-                ctx.event(&mut msgs, &rel, Op::Create, None, Some(after), Snapshot::False, &TxMeta { xid: tx.xid.or(sx.map(|x| x as i64)), ..tx }, lsn, order.as_deref_mut());
+                ctx.event(
+                    &mut msgs,
+                    &rel,
+                    Op::Create,
+                    None,
+                    Some(after),
+                    Snapshot::False,
+                    &TxMeta { xid: tx.xid.or(sx.map(|x| x as i64)), ..tx },
+                    lsn,
+                    order.as_deref_mut(),
+                );
             }
         }
         LogicalMessage::Update { xid: sx, oid, old, new } => {
@@ -327,14 +350,34 @@ fn change_events(ctx: &Ctx<'_>, rels: &HashMap<u32, Arc<Rel>>, m: LogicalMessage
             let rel = rel_of(oid, "Delete")?;
             if rel.included {
                 let before = rel.row(&t, wal_start)?;
-                ctx.event(&mut msgs, &rel, Op::Delete, Some(before), None, Snapshot::False, &TxMeta { xid: tx.xid.or(sx.map(|x| x as i64)), ..tx }, lsn, order.as_deref_mut());
+                ctx.event(
+                    &mut msgs,
+                    &rel,
+                    Op::Delete,
+                    Some(before),
+                    None,
+                    Snapshot::False,
+                    &TxMeta { xid: tx.xid.or(sx.map(|x| x as i64)), ..tx },
+                    lsn,
+                    order.as_deref_mut(),
+                );
             }
         }
         LogicalMessage::Truncate { xid: sx, oids, .. } => {
             for oid in oids {
                 if let Some(rel) = rels.get(&oid).filter(|r| r.included).cloned() {
                     let mut out = Vec::new();
-                    ctx.event(&mut out, &rel, Op::Truncate, None, None, Snapshot::False, &TxMeta { xid: tx.xid.or(sx.map(|x| x as i64)), ..tx }, lsn, order.as_deref_mut());
+                    ctx.event(
+                        &mut out,
+                        &rel,
+                        Op::Truncate,
+                        None,
+                        None,
+                        Snapshot::False,
+                        &TxMeta { xid: tx.xid.or(sx.map(|x| x as i64)), ..tx },
+                        lsn,
+                        order.as_deref_mut(),
+                    );
                     for m in &mut out {
                         m.key = tensorcdc_change::Key::None;
                     }
@@ -405,7 +448,13 @@ async fn handle(
                 // identity, all columns under REPLICA IDENTITY FULL (a keyless table has a null key).
                 (cols, pk)
             } else {
-                (columns.iter().map(|c| Column { name: c.name.clone(), ty: PgType::builtin(c.type_oid, c.type_mod), notnull: false, default: None }).collect(), vec![])
+                (
+                    columns
+                        .iter()
+                        .map(|c| Column { name: c.name.clone(), ty: PgType::builtin(c.type_oid, c.type_mod), notnull: false, default: None })
+                        .collect(),
+                    vec![],
+                )
             };
             if included && binary {
                 if let Some(c) = cols.iter().find(|c| !c.ty.binary_supported()) {
@@ -422,7 +471,10 @@ async fn handle(
         }
         LogicalMessage::Insert { .. } | LogicalMessage::Update { .. } | LogicalMessage::Delete { .. } | LogicalMessage::Truncate { .. } => {
             let sub = match &m {
-                LogicalMessage::Insert { xid, .. } | LogicalMessage::Update { xid, .. } | LogicalMessage::Delete { xid, .. } | LogicalMessage::Truncate { xid, .. } => *xid,
+                LogicalMessage::Insert { xid, .. }
+                | LogicalMessage::Update { xid, .. }
+                | LogicalMessage::Delete { xid, .. }
+                | LogicalMessage::Truncate { xid, .. } => *xid,
                 _ => None,
             };
             if let (Some(top), Some(sub)) = (st.stream_xid, sub) {

@@ -191,9 +191,8 @@ impl TlsSettings {
             Some(cert) => {
                 let key = self.key.clone().or_else(|| home_file("postgresql.key")).ok_or("sslkey: no key file for the client certificate")?;
                 check_key_permissions(&key)?;
-                let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert)
-                    .and_then(|it| it.collect::<Result<_, _>>())
-                    .map_err(|e| format!("sslcert {}: {e}", cert.display()))?;
+                let chain: Vec<CertificateDer<'static>> =
+                    CertificateDer::pem_file_iter(&cert).and_then(|it| it.collect::<Result<_, _>>()).map_err(|e| format!("sslcert {}: {e}", cert.display()))?;
                 let key_der = PrivateKeyDer::from_pem_file(&key).map_err(|e| format!("sslkey {}: {e}", key.display()))?;
                 builder.with_client_auth_cert(chain, key_der).map_err(|e| format!("sslcert {}: {e}", cert.display()))?
             }
@@ -242,9 +241,7 @@ impl ServerCertVerifier for Verifier {
     ) -> Result<ServerCertVerified, rustls::Error> {
         let Some(inner) = &self.inner else { return Ok(ServerCertVerified::assertion()) };
         match inner.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
-            Err(rustls::Error::InvalidCertificate(CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. }))
-                if !self.check_name =>
-            {
+            Err(rustls::Error::InvalidCertificate(CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. })) if !self.check_name => {
                 Ok(ServerCertVerified::assertion())
             }
             other => other,

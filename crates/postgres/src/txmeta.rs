@@ -76,7 +76,14 @@ fn record(topic: &str, conv: &ConverterConfig, id: &str, status: &str, counts: O
     let (count, collections) = match counts {
         Some(o) => (
             o.total.to_string(),
-            format!("[{}]", o.tables_in_hashmap_order().into_iter().map(|(t, n)| format!(r#"{{"data_collection":{},"event_count":{n}}}"#, q(t))).collect::<Vec<_>>().join(",")),
+            format!(
+                "[{}]",
+                o.tables_in_hashmap_order()
+                    .into_iter()
+                    .map(|(t, n)| format!(r#"{{"data_collection":{},"event_count":{n}}}"#, q(t)))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
         ),
         None => ("null".into(), "null".into()),
     };

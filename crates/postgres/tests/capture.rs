@@ -80,10 +80,13 @@ async fn updates_deletes_truncate_and_replica_identity() {
     c.batch_execute("DELETE FROM mnist_train WHERE id = 2").await.unwrap();
     c.batch_execute("TRUNCATE mnist_train").await.unwrap();
     let msgs = run.take(7, 30).await;
-    let ops: Vec<Option<Op>> = msgs.iter().map(|m| match &m.payload {
-        Payload::Envelope(e) => Some(e.op),
-        _ => None,
-    }).collect();
+    let ops: Vec<Option<Op>> = msgs
+        .iter()
+        .map(|m| match &m.payload {
+            Payload::Envelope(e) => Some(e.op),
+            _ => None,
+        })
+        .collect();
     assert_eq!(ops, vec![Some(Op::Create), Some(Op::Create), Some(Op::Update), Some(Op::Update), Some(Op::Delete), None, Some(Op::Truncate)]);
     // DEFAULT identity: no before; FULL: the whole old row.
     let u1 = envelope(&msgs[2]);
@@ -193,10 +196,13 @@ async fn primary_key_change_is_delete_tombstone_then_create() {
     c.batch_execute("UPDATE mnist_train SET label = 6 WHERE id = 42").await.unwrap();
     let msgs = run.take(5, 30).await;
     run.stop().await;
-    let ops: Vec<Option<Op>> = msgs.iter().map(|m| match &m.payload {
-        Payload::Envelope(e) => Some(e.op),
-        _ => None,
-    }).collect();
+    let ops: Vec<Option<Op>> = msgs
+        .iter()
+        .map(|m| match &m.payload {
+            Payload::Envelope(e) => Some(e.op),
+            _ => None,
+        })
+        .collect();
     assert_eq!(ops, vec![Some(Op::Create), Some(Op::Delete), None, Some(Op::Create), Some(Op::Update)]);
     let key_id = |m: &tensorcdc_change::Message| match &m.key {
         Key::Row(r) => r.get("id").cloned(),

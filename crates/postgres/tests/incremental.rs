@@ -239,7 +239,9 @@ async fn a_table_added_later_is_snapshotted_while_the_stream_goes_on_and_stop_sn
     assert!(got + reads_after_stop < 100_000 / 2, "stop-snapshot stopped it: {} reads", got + reads_after_stop);
 
     // A filter that cannot run skips its table with a warning; the capture goes on.
-    let data = serde_json::json!({"data-collections": ["public.late"], "additional-conditions": [{"data-collection": "public.late", "filter": "no_such_column = 1"}]}).to_string();
+    let data =
+        serde_json::json!({"data-collections": ["public.late"], "additional-conditions": [{"data-collection": "public.late", "filter": "no_such_column = 1"}]})
+            .to_string();
     c.execute("INSERT INTO debezium_signal VALUES ('later-4', 'execute-snapshot', $1)", &[&data]).await.unwrap();
     c.execute("INSERT INTO late_big VALUES (-2, 0, 'marker')", &[]).await.unwrap();
     let mut rest = Vec::new();

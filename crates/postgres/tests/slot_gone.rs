@@ -42,7 +42,10 @@ async fn a_slot_gone_is_an_error_unless_asked_to_start_over() {
         let e = tokio::time::timeout(std::time::Duration::from_secs(30), &mut run.handle).await.expect("ends").unwrap().unwrap_err();
         let text = e.to_string();
         assert!(!e.is_retryable(), "{text}");
-        assert!(text.contains("replication slot \"gone\" is gone") && text.contains("are lost") && text.contains("snapshot.mode=when_needed"), "{mode:?}: {text}");
+        assert!(
+            text.contains("replication slot \"gone\" is gone") && text.contains("are lost") && text.contains("snapshot.mode=when_needed"),
+            "{mode:?}: {text}"
+        );
         assert!(run.rx.try_recv().is_err(), "{mode:?}: nothing was sent");
         let slots: i64 = c.query_one("SELECT count(*) FROM pg_replication_slots", &[]).await.unwrap().get(0);
         assert_eq!(slots, 0, "{mode:?}: no new slot");

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use common::*;
 use serde_json::Value as J;
-use tensorcdc_change::json::{ConverterConfig, Converter, JsonWriter};
+use tensorcdc_change::json::{Converter, ConverterConfig, JsonWriter};
 use tensorcdc_change::{Message, Op, Payload};
 use tensorcdc_postgres::CaptureConfig;
 
@@ -103,7 +103,9 @@ async fn types_without_a_binary_decoder_arrive_as_their_text() {
     let pg = start_pg(&[]);
     let c = client(&pg).await;
     // pg_lsn has no binary decoder here: present at start, the stream asks for text tuples.
-    c.batch_execute("CREATE TABLE mnist_lsn(id int PRIMARY KEY, l pg_lsn, n numeric(5,1)); INSERT INTO mnist_lsn VALUES (1, '16/B374D848', 1.5)").await.unwrap();
+    c.batch_execute("CREATE TABLE mnist_lsn(id int PRIMARY KEY, l pg_lsn, n numeric(5,1)); INSERT INTO mnist_lsn VALUES (1, '16/B374D848', 1.5)")
+        .await
+        .unwrap();
     let mut run = spawn(config(&pg, "nobin1"), identity());
     let snap = run.take(1, 60).await;
     run.wait_streaming().await;

@@ -112,7 +112,11 @@ impl KafkaTable {
         let c = source_config(cfg)?;
         let kind = match (spec, options) {
             (None, None) => TableKind::Mnist(TopicTable::new(&c)),
-            (Some(json), _) => TableKind::Rows { table: TopicTable::new(&c), spec: Some(Box::new(serde_json::from_str(&json).map_err(|e| err(format!("spec: {e}")))?)), options: None },
+            (Some(json), _) => TableKind::Rows {
+                table: TopicTable::new(&c),
+                spec: Some(Box::new(serde_json::from_str(&json).map_err(|e| err(format!("spec: {e}")))?)),
+                options: None,
+            },
             (None, Some(o)) => TableKind::Rows { table: TopicTable::new(&c), spec: None, options: Some(spec_options(o, Vec::new())?) },
         };
         Ok(KafkaTable { kind: Mutex::new(kind) })
@@ -174,7 +178,9 @@ impl Stream {
         let mode = match (mode, spec) {
             ("mnist", _) => Mode::Mnist,
             ("rows", Some(json)) => Mode::Rows(Box::new(serde_json::from_str(&json).map_err(|e| err(format!("spec: {e}")))?)),
-            ("rows", None) => return Err(pyo3::exceptions::PyValueError::new_err("a stream of rows needs a fitted spec: spec= (from a bounded dataset or a checkpoint)")),
+            ("rows", None) => {
+                return Err(pyo3::exceptions::PyValueError::new_err("a stream of rows needs a fitted spec: spec= (from a bounded dataset or a checkpoint)"))
+            }
             ("changes", _) => Mode::Changes,
             (m, _) => return Err(pyo3::exceptions::PyValueError::new_err(format!("mode {m:?}: expected mnist, rows or changes"))),
         };

@@ -120,7 +120,13 @@ impl Model {
     }
 
     fn __repr__(&self) -> String {
-        format!("Model({:?}, {} inputs, {} {})", self.path.display().to_string(), self.spec.width(), self.task(), if self.spec.classes.is_empty() { String::new() } else { format!("{:?}", self.spec.classes) })
+        format!(
+            "Model({:?}, {} inputs, {} {})",
+            self.path.display().to_string(),
+            self.spec.width(),
+            self.task(),
+            if self.spec.classes.is_empty() { String::new() } else { format!("{:?}", self.spec.classes) }
+        )
     }
 }
 

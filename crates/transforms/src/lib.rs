@@ -78,7 +78,11 @@ impl Transform {
                 Some("rewrite-with-tombstone") => (false, DeleteHandling::Rewrite),
                 Some("delete-to-tombstone") => (true, DeleteHandling::None),
                 Some(o) => {
-                    return Err(err(name, "delete.tombstone.handling.mode", format!("{o:?}: expected drop, tombstone, rewrite, rewrite-with-tombstone or delete-to-tombstone")))
+                    return Err(err(
+                        name,
+                        "delete.tombstone.handling.mode",
+                        format!("{o:?}: expected drop, tombstone, rewrite, rewrite-with-tombstone or delete-to-tombstone"),
+                    ))
                 }
                 None if !legacy => (false, DeleteHandling::Drop),
                 None => (
@@ -91,7 +95,8 @@ impl Transform {
                     },
                 ),
             };
-            let add_fields = props.get("add.fields").map(|v| v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()).unwrap_or_default();
+            let add_fields =
+                props.get("add.fields").map(|v| v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()).unwrap_or_default();
             Transform::Unwrap { drop_tombstones, delete_handling, add_fields }
         } else if ty.ends_with("MnistToCsv") || ty == "mnist-csv" {
             known.extend(["label.field", "pixels.field"]);
@@ -101,10 +106,7 @@ impl Transform {
             }
         } else if ty.ends_with("tensorcdc.transforms.Filter") || ty == "filter" {
             known.extend(["tables", "ops"]);
-            let tables = props
-                .get("tables")
-                .map(|p| Regex::new(&format!("^(?:{p})$")).map_err(|e| err(name, "tables", format!("{p:?}: {e}"))))
-                .transpose()?;
+            let tables = props.get("tables").map(|p| Regex::new(&format!("^(?:{p})$")).map_err(|e| err(name, "tables", format!("{p:?}: {e}")))).transpose()?;
             let ops = props
                 .get("ops")
                 .map(|v| {
@@ -258,7 +260,18 @@ mod tests {
                 op,
                 before,
                 after,
-                source: Source { name: "tf".into(), ts_ms: 1, ts_us: 1000, snapshot: Snapshot::False, db: "db".into(), schema: "public".into(), table: "mnist_test".into(), tx_id: Some(9), lsn: Some(Lsn(42)), last_commit_lsn: None },
+                source: Source {
+                    name: "tf".into(),
+                    ts_ms: 1,
+                    ts_us: 1000,
+                    snapshot: Snapshot::False,
+                    db: "db".into(),
+                    schema: "public".into(),
+                    table: "mnist_test".into(),
+                    tx_id: Some(9),
+                    lsn: Some(Lsn(42)),
+                    last_commit_lsn: None,
+                },
                 ts_ms: 2,
                 ts_ns: 2_000_000,
                 key: Some(Row::new(Arc::new(vec![Field::new("id", FieldType::Int32, false)]), vec![Value::Int32(3)])),

@@ -86,4 +86,3 @@ fn write_tx(out: &mut Vec<u8>, t: Option<&crate::event::TxBlock>) {
         None => out.extend_from_slice(b"null"),
     }
 }
-

@@ -167,7 +167,13 @@ fn write_float(out: &mut Vec<u8>, x: f64, write: impl FnOnce(&mut Vec<u8>)) {
     if x.is_finite() {
         write(out)
     } else {
-        out.extend_from_slice(if x.is_nan() { b"\"NaN\"" } else if x > 0.0 { b"\"Infinity\"" } else { b"\"-Infinity\"" });
+        out.extend_from_slice(if x.is_nan() {
+            b"\"NaN\""
+        } else if x > 0.0 {
+            b"\"Infinity\""
+        } else {
+            b"\"-Infinity\""
+        });
     }
 }
 
@@ -266,19 +272,26 @@ impl JsonWriter {
         let binary = self.cfg.binary;
         let version = self.cfg.envelope;
         let key = (fingerprint(fields), kind, topic.to_string());
-        self.schemas.entry(key).or_insert_with(|| {
-            let j = match (kind, e) {
-                (KIND_ENVELOPE, Some(e)) => envelope_schema(e, topic, binary, version),
-                (KIND_KEY, _) => struct_schema(fields, &format!("{topic}.Key"), false, binary, None),
-                _ => struct_schema(fields, &format!("{topic}.Value"), false, binary, None),
-            };
-            (fields.clone(), j.to_string().into_boxed_str())
-        })
-        .1
-        .as_ref()
+        self.schemas
+            .entry(key)
+            .or_insert_with(|| {
+                let j = match (kind, e) {
+                    (KIND_ENVELOPE, Some(e)) => envelope_schema(e, topic, binary, version),
+                    (KIND_KEY, _) => struct_schema(fields, &format!("{topic}.Key"), false, binary, None),
+                    _ => struct_schema(fields, &format!("{topic}.Value"), false, binary, None),
+                };
+                (fields.clone(), j.to_string().into_boxed_str())
+            })
+            .1
+            .as_ref()
     }
 
-    fn wrap(&mut self, schemas: bool, schema_of: Option<(&std::sync::Arc<Vec<Field>>, u8, &str, Option<&ChangeEvent>)>, payload: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+    fn wrap(
+        &mut self,
+        schemas: bool,
+        schema_of: Option<(&std::sync::Arc<Vec<Field>>, u8, &str, Option<&ChangeEvent>)>,
+        payload: impl FnOnce(&mut Vec<u8>),
+    ) -> Vec<u8> {
         let mut out = Vec::with_capacity(2048);
         match (schemas, schema_of) {
             (true, Some((fields, kind, topic, e))) => {
@@ -309,9 +322,7 @@ impl JsonWriter {
                 write_row(&mut out, r, binary);
                 Some(out)
             }
-            (Key::Row(r), Converter::Json { schemas }) => {
-                Some(self.wrap(schemas, Some((&r.fields, KIND_KEY, &msg.topic, None)), |o| write_row(o, r, binary)))
-            }
+            (Key::Row(r), Converter::Json { schemas }) => Some(self.wrap(schemas, Some((&r.fields, KIND_KEY, &msg.topic, None)), |o| write_row(o, r, binary))),
         };
         let value = match (&msg.payload, self.cfg.value) {
             (Payload::Tombstone, _) => None,
@@ -369,16 +380,12 @@ pub fn decode_binary(text: &str, schema_type: Option<&str>, expect_len: Option<u
 mod tests {
     use super::*;
     use crate::FieldType;
-    use serde_json::json;
     use crate::{Lsn, Op, Snapshot, Source};
+    use serde_json::json;
     use std::sync::Arc;
 
     fn fields() -> Arc<Vec<Field>> {
-        Arc::new(vec![
-            Field::new("id", FieldType::Int32, false),
-            Field::new("label", FieldType::Int16, true),
-            Field::new("pixels", FieldType::Bytes, true),
-        ])
+        Arc::new(vec![Field::new("id", FieldType::Int32, false), Field::new("label", FieldType::Int16, true), Field::new("pixels", FieldType::Bytes, true)])
     }
 
     fn event() -> ChangeEvent {

@@ -136,10 +136,21 @@ pub(super) fn envelope_schema(e: &ChangeEvent, topic: &str, binary: BinaryMode, 
     let int64 = |f: &str| json!({"type": "int64", "optional": true, "field": f});
     let (envelope_fields, v) = match version {
         EnvelopeVersion::V3 => (
-            vec![before, after, source_schema(version), transaction_schema(), json!({"type": "string", "optional": false, "field": "op"}), int64("ts_ms"), int64("ts_us"), int64("ts_ns")],
+            vec![
+                before,
+                after,
+                source_schema(version),
+                transaction_schema(),
+                json!({"type": "string", "optional": false, "field": "op"}),
+                int64("ts_ms"),
+                int64("ts_us"),
+                int64("ts_ns"),
+            ],
             2,
         ),
-        EnvelopeVersion::V2 => (vec![before, after, source_schema(version), json!({"type": "string", "optional": false, "field": "op"}), int64("ts_ms"), transaction_schema()], 1),
+        EnvelopeVersion::V2 => {
+            (vec![before, after, source_schema(version), json!({"type": "string", "optional": false, "field": "op"}), int64("ts_ms"), transaction_schema()], 1)
+        }
     };
     json!({
         "type": "struct",

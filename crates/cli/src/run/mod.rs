@@ -246,9 +246,8 @@ impl State {
 async fn run_async(a: RunArgs) -> Result<()> {
     // Nothing is created (slot, predictions table, versions folder) for a run that cannot work.
     let key_columns = {
-        let client = tensorcdc_postgres::conn::connect(&a.source)
-            .await
-            .with_context(|| format!("connecting to {}", tensorcdc_postgres::conn::redact(&a.source)))?;
+        let client =
+            tensorcdc_postgres::conn::connect(&a.source).await.with_context(|| format!("connecting to {}", tensorcdc_postgres::conn::redact(&a.source)))?;
         preflight::check(&client, &a.table, &a.label, a.key.as_deref(), a.features.as_deref(), &a.layers).await?
     };
     let versions = Versions::open(&a.out).map_err(anyhow::Error::msg)?;

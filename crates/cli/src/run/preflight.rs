@@ -42,7 +42,10 @@ pub async fn check(
     }
     let name = format!("public.{table}");
     let exists = !client
-        .query("SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND c.relname = $1 AND c.relkind IN ('r', 'p')", &[&table])
+        .query(
+            "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND c.relname = $1 AND c.relkind IN ('r', 'p')",
+            &[&table],
+        )
         .await?
         .is_empty();
     let rc = regclass(table);
@@ -78,10 +81,7 @@ pub async fn check(
         return Err(missing("--label", label));
     };
     if !LABEL_CATEGORIES.contains(&l.category.as_str()) {
-        bail!(
-            "--label {label:?} is of type {}: a label must be a number (a target; integers make classes), a boolean, text or an enum",
-            l.type_name
-        );
+        bail!("--label {label:?} is of type {}: a label must be a number (a target; integers make classes), a boolean, text or an enum", l.type_name);
     }
     for f in features.unwrap_or_default() {
         if !names.contains(&f.as_str()) {

@@ -180,7 +180,10 @@ pub fn cell_of_json(v: &J, schema: Option<&J>) -> Cell {
         }
         J::String(s) if ty == Some("bytes") => b64(s).map_or_else(|| Cell::Text(s.clone()), Cell::Bytes),
         J::String(s) => Cell::Text(s.clone()),
-        J::Object(o) if name == Some("io.debezium.data.VariableScaleDecimal") || (schema.is_none() && o.len() == 2 && o.contains_key("scale") && o.contains_key("value")) => {
+        J::Object(o)
+            if name == Some("io.debezium.data.VariableScaleDecimal")
+                || (schema.is_none() && o.len() == 2 && o.contains_key("scale") && o.contains_key("value")) =>
+        {
             match (o.get("scale").and_then(J::as_i64), o.get("value").and_then(J::as_str).and_then(b64)) {
                 (Some(scale), Some(b)) => Cell::Number(decimal(&b, scale as i32)),
                 _ => Cell::Null,

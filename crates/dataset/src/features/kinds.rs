@@ -74,4 +74,3 @@ impl std::str::FromStr for Task {
         }
     }
 }
-

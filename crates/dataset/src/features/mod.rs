@@ -190,7 +190,15 @@ impl FeatureSpec {
     /// The blog's table: the label `label` (classes 0..9) and `pixels`, 784 bytes.
     pub fn mnist() -> FeatureSpec {
         FeatureSpec {
-            columns: vec![Column { name: "pixels".into(), kind: Kind::Bytes, width: crate::PIXELS, shift: 0.0, scale: 1.0, vocab: vec![], impute: vec![0.0; crate::PIXELS] }],
+            columns: vec![Column {
+                name: "pixels".into(),
+                kind: Kind::Bytes,
+                width: crate::PIXELS,
+                shift: 0.0,
+                scale: 1.0,
+                vocab: vec![],
+                impute: vec![0.0; crate::PIXELS],
+            }],
             label: "label".into(),
             task: Task::Classification,
             classes: (0..10).map(|d: u8| d.to_string()).collect(),
@@ -290,12 +298,15 @@ impl FeatureSpec {
         }
         match self.task {
             Task::Classification => {
-                let name = cell.class_name().ok_or_else(|| EncodeError::Kind { column: self.label.clone(), expected: "a class".into(), got: describe(cell) })?;
+                let name =
+                    cell.class_name().ok_or_else(|| EncodeError::Kind { column: self.label.clone(), expected: "a class".into(), got: describe(cell) })?;
                 self.classes.iter().position(|c| *c == name).map(Target::Class).ok_or(EncodeError::UnknownClass(name))
             }
-            Task::Regression => number_of(cell)
-                .map(|x| Target::Value(x as f32))
-                .ok_or_else(|| EncodeError::Kind { column: self.label.clone(), expected: "a number".into(), got: describe(cell) }),
+            Task::Regression => number_of(cell).map(|x| Target::Value(x as f32)).ok_or_else(|| EncodeError::Kind {
+                column: self.label.clone(),
+                expected: "a number".into(),
+                got: describe(cell),
+            }),
         }
     }
 

@@ -8,9 +8,39 @@ fn rec(key: &str, cells: &[(&str, Cell)]) -> Record {
 
 fn rows() -> Vec<Record> {
     vec![
-        rec("1", &[("id", Cell::Int(1)), ("income", Cell::Number(10.0)), ("owner", Cell::Bool(true)), ("color", Cell::Text("E".into())), ("v", Cell::Array(vec![Some(1.0), Some(2.0)])), ("defaulted", Cell::Bool(false))]),
-        rec("2", &[("id", Cell::Int(2)), ("income", Cell::Number(30.0)), ("owner", Cell::Bool(false)), ("color", Cell::Text("D".into())), ("v", Cell::Array(vec![Some(3.0), None])), ("defaulted", Cell::Bool(true))]),
-        rec("3", &[("id", Cell::Int(3)), ("income", Cell::Null), ("owner", Cell::Bool(true)), ("color", Cell::Text("E".into())), ("v", Cell::Array(vec![Some(5.0), Some(4.0)])), ("defaulted", Cell::Bool(false))]),
+        rec(
+            "1",
+            &[
+                ("id", Cell::Int(1)),
+                ("income", Cell::Number(10.0)),
+                ("owner", Cell::Bool(true)),
+                ("color", Cell::Text("E".into())),
+                ("v", Cell::Array(vec![Some(1.0), Some(2.0)])),
+                ("defaulted", Cell::Bool(false)),
+            ],
+        ),
+        rec(
+            "2",
+            &[
+                ("id", Cell::Int(2)),
+                ("income", Cell::Number(30.0)),
+                ("owner", Cell::Bool(false)),
+                ("color", Cell::Text("D".into())),
+                ("v", Cell::Array(vec![Some(3.0), None])),
+                ("defaulted", Cell::Bool(true)),
+            ],
+        ),
+        rec(
+            "3",
+            &[
+                ("id", Cell::Int(3)),
+                ("income", Cell::Null),
+                ("owner", Cell::Bool(true)),
+                ("color", Cell::Text("E".into())),
+                ("v", Cell::Array(vec![Some(5.0), Some(4.0)])),
+                ("defaulted", Cell::Bool(false)),
+            ],
+        ),
     ]
 }
 
@@ -80,7 +110,11 @@ fn regression_scaling_and_errors() {
     assert_eq!((spec.task, spec.outputs()), (Task::Regression, 1));
     assert_eq!(spec.target(&rows[1]), Ok(Target::Value(30.0)));
     assert_eq!(spec.target(&rows[2]), Err(EncodeError::Null("income".into())));
-    let spec = FeatureSpec::fit(rows.iter(), &SpecOptions { label: "defaulted".into(), features: Some(vec!["income".into()]), scaling: Scaling::MinMax, ..Default::default() }).unwrap();
+    let spec = FeatureSpec::fit(
+        rows.iter(),
+        &SpecOptions { label: "defaulted".into(), features: Some(vec!["income".into()]), scaling: Scaling::MinMax, ..Default::default() },
+    )
+    .unwrap();
     let mut out = Vec::new();
     spec.encode(&rows[1], &mut out).unwrap();
     assert_eq!(out, [1.0]);

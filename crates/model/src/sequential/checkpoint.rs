@@ -94,7 +94,14 @@ pub fn save(t: &SeqTrainer, features: &FeatureSpec, dir: &Path) -> Result<(), Mo
     let bytes = std::fs::read(&w).map_err(|e| err(&w, e.to_string()))?;
     let o = dir.join(OPTIMIZER);
     t.save_optimizer(&o).map_err(|e| err(&o, e))?;
-    let meta = SeqMeta { model: t.spec.clone(), loss: t.loss, settings: t.settings.clone(), epochs_done: t.epochs_done, features: features.clone(), weights_sha256: sha256_hex(&bytes) };
+    let meta = SeqMeta {
+        model: t.spec.clone(),
+        loss: t.loss,
+        settings: t.settings.clone(),
+        epochs_done: t.epochs_done,
+        features: features.clone(),
+        weights_sha256: sha256_hex(&bytes),
+    };
     let path = dir.join(META);
     std::fs::write(&path, serde_json::to_string_pretty(&meta).expect("meta serialises")).map_err(|e| err(&path, e.to_string()))
 }

@@ -55,7 +55,9 @@ pub fn keras_config(spec: &SequentialSpec, loss: Loss) -> J {
             Layer::GlobalAveragePooling2D => json!({"data_format": "channels_last", "keepdims": false}),
             Layer::Flatten => json!({"data_format": "channels_last"}),
             Layer::Reshape { target_shape } => json!({"target_shape": target_shape}),
-            Layer::BatchNormalization { epsilon, momentum, center, scale } => json!({"axis": -1, "momentum": momentum, "epsilon": epsilon, "center": center, "scale": scale}),
+            Layer::BatchNormalization { epsilon, momentum, center, scale } => {
+                json!({"axis": -1, "momentum": momentum, "epsilon": epsilon, "center": center, "scale": scale})
+            }
         };
         c["name"] = J::from(name);
         c["trainable"] = J::Bool(true);

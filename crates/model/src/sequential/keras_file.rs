@@ -79,7 +79,10 @@ pub fn load(path: &Path, device: &Device) -> Result<KerasModel, ModelError> {
         let file = std::fs::File::open(path).map_err(|e| err(path, e.to_string()))?;
         let mut zip = zip::ZipArchive::new(file).map_err(|e| err(path, format!("not a .keras file (a zip archive): {e}")))?;
         let mut text = String::new();
-        zip.by_name("config.json").map_err(|e| err(path, format!("config.json: {e}")))?.read_to_string(&mut text).map_err(|e| err(path, format!("config.json: {e}")))?;
+        zip.by_name("config.json")
+            .map_err(|e| err(path, format!("config.json: {e}")))?
+            .read_to_string(&mut text)
+            .map_err(|e| err(path, format!("config.json: {e}")))?;
         let doc: J = serde_json::from_str(&text).map_err(|e| err(path, format!("config.json is not JSON: {e}")))?;
         let mut tmp = tempfile::NamedTempFile::new().map_err(|e| err(path, e.to_string()))?;
         let mut weights = zip.by_name("model.weights.h5").map_err(|e| err(path, format!("model.weights.h5: {e}")))?;

@@ -57,8 +57,10 @@ impl SequentialSpec {
                 match &cfg[k] {
                     J::String(s) => Activation::parse(s).map_err(|e| bad(format!("{what}: {e}"))),
                     J::Null => Ok(Activation::Linear),
-                    J::Object(o) => Activation::parse(o.get("config").and_then(|c| c.get("name")).and_then(J::as_str).or(o.get("class_name").and_then(J::as_str)).unwrap_or(""))
-                        .map_err(|e| bad(format!("{what}: {e}"))),
+                    J::Object(o) => Activation::parse(
+                        o.get("config").and_then(|c| c.get("name")).and_then(J::as_str).or(o.get("class_name").and_then(J::as_str)).unwrap_or(""),
+                    )
+                    .map_err(|e| bad(format!("{what}: {e}"))),
                     _ => Err(bad(format!("{what}: activation must be a name"))),
                 }
             };
@@ -257,16 +259,19 @@ mod tests {
         assert_eq!(s.input_shape, Some(vec![28, 28, 1]));
         let names: Vec<&str> = s.layers.iter().map(Layer::class_name).collect();
         assert_eq!(names, ["Conv2D", "MaxPooling2D", "BatchNormalization", "Flatten", "Dense"]);
-        assert_eq!(s.layers[0], Layer::Conv2D {
-            filters: 4,
-            kernel_size: [3, 3],
-            strides: [1, 1],
-            padding: Padding::Valid,
-            activation: Activation::Relu,
-            use_bias: true,
-            kernel_initializer: Init::GlorotUniform,
-            bias_initializer: Init::Zeros
-        });
+        assert_eq!(
+            s.layers[0],
+            Layer::Conv2D {
+                filters: 4,
+                kernel_size: [3, 3],
+                strides: [1, 1],
+                padding: Padding::Valid,
+                activation: Activation::Relu,
+                use_bias: true,
+                kernel_initializer: Init::GlorotUniform,
+                bias_initializer: Init::Zeros
+            }
+        );
         assert_eq!(s.layers[2], Layer::BatchNormalization { epsilon: 0.001, momentum: 0.99, center: true, scale: true });
         // Keras' build_config of the Dense layer: 676 = 13 * 13 * 4 inputs.
         assert_eq!(s.shapes().unwrap()[3], vec![676]);

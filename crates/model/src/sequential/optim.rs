@@ -16,11 +16,31 @@ use crate::{FusedAdam, ModelError};
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "class_name")]
 pub enum OptimizerSpec {
-    Adam { learning_rate: f64, beta_1: f32, beta_2: f32, epsilon: f32 },
-    AdamW { learning_rate: f64, weight_decay: f32, beta_1: f32, beta_2: f32, epsilon: f32 },
+    Adam {
+        learning_rate: f64,
+        beta_1: f32,
+        beta_2: f32,
+        epsilon: f32,
+    },
+    AdamW {
+        learning_rate: f64,
+        weight_decay: f32,
+        beta_1: f32,
+        beta_2: f32,
+        epsilon: f32,
+    },
     #[serde(rename = "SGD")]
-    Sgd { learning_rate: f64, momentum: f32, nesterov: bool },
-    RMSprop { learning_rate: f64, rho: f32, momentum: f32, epsilon: f32 },
+    Sgd {
+        learning_rate: f64,
+        momentum: f32,
+        nesterov: bool,
+    },
+    RMSprop {
+        learning_rate: f64,
+        rho: f32,
+        momentum: f32,
+        epsilon: f32,
+    },
 }
 
 impl OptimizerSpec {
@@ -31,7 +51,10 @@ impl OptimizerSpec {
 
     pub fn learning_rate(&self) -> f64 {
         match *self {
-            OptimizerSpec::Adam { learning_rate, .. } | OptimizerSpec::AdamW { learning_rate, .. } | OptimizerSpec::Sgd { learning_rate, .. } | OptimizerSpec::RMSprop { learning_rate, .. } => learning_rate,
+            OptimizerSpec::Adam { learning_rate, .. }
+            | OptimizerSpec::AdamW { learning_rate, .. }
+            | OptimizerSpec::Sgd { learning_rate, .. }
+            | OptimizerSpec::RMSprop { learning_rate, .. } => learning_rate,
         }
     }
 
@@ -48,7 +71,10 @@ impl OptimizerSpec {
         }
         // Settings that change the training and are not implemented: refused, not ignored.
         let set = |k: &str| cfg.get(k).is_some_and(|v| !v.is_null() && v != &J::Bool(false));
-        let unsupported: Vec<&str> = ["clipnorm", "clipvalue", "global_clipnorm", "use_ema", "gradient_accumulation_steps", "loss_scale_factor"].into_iter().filter(|k| set(k)).collect();
+        let unsupported: Vec<&str> = ["clipnorm", "clipvalue", "global_clipnorm", "use_ema", "gradient_accumulation_steps", "loss_scale_factor"]
+            .into_iter()
+            .filter(|k| set(k))
+            .collect();
         if !unsupported.is_empty() {
             return Err(format!("optimizer {name}: {} not supported", unsupported.join(", ")));
         }
@@ -60,7 +86,12 @@ impl OptimizerSpec {
                 if cfg.get("amsgrad").and_then(J::as_bool) == Some(true) {
                     return Err("optimizer Adam: amsgrad is not supported".into());
                 }
-                OptimizerSpec::Adam { learning_rate: f("learning_rate", 0.001), beta_1: f("beta_1", 0.9) as f32, beta_2: f("beta_2", 0.999) as f32, epsilon: f("epsilon", 1e-7) as f32 }
+                OptimizerSpec::Adam {
+                    learning_rate: f("learning_rate", 0.001),
+                    beta_1: f("beta_1", 0.9) as f32,
+                    beta_2: f("beta_2", 0.999) as f32,
+                    epsilon: f("epsilon", 1e-7) as f32,
+                }
             }
             "adamw" => OptimizerSpec::AdamW {
                 learning_rate: f("learning_rate", 0.001),
@@ -69,12 +100,21 @@ impl OptimizerSpec {
                 beta_2: f("beta_2", 0.999) as f32,
                 epsilon: f("epsilon", 1e-7) as f32,
             },
-            "sgd" => OptimizerSpec::Sgd { learning_rate: f("learning_rate", 0.01), momentum: f("momentum", 0.0) as f32, nesterov: cfg.get("nesterov").and_then(J::as_bool).unwrap_or(false) },
+            "sgd" => OptimizerSpec::Sgd {
+                learning_rate: f("learning_rate", 0.01),
+                momentum: f("momentum", 0.0) as f32,
+                nesterov: cfg.get("nesterov").and_then(J::as_bool).unwrap_or(false),
+            },
             "rmsprop" => {
                 if cfg.get("centered").and_then(J::as_bool) == Some(true) {
                     return Err("optimizer RMSprop: centered is not supported".into());
                 }
-                OptimizerSpec::RMSprop { learning_rate: f("learning_rate", 0.001), rho: f("rho", 0.9) as f32, momentum: f("momentum", 0.0) as f32, epsilon: f("epsilon", 1e-7) as f32 }
+                OptimizerSpec::RMSprop {
+                    learning_rate: f("learning_rate", 0.001),
+                    rho: f("rho", 0.9) as f32,
+                    momentum: f("momentum", 0.0) as f32,
+                    epsilon: f("epsilon", 1e-7) as f32,
+                }
             }
             o => return Err(format!("optimizer {o:?} is not supported (Adam, AdamW, SGD, RMSprop)")),
         })

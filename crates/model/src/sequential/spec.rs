@@ -105,9 +105,19 @@ impl Padding {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "layer", rename_all = "lowercase")]
 pub enum Layer {
-    Dense { units: usize, activation: Activation, use_bias: bool, kernel_initializer: Init, bias_initializer: Init },
-    Dropout { rate: f64 },
-    Activation { activation: Activation },
+    Dense {
+        units: usize,
+        activation: Activation,
+        use_bias: bool,
+        kernel_initializer: Init,
+        bias_initializer: Init,
+    },
+    Dropout {
+        rate: f64,
+    },
+    Activation {
+        activation: Activation,
+    },
     /// A 2-D convolution over `(height, width, channels)`, kernel `[kh, kw, in, filters]` as Keras keeps it.
     Conv2D {
         filters: usize,
@@ -119,14 +129,29 @@ pub enum Layer {
         kernel_initializer: Init,
         bias_initializer: Init,
     },
-    MaxPooling2D { pool_size: [usize; 2], strides: [usize; 2], padding: Padding },
-    AveragePooling2D { pool_size: [usize; 2], strides: [usize; 2], padding: Padding },
+    MaxPooling2D {
+        pool_size: [usize; 2],
+        strides: [usize; 2],
+        padding: Padding,
+    },
+    AveragePooling2D {
+        pool_size: [usize; 2],
+        strides: [usize; 2],
+        padding: Padding,
+    },
     GlobalAveragePooling2D,
     /// Flattens in Keras' order (channels_last: channel fastest).
     Flatten,
-    Reshape { target_shape: Vec<usize> },
+    Reshape {
+        target_shape: Vec<usize>,
+    },
     /// Over the last axis (channels), Keras' momentum (`running = m * running + (1 - m) * batch`).
-    BatchNormalization { epsilon: f64, momentum: f64, center: bool, scale: bool },
+    BatchNormalization {
+        epsilon: f64,
+        momentum: f64,
+        center: bool,
+        scale: bool,
+    },
 }
 
 impl Layer {
@@ -174,7 +199,8 @@ impl SequentialSpec {
     /// `--layers 64,64`: Dense(relu) per entry, then the output layer (linear: losses take
     /// logits).
     pub fn dense(inputs: usize, hidden: &[usize], outputs: usize) -> SequentialSpec {
-        let dense = |units, activation| Layer::Dense { units, activation, use_bias: true, kernel_initializer: Init::GlorotUniform, bias_initializer: Init::Zeros };
+        let dense =
+            |units, activation| Layer::Dense { units, activation, use_bias: true, kernel_initializer: Init::GlorotUniform, bias_initializer: Init::Zeros };
         let mut layers: Vec<Layer> = hidden.iter().map(|&u| dense(u, Activation::Relu)).collect();
         layers.push(dense(outputs, Activation::Linear));
         SequentialSpec { inputs, input_shape: None, layers }
@@ -191,7 +217,12 @@ impl SequentialSpec {
     pub fn shapes(&self) -> Result<Vec<Vec<usize>>, ModelError> {
         let first = self.first_shape();
         if first.iter().product::<usize>() != self.inputs {
-            return Err(ModelError::Input(format!("the input shape {} holds {} values, the model takes {}", show(&first), first.iter().product::<usize>(), self.inputs)));
+            return Err(ModelError::Input(format!(
+                "the input shape {} holds {} values, the model takes {}",
+                show(&first),
+                first.iter().product::<usize>(),
+                self.inputs
+            )));
         }
         let mut shape = first;
         let mut out = Vec::with_capacity(self.layers.len());
@@ -235,7 +266,10 @@ impl SequentialSpec {
                         return Err(bad(format!("epsilon {epsilon} must be positive and momentum {momentum} in [0, 1]")));
                     }
                     if shape.len() == 2 {
-                        return Err(bad(format!("normalising the last axis of {} is not supported (a flat input or an image is); add a Flatten before it", show(&shape))));
+                        return Err(bad(format!(
+                            "normalising the last axis of {} is not supported (a flat input or an image is); add a Flatten before it",
+                            show(&shape)
+                        )));
                     }
                     shape
                 }

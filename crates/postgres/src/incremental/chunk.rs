@@ -263,4 +263,3 @@ fn incremental_query_error(coll: &Collection, e: tokio_postgres::Error) -> Captu
         _ => CaptureError::from_pg("incremental snapshot chunk", e),
     }
 }
-

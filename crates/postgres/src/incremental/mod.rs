@@ -28,11 +28,11 @@ use crate::catalog::{list_tables, quote_ident, Rel};
 use crate::engine::{now_ns, Ctx, TxMeta};
 
 mod chunk;
-use chunk::next_chunk;
 use crate::offsets::{write_offsets, Offsets};
 use crate::pgoutput::TupleValue;
 use crate::signal::{self, Signal};
 use crate::CaptureError;
+use chunk::next_chunk;
 
 /// A table to snapshot incrementally.
 #[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq)]
@@ -180,7 +180,12 @@ impl Incremental {
 impl Incremental {
     /// A new slot whose initial snapshot is incremental (`tensorcdc.snapshot.incremental`):
     /// every included table, queued and recorded before the stream starts.
-    pub fn plan_initial(&mut self, cfg: &crate::CaptureConfig, tables: &[(String, String, u32)], stats: &std::sync::Mutex<crate::CaptureStats>) -> Result<(), CaptureError> {
+    pub fn plan_initial(
+        &mut self,
+        cfg: &crate::CaptureConfig,
+        tables: &[(String, String, u32)],
+        stats: &std::sync::Mutex<crate::CaptureStats>,
+    ) -> Result<(), CaptureError> {
         let collections: Vec<Collection> = tables.iter().map(|(s, t, _)| Collection { id: format!("{s}.{t}"), filter: None }).collect();
         if collections.is_empty() {
             return Ok(());

@@ -34,7 +34,11 @@ impl<'a> Reader<'a> {
         Ok(f64::from_be_bytes(self.take(8)?.try_into().expect("8 bytes")))
     }
     fn done(&self) -> Result<(), String> {
-        if self.b.is_empty() { Ok(()) } else { Err(format!("{}: {} bytes left over", self.what, self.b.len())) }
+        if self.b.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{}: {} bytes left over", self.what, self.b.len()))
+        }
     }
 }
 

@@ -58,7 +58,11 @@ impl Numeric {
         let q = unscaled / &div;
         let r = unscaled % &div;
         if r.abs() * 2 >= div {
-            if unscaled.is_negative() { q - 1 } else { q + 1 }
+            if unscaled.is_negative() {
+                q - 1
+            } else {
+                q + 1
+            }
         } else {
             q
         }
@@ -138,7 +142,11 @@ pub enum Datum {
     TimeTz(i64, i32),
     Timestamp(Ts),
     TimestampTz(Ts),
-    Interval { months: i32, days: i32, micros: i64 },
+    Interval {
+        months: i32,
+        days: i32,
+        micros: i64,
+    },
     Uuid([u8; 16]),
     Point(f64, f64),
     Array(Vec<Datum>),
@@ -188,7 +196,11 @@ pub fn pg_date_text(d: Date) -> String {
         Date::Days(n) => match naive_date(n) {
             Some(nd) => {
                 let (s, bc) = pg_date_parts(nd);
-                if bc { format!("{s} BC") } else { s }
+                if bc {
+                    format!("{s} BC")
+                } else {
+                    s
+                }
             }
             None => format!("{n} days"),
         },

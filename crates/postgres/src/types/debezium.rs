@@ -85,7 +85,9 @@ impl TypeSettings {
                     o => return Err(format!("{o:?}: expected numeric or string")),
                 }
             }
-            "money.fraction.digits" => self.money_fraction_digits = v.parse().ok().filter(|n| *n <= 20).ok_or_else(|| format!("{v:?}: expected a number of digits"))?,
+            "money.fraction.digits" => {
+                self.money_fraction_digits = v.parse().ok().filter(|n| *n <= 20).ok_or_else(|| format!("{v:?}: expected a number of digits"))?
+            }
             _ => return Ok(false),
         }
         Ok(true)
@@ -281,7 +283,13 @@ fn zoned_timestamp(t: Ts, precision: u32) -> Value {
 fn iso_date(d: chrono::NaiveDate) -> String {
     use chrono::Datelike;
     let y = d.year();
-    let year = if y > 9999 { format!("+{y}") } else if y < 0 { format!("-{:04}", -y) } else { format!("{y:04}") };
+    let year = if y > 9999 {
+        format!("+{y}")
+    } else if y < 0 {
+        format!("-{:04}", -y)
+    } else {
+        format!("{y:04}")
+    };
     format!("{year}-{:02}-{:02}", d.month(), d.day())
 }
 

@@ -71,7 +71,13 @@ pub fn default_value(t: &PgType, expr: &str, s: &TypeSettings) -> Option<Value> 
     let lit = literal(e, ph)?;
     let lit = match t.oid {
         // Debezium reads these with Java's parsers: `true`/`false` (any case), plain numbers.
-        oids::BOOL => if lit.eq_ignore_ascii_case("true") { "t" } else { "f" },
+        oids::BOOL => {
+            if lit.eq_ignore_ascii_case("true") {
+                "t"
+            } else {
+                "f"
+            }
+        }
         oids::DATE => lit.get(..10).unwrap_or(lit),
         oids::TIMESTAMP | oids::TIMESTAMPTZ if lit.len() == 10 => return default_value(t, &format!("'{lit} 00:00:00+00'"), s),
         oids::TIME if lit.len() == 5 => return default_value(t, &format!("'{lit}:00'"), s),

@@ -63,8 +63,37 @@ pub mod oids {
     pub const INT8RANGE: u32 = 3926;
 
     pub const BUILTIN: &[u32] = &[
-        BOOL, BYTEA, NAME, INT8, INT2, INT4, TEXT, OID, JSON, XML, POINT, CIDR, FLOAT4, FLOAT8, MACADDR8, MONEY, MACADDR, INET, BPCHAR,
-        VARCHAR, DATE, TIME, TIMESTAMP, TIMESTAMPTZ, INTERVAL, TIMETZ, BIT, VARBIT, NUMERIC, UUID, JSONB,
+        BOOL,
+        BYTEA,
+        NAME,
+        INT8,
+        INT2,
+        INT4,
+        TEXT,
+        OID,
+        JSON,
+        XML,
+        POINT,
+        CIDR,
+        FLOAT4,
+        FLOAT8,
+        MACADDR8,
+        MONEY,
+        MACADDR,
+        INET,
+        BPCHAR,
+        VARCHAR,
+        DATE,
+        TIME,
+        TIMESTAMP,
+        TIMESTAMPTZ,
+        INTERVAL,
+        TIMETZ,
+        BIT,
+        VARBIT,
+        NUMERIC,
+        UUID,
+        JSONB,
     ];
 
     /// The element type of a built-in range type.
@@ -138,7 +167,11 @@ impl PgType {
 
     /// `time(p)`, `timestamp(p)`: fractional digits (6 when not given).
     pub fn time_precision(&self) -> u32 {
-        if self.typmod >= 0 { self.typmod as u32 } else { 6 }
+        if self.typmod >= 0 {
+            self.typmod as u32
+        } else {
+            6
+        }
     }
 
     /// `bit(n)`, `varbit(n)`, `char(n)`, `varchar(n)`: the declared length.

@@ -118,7 +118,8 @@ fn interval(s: &str) -> Option<Datum> {
             'S' => {
                 let n = std::mem::take(&mut num);
                 let neg = n.starts_with('-');
-                let (w, f) = n.trim_start_matches('-').split_once('.').map_or((n.trim_start_matches('-').to_string(), String::new()), |(a, b)| (a.into(), b.into()));
+                let (w, f) =
+                    n.trim_start_matches('-').split_once('.').map_or((n.trim_start_matches('-').to_string(), String::new()), |(a, b)| (a.into(), b.into()));
                 if !f.is_ascii() {
                     return None;
                 }
@@ -215,9 +216,7 @@ pub fn decode(t: &PgType, s: &str) -> Result<Datum, String> {
         oids::FLOAT8 => Datum::Float8(float(s).ok_or_else(|| err(t, s, "a float8"))?),
         oids::NUMERIC => Datum::Numeric(Numeric::parse(s).ok_or_else(|| err(t, s, "a numeric"))?),
         oids::MONEY => Datum::Money(money(s).ok_or_else(|| err(t, s, "money"))?),
-        oids::UUID => Datum::Uuid(
-            hex::decode(s.replace('-', "")).ok().and_then(|v| v.try_into().ok()).ok_or_else(|| err(t, s, "a uuid"))?,
-        ),
+        oids::UUID => Datum::Uuid(hex::decode(s.replace('-', "")).ok().and_then(|v| v.try_into().ok()).ok_or_else(|| err(t, s, "a uuid"))?),
         oids::DATE => Datum::Date(date(s).ok_or_else(|| err(t, s, "an ISO date"))?),
         oids::TIME => Datum::Time(time(s).ok_or_else(|| err(t, s, "a time"))?),
         oids::TIMETZ => {
