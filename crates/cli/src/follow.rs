@@ -33,6 +33,11 @@ pub fn mark_start() {
     STARTED_MS.get_or_init(now_ms);
 }
 
+/// Seconds since [`mark_start`].
+pub fn since_start_s() -> f64 {
+    (now_ms() - *STARTED_MS.get_or_init(now_ms)) / 1e3
+}
+
 /// The one meaning of latency: commit-to-prediction time of a change that committed while this
 /// process ran. A snapshot row, or a row of the backlog that committed before the process
 /// started, has none (it is counted apart: `/metrics`, the summaries).

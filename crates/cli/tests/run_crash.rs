@@ -15,7 +15,7 @@ use rand::{Rng, SeedableRng};
 use tensorcdc_localpg::LocalPg;
 
 mod common;
-use common::{cancer_table, Kill, Lines};
+use common::{cancer_insert, cancer_table, Kill, Lines};
 
 const ROUNDS: usize = 12;
 /// Transactions written in each round, while the run reads them and is killed.
@@ -183,4 +183,69 @@ async fn killed_runs_count_every_labelled_example_once_and_predict_every_row() {
     // The slot stays for the next run, confirmed no further than the last version counted.
     let slot = c.query("SELECT active FROM pg_replication_slots WHERE slot_name = 'tensorcdc_run_cancer'", &[]).await.unwrap();
     assert_eq!(slot.len(), 1);
+}
+
+/// A crash at each boundary between the steps of publishing a version (a failpoint aborts the
+/// process there: `TENSORCDC_FAILPOINT`), then a run to the end of the stream: every later
+/// publish works, the history numbers versions 1, 2, 3... once each, every version's folder is
+/// in place, `serving` names the last version the history says serves, and each labelled
+/// change is counted once. Ten labelled rows with a NULL feature are counted as skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_between_publishing_steps_never_breaks_a_later_publish() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pg, c, header, rows) = cancer_table(dir.path(), "int").await;
+    c.batch_execute(&cancer_insert(&header, &rows, 0, 200, true)).await.unwrap();
+    let out = dir.path().join("versions");
+    let mut expected = 200;
+    for (i, point) in ["publish:written", "publish:history", "publish:renamed"].into_iter().enumerate() {
+        if point == "publish:renamed" {
+            // Version 1 is in place: a new version needs new labelled rows.
+            c.batch_execute(&cancer_insert(&header, &rows, 200, 230, true)).await.unwrap();
+            expected += 30;
+        }
+        let mut cmd = run_cmd(&pg, &out, -1);
+        cmd.env("TENSORCDC_FAILPOINT", point).stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let (lines, err) = (Lines::of(child.stdout.take().unwrap()), Lines::of(child.stderr.take().unwrap()));
+        let mut child = Kill(child);
+        let said = lines.rest(180, point);
+        let status = child.0.wait().unwrap();
+        let errs = err.rest(10, "stderr");
+        assert!(!status.success(), "round {i}: the run did not stop at {point}: {said:#?}");
+        assert!(errs.iter().any(|l| l.contains(&format!("failpoint {point}: aborting"))), "round {i}: {errs:#?}\n{said:#?}");
+        eprintln!("{point}: {said:?}");
+    }
+    // 30 labelled rows and 10 labelled rows with a NULL feature (skipped: the default for
+    // NULLs), in one transaction.
+    let radius = header.iter().position(|h| h == "mean_radius").unwrap();
+    let mut with_null = rows.clone();
+    for r in &mut with_null[260..270] {
+        r[radius] = "NULL".into();
+    }
+    c.batch_execute(&cancer_insert(&header, &with_null, 230, 270, true)).await.unwrap();
+    expected += 40;
+    let mut cmd = run_cmd(&pg, &out, 4000);
+    cmd.stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let (lines, err) = (Lines::of(child.stdout.take().unwrap()), Lines::of(child.stderr.take().unwrap()));
+    let mut child = Kill(child);
+    let said = lines.rest(180, "the last run");
+    let errs = err.rest(10, "stderr");
+    assert!(child.0.wait().unwrap().success(), "{said:#?}\n{errs:#?}");
+    assert!(said.iter().any(|l| l.starts_with("run: resuming from version 2")), "{said:#?}");
+    let hist: Vec<serde_json::Value> = std::fs::read_to_string(out.join("versions.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let numbers: Vec<u64> = hist.iter().map(|v| v["version"].as_u64().unwrap()).collect();
+    assert!(numbers.len() >= 3, "{numbers:?}");
+    assert_eq!(numbers, (1..=hist.len() as u64).collect::<Vec<_>>(), "versions numbered once each, without gaps");
+    for v in &numbers {
+        assert!(out.join(format!("v{v:06}/version.json")).is_file(), "version {v}'s folder is in place");
+    }
+    let last_serving = hist.iter().rev().find(|v| v["serving"].as_bool().unwrap()).map(|v| v["version"].as_u64().unwrap()).unwrap();
+    assert_eq!(std::fs::read_to_string(out.join("serving")).unwrap().trim(), last_serving.to_string());
+    let last = hist.last().unwrap();
+    assert_eq!(last["examples_seen"].as_u64().unwrap(), expected, "{hist:#?}");
+    // The 10 rows with a NULL feature: counted, not trained on, and said.
+    assert_eq!(last["skipped"], serde_json::json!({ "column \"mean_radius\" is NULL": 10 }), "{hist:#?}");
+    assert!(said.iter().any(|l| l.contains("(10 of them skipped: they did not encode)")), "{said:#?}");
+    assert_eq!(errs.iter().filter(|l| l.contains("not trained on: column \"mean_radius\" is NULL")).count(), 1, "said once: {errs:#?}");
 }

@@ -24,4 +24,4 @@ pub mod versions;
 pub use buffer::{Applied, TrainingBuffer};
 pub use gate::{Gate, Score};
 pub use txns::Txns;
-pub use versions::{VersionMeta, Versions};
+pub use versions::{failpoint, VersionError, VersionMeta, Versions};

@@ -1,4 +1,4 @@
-//! Model versions in a folder, published atomically:
+//! Model versions in a folder, published so that no crash point loses or reuses a number:
 //!
 //! ```text
 //! DIR/v000001/        a checkpoint (model.json, model.bpk, optimizer.bpk) and version.json
@@ -7,8 +7,14 @@
 //! DIR/serving         the number of the serving version
 //! ```
 //!
-//! A version is written into `DIR/.v000001.tmp` and renamed into place, and `serving` is
-//! replaced by rename, so a crash leaves either the old or the new state, never half of one.
+//! A version is published in four steps: its checkpoint is written whole into
+//! `DIR/.v000001.tmp`; its line is appended to the history (the commit point: from here on
+//! the number is taken); the folder is renamed into place; `serving` is replaced by rename.
+//! [`Versions::open`] rolls a crash between the steps forward: a version whose line is in
+//! the history but whose folder is still `.tmp` is renamed into place, and `serving` is
+//! pointed at the last version the history says serves. A crash before the line is appended
+//! leaves only a `.tmp` folder, which the next publish of that number replaces. Each step
+//! boundary is a failpoint ([`failpoint`]) so tests crash the process exactly there.
 //! [`Versions::prune`] deletes old checkpoints (not their history lines), so a run that
 //! publishes a version every few seconds does not fill the disk.
 
@@ -27,6 +33,10 @@ pub struct VersionMeta {
     pub position: String,
     /// Labelled examples trained on, counted once each (an update is a new example).
     pub examples_seen: u64,
+    /// Of `examples_seen`, the labelled rows that could not be encoded (a NULL feature, a
+    /// value of the wrong type), by reason: counted, not trained on.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub skipped: std::collections::BTreeMap<String, u64>,
     /// The end LSN of the last transaction whose labelled rows it has counted (0: none
     /// streamed yet, only the snapshot). A restart skips transactions up to it.
     #[serde(default)]
@@ -37,16 +47,32 @@ pub struct VersionMeta {
     pub published_ms: i64,
 }
 
+/// What went wrong with the versions folder.
 #[derive(Debug, thiserror::Error)]
-#[error("{path}: {source}")]
-pub struct VersionError {
-    pub path: PathBuf,
-    #[source]
-    pub source: std::io::Error,
+pub enum VersionError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: holds {found:?}, expected {expected}")]
+    Invalid { path: PathBuf, found: String, expected: &'static str },
+    #[error("writing the checkpoint of version {version}: {reason}")]
+    Checkpoint { version: u64, reason: String },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> VersionError + '_ {
-    move |source| VersionError { path: path.into(), source }
+    move |source| VersionError::Io { path: path.into(), source }
+}
+
+/// Ends the process (as `kill -9` would, without unwinding) when `TENSORCDC_FAILPOINT`
+/// names this point: crash tests stop a run between two steps, never by timing.
+pub fn failpoint(name: &str) {
+    if std::env::var("TENSORCDC_FAILPOINT").is_ok_and(|v| v == name) {
+        eprintln!("failpoint {name}: aborting (TENSORCDC_FAILPOINT)");
+        std::process::abort();
+    }
 }
 
 /// The versions folder.
@@ -56,9 +82,34 @@ pub struct Versions {
 }
 
 impl Versions {
+    /// Opens (creates) the folder and finishes a publish a crash interrupted.
     pub fn open(dir: &Path) -> Result<Self, VersionError> {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
-        Ok(Versions { dir: dir.into() })
+        let v = Versions { dir: dir.into() };
+        v.roll_forward()?;
+        Ok(v)
+    }
+
+    fn tmp(&self, version: u64) -> PathBuf {
+        self.dir.join(format!(".v{version:06}.tmp"))
+    }
+
+    /// A version in the history whose folder was not renamed yet is renamed into place; the
+    /// serving pointer is set to the last version the history says serves.
+    fn roll_forward(&self) -> Result<(), VersionError> {
+        let history = self.history()?;
+        if let Some(last) = history.last() {
+            let (tmp, dest) = (self.tmp(last.version), self.path(last.version));
+            if !dest.exists() && tmp.join("version.json").is_file() {
+                std::fs::rename(&tmp, &dest).map_err(io(&dest))?;
+            }
+        }
+        if let Some(s) = history.iter().rev().find(|m| m.serving) {
+            if self.serving()? != Some(s.version) {
+                self.point_serving(s.version)?;
+            }
+        }
+        Ok(())
     }
 
     pub fn path(&self, version: u64) -> PathBuf {
@@ -87,54 +138,70 @@ impl Versions {
     pub fn serving(&self) -> Result<Option<u64>, VersionError> {
         let p = self.dir.join("serving");
         match std::fs::read_to_string(&p) {
-            Ok(t) => t.trim().parse().map(Some).map_err(|_| {
-                io(&p)(std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    format!("holds {:?}, expected the number of the serving version (remove the file to serve none)", t.trim()),
-                ))
+            Ok(t) => t.trim().parse().map(Some).map_err(|_| VersionError::Invalid {
+                path: p.clone(),
+                found: t.trim().into(),
+                expected: "the number of the serving version (remove the file to serve none)",
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io(&p)(e)),
         }
     }
 
-    /// The next version number.
+    /// The next version number: one past the last in the history (a number is taken once its
+    /// line is written, and only then).
     pub fn next_number(&self) -> Result<u64, VersionError> {
         Ok(self.history()?.iter().map(|m| m.version).max().unwrap_or(0) + 1)
     }
 
-    /// Publishes a version: `write` fills the folder it is given (the checkpoint), then the
-    /// folder is renamed into place, its line appended to the history, and, when
+    fn point_serving(&self, version: u64) -> Result<(), VersionError> {
+        let tmp_ptr = self.dir.join(".serving.tmp");
+        std::fs::write(&tmp_ptr, version.to_string()).map_err(io(&tmp_ptr))?;
+        let ptr = self.dir.join("serving");
+        std::fs::rename(&tmp_ptr, &ptr).map_err(io(&ptr))
+    }
+
+    /// Publishes a version: `write` fills the folder it is given (the checkpoint), then its
+    /// line is appended to the history, the folder renamed into place and, when
     /// `meta.serving`, the serving pointer moved to it.
-    pub fn publish(&self, meta: &VersionMeta, write: impl FnOnce(&Path) -> Result<(), String>) -> Result<PathBuf, String> {
-        let tmp = self.dir.join(format!(".v{:06}.tmp", meta.version));
-        let _ = std::fs::remove_dir_all(&tmp);
-        std::fs::create_dir_all(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
-        write(&tmp)?;
-        let json = serde_json::to_string(meta).expect("meta serialises");
-        std::fs::write(tmp.join("version.json"), &json).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    pub fn publish(&self, meta: &VersionMeta, write: impl FnOnce(&Path) -> Result<(), String>) -> Result<PathBuf, VersionError> {
+        let tmp = self.tmp(meta.version);
         let dest = self.path(meta.version);
-        std::fs::rename(&tmp, &dest).map_err(|e| format!("{} -> {}: {e}", tmp.display(), dest.display()))?;
+        // Left by a crash before its line was written (or by an older tensorcdc that renamed
+        // first): never published, so replaced.
+        for stale in [&tmp, &dest] {
+            match std::fs::remove_dir_all(stale) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(stale)(e)),
+                _ => {}
+            }
+        }
+        std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+        write(&tmp).map_err(|reason| VersionError::Checkpoint { version: meta.version, reason })?;
+        let json = serde_json::to_string(meta).expect("meta serialises");
+        let vj = tmp.join("version.json");
+        std::fs::write(&vj, &json).map_err(io(&vj))?;
+        failpoint("publish:written");
         let hist = self.dir.join("versions.jsonl");
-        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&hist).map_err(|e| format!("{}: {e}", hist.display()))?;
-        writeln!(f, "{json}").and_then(|_| f.sync_all()).map_err(|e| format!("{}: {e}", hist.display()))?;
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&hist).map_err(io(&hist))?;
+        writeln!(f, "{json}").and_then(|_| f.sync_all()).map_err(io(&hist))?;
+        failpoint("publish:history");
+        std::fs::rename(&tmp, &dest).map_err(io(&dest))?;
+        failpoint("publish:renamed");
         if meta.serving {
-            let tmp_ptr = self.dir.join(".serving.tmp");
-            std::fs::write(&tmp_ptr, meta.version.to_string()).map_err(|e| format!("{}: {e}", tmp_ptr.display()))?;
-            std::fs::rename(&tmp_ptr, self.dir.join("serving")).map_err(|e| format!("serving: {e}"))?;
+            self.point_serving(meta.version)?;
         }
         Ok(dest)
     }
 
     /// Deletes the checkpoint folders of all but the newest `keep` versions and the serving
     /// one (`keep` 0: deletes none); their lines stay in the history. Returns how many went.
-    pub fn prune(&self, keep: usize) -> Result<usize, String> {
+    pub fn prune(&self, keep: usize) -> Result<usize, VersionError> {
         if keep == 0 {
             return Ok(0);
         }
-        let serving = self.serving().map_err(|e| e.to_string())?;
+        let serving = self.serving()?;
         let mut held: Vec<u64> = std::fs::read_dir(&self.dir)
-            .map_err(|e| format!("{}: {e}", self.dir.display()))?
+            .map_err(io(&self.dir))?
             .flatten()
             .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_prefix('v')).and_then(|n| n.parse().ok()))
             .collect();
@@ -143,7 +210,7 @@ impl Versions {
         let mut gone = 0;
         for v in held.into_iter().take(old).filter(|v| Some(*v) != serving) {
             let p = self.path(v);
-            std::fs::remove_dir_all(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+            std::fs::remove_dir_all(&p).map_err(io(&p))?;
             gone += 1;
         }
         Ok(gone)
@@ -159,6 +226,7 @@ mod tests {
             version: v,
             position: format!("lsn 0/{v}"),
             examples_seen: v * 10,
+            skipped: Default::default(),
             ack_lsn: v,
             score: Score { loss: 1.0, accuracy: Some(0.5), rows: 3 },
             serving,
@@ -204,5 +272,34 @@ mod tests {
         assert_eq!(left, [2, 4, 5, 6], "the serving version and the 3 newest");
         assert_eq!(vs.history().unwrap().len(), 6, "every version's line stays");
         assert_eq!(vs.prune(3).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_publish_cut_between_any_two_steps_is_finished_or_forgotten_and_no_number_is_reused() {
+        let d = tempfile::tempdir().unwrap();
+        let vs = Versions::open(d.path()).unwrap();
+        vs.publish(&meta(1, true), |p| std::fs::write(p.join("model.bpk"), b"w1").map_err(|e| e.to_string())).unwrap();
+        // Cut after the history line, before the rename: version 2 is published on open.
+        let tmp2 = d.path().join(".v000002.tmp");
+        std::fs::create_dir_all(&tmp2).unwrap();
+        std::fs::write(tmp2.join("model.bpk"), b"w2").unwrap();
+        let m2 = meta(2, true);
+        std::fs::write(tmp2.join("version.json"), serde_json::to_string(&m2).unwrap()).unwrap();
+        let line = format!("{}\n", serde_json::to_string(&m2).unwrap());
+        std::fs::OpenOptions::new().append(true).open(d.path().join("versions.jsonl")).unwrap().write_all(line.as_bytes()).unwrap();
+        // ... and the serving pointer still says 1.
+        let vs = Versions::open(d.path()).unwrap();
+        assert_eq!(std::fs::read(vs.path(2).join("model.bpk")).unwrap(), b"w2");
+        assert!(!tmp2.exists());
+        assert_eq!(vs.serving().unwrap(), Some(2), "the history says version 2 serves");
+        assert_eq!(vs.next_number().unwrap(), 3);
+        // A folder with no history line (a cut before the line, by an older tensorcdc that
+        // renamed first) is replaced by the next publish of its number, not an error.
+        std::fs::create_dir_all(vs.path(3)).unwrap();
+        std::fs::write(vs.path(3).join("model.bpk"), b"stale").unwrap();
+        vs.publish(&meta(3, false), |p| std::fs::write(p.join("model.bpk"), b"w3").map_err(|e| e.to_string())).unwrap();
+        assert_eq!(std::fs::read(vs.path(3).join("model.bpk")).unwrap(), b"w3");
+        assert_eq!(vs.history().unwrap().iter().map(|m| m.version).collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(vs.serving().unwrap(), Some(2));
     }
 }

@@ -76,6 +76,19 @@ impl Live {
         self.0.lock().expect("live").versions.push(p);
     }
 
+    /// A prediction counted (and its latency), not shown among the latest.
+    pub fn counted(&self, latency_ms: Option<f64>) {
+        let mut s = self.0.lock().expect("live");
+        s.predictions += 1;
+        if let Some(l) = latency_ms {
+            let i = BUCKETS_MS.iter().position(|b| l <= *b).unwrap_or(BUCKETS_MS.len() - 1);
+            s.latency_counts[i] += 1;
+        }
+    }
+
+    /// How many of a batch's predictions the page shows (the last ones).
+    pub const SHOWN: usize = RECENT;
+
     pub fn prediction(&self, r: Recent) {
         let mut s = self.0.lock().expect("live");
         s.predictions += 1;

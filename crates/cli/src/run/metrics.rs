@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
@@ -31,6 +32,10 @@ pub struct Metrics {
     /// The in-process slot: the LSN confirmed to the server, and the bytes of WAL it holds.
     pub confirmed_lsn: Gauge,
     pub slot_wal_bytes: Gauge,
+    /// Labelled rows counted but not trained on (they did not encode), by reason.
+    pub examples_skipped: Family<Vec<(String, String)>, Counter>,
+    /// Columns added to or dropped from the table while running.
+    pub schema_changes: Family<Vec<(String, String)>, Counter>,
     /// What the live page shows.
     pub live: super::live::Live,
     registry: Arc<Mutex<Registry>>,
@@ -53,6 +58,8 @@ impl Metrics {
             existing_predictions: Counter::default(),
             confirmed_lsn: Gauge::default(),
             slot_wal_bytes: Gauge::default(),
+            examples_skipped: Family::default(),
+            schema_changes: Family::default(),
             live,
             registry: Arc::new(Mutex::new(Registry::with_prefix("tensorcdc"))),
         };
@@ -70,9 +77,19 @@ impl Metrics {
             r.register("prediction_latency_seconds", "Commit-to-prediction latency of rows committed while running", m.latency.clone());
             r.register("slot_confirmed_lsn", "The LSN the replication slot confirmed to the server", m.confirmed_lsn.clone());
             r.register("slot_wal_bytes", "Bytes of WAL between the slot's confirmed LSN and the server's last reported end", m.slot_wal_bytes.clone());
+            r.register("examples_skipped", "Labelled changes counted but not trained on (they did not encode), by reason", m.examples_skipped.clone());
+            r.register("schema_changes", "Columns added to or dropped from the table while running", m.schema_changes.clone());
             r.register("existing_row_predictions", "Predictions of rows already in the table (snapshot, restart): no latency", m.existing_predictions.clone());
         }
         m
+    }
+
+    /// `examples_skipped{reason}`: the counts the last version carries.
+    pub fn set_skipped(&self, skipped: &std::collections::BTreeMap<String, u64>) {
+        for (reason, n) in skipped {
+            let c = self.examples_skipped.get_or_create(&vec![("reason".to_string(), reason.clone())]);
+            c.inc_by(n.saturating_sub(c.get()));
+        }
     }
 
     fn text(&self) -> String {

@@ -37,6 +37,8 @@ mod metrics;
 mod predictions;
 mod preflight;
 mod resume;
+mod schema;
+mod state;
 mod train;
 
 use std::collections::HashMap;
@@ -44,203 +46,17 @@ use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use tensorcdc_dataset::features::{Change, FeatureSpec, SpecOptions};
-use tensorcdc_learn::{Applied, TrainingBuffer, Txns, Versions};
-use tensorcdc_model::sequential::SeqPredictor;
-use tensorcdc_source::{ChangeItem, SourceConfig, Stream};
+use tensorcdc_learn::{TrainingBuffer, Txns, Versions};
+use tensorcdc_source::{SourceConfig, Stream};
 
 pub use args::RunArgs;
-use predictions::{Pending, Predictions};
-use train::{Done, Job, Start};
+use predictions::Predictions;
+use state::State;
+use train::{Job, Start};
 
 pub fn run(a: RunArgs) -> Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(run_async(a))
-}
-
-/// What the loop holds between batches.
-struct State {
-    /// Changes come from a capture (gathered into whole transactions), not Kafka records.
-    by_txn: bool,
-    buf: TrainingBuffer,
-    txns: Txns<ChangeItem>,
-    spec: Option<FeatureSpec>,
-    serving: Option<(SeqPredictor, u64)>,
-    /// Unlabelled rows not yet predicted (no version serves yet), by key.
-    waiting: HashMap<String, Pending>,
-    /// Keys of the rows this process predicted: one labelled since loses its prediction.
-    predicted_keys: std::collections::HashSet<String>,
-    position: String,
-    predicted: usize,
-    /// Labelled changes counted by the last published version.
-    counted: u64,
-    training: bool,
-    /// No version published yet: a crash starts over (a new slot, `resume::reset_slot`), so
-    /// what is read may be confirmed (an incremental first snapshot then goes on from its
-    /// last chunk after a reconnect).
-    first: bool,
-    /// The labelled changes when the first version's spec last failed to fit for want of rows.
-    unfit_at: Option<u64>,
-    last_version: Instant,
-    /// The LSN confirmed to the slot so far, and the one that may be confirmed next.
-    confirmed: u64,
-    confirmable: u64,
-}
-
-impl State {
-    /// Applies whole transactions (and snapshot rows) to the buffer; deletes remove their
-    /// prediction; returns the unlabelled rows to predict.
-    async fn apply(&mut self, out: &Predictions, m: &metrics::Metrics, items: Vec<ChangeItem>) -> Result<Vec<Pending>> {
-        let mut fresh = Vec::new();
-        for it in items {
-            let ack = it.ack_lsn;
-            if let (true, true, Some(a)) = (it.snapshot, self.by_txn, ack) {
-                self.txns.passed(a);
-            }
-            let txn = if it.snapshot || !self.by_txn { Some(vec![it]) } else { self.txns.push(it, ack) };
-            for it in txn.into_iter().flatten() {
-                if !it.position.is_empty() {
-                    self.position.clone_from(&it.position);
-                }
-                if let Change::Delete(k) = &it.change {
-                    // Its prediction goes, and so does one this batch was about to write.
-                    out.delete(k).await?;
-                    self.predicted_keys.remove(k);
-                    // A row waiting for a first version that is deleted is not predicted.
-                    self.waiting.remove(k);
-                    fresh.retain(|p: &Pending| p.record.key.as_ref() != Some(k));
-                }
-                // A snapshot's read of a row already held is not counted again.
-                let applied = if it.snapshot { self.buf.apply_read(it.change) } else { self.buf.apply(it.change) };
-                match applied {
-                    Applied::Labelled { key, .. } => {
-                        // A row labelled late: its label is the answer now, not a prediction.
-                        if self.predicted_keys.remove(&key) {
-                            out.delete(&key).await?;
-                        }
-                        self.waiting.remove(&key);
-                        fresh.retain(|p: &Pending| p.record.key.as_ref() != Some(&key));
-                        m.labelled_rows.inc()
-                    }
-                    Applied::Unlabelled(record) => {
-                        fresh.push(Pending { record, position: it.position, commit_ts_ms: it.commit_ts_ms, snapshot: it.snapshot });
-                        0
-                    }
-                    Applied::Retracted(k) => {
-                        self.waiting.remove(&k);
-                        0
-                    }
-                    Applied::Ignored => 0,
-                };
-            }
-        }
-        Ok(fresh)
-    }
-
-    /// Predicts with the serving version, or keeps the rows until one serves.
-    async fn serve(&mut self, out: &Predictions, m: &metrics::Metrics, rows: Vec<Pending>) -> Result<()> {
-        match (&self.serving, &self.spec) {
-            (Some((p, v)), Some(s)) => {
-                self.predicted += out.predict(m, s, p, *v, &rows).await?;
-                self.predicted_keys.extend(rows.iter().filter_map(|r| r.record.key.clone()));
-            }
-            _ => self.waiting.extend(rows.into_iter().filter_map(|p| p.record.key.clone().map(|k| (k, p)))),
-        }
-        Ok(())
-    }
-
-    /// A version came back from the training thread.
-    async fn published(&mut self, out: &Predictions, m: &metrics::Metrics, d: Done) -> Result<()> {
-        self.training = false;
-        let s = d.meta.score;
-        println!(
-            "version {}: {} examples seen, held-out {} on {} rows{}",
-            d.meta.version,
-            d.meta.examples_seen,
-            s.accuracy.map(|x| format!("accuracy {x:.4}")).unwrap_or_else(|| format!("loss {:.4}", s.loss)),
-            s.rows,
-            if d.meta.serving { ", serving" } else { ", worse than the serving version: kept, not serving" }
-        );
-        m.live.version(&d.meta);
-        self.counted = d.meta.examples_seen;
-        self.first = false;
-        self.confirmable = self.confirmable.max(d.meta.ack_lsn);
-        m.examples_trained.set(d.meta.examples_seen as i64);
-        if !d.meta.serving {
-            m.versions_refused.inc();
-        }
-        if let Some(p) = d.predictor {
-            m.model_version.set(d.meta.version as i64);
-            m.heldout_loss.set(s.loss);
-            m.heldout_accuracy.set(s.accuracy.unwrap_or(f64::NAN));
-            self.serving = Some((p, d.meta.version));
-            let rows: Vec<Pending> = self.waiting.drain().map(|(_, p)| p).collect();
-            self.serve(out, m, rows).await?;
-        }
-        Ok(())
-    }
-
-    /// The next version's job, when one is due: the first after the snapshot, then every
-    /// `--retrain-every` new labelled rows or `--retrain-secs` seconds; at the end of the
-    /// stream (`ending`), whatever is left. Only between transactions, so a version counts
-    /// whole transactions.
-    fn due(&mut self, a: &RunArgs, streaming: bool, ending: bool, key_columns: &[String]) -> Result<Option<Job>> {
-        let new = self.buf.new_count();
-        let first = self.spec.is_none();
-        let due = (!first || streaming || ending)
-            && (new >= a.retrain_every
-                || (new > 0 && (first || self.last_version.elapsed().as_secs_f64() >= a.retrain_secs))
-                || (ending && self.buf.labelled_changes > self.counted));
-        if self.training || !due || self.txns.in_transaction() {
-            return Ok(None);
-        }
-        if first {
-            let opts = SpecOptions {
-                label: a.label.clone(),
-                features: a.features.clone(),
-                exclude: key_columns.to_vec(),
-                scaling: Default::default(),
-                nulls: Default::default(),
-                task: None,
-            };
-            // Fitted again only when labelled rows came since the last try.
-            if !ending && self.unfit_at == Some(self.buf.labelled_changes) {
-                return Ok(None);
-            }
-            match FeatureSpec::fit(self.buf.training(), &opts) {
-                Ok(spec) => self.spec = Some(spec),
-                // A stream's first rows may all have one class (or a column NULL): more come.
-                Err(e) if e.needs_more_rows() && !ending => {
-                    if self.unfit_at.is_none() {
-                        eprintln!("run: no first version yet: {e}; waiting for more labelled rows");
-                    }
-                    self.unfit_at = Some(self.buf.labelled_changes);
-                    return Ok(None);
-                }
-                Err(e) => anyhow::bail!("the first version: {e}"),
-            }
-        }
-        let spec = self.spec.clone().expect("fitted");
-        let job = train::make_job(a, &spec, &mut self.buf, first, &self.position, self.txns.through());
-        if job.train.is_empty() {
-            return Ok(None);
-        }
-        self.training = true;
-        self.last_version = Instant::now();
-        Ok(Some(job))
-    }
-
-    /// The LSN the slot may move to: what the last version counted, or everything read when
-    /// no labelled change since is waiting for a version.
-    fn to_confirm(&mut self) -> Option<u64> {
-        if !self.training && (self.buf.labelled_changes == self.counted || self.first) && !self.txns.in_transaction() {
-            self.confirmable = self.confirmable.max(self.txns.through());
-        }
-        (self.confirmable > self.confirmed).then(|| {
-            self.confirmed = self.confirmable;
-            self.confirmed
-        })
-    }
 }
 
 async fn run_async(a: RunArgs) -> Result<()> {
@@ -250,7 +66,7 @@ async fn run_async(a: RunArgs) -> Result<()> {
             tensorcdc_postgres::conn::connect(&a.source).await.with_context(|| format!("connecting to {}", tensorcdc_postgres::conn::redact(&a.source)))?;
         preflight::check(&client, &a.table, &a.label, a.key.as_deref(), a.features.as_deref(), &a.layers).await?
     };
-    let versions = Versions::open(&a.out).map_err(anyhow::Error::msg)?;
+    let versions = Versions::open(&a.out)?;
     let pred_table = a.predictions_table.clone().unwrap_or_else(|| format!("{}_predictions", a.table));
     let topic = match (&a.predictions_topic, a.predictions_brokers.as_ref().or(a.kafka.as_ref())) {
         (Some(t), Some(b)) => Some((tensorcdc_kafka::Publisher::new(b, &tensorcdc_kafka::settings(&a.kafka_settings)?)?, t.clone())),
@@ -300,10 +116,15 @@ async fn run_async(a: RunArgs) -> Result<()> {
         spec: None,
         serving: None,
         waiting: HashMap::new(),
+        schema: schema::Schema::new(&out.client, &a.table, &a.label, &key_columns, a.features.clone()).await?,
         predicted_keys: out.keys().await?,
+        backlog: Vec::new(),
+        superseded: Default::default(),
+        backlog_since: None,
         position: String::new(),
         predicted: 0,
         counted: 0,
+        skipped: Default::default(),
         training: false,
         first: true,
         unfit_at: None,
@@ -343,6 +164,8 @@ async fn run_async(a: RunArgs) -> Result<()> {
                 m.model_version.set(v.1 as i64);
             }
             m.examples_trained.set(r.latest.examples_seen as i64);
+            st.skipped.clone_from(&r.latest.skipped);
+            m.set_skipped(&st.skipped);
             if by_txn {
                 again = resume::refill(&cfg, &a.source, &a.table, &mut st.buf).await?;
             }
@@ -350,8 +173,20 @@ async fn run_async(a: RunArgs) -> Result<()> {
     }
     let mut stream = Stream::open(&cfg, &a.table, a.stream_timeout).await?;
     if !again.is_empty() {
-        println!("run: {} labelled rows held again; predicting the {} unlabelled rows again", st.buf.len(), again.len());
-        st.serve(&out, &m, again).await?;
+        // Predictions of rows that are no longer unlabelled (labelled or deleted while the run
+        // was down) go; the rest are predicted again beside the stream.
+        let unlabelled: std::collections::HashSet<&str> = again.iter().filter_map(|p| p.record.key.as_deref()).collect();
+        let stale: Vec<String> = st.predicted_keys.iter().filter(|k| !unlabelled.contains(k.as_str())).cloned().collect();
+        out.delete_many(&stale).await?;
+        st.predicted_keys.retain(|k| unlabelled.contains(k.as_str()));
+        println!(
+            "run: {} labelled rows held again; {} predictions of rows labelled or deleted since removed; predicting the {} unlabelled rows again beside the stream",
+            st.buf.len(),
+            stale.len(),
+            again.len()
+        );
+        st.backlog_since = Some((Instant::now(), again.len()));
+        st.backlog = again;
     }
     let (job_tx, job_rx) = std_mpsc::channel::<Job>();
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -366,6 +201,7 @@ async fn run_async(a: RunArgs) -> Result<()> {
     };
     println!("run: learning from {}.{} (label {:?}), versions in {}, predictions in {pred_table}, {from}", "public", a.table, a.label, a.out.display());
     let mut ended = false;
+    let mut said_streaming = false;
     loop {
         tokio::select! {
             batch = stream.next_changes(256) => {
@@ -383,8 +219,13 @@ async fn run_async(a: RunArgs) -> Result<()> {
             Some(done) = done_rx.recv() => {
                 st.published(&out, &m, done.map_err(|e| anyhow::anyhow!("training: {e}"))?).await?;
             }
+            _ = std::future::ready(()), if !st.backlog.is_empty() => st.repredict(&out, &m).await?,
             _ = crate::follow::wait_true(shutdown.clone()) => break,
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+        if !said_streaming && stream.streaming() {
+            said_streaming = true;
+            println!("run: streaming changes, {:.2} s after start", crate::follow::since_start_s());
         }
         if let Some(job) = st.due(&a, stream.streaming(), false, &key_columns)? {
             job_tx.send(job).context("the training thread stopped")?;

@@ -15,6 +15,7 @@ pub struct Predictions {
     pub client: tokio_postgres::Client,
     upsert: tokio_postgres::Statement,
     delete: tokio_postgres::Statement,
+    delete_many: tokio_postgres::Statement,
     keys: tokio_postgres::Statement,
     /// Which process predicted (`pid N`): processes of one Kafka group share a table.
     worker: String,
@@ -67,7 +68,8 @@ impl Predictions {
         let upsert = client
             .prepare(&format!(
                 "INSERT INTO {table}(row_key, prediction, probability, value, model_version, source_position, latency_ms, worker, class_name) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                 SELECT k, p, pr, v, $5, pos, l, $8, cn \
+                 FROM UNNEST($1::text[], $2::text[], $3::real[], $4::float8[], $6::text[], $7::float8[], $9::text[]) AS u(k, p, pr, v, pos, l, cn) \
                  ON CONFLICT (row_key) DO UPDATE SET prediction = EXCLUDED.prediction, probability = EXCLUDED.probability, value = EXCLUDED.value, \
                  model_version = EXCLUDED.model_version, source_position = EXCLUDED.source_position, latency_ms = EXCLUDED.latency_ms, \
                  worker = EXCLUDED.worker, class_name = EXCLUDED.class_name, predicted_at = now()"
@@ -75,7 +77,8 @@ impl Predictions {
             .await?;
         let delete = client.prepare(&format!("DELETE FROM {table} WHERE row_key = $1")).await?;
         let keys = client.prepare(&format!("SELECT row_key FROM {table}")).await?;
-        Ok(Predictions { client, upsert, delete, keys, worker: format!("pid {}", std::process::id()), topic, names })
+        let delete_many = client.prepare(&format!("DELETE FROM {table} WHERE row_key = ANY($1::text[]) RETURNING row_key")).await?;
+        Ok(Predictions { client, upsert, delete, delete_many, keys, worker: format!("pid {}", std::process::id()), topic, names })
     }
 
     /// The keys of every row the table holds a prediction for (by this process or another of
@@ -95,15 +98,37 @@ impl Predictions {
         Ok(())
     }
 
-    /// Predicts `rows` with `p` and upserts them; returns how many were written.
+    /// The predictions of these rows go (one statement), and the topic gets a tombstone for
+    /// each key that had one.
+    pub async fn delete_many(&self, keys: &[String]) -> Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let gone = self.client.query(&self.delete_many, &[&keys]).await?;
+        if let Some((publisher, topic)) = &self.topic {
+            for r in gone {
+                publisher.send(topic, r.get::<_, &str>(0), None).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Predicts `rows` with `p` and upserts them, in one statement (the rows passed as
+    /// arrays through `UNNEST`); a key given twice keeps its last row. Returns how many were
+    /// written.
     pub async fn predict(&self, m: &Metrics, spec: &FeatureSpec, p: &SeqPredictor, version: u64, rows: &[Pending]) -> Result<usize> {
+        // The last row of each key: a batch may hold a row and its update.
+        let mut last = std::collections::HashMap::with_capacity(rows.len());
+        for (i, r) in rows.iter().enumerate() {
+            last.insert(r.record.key.as_deref(), i);
+        }
         let mut x = Vec::with_capacity(rows.len() * spec.width());
-        let mut ok = Vec::new();
-        for r in rows {
+        let mut ok = Vec::with_capacity(rows.len());
+        for (i, r) in rows.iter().enumerate().filter(|(i, r)| last.get(&r.record.key.as_deref()) == Some(i)) {
             match spec.encode(&r.record, &mut x) {
                 Ok(()) => {
                     crate::tabular::say_notes(spec, &r.record, &r.position);
-                    ok.push(r)
+                    ok.push(&rows[i])
                 }
                 Err(e) => eprintln!("row with key {} at {}: {e}; not predicted", r.record.key.as_deref().unwrap_or("(none)"), r.position),
             }
@@ -113,6 +138,9 @@ impl Predictions {
         }
         let outs = p.predict(&x, spec.width())?;
         let done = now_ms();
+        let n = ok.len();
+        let mut cols = Columns::with_capacity(n);
+        let w = spec.width();
         for (i, (r, o)) in ok.iter().zip(outs).enumerate() {
             let (prediction, probability, value) = match spec.task {
                 Task::Classification => {
@@ -128,20 +156,19 @@ impl Predictions {
                     m.existing_predictions.inc();
                 }
             }
-            m.predictions.inc();
-            let class_name = self.names.as_ref().and_then(|n| prediction.parse::<usize>().ok().and_then(|k| n.get(k)));
-            let w = spec.width();
-            m.live.prediction(Recent {
-                key: r.record.key.clone().unwrap_or_default(),
-                prediction: class_name.map_or_else(|| prediction.clone(), |c| format!("{prediction} ({c})")),
-                probability,
-                version,
-                latency_ms: latency,
-                pixels: pixels(&x[i * w..(i + 1) * w]),
-            });
-            self.client
-                .execute(&self.upsert, &[&r.record.key, &prediction, &probability, &value, &(version as i64), &r.position, &latency, &self.worker, &class_name])
-                .await?;
+            let class_name = self.names.as_ref().and_then(|n| prediction.parse::<usize>().ok().and_then(|k| n.get(k))).cloned();
+            if i + super::live::Live::SHOWN >= n {
+                m.live.prediction(Recent {
+                    key: r.record.key.clone().unwrap_or_default(),
+                    prediction: class_name.as_ref().map_or_else(|| prediction.clone(), |c| format!("{prediction} ({c})")),
+                    probability,
+                    version,
+                    latency_ms: latency,
+                    pixels: pixels(&x[i * w..(i + 1) * w]),
+                });
+            } else {
+                m.live.counted(latency);
+            }
             if let Some((publisher, topic)) = &self.topic {
                 let key = r.record.key.as_deref().unwrap_or_default();
                 let rec = TopicRecord {
@@ -153,11 +180,60 @@ impl Predictions {
                     source_position: &r.position,
                     latency_ms: latency,
                     worker: &self.worker,
-                    class_name: class_name.map(String::as_str),
+                    class_name: class_name.as_deref(),
                 };
                 publisher.send(topic, key, Some(&serde_json::to_vec(&rec)?)).await?;
             }
+            cols.key.push(r.record.key.clone());
+            cols.prediction.push(prediction);
+            cols.probability.push(probability);
+            cols.value.push(value);
+            cols.position.push(r.position.clone());
+            cols.latency.push(latency);
+            cols.class_name.push(class_name);
         }
-        Ok(ok.len())
+        self.client
+            .execute(
+                &self.upsert,
+                &[
+                    &cols.key,
+                    &cols.prediction,
+                    &cols.probability,
+                    &cols.value,
+                    &(version as i64),
+                    &cols.position,
+                    &cols.latency,
+                    &self.worker,
+                    &cols.class_name,
+                ],
+            )
+            .await?;
+        m.predictions.inc_by(n as u64);
+        Ok(n)
+    }
+}
+
+/// One batch's predictions, column by column: the arrays of the upsert's `UNNEST`.
+struct Columns {
+    key: Vec<Option<String>>,
+    prediction: Vec<String>,
+    probability: Vec<Option<f32>>,
+    value: Vec<Option<f64>>,
+    position: Vec<String>,
+    latency: Vec<Option<f64>>,
+    class_name: Vec<Option<String>>,
+}
+
+impl Columns {
+    fn with_capacity(n: usize) -> Self {
+        Columns {
+            key: Vec::with_capacity(n),
+            prediction: Vec::with_capacity(n),
+            probability: Vec::with_capacity(n),
+            value: Vec::with_capacity(n),
+            position: Vec::with_capacity(n),
+            latency: Vec::with_capacity(n),
+            class_name: Vec::with_capacity(n),
+        }
     }
 }

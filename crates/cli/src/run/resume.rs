@@ -28,7 +28,7 @@ pub struct Resumed {
     pub latest: VersionMeta,
     pub spec: FeatureSpec,
     pub start: Start,
-    pub serving: Option<(SeqPredictor, u64)>,
+    pub serving: Option<(SeqPredictor, u64, FeatureSpec)>,
 }
 
 /// Drops `slot` and its offsets file when no version was ever published: the next capture
@@ -60,9 +60,14 @@ pub async fn reset_slot(client: &tokio_postgres::Client, slot: &str, offsets: &P
 pub fn load(versions: &Versions) -> Result<Option<Resumed>> {
     let Some(latest) = versions.latest()? else { return Ok(None) };
     let device = device_from_env()?;
-    let (meta, trainer) = checkpoint::resume(&versions.path(latest.version), &device)?;
+    let (mut meta, trainer) = checkpoint::resume(&versions.path(latest.version), &device)?;
+    meta.features.impute_missing = true;
     let serving = match versions.serving()? {
-        Some(v) => Some((checkpoint::load(&versions.path(v), &device)?.1, v)),
+        Some(v) => {
+            let (mut m, p) = checkpoint::load(&versions.path(v), &device)?;
+            m.features.impute_missing = true;
+            Some((p, v, m.features))
+        }
         None => None,
     };
     let start = Start { trainer: Some(trainer), serving: serving.as_ref().map(|s| s.0.clone()) };

@@ -23,12 +23,22 @@ pub struct Job {
     /// The end LSN of the last transaction whose labelled rows it counts.
     pub ack_lsn: u64,
     pub examples_seen: u64,
+    /// Every labelled row counted but not trained on so far, by reason (this job's new rows
+    /// added to what the last version carried).
+    pub skipped: std::collections::BTreeMap<String, u64>,
+    /// A new model (the first, or one reading other columns), trained on every row held.
+    pub fresh: bool,
+    /// A new model's held-out rows as the serving version reads them (its own spec), so the
+    /// gate compares the two on the same rows.
+    pub held_serving: Option<Data>,
 }
 
 /// What the training thread sends back.
 pub struct Done {
     pub meta: VersionMeta,
     pub predictor: Option<SeqPredictor>,
+    /// The spec the version reads.
+    pub spec: FeatureSpec,
 }
 
 /// Where the thread starts: a fresh model, or the last published version (after a restart)
@@ -67,8 +77,8 @@ pub fn train_versions(
     for job in jobs {
         let r = (|| -> Result<Done, String> {
             let t = match &mut trainer {
-                Some(t) => t,
-                None => trainer.insert(fresh(&a, &job)?),
+                Some(t) if !job.fresh => t,
+                _ => trainer.insert(fresh(&a, &job)?),
             };
             for _ in 0..job.epochs {
                 t.fit_epoch(&job.train, |_| {});
@@ -76,17 +86,18 @@ pub fn train_versions(
             let p = t.predictor();
             // Both on the same held-out rows, as they are now.
             let candidate = score(&p, &job.spec, &job.held);
-            let admitted = gate.admits(&candidate, serving.as_ref().map(|s| score(s, &job.spec, &job.held)).as_ref());
+            let admitted = gate.admits(&candidate, serving.as_ref().map(|s| score(s, &job.spec, job.held_serving.as_ref().unwrap_or(&job.held))).as_ref());
             let meta = VersionMeta {
                 version: versions.next_number().map_err(|e| e.to_string())?,
                 position: job.position,
                 examples_seen: job.examples_seen,
+                skipped: job.skipped,
                 ack_lsn: job.ack_lsn,
                 score: candidate,
                 serving: admitted,
                 published_ms: now_ms(),
             };
-            versions.publish(&meta, |dir| checkpoint::save(t, &job.spec, dir).map_err(|e| e.to_string()))?;
+            versions.publish(&meta, |dir| checkpoint::save(t, &job.spec, dir).map_err(|e| e.to_string())).map_err(|e| e.to_string())?;
             // Old checkpoints that cannot be deleted are said, not fatal: learning goes on.
             if let Err(e) = versions.prune(a.keep_versions) {
                 eprintln!("run: pruning old checkpoints: {e}");
@@ -94,7 +105,7 @@ pub fn train_versions(
             if admitted {
                 serving = Some(p.clone());
             }
-            Ok(Done { meta, predictor: admitted.then_some(p) })
+            Ok(Done { meta, predictor: admitted.then_some(p), spec: job.spec })
         })();
         if done.send(r).is_err() {
             return;
@@ -102,13 +113,42 @@ pub fn train_versions(
     }
 }
 
-/// The job of the next version: the new training rows (and, after the first version, a replay
-/// sample of the buffer), scored on the held-out rows.
-pub(super) fn make_job(a: &RunArgs, spec: &FeatureSpec, buf: &mut TrainingBuffer, first: bool, position: &str, ack_lsn: u64) -> Job {
+/// The job of the next version: the new training rows and a replay sample of the buffer, or,
+/// for a new model (`fresh`: the first, or one reading other columns), every training row
+/// held; scored on the held-out rows (and, for a new model replacing a serving one, the same
+/// rows as `serving_spec` reads them). New rows that do not encode are added
+/// to `skipped` by reason, and each reason is said once on stderr.
+pub(super) fn make_job(
+    a: &RunArgs,
+    spec: &FeatureSpec,
+    buf: &mut TrainingBuffer,
+    fresh: bool,
+    position: &str,
+    ack_lsn: u64,
+    skipped: &mut std::collections::BTreeMap<String, u64>,
+    serving_spec: Option<&FeatureSpec>,
+) -> Job {
     let new = buf.take_new();
+    let mut scratch = Vec::new();
+    for r in &new {
+        scratch.clear();
+        if let Err(e) = spec.target(r).and_then(|_| spec.encode(r, &mut scratch)) {
+            let reason = e.reason();
+            if !skipped.contains_key(&reason) {
+                eprintln!(
+                    "run: labelled row with key {} not trained on: {e} (counted in the version's \"skipped\" and /metrics' examples_skipped)",
+                    r.key.as_deref().unwrap_or("(none)")
+                );
+            }
+            *skipped.entry(reason).or_default() += 1;
+        }
+    }
     let mut rows: Vec<&Record> = new.iter().collect();
     let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(a.seed ^ buf.labelled_changes);
-    if !first {
+    if fresh {
+        // Every training row held, each once (the new ones are among them).
+        rows = buf.training().collect();
+    } else {
         rows.extend(buf.replay(a.replay, a.replay_window, &mut rng));
     }
     let held: Vec<&Record> = if a.held_out_window == 0 { buf.held_out().collect() } else { buf.recent(true, a.held_out_window) };
@@ -116,9 +156,12 @@ pub(super) fn make_job(a: &RunArgs, spec: &FeatureSpec, buf: &mut TrainingBuffer
         train: encode(spec, rows.iter().copied()).0,
         held: encode(spec, held.iter().copied()).0,
         spec: spec.clone(),
-        epochs: if first { a.initial_epochs } else { a.refresh_epochs },
+        epochs: if fresh { a.initial_epochs } else { a.refresh_epochs },
         position: position.into(),
         ack_lsn,
         examples_seen: buf.labelled_changes,
+        skipped: skipped.clone(),
+        fresh,
+        held_serving: serving_spec.map(|s| encode(s, held.iter().copied()).0),
     }
 }

@@ -64,6 +64,24 @@ impl Record {
     pub fn get(&self, name: &str) -> Option<&Cell> {
         self.cells.iter().find(|(n, _)| n == name).map(|(_, c)| c)
     }
+
+    /// The columns holding an unchanged TOASTed value the change left out.
+    pub fn unavailable(&self) -> Vec<&str> {
+        self.cells.iter().filter(|(_, c)| super::is_unavailable(c)).map(|(n, _)| n.as_str()).collect()
+    }
+
+    /// Takes the cells of `unavailable` columns from `earlier` (the same row, read before);
+    /// returns the columns it could not fill.
+    pub fn fill_unavailable(&mut self, earlier: &Record) -> Vec<String> {
+        let mut left = Vec::new();
+        for (n, c) in self.cells.iter_mut().filter(|(_, c)| super::is_unavailable(c)) {
+            match earlier.get(n).filter(|e| !super::is_unavailable(e)) {
+                Some(e) => *c = e.clone(),
+                None => left.push(n.clone()),
+            }
+        }
+        left
+    }
 }
 
 /// What a change record asks of a keyed set.
@@ -106,7 +124,9 @@ fn scale_param(field: &Field) -> i32 {
 pub fn cell_of_value(v: &Value, field: &Field) -> Cell {
     let semantic = field.semantic();
     match v {
-        Value::Null | Value::Unchanged => Cell::Null,
+        Value::Null => Cell::Null,
+        // As Debezium writes it: the run loop fills it from the row's earlier value.
+        Value::Unchanged => Cell::Text(tensorcdc_change::json::UNAVAILABLE.into()),
         Value::Boolean(b) => Cell::Bool(*b),
         Value::Int16(i) => Cell::Int(*i as i64),
         Value::Int32(i) => Cell::Int(*i as i64),

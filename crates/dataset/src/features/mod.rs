@@ -78,6 +78,12 @@ pub struct FeatureSpec {
     pub classes: Vec<String>,
     pub scaling: Scaling,
     pub nulls: Nulls,
+    /// A feature column missing from a record (dropped or renamed in the table since the
+    /// spec was fitted, or added after a record was read) is imputed from the training
+    /// statistics instead of failing the record. `tensorcdc run` sets it: serving goes on
+    /// while the table changes. Not saved: a checkpoint read elsewhere is strict.
+    #[serde(skip)]
+    pub impute_missing: bool,
 }
 
 /// A training target.
@@ -98,12 +104,26 @@ pub enum EncodeError {
     Kind { column: String, expected: String, got: String },
     #[error("label {0:?} is not one of the classes seen in training")]
     UnknownClass(String),
+    /// An unchanged TOASTed value the change did not carry (Debezium's placeholder).
+    #[error("column {0:?} is an unchanged TOASTed value the change left out (and no earlier value of the row was at hand)")]
+    Unavailable(String),
 }
 
 impl EncodeError {
     /// True for a NULL (counted and skipped under [`Nulls::Skip`]).
     pub fn is_null(&self) -> bool {
         matches!(self, EncodeError::Null(_))
+    }
+
+    /// The reason without the row's own value: what skipped rows are counted by.
+    pub fn reason(&self) -> String {
+        match self {
+            EncodeError::Null(c) => format!("column {c:?} is NULL"),
+            EncodeError::Missing(c) => format!("no column {c:?}"),
+            EncodeError::Kind { column, expected, .. } => format!("column {column:?} is not {expected}"),
+            EncodeError::UnknownClass(_) => "a label not among the classes seen in training".into(),
+            EncodeError::Unavailable(c) => format!("column {c:?} is an unchanged TOASTed value left out"),
+        }
     }
 }
 
@@ -133,6 +153,11 @@ fn number_of(c: &Cell) -> Option<f64> {
         Cell::Text(t) => t.trim().parse().ok(),
         other => other.as_f64(),
     }
+}
+
+/// Debezium's placeholder for an unchanged TOASTed value (in-process too): not a value.
+pub fn is_unavailable(c: &Cell) -> bool {
+    matches!(c, Cell::Text(t) if t == tensorcdc_change::json::UNAVAILABLE)
 }
 
 /// NaN and infinities carry no number to learn from: they count as NULL.
@@ -204,6 +229,7 @@ impl FeatureSpec {
             classes: (0..10).map(|d: u8| d.to_string()).collect(),
             scaling: Scaling::None,
             nulls: Nulls::Skip,
+            impute_missing: false,
         }
     }
 
@@ -220,7 +246,9 @@ impl FeatureSpec {
             // Debezium's added fields (`__op`, `__deleted`, `__lsn`, ...) are not features.
             None => first.cells.iter().map(|(n, _)| n.clone()).filter(|n| *n != opts.label && !opts.exclude.contains(n) && !n.starts_with("__")).collect(),
         };
-        if let Some(n) = names.iter().find(|n| first.get(n).is_none()) {
+        // A named feature may be missing from older rows (a column added since): it must be in
+        // some row.
+        if let Some(n) = names.iter().find(|n| first.get(n).is_none() && !records.clone().any(|r| r.get(n).is_some())) {
             let have: Vec<&str> = first.cells.iter().map(|(n, _)| n.as_str()).collect();
             return Err(FitError::Invalid(format!("no feature column {n:?} (columns: {})", have.join(", "))));
         }
@@ -274,7 +302,7 @@ impl FeatureSpec {
         } else {
             vec![]
         };
-        Ok(FeatureSpec { columns, label: opts.label.clone(), task, classes, scaling: opts.scaling, nulls: opts.nulls })
+        Ok(FeatureSpec { columns, label: opts.label.clone(), task, classes, scaling: opts.scaling, nulls: opts.nulls, impute_missing: false })
     }
 
     /// Features per example.
@@ -322,7 +350,15 @@ impl FeatureSpec {
 
     fn encode_inner(&self, r: &Record, out: &mut Vec<f32>) -> Result<(), EncodeError> {
         for col in &self.columns {
-            let cell = r.get(&col.name).ok_or_else(|| EncodeError::Missing(col.name.clone()))?;
+            let cell = match r.get(&col.name) {
+                Some(c) if !is_unavailable(c) => c,
+                None if self.impute_missing => {
+                    out.extend_from_slice(&col.impute);
+                    continue;
+                }
+                Some(_) => return Err(EncodeError::Unavailable(col.name.clone())),
+                None => return Err(EncodeError::Missing(col.name.clone())),
+            };
             if is_missing(cell) {
                 match self.nulls {
                     Nulls::Skip => return Err(EncodeError::Null(col.name.clone())),
