@@ -178,8 +178,8 @@ pub async fn drift(bin: &Path, dir: &Path, before_blocks: usize, after_blocks: u
     tokio::spawn(conn);
     c.batch_execute("CREATE TABLE fashion(id int PRIMARY KEY, label smallint, pixels bytea)").await?;
     insert(&c, 1, &train, 0..SNAPSHOT, |y| Some(y as i16)).await?;
-    let cont = spawn(&bin, &pg, &dir, "continuous", true)?;
-    let frozen = spawn(&bin, &pg, &dir, "frozen", false)?;
+    let cont = spawn(bin, &pg, dir, "continuous", true)?;
+    let frozen = spawn(bin, &pg, dir, "frozen", false)?;
     let (mut next_id, mut next_train, mut next_test, mut labelled) = (SNAPSHOT as i32 + 1, SNAPSHOT, 0usize, SNAPSHOT as u64);
     let mut points = Vec::new();
     let mut csv = String::from("labelled_since_change,continuous_accuracy,frozen_accuracy\n");

@@ -1,10 +1,14 @@
 //! `tensorcdc demo`: the blog post's whole story in one command, on one machine.
 //!
-//! 1. MNIST files (--data DIR, or --download). 2. Postgres: a private cluster (localpg) or
-//! --postgres URL. 3. Load mnist_train. 4. Capture (snapshot, then the stream), in-process
-//! or to Kafka (--kafka). 5. Train from the captured rows. 6. Evaluate on mnist_test while its
-//! rows are inserted. 7. mnist_manual: five test rows, predicted live, written to
-//! mnist_predictions. Then pictures and a summary (also written as summary.json).
+//! 1. MNIST files (--data DIR, or --download).
+//! 2. Postgres: a private cluster (localpg) or --postgres URL.
+//! 3. Load mnist_train.
+//! 4. Capture (snapshot, then the stream), in-process or to Kafka (--kafka).
+//! 5. Train from the captured rows.
+//! 6. Evaluate on mnist_test while its rows are inserted.
+//! 7. mnist_manual: five test rows, predicted live, written to mnist_predictions.
+//!
+//! Then pictures and a summary (also written as summary.json).
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};

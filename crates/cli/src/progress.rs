@@ -31,7 +31,7 @@ impl EpochBar {
         }
         if let Some(bar) = &self.bar {
             bar.set_position(p.step as u64);
-            if p.step % 16 == 0 || p.step == p.steps {
+            if p.step.is_multiple_of(16) || p.step == p.steps {
                 bar.set_message(format!("loss: {:.4} - accuracy: {:.4}", p.metrics.loss(), p.metrics.accuracy()));
             }
         }

@@ -70,7 +70,7 @@ impl Noida {
         let bin = noida_binary().ok_or("noida-db not found: run scripts/install-deps.sh (pip install noida-db==0.2.3) or set NOIDA_DB")?;
         Command::new(&bin)
             .args(["start", "--only", "kafka", "--kafka-port", &port.to_string(), "--data-dir"])
-            .arg(&dir)
+            .arg(dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -344,7 +344,7 @@ impl OnnxPredictor {
 
     /// One output row per example: class probabilities (see the module's notes), or the value.
     pub fn predict(&self, x: &[f32], width: usize) -> Result<Vec<Vec<f32>>, ModelError> {
-        if width != self.width() || x.is_empty() || x.len() % width != 0 {
+        if width != self.width() || x.is_empty() || !x.len().is_multiple_of(width) {
             return Err(ModelError::Input(format!("{} values for a model of {} inputs", x.len(), self.width())));
         }
         let n = x.len() / width;

@@ -52,7 +52,7 @@ impl TrainConfig {
         if self.batch_size == 0 {
             return Err(ModelError::Input("batch_size must be at least 1".into()));
         }
-        if !(self.learning_rate > 0.0) {
+        if self.learning_rate.is_nan() || self.learning_rate <= 0.0 {
             return Err(ModelError::Input(format!("learning_rate must be > 0, got {}", self.learning_rate)));
         }
         Ok(())
@@ -290,7 +290,7 @@ impl Predictor {
 
     /// Softmax probabilities, one row of `classes` per image.
     pub fn predict(&self, pixels: &[u8]) -> Result<Vec<Vec<f32>>, ModelError> {
-        if pixels.is_empty() || pixels.len() % PIXELS != 0 {
+        if pixels.is_empty() || !pixels.len().is_multiple_of(PIXELS) {
             return Err(ModelError::Input(format!("{} pixel values, expected a multiple of {PIXELS} (28x28)", pixels.len())));
         }
         let probs = softmax(self.logits(pixels), 1).into_data().try_to_vec::<f32>().map_err(|e| ModelError::Input(format!("{e:?}")))?;

@@ -294,6 +294,7 @@ async fn connect_sql(cfg: &CaptureConfig) -> Result<Client, CaptureError> {
     crate::conn::connect_config(&cfg.pg_config(), &cfg.tls, format!("{}:{}", cfg.host, cfg.port)).await
 }
 
+#[allow(clippy::too_many_arguments)] // the session's parts, each borrowed apart
 async fn session(
     cfg: &CaptureConfig,
     transform: &Transform,

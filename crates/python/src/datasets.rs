@@ -25,7 +25,13 @@ fn features<'py>(py: Python<'py>, x: Vec<f32>, width: usize) -> PyResult<Bound<'
 }
 
 /// The targets of `e` for its task: class indices (int64) or values (float32).
-fn targets<'py>(py: Python<'py>, spec: &FeatureSpec, e: Encoded) -> (Bound<'py, PyAny>, Bound<'py, PyAny>, Vec<(Option<String>, String)>) {
+/// Pixels, labels, and two counts.
+type Examples<'py> = (Bound<'py, PyAny>, Bound<'py, PyArray1<i64>>, u64, u64);
+
+/// Features, targets, and the rows skipped (key, reason).
+type Arrays<'py> = (Bound<'py, PyAny>, Bound<'py, PyAny>, Vec<(Option<String>, String)>);
+
+fn targets<'py>(py: Python<'py>, spec: &FeatureSpec, e: Encoded) -> Arrays<'py> {
     let skipped = e.skipped.into_iter().map(|(k, r)| (k, r.to_string())).collect();
     let x = features(py, e.x, e.width).expect("shape from width");
     let y = match spec.task {
@@ -37,7 +43,7 @@ fn targets<'py>(py: Python<'py>, spec: &FeatureSpec, e: Encoded) -> (Bound<'py, 
 
 /// A bounded read of MNIST examples: `(pixels uint8 [N, 784], labels int64 [N], records, skipped)`.
 #[pyfunction]
-pub fn read_examples<'py>(py: Python<'py>, cfg: &Bound<'py, PyDict>) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyArray1<i64>>, u64, u64)> {
+pub fn read_examples<'py>(py: Python<'py>, cfg: &Bound<'py, PyDict>) -> PyResult<Examples<'py>> {
     let c = source_config(cfg)?;
     let (ex, report) = py.detach(|| runtime().block_on(tensorcdc_source::bounded_examples(&c, Split::Train))).map_err(err)?;
     let labels: Vec<i64> = ex.labels.iter().map(|&l| l as i64).collect();

@@ -79,6 +79,7 @@ pub fn execute(py: Python<'_>, url: String, sql: String) -> PyResult<()> {
 /// loaded.
 #[pyfunction]
 #[pyo3(signature = (url, table, data, split="train", limit=None, offset=0, chunk=500))]
+#[allow(clippy::too_many_arguments)] // Python's keyword arguments
 pub fn load_mnist(py: Python<'_>, url: String, table: String, data: PathBuf, split: &str, limit: Option<usize>, offset: usize, chunk: usize) -> PyResult<u64> {
     let split = match split {
         "train" => Split::Train,

@@ -142,11 +142,7 @@ impl SourceConfig {
     /// A snapshot of `table` read in-process: its messages, and the capture to await once the
     /// channel ends. A batch read fails fast (connection refused, no password) instead of
     /// retrying.
-    pub fn snapshot(
-        &self,
-        url: &str,
-        table: &str,
-    ) -> Result<(tokio::sync::mpsc::Receiver<Message>, tokio::task::JoinHandle<Result<CaptureStats, CaptureError>>), SourceError> {
+    pub fn snapshot(&self, url: &str, table: &str) -> Result<SnapshotRun, SourceError> {
         // Always a temporary slot of its own: an initial_only read drops its slot when done.
         let mut cfg = SourceConfig { slot: None, ..self.clone() }.capture_config(url, table)?;
         cfg.snapshot_mode = SnapshotMode::InitialOnly;
@@ -164,3 +160,6 @@ impl SourceConfig {
         self.topics.first().map(String::as_str).ok_or_else(|| SourceError::Config("a Kafka source needs a topic (--topic T)".into()))
     }
 }
+
+/// A snapshot being read: its messages, and the task reading them.
+pub type SnapshotRun = (tokio::sync::mpsc::Receiver<Message>, tokio::task::JoinHandle<Result<CaptureStats, CaptureError>>);

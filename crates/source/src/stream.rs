@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 
 use crate::{bad_record, record_change, ChangeItem, Item, Report, SourceConfig, SourceError};
 
+#[allow(clippy::large_enum_variant)] // one per stream
 enum Inner {
     Kafka(GroupReader),
     /// In-process messages: from a capture this stream owns (`own`), or from one it shares

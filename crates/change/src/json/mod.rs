@@ -152,8 +152,14 @@ pub struct JsonWriter {
     cfg: ConverterConfig,
     /// (fields fingerprint, kind, topic) -> the fields (kept alive, so the addresses the
     /// fingerprint hashes cannot be reused by other schemas) and their schema JSON.
-    schemas: std::collections::HashMap<(u64, u8, String), (std::sync::Arc<Vec<Field>>, Box<str>)>,
+    schemas: SchemaCache,
 }
+
+/// The schema JSON of each field list seen, by (fields fingerprint, kind, topic).
+type SchemaCache = std::collections::HashMap<(u64, u8, String), (std::sync::Arc<Vec<Field>>, Box<str>)>;
+
+/// The fields, kind, topic and event a schema is written for.
+type SchemaOf<'a> = Option<(&'a std::sync::Arc<Vec<Field>>, u8, &'a str, Option<&'a ChangeEvent>)>;
 
 pub(super) fn write_str(out: &mut Vec<u8>, s: &str) {
     serde_json::to_writer(&mut *out, s).expect("writing to a Vec cannot fail");
@@ -286,12 +292,7 @@ impl JsonWriter {
             .as_ref()
     }
 
-    fn wrap(
-        &mut self,
-        schemas: bool,
-        schema_of: Option<(&std::sync::Arc<Vec<Field>>, u8, &str, Option<&ChangeEvent>)>,
-        payload: impl FnOnce(&mut Vec<u8>),
-    ) -> Vec<u8> {
+    fn wrap(&mut self, schemas: bool, schema_of: SchemaOf<'_>, payload: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
         let mut out = Vec::with_capacity(2048);
         match (schemas, schema_of) {
             (true, Some((fields, kind, topic, e))) => {
@@ -366,7 +367,7 @@ pub fn decode_binary(text: &str, schema_type: Option<&str>, expect_len: Option<u
         Some("bytes") => b64(),
         _ => {
             let t = text.strip_prefix("\\x").unwrap_or(text);
-            let hex_like = t.len() % 2 == 0 && t.bytes().all(|c| c.is_ascii_hexdigit());
+            let hex_like = t.len().is_multiple_of(2) && t.bytes().all(|c| c.is_ascii_hexdigit());
             if hex_like && expect_len.is_none_or(|n| t.len() == 2 * n) {
                 hexd()
             } else {

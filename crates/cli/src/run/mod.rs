@@ -199,7 +199,7 @@ async fn run_async(a: RunArgs) -> Result<()> {
         None => format!("slot {slot}"),
         Some(b) => format!("topic {} on {b}, group {}", a.topic.as_deref().unwrap_or_default(), a.group),
     };
-    println!("run: learning from {}.{} (label {:?}), versions in {}, predictions in {pred_table}, {from}", "public", a.table, a.label, a.out.display());
+    println!("run: learning from public.{} (label {:?}), versions in {}, predictions in {pred_table}, {from}", a.table, a.label, a.out.display());
     let mut ended = false;
     let mut said_streaming = false;
     loop {
@@ -230,7 +230,7 @@ async fn run_async(a: RunArgs) -> Result<()> {
         if let Some(job) = st.due(&a, stream.streaming(), false, &key_columns)? {
             job_tx.send(job).context("the training thread stopped")?;
         }
-        if let Some(lsn) = st.to_confirm() {
+        if let Some(lsn) = st.next_confirm() {
             stream.confirm(lsn);
         }
         if let Some((lsn, held)) = stream.slot_position() {
@@ -254,7 +254,7 @@ async fn run_async(a: RunArgs) -> Result<()> {
             job_tx.send(job).context("the training thread stopped")?;
         }
     }
-    if let Some(lsn) = st.to_confirm() {
+    if let Some(lsn) = st.next_confirm() {
         stream.confirm(lsn);
     }
     drop(job_tx);

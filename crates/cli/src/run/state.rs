@@ -276,7 +276,7 @@ impl State {
 
     /// The LSN the slot may move to: what the last version counted, or everything read when
     /// no labelled change since is waiting for a version.
-    pub(super) fn to_confirm(&mut self) -> Option<u64> {
+    pub(super) fn next_confirm(&mut self) -> Option<u64> {
         if !self.training && (self.buf.labelled_changes == self.counted || self.first) && !self.txns.in_transaction() {
             self.confirmable = self.confirmable.max(self.txns.through());
         }

@@ -118,6 +118,7 @@ pub fn train_versions(
 /// held; scored on the held-out rows (and, for a new model replacing a serving one, the same
 /// rows as `serving_spec` reads them). New rows that do not encode are added
 /// to `skipped` by reason, and each reason is said once on stderr.
+#[allow(clippy::too_many_arguments)] // the loop's state, each part borrowed apart
 pub(super) fn make_job(
     a: &RunArgs,
     spec: &FeatureSpec,

@@ -393,7 +393,7 @@ impl SeqPredictor {
     /// One output row per example: class probabilities (a binary model's `[1 - p, p]`), or
     /// the value.
     pub fn predict(&self, x: &[f32], width: usize) -> Result<Vec<Vec<f32>>, ModelError> {
-        if width != self.spec.inputs || x.is_empty() || x.len() % width != 0 {
+        if width != self.spec.inputs || x.is_empty() || !x.len().is_multiple_of(width) {
             return Err(ModelError::Input(format!("{} values for a model of {} inputs", x.len(), self.spec.inputs)));
         }
         let n = x.len() / width;

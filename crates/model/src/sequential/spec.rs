@@ -262,7 +262,7 @@ impl SequentialSpec {
                 }
                 Layer::Activation { .. } => shape,
                 Layer::BatchNormalization { epsilon, momentum, .. } => {
-                    if !(*epsilon > 0.0 && epsilon.is_finite()) || !(0.0..=1.0).contains(momentum) {
+                    if *epsilon <= 0.0 || !epsilon.is_finite() || !(0.0..=1.0).contains(momentum) {
                         return Err(bad(format!("epsilon {epsilon} must be positive and momentum {momentum} in [0, 1]")));
                     }
                     if shape.len() == 2 {
