@@ -19,7 +19,7 @@ psql -c "CREATE TABLE rows(id bigint PRIMARY KEY, a float8, b float8, c text, la
 psql -c "INSERT INTO rows SELECT g, sin(g), cos(g * 7), 'c' || (g % 5), CASE WHEN g <= 5000 THEN (sin(g) + cos(g * 7) > 0)::int END
   FROM generate_series(1, $ROWS + 5000) g"
 psql -c "VACUUM ANALYZE rows"
-run() { "$BIN" run --source "$url" --table rows --label label --layers 16 --metrics-addr off --out "$work/versions" --stream-timeout=-1; }
+run() { exec "$BIN" run --source "$url" --table rows --label label --layers 16 --metrics-addr off --out "$work/versions" --stream-timeout=-1; }
 run > "$work/first.out" 2> "$work/first.err" &
 pid=$!
 wait_sql "SELECT count(*) FROM rows_predictions" "$ROWS" 900 "the first run's predictions"

@@ -36,6 +36,7 @@ __all__ = [
     "from_kafka",
     "load_model",
     "capture",
+    "run",
     "Model",
     "TensorcdcError",
 ]
@@ -433,3 +434,28 @@ def capture(url: str, table: str, stream_timeout: int = -1, batch_size: int = 25
             yield from events
     finally:
         stream.close()
+
+
+def run(source: str, table: str, label: str, out: str = "models", **options) -> None:
+    """Continuous learning on ``table``, in this process: what ``tensorcdc run`` does, with the
+    same options and defaults (each keyword is the command's flag: ``retrain_every=50`` is
+    ``--retrain-every=50``; a list is comma-separated, ``layers=[16, 16]``; ``True`` is a bare
+    flag; ``None`` leaves the default).
+
+    Labelled rows (``label`` not NULL) train versions published into ``out`` (``v000001/``,
+    ``versions.jsonl``, ``serving``), each counting every labelled change exactly once across
+    crashes; unlabelled rows are predicted into ``<table>_predictions``. Returns when the
+    stream ends (``stream_timeout`` ms without a change; -1, the default, never) or on
+    SIGINT/SIGTERM; raises ``TensorcdcError`` with the command's message otherwise."""
+    flags = [f"--source={source}", f"--table={table}", f"--label={label}", f"--out={out}"]
+    for name, value in options.items():
+        flag = "--" + name.replace("_", "-")
+        if value is None or value is False:
+            continue
+        if value is True:
+            flags.append(flag)
+        elif isinstance(value, (list, tuple)):
+            flags.append(f"{flag}={','.join(str(v) for v in value)}")
+        else:
+            flags.append(f"{flag}={value}")
+    _native.run(flags)

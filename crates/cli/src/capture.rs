@@ -94,9 +94,7 @@ async fn report_progress(stats: Arc<Mutex<CaptureStats>>, every: std::time::Dura
     }
 }
 
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
+pub(crate) use tensorcdc_source::clock::{shutdown_signal, unix_ms as now_ms};
 
 /// Collects the properties: the file, then the flags.
 pub fn properties(a: &CaptureArgs) -> Result<BTreeMap<String, String>> {
@@ -151,20 +149,6 @@ pub fn build(a: &CaptureArgs) -> Result<(CaptureConfig, Transform)> {
     let chain = Chain::from_config(&cfg.transforms)?;
     let transform: Transform = Arc::new(move |m, out| out.extend(chain.apply(m)));
     Ok((cfg, transform))
-}
-
-/// A watch channel that turns true on Ctrl-C or SIGTERM.
-pub fn shutdown_signal() -> tokio::sync::watch::Receiver<bool> {
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        let _ = tx.send(true);
-    });
-    rx
 }
 
 pub fn capture(a: CaptureArgs) -> Result<()> {

@@ -22,32 +22,7 @@ pub struct Prediction {
     pub latency_ms: Option<f64>,
 }
 
-pub(crate) fn now_ms() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs_f64() * 1e3
-}
-
-static STARTED_MS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-
-/// Marks the process's start (called first thing in `main`): the latency rule below needs it.
-pub fn mark_start() {
-    STARTED_MS.get_or_init(now_ms);
-}
-
-/// Seconds since [`mark_start`].
-pub fn since_start_s() -> f64 {
-    (now_ms() - *STARTED_MS.get_or_init(now_ms)) / 1e3
-}
-
-/// The one meaning of latency: commit-to-prediction time of a change that committed while this
-/// process ran. A snapshot row, or a row of the backlog that committed before the process
-/// started, has none (it is counted apart: `/metrics`, the summaries).
-pub fn live_latency_ms(commit_ts_ms: Option<i64>, snapshot: bool, done_ms: f64) -> Option<f64> {
-    let started = *STARTED_MS.get_or_init(now_ms);
-    match commit_ts_ms {
-        Some(c) if !snapshot && c as f64 >= started => Some((done_ms - c as f64).max(0.0)),
-        _ => None,
-    }
-}
+pub use tensorcdc_source::clock::{live_latency_ms, mark_start, now_ms, wait_true};
 
 /// Predicts a batch of items; `classes` names the ten outputs.
 pub fn predict_items(predictor: &Predictor, version: &str, classes: &[String], items: &[Item]) -> Result<Vec<Prediction>> {
@@ -251,12 +226,4 @@ pub fn follow(a: PredictArgs) -> Result<()> {
         out.summary("");
         Ok(())
     })
-}
-
-pub(crate) async fn wait_true(mut rx: tokio::sync::watch::Receiver<bool>) {
-    while !*rx.borrow() {
-        if rx.changed().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    }
 }

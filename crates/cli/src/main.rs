@@ -8,7 +8,7 @@ mod export;
 mod follow;
 mod pictures;
 mod progress;
-mod run;
+use tensorcdc_learn::run;
 mod sinks;
 mod source;
 mod tabular;

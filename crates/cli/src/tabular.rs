@@ -10,9 +10,9 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use tensorcdc_dataset::features::cell::record_of_json;
-use tensorcdc_dataset::features::{EncodeError, FeatureSpec, Record, SpecOptions, Task};
+use tensorcdc_dataset::features::{EncodeError, FeatureSpec, SpecOptions, Task};
 use tensorcdc_model::device_from_env;
-use tensorcdc_model::sequential::{checkpoint, Activation, CompileConfig, Data, FitMetrics, FitSettings, Loss, SeqTrainer, SequentialSpec, Targets};
+use tensorcdc_model::sequential::{checkpoint, Activation, CompileConfig, Data, FitMetrics, FitSettings, Loss, SeqTrainer, SequentialSpec};
 use tensorcdc_source::Rows;
 
 use crate::source::SourceArgs;
@@ -63,29 +63,7 @@ pub async fn read_rows(src: &SourceArgs) -> Result<Rows> {
     Ok(tensorcdc_source::bounded_rows(&src.config()?).await?)
 }
 
-/// Encodes every row; returns the data, and the rows skipped with the first reasons.
-pub(crate) fn encode<'a>(spec: &FeatureSpec, rows: impl Iterator<Item = &'a Record>) -> (Data, Vec<(Option<String>, EncodeError)>) {
-    let e = spec.encode_all(rows);
-    let y = if spec.task == Task::Classification { Targets::Classes(e.classes) } else { Targets::Values(e.values) };
-    (Data { x: e.x, width: e.width, y }, e.skipped)
-}
-
-/// Says on stderr what a predicted row's encoding took on trust ([`FeatureSpec::notes`]): an
-/// unseen category, a number given as text; the first 5 rows with notes, then a count every
-/// 1,000.
-pub(crate) fn say_notes(spec: &FeatureSpec, r: &Record, at: &str) {
-    static ROWS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let notes = spec.notes(r);
-    if notes.is_empty() {
-        return;
-    }
-    let n = ROWS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-    if n <= 5 {
-        eprintln!("note: row with key {} at {at}: {}", r.key.as_deref().unwrap_or("(none)"), notes.join("; "));
-    } else if n.is_multiple_of(1000) {
-        eprintln!("note: {n} rows predicted so far had a category never seen in training or a number given as text");
-    }
-}
+pub(crate) use tensorcdc_learn::run::say_notes;
 
 fn report_skipped(skipped: &[(Option<String>, EncodeError)], total: usize) {
     if skipped.is_empty() {
@@ -119,7 +97,7 @@ pub fn train(src: &SourceArgs, m: &ModelArgs, settings: FitSettings, out: &std::
         task: m.task.as_deref().map(str::parse).transpose().map_err(anyhow::Error::msg)?,
     };
     let spec = FeatureSpec::fit(rows.set.iter(), &opts).map_err(anyhow::Error::msg)?;
-    let (data, skipped) = encode(&spec, rows.set.iter());
+    let (data, skipped) = Data::encode(&spec, rows.set.iter());
     report_skipped(&skipped, rows.set.len());
     if data.is_empty() {
         bail!("no training examples ({} records read, {} rows, {} skipped)", rows.report.records, rows.set.len(), skipped.len());
@@ -210,7 +188,7 @@ pub fn evaluate(src: &SourceArgs, model: &std::path::Path) -> Result<()> {
     let (features, loss, p) = checkpoint::load_served(model, &device_from_env()?)?;
     let rt = tokio::runtime::Runtime::new()?;
     let rows = rt.block_on(read_rows(src))?;
-    let (data, skipped) = encode(&features, rows.set.iter());
+    let (data, skipped) = Data::encode(&features, rows.set.iter());
     report_skipped(&skipped, rows.set.len());
     if data.is_empty() {
         bail!("nothing to evaluate: {} records read, {} rows, {} skipped", rows.report.records, rows.set.len(), skipped.len());

@@ -14,10 +14,13 @@
 //!   counted (a slot resends what it had not confirmed) dropped whole: exactly once across
 //!   restarts.
 //!
-//! The long-running process that drives them (`tensorcdc run`) is in the CLI.
+//! - [`run`]: the loop that drives them (`tensorcdc run`, and `tensorcdc.run(...)` in
+//!   Python): capture, whole transactions into the buffer, the training thread, versions,
+//!   predictions, the exactly-once position rule, `/metrics` and the live page.
 
 pub mod buffer;
 pub mod gate;
+pub mod run;
 pub mod txns;
 pub mod versions;
 

@@ -81,6 +81,11 @@ pub struct CaptureConfig {
     /// `errors.max.retries`: retryable failures in a row before capture gives up (Debezium's
     /// key; `-1`, the default, retries for ever). Batch readers use 0: fail fast.
     pub errors_max_retries: Option<u32>,
+    /// `slot.max.retries` and `slot.retry.delay.ms` (Debezium's keys and defaults, 6 and
+    /// 10,000): how long a slot held by another connection (a process killed a moment ago
+    /// whose server side has not noticed yet) is waited for, saying so, before it is an error.
+    pub slot_max_retries: u32,
+    pub slot_retry_delay_ms: u64,
     /// `slot.temporary` (tensorcdc's key): a TEMPORARY slot, which the server drops when the
     /// replication connection ends, even after `kill -9` (throwaway readers use it).
     pub temporary_slot: bool,
@@ -132,6 +137,8 @@ impl Default for CaptureConfig {
             transforms: vec![],
             kafka: BTreeMap::new(),
             drop_slot_on_stop: false,
+            slot_max_retries: 6,
+            slot_retry_delay_ms: 10_000,
             temporary_slot: false,
             errors_max_retries: None,
             types: Default::default(),
@@ -350,6 +357,8 @@ impl CaptureConfig {
                 "key.converter.schemas.enable" | "value.converter.schemas.enable" | "transforms" | "name" | "tasks.max" => {}
                 "slot.drop.on.stop" => c.drop_slot_on_stop = parse_bool(k, v)?,
                 "slot.temporary" => c.temporary_slot = parse_bool(k, v)?,
+                "slot.max.retries" => c.slot_max_retries = v.parse().map_err(|_| bad(k, format!("{v:?} is not a count")))?,
+                "slot.retry.delay.ms" => c.slot_retry_delay_ms = v.parse().map_err(|_| bad(k, format!("{v:?} is not a number of milliseconds")))?,
                 "errors.max.retries" => {
                     let n: i64 = v.parse().map_err(|_| bad(k, format!("{v:?} is not a number (-1: no limit)")))?;
                     c.errors_max_retries = (n >= 0).then_some(n as u32);

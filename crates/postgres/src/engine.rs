@@ -342,21 +342,33 @@ async fn session(
     }
 
     // The slot: reuse it, or create it with an exported snapshot.
+    // Held by another connection: often one of a process killed a moment ago, which the
+    // server has not noticed yet. Polled every 100 ms for `slot.max.retries` times
+    // `slot.retry.delay.ms`, as Debezium retries, saying why it waits.
     let mut slot = slot_state(cfg, &client).await?;
-    for _ in 0..50 {
-        match slot {
-            Some((Some(_pid), _)) => {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                slot = slot_state(cfg, &client).await?;
-            }
-            _ => break,
+    let started = std::time::Instant::now();
+    let wait = Duration::from_millis(cfg.slot_retry_delay_ms.saturating_mul(cfg.slot_max_retries as u64));
+    let mut said = false;
+    while let Some((Some(pid), _)) = slot {
+        if started.elapsed() >= wait {
+            return Err(CaptureError::Setup(format!(
+                "replication slot {:?} is in use by another process (PID {pid}), still after {:.0?} (slot.max.retries {} x slot.retry.delay.ms {}); \
+                 stop the other capture or choose another slot.name",
+                cfg.slot_name,
+                started.elapsed(),
+                cfg.slot_max_retries,
+                cfg.slot_retry_delay_ms
+            )));
         }
+        if !said {
+            warn!("replication slot {:?} is in use by server process {pid} (a capture killed a moment ago?); waiting up to {wait:?} for it", cfg.slot_name);
+            said = true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        slot = slot_state(cfg, &client).await?;
     }
-    if let Some((Some(pid), _)) = slot {
-        return Err(CaptureError::Setup(format!(
-            "replication slot {:?} is in use by another process (PID {pid}); stop the other capture or choose another slot.name",
-            cfg.slot_name
-        )));
+    if said {
+        warn!("replication slot {:?} is free after {:.1?}", cfg.slot_name, started.elapsed());
     }
     let offsets = read_offsets(cfg)?;
     // The offsets say this slot existed (its snapshot completed), and it is gone: every change

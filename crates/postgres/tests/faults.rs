@@ -61,7 +61,12 @@ async fn slot_held_by_another_process_is_a_clear_error() {
         assert!(std::time::Instant::now() < deadline, "pg_recvlogical did not take the slot within 30 s");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
+    // Debezium's slot.max.retries x slot.retry.delay.ms, shortened: waited for, then an error.
+    (cfg.slot_max_retries, cfg.slot_retry_delay_ms) = (2, 500);
+    let t0 = std::time::Instant::now();
     let e = run_once(cfg).await.unwrap_err().to_string();
+    assert!(t0.elapsed() >= Duration::from_millis(1000), "waited {:?}", t0.elapsed());
+    assert!(e.contains("slot.max.retries 2 x slot.retry.delay.ms 500"), "{e}");
     other.kill().unwrap();
     other.wait().unwrap();
     assert!(e.contains("\"held\" is in use by another process") && e.contains(&format!("PID {pid}")), "{e}");

@@ -16,6 +16,7 @@ use tensorcdc_source::{OnError, SourceConfig};
 mod convert;
 mod datasets;
 mod model;
+mod run;
 mod testing;
 
 create_exception!(_tensorcdc, TensorcdcError, PyException, "A read, decode or model error; the message names the topic/partition@offset, row or file.");
@@ -81,5 +82,7 @@ fn _tensorcdc(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<testing::Broker>()?;
     m.add_function(wrap_pyfunction!(testing::execute, m)?)?;
     m.add_function(wrap_pyfunction!(testing::load_mnist, m)?)?;
+    m.add_function(wrap_pyfunction!(testing::query, m)?)?;
+    m.add_function(wrap_pyfunction!(run::run, m)?)?;
     Ok(())
 }

@@ -74,6 +74,24 @@ pub fn execute(py: Python<'_>, url: String, sql: String) -> PyResult<()> {
     })
 }
 
+/// Runs one SQL query on `url`; returns its rows, each value as text (None for NULL).
+#[pyfunction]
+pub fn query(py: Python<'_>, url: String, sql: String) -> PyResult<Vec<Vec<Option<String>>>> {
+    py.detach(|| {
+        runtime().block_on(async {
+            let c = tensorcdc_postgres::conn::connect(&url).await.map_err(err)?;
+            let msgs = c.simple_query(&sql).await.map_err(err)?;
+            Ok(msgs
+                .iter()
+                .filter_map(|m| match m {
+                    tokio_postgres::SimpleQueryMessage::Row(r) => Some((0..r.len()).map(|i| r.get(i).map(String::from)).collect()),
+                    _ => None,
+                })
+                .collect())
+        })
+    })
+}
+
 /// Loads `limit` rows of an MNIST split ("train" or "test") from IDX files into `table`
 /// (created as the blog's mnist2sql does), in transactions of `chunk` rows. Returns the rows
 /// loaded.

@@ -19,6 +19,7 @@
 //! loading of examples), so the stream, which needs both, cannot live in `dataset` itself.
 
 mod bounded;
+pub mod clock;
 mod config;
 mod stream;
 

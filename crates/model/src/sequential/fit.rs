@@ -87,6 +87,17 @@ pub struct Data {
 }
 
 impl Data {
+    /// Encodes records through a feature spec: the data of the rows that encode, and the
+    /// rows skipped (key, reason).
+    pub fn encode<'a>(
+        spec: &tensorcdc_dataset::features::FeatureSpec,
+        rows: impl Iterator<Item = &'a tensorcdc_dataset::features::Record>,
+    ) -> (Data, Vec<(Option<String>, tensorcdc_dataset::features::EncodeError)>) {
+        let e = spec.encode_all(rows);
+        let y = if spec.task == tensorcdc_dataset::features::Task::Classification { Targets::Classes(e.classes) } else { Targets::Values(e.values) };
+        (Data { x: e.x, width: e.width, y }, e.skipped)
+    }
+
     pub fn len(&self) -> usize {
         match &self.y {
             Targets::Classes(c) => c.len(),

@@ -4,14 +4,13 @@
 
 use std::sync::mpsc as std_mpsc;
 
+use crate::{Gate, Score, TrainingBuffer, VersionMeta, Versions};
 use tensorcdc_dataset::features::{FeatureSpec, Record, Task};
-use tensorcdc_learn::{Gate, Score, TrainingBuffer, VersionMeta, Versions};
 use tensorcdc_model::device_from_env;
 use tensorcdc_model::sequential::{checkpoint, Data, FitSettings, Loss, SeqPredictor, SeqTrainer, SequentialSpec};
 
 use super::RunArgs;
-use crate::capture::now_ms;
-use crate::tabular::encode;
+use tensorcdc_source::clock::unix_ms as now_ms;
 
 /// A training job: the data of one version.
 pub struct Job {
@@ -154,8 +153,8 @@ pub(super) fn make_job(
     }
     let held: Vec<&Record> = if a.held_out_window == 0 { buf.held_out().collect() } else { buf.recent(true, a.held_out_window) };
     Job {
-        train: encode(spec, rows.iter().copied()).0,
-        held: encode(spec, held.iter().copied()).0,
+        train: Data::encode(spec, rows.iter().copied()).0,
+        held: Data::encode(spec, held.iter().copied()).0,
         spec: spec.clone(),
         epochs: if fresh { a.initial_epochs } else { a.refresh_epochs },
         position: position.into(),
@@ -163,6 +162,6 @@ pub(super) fn make_job(
         examples_seen: buf.labelled_changes,
         skipped: skipped.clone(),
         fresh,
-        held_serving: serving_spec.map(|s| encode(s, held.iter().copied()).0),
+        held_serving: serving_spec.map(|s| Data::encode(s, held.iter().copied()).0),
     }
 }

@@ -7,9 +7,9 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
+use crate::{Applied, TrainingBuffer, Txns};
 use anyhow::Result;
 use tensorcdc_dataset::features::{Change, FeatureSpec, SpecOptions};
-use tensorcdc_learn::{Applied, TrainingBuffer, Txns};
 use tensorcdc_model::sequential::SeqPredictor;
 use tensorcdc_source::ChangeItem;
 

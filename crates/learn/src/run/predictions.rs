@@ -9,7 +9,7 @@ use tensorcdc_model::sequential::SeqPredictor;
 
 use super::live::{pixels, Recent};
 use super::metrics::Metrics;
-use crate::follow::now_ms;
+use tensorcdc_source::clock::{live_latency_ms, now_ms};
 
 pub struct Predictions {
     pub client: tokio_postgres::Client,
@@ -127,7 +127,7 @@ impl Predictions {
         for (i, r) in rows.iter().enumerate().filter(|(i, r)| last.get(&r.record.key.as_deref()) == Some(i)) {
             match spec.encode(&r.record, &mut x) {
                 Ok(()) => {
-                    crate::tabular::say_notes(spec, &r.record, &r.position);
+                    say_notes(spec, &r.record, &r.position);
                     ok.push(&rows[i])
                 }
                 Err(e) => eprintln!("row with key {} at {}: {e}; not predicted", r.record.key.as_deref().unwrap_or("(none)"), r.position),
@@ -149,7 +149,7 @@ impl Predictions {
                 }
                 Task::Regression => (o[0].to_string(), None, Some(o[0] as f64)),
             };
-            let latency = crate::follow::live_latency_ms(r.commit_ts_ms, r.snapshot, done);
+            let latency = live_latency_ms(r.commit_ts_ms, r.snapshot, done);
             match latency {
                 Some(l) => m.latency.observe(l / 1e3),
                 None => {
@@ -235,5 +235,22 @@ impl Columns {
             latency: Vec::with_capacity(n),
             class_name: Vec::with_capacity(n),
         }
+    }
+}
+
+/// Says on stderr what a predicted row's encoding took on trust ([`FeatureSpec::notes`]): an
+/// unseen category, a number given as text; the first 5 rows with notes, then a count every
+/// 1,000.
+pub fn say_notes(spec: &FeatureSpec, r: &Record, at: &str) {
+    static ROWS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let notes = spec.notes(r);
+    if notes.is_empty() {
+        return;
+    }
+    let n = ROWS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+    if n <= 5 {
+        eprintln!("note: row with key {} at {at}: {}", r.key.as_deref().unwrap_or("(none)"), notes.join("; "));
+    } else if n % 1000 == 0 {
+        eprintln!("note: {n} rows predicted so far had a category never seen in training or a number given as text");
     }
 }

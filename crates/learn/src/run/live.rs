@@ -6,8 +6,8 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
+use crate::VersionMeta;
 use serde::Serialize;
-use tensorcdc_learn::VersionMeta;
 
 /// Upper bounds of the latency histogram's buckets, ms (the last one catches the rest).
 const BUCKETS_MS: [f64; 12] = [1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 5000.0, f64::INFINITY];

@@ -11,10 +11,10 @@
 //!   DEFAULT`): [`Schema::fill`] takes it from the row held in the buffer, or else reads the
 //!   row from the table by its key, never NULL.
 
+use crate::TrainingBuffer;
 use anyhow::{Context, Result};
 use tensorcdc_dataset::features::cell::record_of_json;
 use tensorcdc_dataset::features::{FeatureSpec, Record};
-use tensorcdc_learn::TrainingBuffer;
 
 use super::metrics::Metrics;
 

@@ -34,7 +34,7 @@ mod args;
 pub mod config;
 mod live;
 mod metrics;
-mod predictions;
+pub mod predictions;
 mod preflight;
 mod resume;
 mod schema;
@@ -45,11 +45,12 @@ use std::collections::HashMap;
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
+use crate::{TrainingBuffer, Txns, Versions};
 use anyhow::{Context, Result};
-use tensorcdc_learn::{TrainingBuffer, Txns, Versions};
-use tensorcdc_source::{SourceConfig, Stream};
+use tensorcdc_source::{clock, SourceConfig, Stream};
 
 pub use args::RunArgs;
+pub use predictions::say_notes;
 use predictions::Predictions;
 use state::State;
 use train::{Job, Start};
@@ -194,7 +195,7 @@ async fn run_async(a: RunArgs) -> Result<()> {
         let (a, v) = (a.clone(), versions.clone());
         std::thread::Builder::new().name("train".into()).spawn(move || train::train_versions(a, v, start, job_rx, done_tx))?
     };
-    let shutdown = crate::capture::shutdown_signal();
+    let shutdown = clock::shutdown_signal();
     let from = match &a.kafka {
         None => format!("slot {slot}"),
         Some(b) => format!("topic {} on {b}, group {}", a.topic.as_deref().unwrap_or_default(), a.group),
@@ -211,7 +212,7 @@ async fn run_async(a: RunArgs) -> Result<()> {
                 }
                 m.rows_captured.inc_by(items.len() as u64);
                 if let Some(c) = items.last().and_then(|it| it.commit_ts_ms) {
-                    m.lag_seconds.set((crate::capture::now_ms() - c).max(0) as f64 / 1e3);
+                    m.lag_seconds.set((clock::unix_ms() - c).max(0) as f64 / 1e3);
                 }
                 let fresh = st.apply(&out, &m, items).await?;
                 st.serve(&out, &m, fresh).await?;
@@ -220,12 +221,12 @@ async fn run_async(a: RunArgs) -> Result<()> {
                 st.published(&out, &m, done.map_err(|e| anyhow::anyhow!("training: {e}"))?).await?;
             }
             _ = std::future::ready(()), if !st.backlog.is_empty() => st.repredict(&out, &m).await?,
-            _ = crate::follow::wait_true(shutdown.clone()) => break,
+            _ = clock::wait_true(shutdown.clone()) => break,
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
         }
         if !said_streaming && stream.streaming() {
             said_streaming = true;
-            println!("run: streaming changes, {:.2} s after start", crate::follow::since_start_s());
+            println!("run: streaming changes, {:.2} s after start", clock::since_start_s());
         }
         if let Some(job) = st.due(&a, stream.streaming(), false, &key_columns)? {
             job_tx.send(job).context("the training thread stopped")?;

@@ -8,14 +8,14 @@
 //!   serves at once, the buffer is refilled from the table as it is now (held, not new, not
 //!   counted again), every unlabelled row is predicted again (an upsert: still one current
 //!   prediction each), and the slot resends what follows its confirmed LSN, of which the
-//!   transactions the version already counted are dropped ([`tensorcdc_learn::Txns`]).
+//!   transactions the version already counted are dropped ([`crate::Txns`]).
 
 use std::path::Path;
 
+use crate::{TrainingBuffer, VersionMeta, Versions};
 use anyhow::{Context, Result};
 use tensorcdc_dataset::features::cell::change_of_message;
 use tensorcdc_dataset::features::{Change, FeatureSpec};
-use tensorcdc_learn::{TrainingBuffer, VersionMeta, Versions};
 use tensorcdc_model::device_from_env;
 use tensorcdc_model::sequential::{checkpoint, SeqPredictor};
 use tensorcdc_source::SourceConfig;
