@@ -250,7 +250,7 @@ pub fn say_notes(spec: &FeatureSpec, r: &Record, at: &str) {
     let n = ROWS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
     if n <= 5 {
         eprintln!("note: row with key {} at {at}: {}", r.key.as_deref().unwrap_or("(none)"), notes.join("; "));
-    } else if n % 1000 == 0 {
+    } else if n.is_multiple_of(1000) {
         eprintln!("note: {n} rows predicted so far had a category never seen in training or a number given as text");
     }
 }
