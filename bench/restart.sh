@@ -23,6 +23,9 @@ run() { exec "$BIN" run --source "$url" --table rows --label label --layers 16 -
 run > "$work/first.out" 2> "$work/first.err" &
 pid=$!
 wait_sql "SELECT count(*) FROM rows_predictions" "$ROWS" 900 "the first run's predictions"
+# How far the slot's confirmed position is behind the server's WAL: what a restart decodes
+# again before the first new change.
+slot_behind=$(psql -c "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn) FROM pg_replication_slots WHERE slot_name = 'tensorcdc_run_rows'")
 kill -9 "$pid"; wait "$pid" 2>/dev/null || true; pid=
 t0=$(now)
 run > "$work/restart.out" 2> "$work/restart.err" &
@@ -59,5 +62,5 @@ t1=$(now)
 psql -c "COPY copy_in FROM '$work/p.csv' WITH CSV"
 copy_in_s=$(echo "$(now) - $t1" | bc)
 chmod a+rx "$work" 2>/dev/null || true
-echo "{\"bench\":\"restart\",\"rows\":$ROWS,\"streaming_after_s\":$streaming_s,\"streaming_said_s\":$streaming_said,\"new_row_predicted_s\":$new_row_s,\"repredict_s\":$backlog_s,\"repredict_rows_per_s\":$rate,\"ref_copy_out_s\":$copy_out_s,\"ref_copy_in_predictions_s\":$copy_in_s}"
+echo "{\"bench\":\"restart\",\"rows\":$ROWS,\"streaming_after_s\":$streaming_s,\"streaming_said_s\":$streaming_said,\"new_row_predicted_s\":$new_row_s,\"slot_behind_bytes_at_kill\":$slot_behind,\"repredict_s\":$backlog_s,\"repredict_rows_per_s\":$rate,\"ref_copy_out_s\":$copy_out_s,\"ref_copy_in_predictions_s\":$copy_in_s}"
 grep "^run:" "$work/restart.out" >&2
