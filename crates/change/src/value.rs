@@ -39,22 +39,6 @@ impl FieldType {
             FieldType::Struct => "struct",
         }
     }
-
-    pub fn from_connect_name(s: &str) -> Option<Self> {
-        Some(match s {
-            "boolean" => FieldType::Boolean,
-            "int8" | "int16" => FieldType::Int16,
-            "int32" => FieldType::Int32,
-            "int64" => FieldType::Int64,
-            "float" => FieldType::Float32,
-            "double" => FieldType::Float64,
-            "string" => FieldType::String,
-            "bytes" => FieldType::Bytes,
-            "array" => FieldType::Array,
-            "struct" => FieldType::Struct,
-            _ => return None,
-        })
-    }
 }
 
 /// The semantic part of a schema (Debezium's `io.debezium.time.Date`, Kafka Connect's

@@ -77,13 +77,3 @@ pub fn load(dir: &Path, device: &Device) -> Result<(CheckpointMeta, Predictor), 
     }
     Ok((meta, predictor))
 }
-
-/// Loads a checkpoint to continue training.
-pub fn load_trainer(dir: &Path, device: &Device) -> Result<Trainer, ModelError> {
-    let (meta, p) = load(dir, device)?;
-    let device = device.clone().autodiff();
-    let model = p.model.fork(&device);
-    let mut t = Trainer::from_model(meta.model, meta.train, model, device);
-    t.epochs_done = meta.epochs_done;
-    Ok(t)
-}

@@ -6,7 +6,7 @@
 //! Kafka Connect's JsonConverter writes bytes), `base64` or `hex` (schema type `string`).
 
 use base64::Engine;
-use serde_json::{Map, Value as J};
+use serde_json::Value as J;
 
 use crate::{ChangeEvent, Field, Key, Message, Payload, Row, Value};
 
@@ -133,15 +133,6 @@ pub fn value_json_of(v: &Value, f: Option<&Field>, binary: BinaryMode) -> J {
 /// The JSON of one value (no schema: bytes follow `binary`).
 pub fn value_json(v: &Value, binary: BinaryMode) -> J {
     value_json_of(v, None, binary)
-}
-
-/// A row as a JSON object, fields in order.
-pub fn row_json(row: &Row, binary: BinaryMode) -> J {
-    let mut m = Map::with_capacity(row.values.len());
-    for (f, v) in row.fields.iter().zip(&row.values) {
-        m.insert(f.name.clone(), value_json_of(v, Some(f), binary));
-    }
-    J::Object(m)
 }
 
 /// Serialises messages as Kafka record bytes, writing JSON directly into buffers and
