@@ -5,8 +5,8 @@
 use anyhow::{Context, Result};
 use tensorcdc_model::{argmax, checkpoint, device_from_env, Predictor};
 
+use crate::args::PredictArgs;
 use crate::source::{model_version, Item};
-use crate::train::PredictArgs;
 
 /// One prediction.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -194,10 +194,9 @@ pub fn percentile(v: &[f64], p: f64) -> Option<f64> {
     Some(s[idx])
 }
 
+/// `predict --follow` with the blog's network ([`crate::commands::predict`] sends a general
+/// model to `tabular::follow`).
 pub fn follow(a: PredictArgs) -> Result<()> {
-    if tensorcdc_model::sequential::checkpoint::is_sequential(&a.model) {
-        return crate::tabular::follow(&a);
-    }
     let (_, predictor) = checkpoint::load(&a.model, &device_from_env()?).context("loading the model")?;
     let version = model_version(&a.model);
     let classes = tensorcdc_dataset::mnist::class_names(&a.classes).map_err(anyhow::Error::msg)?;

@@ -1,7 +1,9 @@
 //! The `tensorcdc` binary: clap subcommands, progress, pictures, and the demo's orchestration.
 //! The only crate that uses `anyhow`; everything it calls returns typed errors.
 
+mod args;
 mod capture;
+mod commands;
 mod demo;
 mod download;
 mod export;
@@ -47,12 +49,12 @@ enum Command {
     },
     /// Train a model and save a checkpoint folder: the blog's MNIST network on images, or, with
     /// --label, a network on any table's columns.
-    Train(train::TrainArgs),
+    Train(args::TrainArgs),
     /// Evaluate a checkpoint on a data set, a topic or a table: loss and accuracy (or regression errors).
-    Evaluate(train::EvaluateArgs),
+    Evaluate(args::EvaluateArgs),
     /// Predict with a checkpoint: one image (--pixels, --png), one row (--row), or every new
     /// row as it commits (--follow).
-    Predict(train::PredictArgs),
+    Predict(args::PredictArgs),
     /// Capture changes from Postgres (snapshot, then the WAL stream) as Debezium events.
     Capture(capture::CaptureArgs),
     /// Write a checkpoint as a Keras `.keras` file (keras.models.load_model reads it).
@@ -179,9 +181,9 @@ fn run(cli: Cli) -> Result<()> {
             }
             MnistCommand::Load { data, postgres, split, limit, chunk } => load(&data, &postgres, &split, limit, chunk),
         },
-        Command::Train(a) => train::train(a),
-        Command::Evaluate(a) => train::evaluate(a),
-        Command::Predict(a) => train::predict(a),
+        Command::Train(a) => commands::train(a),
+        Command::Evaluate(a) => commands::evaluate(a),
+        Command::Predict(a) => commands::predict(a),
         Command::Capture(a) => capture::capture(a),
         Command::Export(a) => export::export(a),
         Command::Demo(a) => demo::demo(a),

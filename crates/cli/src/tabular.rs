@@ -15,47 +15,8 @@ use tensorcdc_model::device_from_env;
 use tensorcdc_model::sequential::{checkpoint, Activation, CompileConfig, Data, FitMetrics, FitSettings, Loss, SeqTrainer, SequentialSpec};
 use tensorcdc_source::Rows;
 
+use crate::args::ModelArgs;
 use crate::source::SourceArgs;
-
-/// The flags of the general path.
-#[derive(clap::Args, Clone, Debug, Default)]
-pub struct ModelArgs {
-    /// The label column (classes from integers, text and booleans; regression from other numbers).
-    #[arg(long)]
-    pub label: Option<String>,
-    /// Feature columns (default: every column but the primary key and the label).
-    #[arg(long, value_delimiter = ',')]
-    pub features: Option<Vec<String>>,
-    /// Scaling of number columns: standard, minmax or none.
-    #[arg(long, default_value = "standard")]
-    pub scaling: String,
-    /// A NULL feature: skip the row (counted) or impute (mean / most frequent).
-    #[arg(long, default_value = "skip")]
-    pub nulls: String,
-    /// classification or regression (default: from the label's type).
-    #[arg(long)]
-    pub task: Option<String>,
-    /// Hidden Dense(relu) layers, e.g. 64,64 (the output layer is sized by the task).
-    #[arg(long, value_delimiter = ',')]
-    pub layers: Option<Vec<usize>>,
-    /// The JSON of Keras' `model.to_json()` (a Sequential model).
-    #[arg(long)]
-    pub model_spec: Option<PathBuf>,
-    /// sparse_categorical_crossentropy, binary_crossentropy, mse, mae or huber (default: by task).
-    #[arg(long)]
-    pub loss: Option<String>,
-    /// The JSON of Keras' `model.get_compile_config()`: optimizer (Adam, AdamW, SGD, RMSprop)
-    /// and loss.
-    #[arg(long)]
-    pub compile_config: Option<PathBuf>,
-}
-
-impl ModelArgs {
-    /// True when these flags ask for the general path.
-    pub fn general(&self) -> bool {
-        self.label.is_some() || self.model_spec.is_some() || self.layers.is_some()
-    }
-}
 
 /// Reads everything available now: the table through an in-process snapshot, or a Kafka
 /// topic of Debezium JSON or CSV up to its high watermark (`tensorcdc-source`).
@@ -265,7 +226,7 @@ impl crate::follow::PredictionRow for RowPrediction {
 
 /// `predict --follow` with a checkpoint trained on any table: every inserted or updated row
 /// is predicted as it arrives (deletes are passed over).
-pub fn follow(a: &crate::train::PredictArgs) -> Result<()> {
+pub fn follow(a: &crate::args::PredictArgs) -> Result<()> {
     let (spec, _, p) = checkpoint::load_served(&a.model, &device_from_env()?).context("loading the model")?;
     let version = crate::source::model_version(&a.model);
     if a.source.source.is_some() && a.source.table.is_none() {

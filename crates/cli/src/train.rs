@@ -9,39 +9,10 @@ use tensorcdc_dataset::mnist::{self, Split};
 use tensorcdc_dataset::{Examples, PIXELS};
 use tensorcdc_model::{argmax, checkpoint, device_from_env, EpochEnd, Metrics, MlpConfig, Predictor, TrainConfig, Trainer};
 
+use crate::args::{EvaluateArgs, PredictArgs, TrainArgs};
 use crate::pictures;
 use crate::progress::EpochBar;
 use crate::source::SourceArgs;
-
-#[derive(clap::Args)]
-pub struct TrainArgs {
-    #[command(flatten)]
-    pub source: SourceArgs,
-    /// Checkpoint folder to write (config.json + model.bpk).
-    #[arg(long, default_value = "model")]
-    pub out: PathBuf,
-    /// Passes over the training rows.
-    #[arg(long, default_value_t = 5)]
-    pub epochs: usize,
-    /// Rows per training step (the blog's batch(64)).
-    #[arg(long, default_value_t = 64)]
-    pub batch_size: usize,
-    /// Adam's learning rate (Keras' default).
-    #[arg(long, default_value_t = 0.001)]
-    pub learning_rate: f64,
-    /// Seed of the weight initialisation and of each epoch's shuffle.
-    #[arg(long, default_value_t = 42)]
-    pub seed: u64,
-    /// Threads training the model (the hidden layer is split in column blocks, one per thread);
-    /// 0: one per CPU core.
-    #[arg(long, default_value_t = 0)]
-    pub threads: usize,
-    /// Write the training curves (loss, accuracy by epoch) to this PNG.
-    #[arg(long)]
-    pub curves: Option<PathBuf>,
-    #[command(flatten)]
-    pub model: crate::tabular::ModelArgs,
-}
 
 /// Trains on `train_set` with the Keras-like progress line; returns the trainer and epochs.
 pub fn fit(train_set: &Examples, cfg: TrainConfig) -> Result<(Trainer, Vec<EpochEnd>)> {
@@ -57,17 +28,9 @@ pub fn fit(train_set: &Examples, cfg: TrainConfig) -> Result<(Trainer, Vec<Epoch
     Ok((trainer, ends))
 }
 
+/// `train` of the blog's network (MNIST examples; [`crate::commands::train`] sends the rest to
+/// the general path).
 pub fn train(a: TrainArgs) -> Result<()> {
-    if a.model.general() {
-        let settings = tensorcdc_model::sequential::FitSettings {
-            epochs: a.epochs,
-            batch_size: a.batch_size,
-            learning_rate: a.learning_rate,
-            seed: a.seed,
-            optimizer: None,
-        };
-        return crate::tabular::train(&a.source, &a.model, settings, &a.out, a.curves.as_deref());
-    }
     let rt = tokio::runtime::Runtime::new()?;
     let (train_set, report) = rt.block_on(a.source.bounded(Split::Train))?;
     if train_set.is_empty() {
@@ -115,22 +78,9 @@ pub fn curves(path: &std::path::Path, ends: &[EpochEnd]) -> Result<()> {
     Ok(())
 }
 
-#[derive(clap::Args)]
-pub struct EvaluateArgs {
-    #[command(flatten)]
-    pub source: SourceArgs,
-    /// Checkpoint folder written by `train`.
-    #[arg(long, default_value = "model")]
-    pub model: PathBuf,
-}
-
+/// `evaluate` of a checkpoint of the blog's network ([`crate::commands::evaluate`] sends the
+/// rest to the general path).
 pub fn evaluate(a: EvaluateArgs) -> Result<()> {
-    if tensorcdc_model::sequential::checkpoint::is_sequential(&a.model) && a.source.group.is_none() {
-        if a.source.data.is_some() {
-            return evaluate_images(&a);
-        }
-        return crate::tabular::evaluate(&a.source, &a.model);
-    }
     let (_, predictor) = checkpoint::load(&a.model, &device_from_env()?)?;
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
@@ -161,7 +111,7 @@ pub fn evaluate(a: EvaluateArgs) -> Result<()> {
 /// `evaluate --data DIR` with an image model that is not the blog's own (a general
 /// checkpoint, a Keras or an ONNX file of 784 inputs and 10 classes): the IDX test images,
 /// pixels / 255 as the MNIST preset encodes them.
-fn evaluate_images(a: &EvaluateArgs) -> Result<()> {
+pub(crate) fn evaluate_images(a: &EvaluateArgs) -> Result<()> {
     use tensorcdc_model::sequential::{checkpoint::load_served, Data, Targets};
     let (features, _, p) = load_served(&a.model, &device_from_env()?).context("loading the model")?;
     if features.width() != PIXELS || features.outputs() != 10 {
@@ -204,45 +154,6 @@ pub async fn evaluate_stream(predictor: &Predictor, source: &SourceArgs, mut pro
     Ok(m)
 }
 
-#[derive(clap::Args)]
-pub struct PredictArgs {
-    /// Checkpoint folder written by `train`.
-    #[arg(long, default_value = "model")]
-    pub model: PathBuf,
-    /// 784 pixel values 0..=255 (row-major 28x28), comma-separated, or as a JSON / Python
-    /// list ("[0, 0, ...]").
-    #[arg(long, required_unless_present_any = ["follow", "row"])]
-    pub pixels: Option<String>,
-    /// A row to classify with a model trained with --label: a JSON object of column values.
-    #[arg(long, conflicts_with = "pixels")]
-    pub row: Option<String>,
-    /// Classify rows as they arrive (--kafka ... --topic T, or --source postgres://...).
-    #[arg(long)]
-    pub follow: bool,
-    #[command(flatten)]
-    pub source: SourceArgs,
-    /// Also write each prediction as JSON to this Kafka topic (on the --kafka brokers).
-    #[arg(long)]
-    pub predictions_topic: Option<String>,
-    /// Also insert each prediction into this Postgres table (created if missing).
-    #[arg(long)]
-    pub predictions_table: Option<String>,
-    /// Postgres URL for --predictions-table (default: --source).
-    #[arg(long)]
-    pub predictions_db: Option<String>,
-    /// Stop after this many predictions.
-    #[arg(long)]
-    pub max: Option<usize>,
-    /// Also write the digit, enlarged, with the prediction as its title.
-    #[arg(long)]
-    pub png: Option<PathBuf>,
-    /// Names of the ten classes of an image model: digits, fashion (Fashion-MNIST's
-    /// T-shirt/top ... Ankle boot), or ten names separated by commas; shown and written as
-    /// `class` beside the label number.
-    #[arg(long, default_value = "digits")]
-    pub classes: String,
-}
-
 /// Parses 784 comma-separated values 0..=255 (bare, or in `[...]` as a JSON or Python list
 /// prints them), naming the bad one.
 pub fn parse_pixels(text: &str) -> Result<Vec<u8>> {
@@ -263,16 +174,8 @@ pub fn parse_pixels(text: &str) -> Result<Vec<u8>> {
         .collect()
 }
 
+/// `predict --pixels` ([`crate::commands::predict`] sends `--follow` and `--row` on).
 pub fn predict(a: PredictArgs) -> Result<()> {
-    if a.follow {
-        return crate::follow::follow(a);
-    }
-    if let Some(row) = &a.row {
-        if !tensorcdc_model::sequential::checkpoint::is_sequential(&a.model) && a.model.join("config.json").exists() {
-            bail!("--row needs a model trained on a table (train --label COL); {} is an image model: give the image with --pixels", a.model.display());
-        }
-        return crate::tabular::predict_row(&a.model, row);
-    }
     let pixels = parse_pixels(a.pixels.as_deref().unwrap_or_default())?;
     let probs = if tensorcdc_model::sequential::checkpoint::is_sequential(&a.model) {
         // A general checkpoint, a Keras file or an ONNX graph of 784 inputs: the pixels / 255, as the MNIST preset encodes them.

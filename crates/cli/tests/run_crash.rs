@@ -224,6 +224,11 @@ async fn a_crash_between_publishing_steps_never_breaks_a_later_publish() {
     }
     c.batch_execute(&cancer_insert(&header, &with_null, 230, 270, true)).await.unwrap();
     expected += 40;
+    // What the history says serves, before the run that rolls the last publish forward.
+    let before: Vec<serde_json::Value> =
+        std::fs::read_to_string(out.join("versions.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(before.len(), 2, "versions 1 and 2 (cut after its rename) in the history");
+    let serving_then = before.iter().rev().find(|v| v["serving"].as_bool().unwrap()).map(|v| v["version"].as_u64().unwrap()).unwrap();
     let mut cmd = run_cmd(&pg, &out, 4000);
     cmd.stderr(Stdio::piped());
     let mut child = cmd.spawn().unwrap();
@@ -232,7 +237,10 @@ async fn a_crash_between_publishing_steps_never_breaks_a_later_publish() {
     let said = lines.rest(180, "the last run");
     let errs = err.rest(10, "stderr");
     assert!(child.0.wait().unwrap().success(), "{said:#?}\n{errs:#?}");
-    assert!(said.iter().any(|l| l.starts_with("run: resuming from version 2")), "{said:#?}");
+    assert!(
+        said.iter().any(|l| l.starts_with("run: resuming from version 2") && l.ends_with(&format!("serving version {serving_then}"))),
+        "the serving pointer rolled forward to version {serving_then}: {said:#?}"
+    );
     let hist: Vec<serde_json::Value> = std::fs::read_to_string(out.join("versions.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let numbers: Vec<u64> = hist.iter().map(|v| v["version"].as_u64().unwrap()).collect();
     assert!(numbers.len() >= 3, "{numbers:?}");

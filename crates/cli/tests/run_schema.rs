@@ -57,6 +57,18 @@ fn version_of(line: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_follows_toast_add_drop_and_rename_while_a_writer_goes_on() {
+    scenario("0").await
+}
+
+/// The same, with a gate that refuses every version after the first (`--margin -1`): version 1
+/// serves throughout, reading its own columns (those gone imputed), and each later version is
+/// scored against it on the held-out rows as version 1 reads them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_follows_the_table_when_the_gate_refuses_every_new_model() {
+    scenario("-1").await
+}
+
+async fn scenario(margin: &str) {
     let dir = tempfile::tempdir().unwrap();
     let pg = tensorcdc_localpg::LocalPg::start(tensorcdc_localpg::Options { no_fsync: true, ..Default::default() }).unwrap();
     let (c, conn) = tokio_postgres::connect(&pg.conninfo("postgres"), tokio_postgres::NoTls).await.unwrap();
@@ -73,7 +85,9 @@ async fn run_follows_toast_add_drop_and_rename_while_a_writer_goes_on() {
     let out = dir.path().join("versions");
     let mut child = Command::new(env!("CARGO_BIN_EXE_tensorcdc"))
         .args(["run", "--source", &pg.url("postgres"), "--table", "t", "--label", "label", "--layers", "8", "--retrain-every", "20"])
-        .args(["--retrain-secs", "100000", "--initial-epochs", "5", "--refresh-epochs", "2", "--metrics-addr", "off", "--stream-timeout=-1", "--out"])
+        .args(["--retrain-secs", "100000", "--initial-epochs", "5", "--refresh-epochs", "2", "--metrics-addr", "off", "--stream-timeout=-1"])
+        .arg(format!("--margin={margin}"))
+        .arg("--out")
         .arg(&out)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -113,13 +127,21 @@ async fn run_follows_toast_add_drop_and_rename_while_a_writer_goes_on() {
         assert_eq!((p.as_str(), pr), (tp.as_str(), tpr), "row {k}: the prediction of the update equals its twin's, from the full row");
     }
 
-    // 2. ADD COLUMN z: used once labelled rows with values of it arrive (the next refit).
+    // 2. ADD COLUMN z: used once labelled rows with values of it arrive (the next refit); a
+    // NULL in it (five of the rows) is imputed, not skipped.
     c.batch_execute("ALTER TABLE t ADD COLUMN z float8").await.unwrap();
-    c.batch_execute(&insert(&["x", "y", "c", "v", "z", "label"], 401, 440, true)).await.unwrap();
+    c.batch_execute(&format!(
+        "BEGIN; {}; UPDATE t SET z = NULL WHERE id BETWEEN 401 AND 405; COMMIT",
+        insert(&["x", "y", "c", "v", "z", "label"], 401, 440, true)
+    ))
+    .await
+    .unwrap();
     let said = wait_line(&lines, "run: the next version reads", 120);
     assert!(said.contains("\"z\""), "{said}");
     let v3 = version_of(&wait_line(&lines, "version 3:", 120));
     assert_eq!(reads(&out, v3), ["x", "y", "c", "v", "z"]);
+    c.batch_execute(&insert(&["x", "y", "c", "v", "label"], 441, 445, false)).await.unwrap();
+    wait_count(&c, "SELECT count(*) FROM t_predictions WHERE row_key::int BETWEEN 441 AND 445", 5, 60).await;
 
     // 3. DROP COLUMN y: serving goes on at once (y imputed), the next version reads without it.
     c.batch_execute("ALTER TABLE t DROP COLUMN y").await.unwrap();
@@ -143,6 +165,10 @@ async fn run_follows_toast_add_drop_and_rename_while_a_writer_goes_on() {
     assert_eq!(count(&c, "SELECT count(*) FROM t WHERE label IS NULL AND NOT EXISTS (SELECT 1 FROM t_predictions p WHERE p.row_key = t.id::text)").await, 0);
     let hist = std::fs::read_to_string(out.join("versions.jsonl")).unwrap();
     assert!(!hist.contains("skipped"), "{hist}");
+    if margin == "-1" {
+        assert!(hist.lines().skip(1).all(|l| l.contains("\"serving\":false")), "{hist}");
+        assert_eq!(count(&c, "SELECT count(*) FROM t_predictions WHERE model_version <> 1").await, 0, "version 1 served every prediction");
+    }
     drop(child);
     let errs: Vec<String> = std::iter::from_fn(|| err.try_next(2000)).collect();
     for (what, col) in [("added", "z"), ("dropped", "y"), ("added", "city")] {

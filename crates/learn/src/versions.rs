@@ -97,6 +97,18 @@ impl Versions {
     /// A version in the history whose folder was not renamed yet is renamed into place; the
     /// serving pointer is set to the last version the history says serves.
     fn roll_forward(&self) -> Result<(), VersionError> {
+        // A line cut before its newline (or a torn one): the next line must not be appended
+        // onto it.
+        let hist = self.dir.join("versions.jsonl");
+        match std::fs::read(&hist) {
+            Ok(b) if !b.is_empty() && !b.ends_with(b"\n") => {
+                let mut f = std::fs::OpenOptions::new().append(true).open(&hist).map_err(io(&hist))?;
+                f.write_all(b"\n").and_then(|_| f.sync_all()).map_err(io(&hist))?;
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(&hist)(e)),
+        }
         let history = self.history()?;
         if let Some(last) = history.last() {
             let (tmp, dest) = (self.tmp(last.version), self.path(last.version));
@@ -183,7 +195,8 @@ impl Versions {
         failpoint("publish:written");
         let hist = self.dir.join("versions.jsonl");
         let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&hist).map_err(io(&hist))?;
-        writeln!(f, "{json}").and_then(|_| f.sync_all()).map_err(io(&hist))?;
+        // One write: the line and its newline together.
+        f.write_all(format!("{json}\n").as_bytes()).and_then(|_| f.sync_all()).map_err(io(&hist))?;
         failpoint("publish:history");
         std::fs::rename(&tmp, &dest).map_err(io(&dest))?;
         failpoint("publish:renamed");
@@ -301,5 +314,17 @@ mod tests {
         assert_eq!(std::fs::read(vs.path(3).join("model.bpk")).unwrap(), b"w3");
         assert_eq!(vs.history().unwrap().iter().map(|m| m.version).collect::<Vec<_>>(), [1, 2, 3]);
         assert_eq!(vs.serving().unwrap(), Some(2));
+        // Cut after version 4's line but before its newline: version 4 stands, and version
+        // 5's line is a line of its own.
+        let tmp4 = d.path().join(".v000004.tmp");
+        std::fs::create_dir_all(&tmp4).unwrap();
+        std::fs::write(tmp4.join("version.json"), serde_json::to_string(&meta(4, false)).unwrap()).unwrap();
+        let line = serde_json::to_string(&meta(4, false)).unwrap();
+        std::fs::OpenOptions::new().append(true).open(d.path().join("versions.jsonl")).unwrap().write_all(line.as_bytes()).unwrap();
+        let vs = Versions::open(d.path()).unwrap();
+        assert_eq!(vs.next_number().unwrap(), 5);
+        vs.publish(&meta(5, false), |p| std::fs::write(p.join("model.bpk"), b"w5").map_err(|e| e.to_string())).unwrap();
+        assert_eq!(vs.history().unwrap().iter().map(|m| m.version).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
+        assert!(vs.path(4).join("version.json").is_file());
     }
 }

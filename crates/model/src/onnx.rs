@@ -42,6 +42,9 @@ pub struct OnnxPredictor {
     pub output_name: String,
     /// Values per example out (classes, or 1).
     pub outputs: usize,
+    /// One output served as a two-class model (a sigmoid's `p`, as Keras and tensorcdc export
+    /// a binary classifier): each row becomes `[1 - p, p]`.
+    pub binary: bool,
     path: PathBuf,
 }
 
@@ -272,6 +275,7 @@ impl OnnxPredictor {
             columns,
             output_name: output.name.clone(),
             outputs: 0,
+            binary: false,
             path: path.into(),
         };
         let width = p.width();
@@ -344,25 +348,32 @@ impl OnnxPredictor {
 
     /// One output row per example: class probabilities (see the module's notes), or the value.
     pub fn predict(&self, x: &[f32], width: usize) -> Result<Vec<Vec<f32>>, ModelError> {
+        self.predict_in(x, width, 1024)
+    }
+
+    fn predict_in(&self, x: &[f32], width: usize, batch: usize) -> Result<Vec<Vec<f32>>, ModelError> {
         if width != self.width() || x.is_empty() || !x.len().is_multiple_of(width) {
             return Err(ModelError::Input(format!("{} values for a model of {} inputs", x.len(), self.width())));
         }
         let n = x.len() / width;
         let mut rows = Vec::with_capacity(n);
-        for chunk in x.chunks(1024 * width) {
+        for chunk in x.chunks(batch.max(1) * width) {
             let m = chunk.len() / width;
             let v = self.run(chunk, m)?;
             let k = v.len() / m;
-            rows.extend(v.chunks(k).map(|r| if k > 1 { probabilities(r) } else { r.to_vec() }));
+            rows.extend(v.chunks(k).map(|r| match (k, self.binary) {
+                (1, true) => vec![1.0 - r[0], r[0]],
+                (1, false) => r.to_vec(),
+                _ => probabilities(r),
+            }));
         }
         Ok(rows)
     }
 
     /// Keras' metrics over `data`: accuracy and mean cross-entropy, or absolute and squared errors.
     pub fn evaluate(&self, data: &Data, batch_size: usize) -> Result<FitMetrics, ModelError> {
-        let p = self.predict(&data.x, data.width)?;
+        let p = self.predict_in(&data.x, data.width, batch_size)?;
         let mut m = FitMetrics { n: data.len(), ..Default::default() };
-        let _ = batch_size;
         match &data.y {
             Targets::Classes(c) => {
                 for (row, &y) in p.iter().zip(c) {

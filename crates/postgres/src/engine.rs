@@ -423,7 +423,20 @@ async fn session(
         repl.simple_query(&format!("DROP_REPLICATION_SLOT {}", quote_ident(&cfg.slot_name))).await?;
         slot = None;
     }
-    incr.lock().expect("incremental").begin_session(offsets.as_ref(), slot.is_none());
+    let resuming_incremental = {
+        let mut i = incr.lock().expect("incremental");
+        i.begin_session(offsets.as_ref(), slot.is_none());
+        i.in_progress()
+    };
+    {
+        // "Done, pending its commit" belongs to the session that read the last chunk. A new
+        // session that goes on with the snapshot reads that chunk again and settles it; one
+        // with none to go on with (a new slot without an incremental snapshot) clears it.
+        let mut st = stats.lock().expect("stats");
+        if !resuming_incremental && st.incremental_done_at == Some(Lsn(u64::MAX)) {
+            st.incremental_done_at = None;
+        }
+    }
     let ctx = Ctx {
         cfg,
         transform,

@@ -61,6 +61,10 @@ pub struct Column {
     pub vocab: Vec<String>,
     /// The encoded features a NULL gets when imputing.
     pub impute: Vec<f32>,
+    /// A NULL is imputed even under [`Nulls::Skip`]: a column added to the table while
+    /// `tensorcdc run` ran (rows from before it have none).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub impute_null: bool,
 }
 
 fn one() -> f64 {
@@ -223,6 +227,7 @@ impl FeatureSpec {
                 scale: 1.0,
                 vocab: vec![],
                 impute: vec![0.0; crate::PIXELS],
+                impute_null: false,
             }],
             label: "label".into(),
             task: Task::Classification,
@@ -360,9 +365,9 @@ impl FeatureSpec {
                 None => return Err(EncodeError::Missing(col.name.clone())),
             };
             if is_missing(cell) {
-                match self.nulls {
-                    Nulls::Skip => return Err(EncodeError::Null(col.name.clone())),
-                    Nulls::Impute => {
+                match (self.nulls, col.impute_null) {
+                    (Nulls::Skip, false) => return Err(EncodeError::Null(col.name.clone())),
+                    _ => {
                         out.extend_from_slice(&col.impute);
                         continue;
                     }
@@ -427,7 +432,7 @@ impl FeatureSpec {
 }
 
 fn fit_column(name: &str, kind: Kind, width: usize, cells: &[&Cell], scaling: Scaling) -> Result<Column, String> {
-    let mut col = Column { name: name.into(), kind, width, shift: 0.0, scale: 1.0, vocab: vec![], impute: vec![] };
+    let mut col = Column { name: name.into(), kind, width, shift: 0.0, scale: 1.0, vocab: vec![], impute: vec![], impute_null: false };
     match kind {
         Kind::Number => {
             let xs: Vec<f64> = cells.iter().filter_map(|c| number_of(c)).filter(|x| x.is_finite()).collect();

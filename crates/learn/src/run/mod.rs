@@ -55,12 +55,20 @@ use predictions::Predictions;
 use state::State;
 use train::{Job, Start};
 
+/// Runs until the stream ends or SIGINT/SIGTERM (the handlers are installed for the process).
 pub fn run(a: RunArgs) -> Result<()> {
-    let rt = tokio::runtime::Runtime::new()?;
-    rt.block_on(run_async(a))
+    run_until(a, None)
 }
 
-async fn run_async(a: RunArgs) -> Result<()> {
+/// Runs until the stream ends or `stop` says true (`None`: SIGINT/SIGTERM). A host with signal
+/// handlers of its own (Python) passes its own `stop`.
+pub fn run_until(a: RunArgs, stop: Option<tokio::sync::watch::Receiver<bool>>) -> Result<()> {
+    clock::mark_start();
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(run_async(a, stop))
+}
+
+async fn run_async(a: RunArgs, stop: Option<tokio::sync::watch::Receiver<bool>>) -> Result<()> {
     // Nothing is created (slot, predictions table, versions folder) for a run that cannot work.
     let key_columns = {
         let client =
@@ -135,6 +143,7 @@ async fn run_async(a: RunArgs) -> Result<()> {
     };
     let mut start = Start { trainer: None, serving: None };
     let mut again = Vec::new();
+    let mut resumed_in_process = false;
     match resume::load(&versions)? {
         None if by_txn => resume::reset_slot(&out.client, &slot, &offsets).await?,
         None => {}
@@ -169,11 +178,12 @@ async fn run_async(a: RunArgs) -> Result<()> {
             m.set_skipped(&st.skipped);
             if by_txn {
                 again = resume::refill(&cfg, &a.source, &a.table, &mut st.buf).await?;
+                resumed_in_process = true;
             }
         }
     }
     let mut stream = Stream::open(&cfg, &a.table, a.stream_timeout).await?;
-    if !again.is_empty() {
+    if resumed_in_process {
         // Predictions of rows that are no longer unlabelled (labelled or deleted while the run
         // was down) go; the rest are predicted again beside the stream.
         let unlabelled: std::collections::HashSet<&str> = again.iter().filter_map(|p| p.record.key.as_deref()).collect();
@@ -195,7 +205,7 @@ async fn run_async(a: RunArgs) -> Result<()> {
         let (a, v) = (a.clone(), versions.clone());
         std::thread::Builder::new().name("train".into()).spawn(move || train::train_versions(a, v, start, job_rx, done_tx))?
     };
-    let shutdown = clock::shutdown_signal();
+    let shutdown = stop.unwrap_or_else(clock::shutdown_signal);
     let from = match &a.kafka {
         None => format!("slot {slot}"),
         Some(b) => format!("topic {} on {b}, group {}", a.topic.as_deref().unwrap_or_default(), a.group),
@@ -217,9 +227,10 @@ async fn run_async(a: RunArgs) -> Result<()> {
                 let fresh = st.apply(&out, &m, items).await?;
                 st.serve(&out, &m, fresh).await?;
             }
-            Some(done) = done_rx.recv() => {
-                st.published(&out, &m, done.map_err(|e| anyhow::anyhow!("training: {e}"))?).await?;
-            }
+            done = done_rx.recv() => match done {
+                Some(done) => st.published(&out, &m, done.map_err(|e| anyhow::anyhow!("training: {e}"))?).await?,
+                None => anyhow::bail!("the training thread stopped (a panic: see above); versions published so far are kept"),
+            },
             _ = std::future::ready(()), if !st.backlog.is_empty() => st.repredict(&out, &m).await?,
             _ = clock::wait_true(shutdown.clone()) => break,
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}

@@ -35,13 +35,24 @@ fn quote(s: &str) -> String {
 
 impl Schema {
     pub async fn new(client: &tokio_postgres::Client, table: &str, label: &str, key: &[String], chosen: Option<Vec<String>>) -> Result<Self> {
+        // The key's text compared as the key's own type, so the primary key's index serves.
         let lookup = match key {
-            [k] => Some(
-                client
-                    .prepare(&format!("SELECT to_jsonb(t)::text FROM public.{} t WHERE {}::text = $1", quote(table), quote(k)))
+            [k] => {
+                let ty: String = client
+                    .query_one(
+                        "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = to_regclass($1) AND attname = $2",
+                        &[&format!("public.{}", quote(table)), k],
+                    )
                     .await
-                    .with_context(|| format!("preparing the read of a row of {table} by its key"))?,
-            ),
+                    .with_context(|| format!("the type of {table}'s key column {k}"))?
+                    .get(0);
+                Some(
+                    client
+                        .prepare(&format!("SELECT to_jsonb(t)::text FROM public.{} t WHERE {} = $1::text::{ty}", quote(table), quote(k)))
+                        .await
+                        .with_context(|| format!("preparing the read of a row of {table} by its key"))?,
+                )
+            }
             _ => None,
         };
         Ok(Schema { columns: Vec::new(), chosen, label: label.into(), key: key.to_vec(), lookup })

@@ -99,9 +99,16 @@ impl State {
                     self.schema.observe(r, m);
                 }
                 // A snapshot's read of a row already held is not counted again.
+                let before = self.buf.labelled_changes;
                 let applied = if it.snapshot { self.buf.apply_read(change) } else { self.buf.apply(change) };
+                let counted = self.buf.labelled_changes > before;
                 match applied {
                     Applied::Labelled { key, .. } => {
+                        // Counted, so trained on or reported: one that does not encode is
+                        // counted apart (before the first spec, the first job counts them).
+                        if let (true, Some(spec), Some(r)) = (counted, &self.spec, self.buf.get(&key)) {
+                            train::count_skipped(spec, r, &mut self.skipped);
+                        }
                         // A row labelled late: its label is the answer now, not a prediction.
                         if self.predicted_keys.remove(&key) {
                             out.delete(&key).await?;
@@ -235,7 +242,7 @@ impl State {
         }
         // The table's columns changed since the spec was fitted: the next version reads the
         // columns it has now, fitted anew on every row held.
-        let mut refit = false;
+        let mut refit = None;
         if let Some(old) = self.spec.as_ref().filter(|_| !first) {
             let wanted = self.schema.wanted(old, &self.buf);
             let has: Vec<&str> = old.columns.iter().map(|c| c.name.as_str()).collect();
@@ -255,20 +262,32 @@ impl State {
                 match FeatureSpec::fit(self.buf.training(), &opts) {
                     Ok(mut spec) => {
                         spec.impute_missing = true;
+                        // A column added while running: its NULLs (rows written before it
+                        // existed) are imputed, not skipped.
+                        for c in spec.columns.iter_mut().filter(|c| !has.contains(&c.name.as_str())) {
+                            c.impute_null = true;
+                        }
                         println!("run: the next version reads {wanted:?} (the last read {has:?}): a new model, fitted on the {} rows held", self.buf.len());
-                        self.spec = Some(spec);
-                        refit = true;
+                        refit = Some(spec);
                     }
                     Err(e) => eprintln!("run: the table's columns changed, but a spec of {wanted:?} does not fit yet ({e}); training goes on with {has:?}"),
                 }
             }
         }
-        let spec = self.spec.clone().expect("fitted");
-        let serving_spec = self.serving.as_ref().map(|s| &s.2).filter(|_| refit);
-        let job = train::make_job(a, &spec, &mut self.buf, first || refit, &self.position, self.txns.through(), &mut self.skipped, serving_spec);
+        let fresh = first || refit.is_some();
+        let spec = refit.clone().or_else(|| self.spec.clone()).expect("fitted");
+        // The serving version reads the held-out rows through its own spec whenever it is not
+        // this one (a refit, or a refit the gate refused before).
+        let serving_spec = self.serving.as_ref().map(|s| &s.2).filter(|s| **s != spec);
+        let job = train::make_job(a, &spec, &mut self.buf, fresh, first, &self.position, self.txns.through(), &self.skipped, serving_spec);
         if job.train.is_empty() {
             return Ok(None);
         }
+        // Only a spec a job trains becomes the training spec.
+        if let Some(s) = refit {
+            self.spec = Some(s);
+        }
+        self.skipped.clone_from(&job.skipped);
         self.training = true;
         self.last_version = Instant::now();
         Ok(Some(job))

@@ -115,32 +115,26 @@ pub fn train_versions(
 /// The job of the next version: the new training rows and a replay sample of the buffer, or,
 /// for a new model (`fresh`: the first, or one reading other columns), every training row
 /// held; scored on the held-out rows (and, for a new model replacing a serving one, the same
-/// rows as `serving_spec` reads them). New rows that do not encode are added
-/// to `skipped` by reason, and each reason is said once on stderr.
+/// rows as `serving_spec` reads them). `count_all` (the first version): every labelled row
+/// held that does not encode is added to `skipped` (later ones are counted as they arrive,
+/// [`count_skipped`]).
 #[allow(clippy::too_many_arguments)] // the loop's state, each part borrowed apart
 pub(super) fn make_job(
     a: &RunArgs,
     spec: &FeatureSpec,
     buf: &mut TrainingBuffer,
     fresh: bool,
+    count_all: bool,
     position: &str,
     ack_lsn: u64,
-    skipped: &mut std::collections::BTreeMap<String, u64>,
+    skipped: &std::collections::BTreeMap<String, u64>,
     serving_spec: Option<&FeatureSpec>,
 ) -> Job {
     let new = buf.take_new();
-    let mut scratch = Vec::new();
-    for r in &new {
-        scratch.clear();
-        if let Err(e) = spec.target(r).and_then(|_| spec.encode(r, &mut scratch)) {
-            let reason = e.reason();
-            if !skipped.contains_key(&reason) {
-                eprintln!(
-                    "run: labelled row with key {} not trained on: {e} (counted in the version's \"skipped\" and /metrics' examples_skipped)",
-                    r.key.as_deref().unwrap_or("(none)")
-                );
-            }
-            *skipped.entry(reason).or_default() += 1;
+    let mut skipped = skipped.clone();
+    if count_all {
+        for r in buf.training().chain(buf.held_out()) {
+            count_skipped(spec, r, &mut skipped);
         }
     }
     let mut rows: Vec<&Record> = new.iter().collect();
@@ -160,8 +154,24 @@ pub(super) fn make_job(
         position: position.into(),
         ack_lsn,
         examples_seen: buf.labelled_changes,
-        skipped: skipped.clone(),
+        skipped,
         fresh,
         held_serving: serving_spec.map(|s| Data::encode(s, held.iter().copied()).0),
+    }
+}
+
+/// Adds a labelled row that does not encode to `skipped`, by reason; the first of each
+/// reason is said on stderr.
+pub(super) fn count_skipped(spec: &FeatureSpec, r: &Record, skipped: &mut std::collections::BTreeMap<String, u64>) {
+    let mut scratch = Vec::new();
+    if let Err(e) = spec.target(r).and_then(|_| spec.encode(r, &mut scratch)) {
+        let reason = e.reason();
+        if !skipped.contains_key(&reason) {
+            eprintln!(
+                "run: labelled row with key {} not trained on: {e} (counted in the version's \"skipped\" and /metrics' examples_skipped)",
+                r.key.as_deref().unwrap_or("(none)")
+            );
+        }
+        *skipped.entry(reason).or_default() += 1;
     }
 }

@@ -70,16 +70,18 @@ impl Served {
 
 /// Any model `predict` and `evaluate` take: a checkpoint folder, a Keras file or an ONNX
 /// file; its feature spec and loss beside it (an ONNX model's: classification when it has
-/// more than one output, else regression).
+/// more than one output, or one output and a spec of two classes; else regression).
 pub fn load_served(path: &Path, device: &Device) -> Result<(FeatureSpec, Loss, Served), ModelError> {
     if crate::onnx::is_onnx_file(path) {
         let side = sidecar_features(path)?;
-        let p = crate::onnx::OnnxPredictor::load(path, side.as_ref())?;
+        let mut p = crate::onnx::OnnxPredictor::load(path, side.as_ref())?;
         let features = match side {
             Some(f) => f,
             None => keras_features(path, p.width(), p.outputs)?,
         };
-        let loss = if p.outputs > 1 { Loss::SparseCategoricalCrossentropy } else { Loss::MeanSquaredError };
+        // One output with a spec of two classes: a sigmoid's probability of the second.
+        p.binary = p.outputs == 1 && features.task == tensorcdc_dataset::features::Task::Classification && features.classes.len() == 2;
+        let loss = if p.outputs > 1 || p.binary { Loss::SparseCategoricalCrossentropy } else { Loss::MeanSquaredError };
         return Ok((features, loss, Served::Onnx(p)));
     }
     let (meta, p) = load(path, device)?;

@@ -109,6 +109,11 @@ impl Incremental {
         self.signal_oid = None;
     }
 
+    /// An incremental snapshot is under way (progress this session goes on with).
+    pub fn in_progress(&self) -> bool {
+        self.current.is_some()
+    }
+
     /// A streamed change of `key` in `rel`'s table: inside an open window it drops the row
     /// of the same key from the chunk.
     pub fn seen(&mut self, rel: &Rel, key: &Row) {
