@@ -5,7 +5,6 @@
 //! without schemas), into a keyed set (updates replace, deletes remove); the feature spec is
 //! fitted on the training rows and saved with the model.
 
-use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};

@@ -1,7 +1,5 @@
 //! `train`, `evaluate` and `predict`.
 
-use std::path::PathBuf;
-
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
