@@ -137,3 +137,34 @@ def test_run_from_python_says_what_is_wrong(pg, tmp_path):
         tensorcdc.run(pg.url, "crash", "label", out=str(tmp_path / "v"), retrain_every="many")
     with pytest.raises(tensorcdc.TensorcdcError, match="does not exist"):
         tensorcdc.run(pg.url, "no_such_table", "label", out=str(tmp_path / "v"))
+
+
+def test_ctrl_c_ends_a_python_run_as_it_ends_the_command(pg, tmp_path):
+    """SIGINT (Ctrl-C) in a process running ``tensorcdc.run``: the loop stops as the command
+    does (its closing line printed, the slot confirmed), then Python raises KeyboardInterrupt."""
+    import signal
+    url = pg.url
+    testing.execute(url, "DROP TABLE IF EXISTS sigint, sigint_predictions; CREATE TABLE sigint(id int PRIMARY KEY, a float8, b float8, c text, label int)")
+    rng = random.Random(5)
+    testing.execute(url, f"INSERT INTO sigint(id, a, b, c, label) VALUES {', '.join(f'({i}, {row(rng, i <= 100)})' for i in range(1, 121))}")
+    code = RUNNER.replace('"crash"', '"sigint"')
+    proc = subprocess.Popen([sys.executable, "-c", code, url, str(tmp_path / "v"), "-1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = lines_of(proc)
+    said = []
+    deadline = time.monotonic() + 120
+    while not any(l.startswith("version 1:") for l in said):
+        assert time.monotonic() < deadline, said
+        said.append(lines.get(timeout=120))
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=60)
+    err = proc.stderr.read()
+    while True:
+        l = lines.get(timeout=10)
+        if l is None:
+            break
+        said.append(l)
+    assert proc.returncode != 0 and "KeyboardInterrupt" in err, (proc.returncode, err)
+    assert any(l.startswith("run: ") and "predictions written" in l for l in said), said
+    assert "returned" not in said
+    assert int(one(url, "SELECT count(*) FROM sigint_predictions")) == 20
+    testing.execute(url, "SELECT pg_drop_replication_slot('tensorcdc_run_sigint')")
