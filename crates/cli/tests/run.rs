@@ -7,24 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{cancer_table, wait_line, Kill, Lines};
-
-async fn count(c: &tokio_postgres::Client, sql: &str) -> i64 {
-    c.query_one(sql, &[]).await.unwrap().get(0)
-}
-
-/// Polls `sql` (a count) until it reaches `want`, with a deadline.
-async fn wait_count(c: &tokio_postgres::Client, sql: &str, want: i64, secs: u64) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let n = count(c, sql).await;
-        if n >= want {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{sql}: {n}, expected {want} within {secs} s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+use common::{cancer_table, count, wait_count, wait_line, Kill, Lines};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn labelled_rows_train_versions_and_unlabelled_rows_are_predicted() {

@@ -7,27 +7,9 @@
 //! `--retrain-every` is 20: a tenth of them are held out) publish versions.
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 mod common;
-use common::{wait_line, Kill, Lines};
-
-async fn count(c: &tokio_postgres::Client, sql: &str) -> i64 {
-    c.query_one(sql, &[]).await.unwrap().get(0)
-}
-
-/// Polls `sql` (a count) until it reaches `want`, with a deadline.
-async fn wait_count(c: &tokio_postgres::Client, sql: &str, want: i64, secs: u64) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let n = count(c, sql).await;
-        if n >= want {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{sql}: {n}, expected {want} within {secs} s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+use common::{count, wait_count, wait_line, Kill, Lines};
 
 /// Rows `from..=to` (ids), labelled or not, of the columns `cols` (the table's as it is now).
 fn insert(cols: &[&str], from: i32, to: i32, labelled: bool) -> String {

@@ -102,6 +102,24 @@ pub fn cancer_insert(header: &[String], rows: &[Vec<String>], from: usize, to: u
     format!("INSERT INTO cancer(id,{}) VALUES {}", header.join(","), values.join(","))
 }
 
+/// A count from `sql`.
+pub async fn count(c: &tokio_postgres::Client, sql: &str) -> i64 {
+    c.query_one(sql, &[]).await.unwrap().get(0)
+}
+
+/// Polls `sql` (a count) until it reaches `want`, with a deadline.
+pub async fn wait_count(c: &tokio_postgres::Client, sql: &str, want: i64, secs: u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let n = count(c, sql).await;
+        if n >= want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{sql}: {n}, expected {want} within {secs} s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Waits for `what` (a line of `run`'s output containing it), with a deadline.
 pub fn wait_line(lines: &Lines, what: &str, secs: u64) -> String {
     let deadline = Instant::now() + Duration::from_secs(secs);
