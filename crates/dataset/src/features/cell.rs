@@ -65,9 +65,9 @@ impl Record {
         self.cells.iter().find(|(n, _)| n == name).map(|(_, c)| c)
     }
 
-    /// The columns holding an unchanged TOASTed value the change left out.
-    pub fn unavailable(&self) -> Vec<&str> {
-        self.cells.iter().filter(|(_, c)| super::is_unavailable(c)).map(|(n, _)| n.as_str()).collect()
+    /// True when a column holds an unchanged TOASTed value the change left out.
+    pub fn has_unavailable(&self) -> bool {
+        self.cells.iter().any(|(_, c)| super::is_unavailable(c))
     }
 
     /// Takes the cells of `unavailable` columns from `earlier` (the same row, read before);

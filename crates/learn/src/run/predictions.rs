@@ -14,7 +14,6 @@ use tensorcdc_source::clock::{live_latency_ms, now_ms};
 pub struct Predictions {
     pub client: tokio_postgres::Client,
     upsert: tokio_postgres::Statement,
-    delete: tokio_postgres::Statement,
     delete_many: tokio_postgres::Statement,
     keys: tokio_postgres::Statement,
     /// Which process predicted (`pid N`): processes of one Kafka group share a table.
@@ -75,10 +74,9 @@ impl Predictions {
                  worker = EXCLUDED.worker, class_name = EXCLUDED.class_name, predicted_at = now()"
             ))
             .await?;
-        let delete = client.prepare(&format!("DELETE FROM {table} WHERE row_key = $1")).await?;
         let keys = client.prepare(&format!("SELECT row_key FROM {table}")).await?;
         let delete_many = client.prepare(&format!("DELETE FROM {table} WHERE row_key = ANY($1::text[]) RETURNING row_key")).await?;
-        Ok(Predictions { client, upsert, delete, delete_many, keys, worker: format!("pid {}", std::process::id()), topic, names })
+        Ok(Predictions { client, upsert, delete_many, keys, worker: format!("pid {}", std::process::id()), topic, names })
     }
 
     /// The keys of every row the table holds a prediction for (by this process or another of
@@ -91,11 +89,7 @@ impl Predictions {
     /// gets a tombstone for the key (a null value: Kafka's delete, which compaction keeps
     /// last), when the row had a prediction.
     pub async fn delete(&self, key: &str) -> Result<()> {
-        let had = self.client.execute(&self.delete, &[&key]).await?;
-        if let (Some((publisher, topic)), true) = (&self.topic, had > 0) {
-            publisher.send(topic, key, None).await?;
-        }
-        Ok(())
+        self.delete_many(&[key.to_string()]).await
     }
 
     /// The predictions of these rows go (one statement), and the topic gets a tombstone for

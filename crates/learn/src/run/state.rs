@@ -93,7 +93,7 @@ impl State {
                 }
                 let mut change = it.change;
                 if let Change::Upsert(r) = &mut change {
-                    if !r.unavailable().is_empty() {
+                    if r.has_unavailable() {
                         self.schema.fill(&out.client, r, &self.buf).await?;
                     }
                     self.schema.observe(r, m);
