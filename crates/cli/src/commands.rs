@@ -12,7 +12,7 @@ use crate::{follow, tabular, train};
 
 pub fn train(a: TrainArgs) -> Result<()> {
     if a.model.general() {
-        let settings = FitSettings { epochs: a.epochs, batch_size: a.batch_size, learning_rate: a.learning_rate, seed: a.seed, optimizer: None };
+        let settings = FitSettings { epochs: a.epochs, batch_size: a.batch_size, learning_rate: a.learning_rate, seed: a.seed, optimizer: None, threads: a.threads };
         return tabular::train(&a.source, &a.model, settings, &a.out, a.curves.as_deref());
     }
     train::train(a)

@@ -59,7 +59,8 @@ fn fresh(a: &RunArgs, job: &Job) -> Result<SeqTrainer, String> {
         Task::Classification if model.outputs() == 1 => Loss::BinaryCrossentropy,
         Task::Classification => Loss::SparseCategoricalCrossentropy,
     };
-    let settings = FitSettings { epochs: job.epochs, batch_size: 64, learning_rate: a.learning_rate, seed: a.seed, optimizer: None };
+    // One thread: the stream shares the machine with training.
+    let settings = FitSettings { epochs: job.epochs, batch_size: 64, learning_rate: a.learning_rate, seed: a.seed, optimizer: None, threads: 1 };
     let device = device_from_env().map_err(|e| e.to_string())?;
     SeqTrainer::new(model, loss, settings, &device).map_err(|e| e.to_string())
 }

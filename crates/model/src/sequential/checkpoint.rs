@@ -92,10 +92,13 @@ pub fn load_served(path: &Path, device: &Device) -> Result<(FeatureSpec, Loss, S
 pub fn save(t: &SeqTrainer, features: &FeatureSpec, dir: &Path) -> Result<(), ModelError> {
     std::fs::create_dir_all(dir).map_err(|e| err(dir, e.to_string()))?;
     let w = dir.join(WEIGHTS);
-    t.net().clone().valid().into_record().save(&w).map_err(|e| err(&w, e.to_string()))?;
+    t.net().valid().into_record().save(&w).map_err(|e| err(&w, e.to_string()))?;
     let bytes = std::fs::read(&w).map_err(|e| err(&w, e.to_string()))?;
     let o = dir.join(OPTIMIZER);
-    t.save_optimizer(&o).map_err(|e| err(&o, e))?;
+    if !t.save_optimizer(&o).map_err(|e| err(&o, e))? {
+        // A stale state from an earlier save into this folder would not match these weights.
+        let _ = std::fs::remove_file(&o);
+    }
     let meta = SeqMeta {
         model: t.spec.clone(),
         loss: t.loss,

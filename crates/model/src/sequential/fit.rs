@@ -13,6 +13,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
+use super::fused::{self, Fused};
 use super::net::{activate, Net};
 use super::optim::{KerasOptimizer, OptimizerSpec};
 use super::spec::{Activation, SequentialSpec};
@@ -57,11 +58,14 @@ pub struct FitSettings {
     pub seed: u64,
     /// The optimizer of a Keras compile config (`None`: Adam at `learning_rate`).
     pub optimizer: Option<OptimizerSpec>,
+    /// Threads training a first `Dense(relu)` layer in column blocks (the fused strategy,
+    /// `fused.rs`): 1 trains on the caller's thread only, 0 uses one per CPU core.
+    pub threads: usize,
 }
 
 impl Default for FitSettings {
     fn default() -> Self {
-        FitSettings { epochs: 5, batch_size: 64, learning_rate: 0.001, seed: 42, optimizer: None }
+        FitSettings { epochs: 5, batch_size: 64, learning_rate: 0.001, seed: 42, optimizer: None, threads: 1 }
     }
 }
 
@@ -109,7 +113,7 @@ impl Data {
         self.len() == 0
     }
 
-    fn gather(&self, idx: &[usize]) -> (Vec<f32>, Targets) {
+    pub(super) fn gather(&self, idx: &[usize]) -> (Vec<f32>, Targets) {
         let mut x = Vec::with_capacity(idx.len() * self.width);
         for &i in idx {
             x.extend_from_slice(&self.x[i * self.width..(i + 1) * self.width]);
@@ -149,7 +153,7 @@ impl FitMetrics {
 
 /// What a loss takes: cross-entropies the logits (a final softmax or sigmoid folded in),
 /// regression losses the model's outputs (a final activation applied).
-fn outputs_for_loss(loss: Loss, (z, held): (Tensor<2>, Activation)) -> Tensor<2> {
+pub(super) fn outputs_for_loss(loss: Loss, (z, held): (Tensor<2>, Activation)) -> Tensor<2> {
     if loss.is_classification() {
         z
     } else {
@@ -158,7 +162,7 @@ fn outputs_for_loss(loss: Loss, (z, held): (Tensor<2>, Activation)) -> Tensor<2>
 }
 
 /// The loss of a batch (mean) from the model's logits or outputs, and its metrics.
-fn loss_and_metrics(loss: Loss, z: Tensor<2>, y: &Targets, device: &Device) -> (Tensor<1>, FitMetrics) {
+pub(super) fn loss_and_metrics(loss: Loss, z: Tensor<2>, y: &Targets, device: &Device) -> (Tensor<1>, FitMetrics) {
     let n = z.dims()[0];
     let read = z.clone().detach().into_data().try_to_vec::<f32>().unwrap_or_default();
     let mut m = FitMetrics { n, ..Default::default() };
@@ -215,13 +219,23 @@ pub struct FitEpoch {
     pub elapsed: Duration,
 }
 
-/// Trains a Sequential model.
+/// How a [`SeqTrainer`] runs its steps.
+enum Engine {
+    /// The whole model on the caller's thread, with its optimizer.
+    Whole { net: Option<Net>, optim: ModuleOptimizer },
+    /// The first layer in column blocks over several threads (`fused.rs`).
+    Fused(Fused),
+}
+
+/// Trains a Sequential model. It picks its execution strategy when it is made: the fused
+/// two-core strategy (`fused.rs`) when the first layer is `Dense(relu)`, the optimizer Adam,
+/// the device the CPU and [`FitSettings::threads`] is not 1; the whole model on one thread
+/// otherwise. Both compute the same function and the same gradients.
 pub struct SeqTrainer {
     pub spec: SequentialSpec,
     pub settings: FitSettings,
     pub loss: Loss,
-    net: Option<Net>,
-    optim: ModuleOptimizer,
+    engine: Engine,
     device: Device,
     pub epochs_done: usize,
 }
@@ -247,21 +261,43 @@ impl SeqTrainer {
         device.seed(settings.seed);
         let net = spec.init(&device)?;
         drop(_init);
-        let optim = ModuleOptimizer::from(KerasOptimizer(settings.optimizer()));
-        Ok(SeqTrainer { spec, settings, loss, net: Some(net), optim, device, epochs_done: 0 })
+        let engine = Self::engine(&spec, &settings, net, &device);
+        Ok(SeqTrainer { spec, settings, loss, engine, device, epochs_done: 0 })
+    }
+
+    fn engine(spec: &SequentialSpec, settings: &FitSettings, net: Net, device: &Device) -> Engine {
+        match fused::plan(spec, settings, device) {
+            Some(parts) => Engine::Fused(Fused::new(spec, net, settings.optimizer(), parts, device)),
+            None => Engine::Whole { net: Some(net), optim: ModuleOptimizer::from(KerasOptimizer(settings.optimizer())) },
+        }
+    }
+
+    /// Whether this trainer runs the fused strategy (for reports and tests).
+    pub fn is_fused(&self) -> bool {
+        matches!(self.engine, Engine::Fused(_))
     }
 
     /// One step on the examples at `idx`.
     pub fn step(&mut self, data: &Data, idx: &[usize]) -> FitMetrics {
+        self.step_ahead(data, idx, None)
+    }
+
+    /// [`step`](Self::step); the fused strategy gathers the batch at `next` meanwhile.
+    fn step_ahead(&mut self, data: &Data, idx: &[usize], next: Option<&[usize]>) -> FitMetrics {
+        let lr = self.settings.optimizer().learning_rate();
+        let (net, optim) = match &mut self.engine {
+            Engine::Fused(f) => return f.step(self.loss, lr, data, idx, next),
+            Engine::Whole { net, optim } => (net, optim),
+        };
         let (x, y) = data.gather(idx);
         let x = Tensor::<2>::from_data(TensorData::new(x, [idx.len(), data.width]), &self.device);
-        let net = self.net.take().expect("model present between steps");
-        let z = outputs_for_loss(self.loss, net.forward_logits(&self.spec, x));
+        let model = net.take().expect("model present between steps");
+        let z = outputs_for_loss(self.loss, model.forward_logits(&self.spec, x));
         let (loss, mut m) = loss_and_metrics(self.loss, z, &y, &self.device);
         let grads = loss.backward();
         m.loss_sum = loss.into_scalar::<f32>() as f64 * idx.len() as f64;
-        let grads = GradientsParams::from_grads(grads, &net);
-        self.net = Some(self.optim.step(self.settings.optimizer().learning_rate(), net, grads));
+        let grads = GradientsParams::from_grads(grads, &model);
+        *net = Some(optim.step(lr, model, grads));
         m
     }
 
@@ -272,8 +308,9 @@ impl SeqTrainer {
         order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(self.settings.seed.wrapping_add(self.epochs_done as u64)));
         let steps = order.len().div_ceil(self.settings.batch_size);
         let mut total = FitMetrics::default();
-        for (step, chunk) in order.chunks(self.settings.batch_size).enumerate() {
-            let m = self.step(data, chunk);
+        let chunks: Vec<&[usize]> = order.chunks(self.settings.batch_size).collect();
+        for (step, &chunk) in chunks.iter().enumerate() {
+            let m = self.step_ahead(data, chunk, chunks.get(step + 1).copied());
             total.n += m.n;
             total.loss_sum += m.loss_sum;
             total.correct += m.correct;
@@ -287,28 +324,38 @@ impl SeqTrainer {
 
     /// Replaces the weights with a saved record (a checkpoint's `model.bpk`).
     pub(crate) fn load_record(&mut self, record: burn::store::ModuleRecord) -> Result<(), String> {
-        let net = self.net.take().expect("model present between steps");
-        self.net = Some(net.try_load_record(record).map_err(|e| e.to_string())?);
+        let net = self.net().try_load_record(record).map_err(|e| e.to_string())?;
+        self.engine = Self::engine(&self.spec, &self.settings, net, &self.device);
         Ok(())
     }
 
     /// Writes the optimizer's state (Adam's step count and moments, keyed by the weights'
-    /// parameter ids, which the weights' record keeps) to `path`.
-    pub(crate) fn save_optimizer(&self, path: &std::path::Path) -> Result<(), String> {
-        self.optim.save(path).map_err(|e| e.to_string())
+    /// parameter ids, which the weights' record keeps) to `path`. The fused strategy's state
+    /// lives in its blocks and is not written: `Ok(false)`.
+    pub(crate) fn save_optimizer(&self, path: &std::path::Path) -> Result<bool, String> {
+        match &self.engine {
+            Engine::Whole { optim, .. } => optim.save(path).map(|_| true).map_err(|e| e.to_string()),
+            Engine::Fused(_) => Ok(false),
+        }
     }
 
     /// Reads the optimizer's state saved by [`SeqTrainer::save_optimizer`]; on an error the
     /// optimizer starts afresh.
     pub(crate) fn load_optimizer(&mut self, path: &std::path::Path) -> Result<(), String> {
-        let saved = std::mem::replace(&mut self.optim, ModuleOptimizer::from(KerasOptimizer(self.settings.optimizer())));
-        self.optim = saved.load(path).map_err(|e| e.to_string())?;
-        Ok(())
+        let fresh = ModuleOptimizer::from(KerasOptimizer(self.settings.optimizer()));
+        match &mut self.engine {
+            Engine::Whole { optim, .. } => {
+                let saved = std::mem::replace(optim, fresh);
+                *optim = saved.load(path).map_err(|e| e.to_string())?;
+                Ok(())
+            }
+            Engine::Fused(_) => Err("the fused strategy keeps its optimizer's state in its blocks; it is not read back".into()),
+        }
     }
 
     /// An inference copy of the current weights.
     pub fn predictor(&self) -> SeqPredictor {
-        SeqPredictor { spec: self.spec.clone(), loss: self.loss, net: self.net.as_ref().expect("model present").valid() }
+        SeqPredictor { spec: self.spec.clone(), loss: self.loss, net: self.net().valid() }
     }
 
     /// The mean loss on `data` and the gradient of each parameter (kernels and biases of the
@@ -317,7 +364,7 @@ impl SeqTrainer {
         let idx: Vec<usize> = (0..data.len()).collect();
         let (x, y) = data.gather(&idx);
         let x = Tensor::<2>::from_data(TensorData::new(x, [idx.len(), data.width]), &self.device);
-        let net = self.net().clone();
+        let net = self.net();
         let z = outputs_for_loss(self.loss, net.forward_logits(&self.spec, x));
         let (loss, _) = loss_and_metrics(self.loss, z, &y, &self.device);
         let grads = loss.backward();
@@ -335,7 +382,7 @@ impl SeqTrainer {
     /// The mean loss on `data` with element `index` of parameter `param` (numbered as in
     /// [`loss_and_gradients`](Self::loss_and_gradients)) moved by `delta`.
     pub fn loss_with(&self, data: &Data, param: usize, index: usize, delta: f32) -> f64 {
-        let mut net = self.net().clone().valid();
+        let mut net = self.net().valid();
         let device = net.dense[0].weight.val().device();
         let mut k = 0;
         for l in &mut net.dense {
@@ -365,8 +412,12 @@ impl SeqTrainer {
         loss_and_metrics(self.loss, z, &y, &device).0.into_scalar::<f32>() as f64
     }
 
-    pub(crate) fn net(&self) -> &Net {
-        self.net.as_ref().expect("model present")
+    /// The model in its current state (the fused strategy's blocks joined).
+    pub(crate) fn net(&self) -> Net {
+        match &self.engine {
+            Engine::Whole { net, .. } => net.as_ref().expect("model present").clone(),
+            Engine::Fused(f) => f.net(),
+        }
     }
 }
 

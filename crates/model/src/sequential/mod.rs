@@ -12,6 +12,7 @@
 
 pub mod checkpoint;
 pub mod fit;
+mod fused;
 pub mod keras_export;
 pub mod keras_file;
 pub mod keras_json;

@@ -1,0 +1,96 @@
+//! The fused two-core strategy computes what one thread computes: the same trainer settings
+//! with `threads: 2` and `threads: 1` give the same predictions after the same epochs (the
+//! expectation is the one-thread trainer, a different code path), for the blog's network and
+//! for a deeper regression head; and a fused trainer's checkpoint loads as it was saved.
+
+use tensorcdc_dataset::features::FeatureSpec;
+use tensorcdc_model::default_device;
+use tensorcdc_model::sequential::{checkpoint, Activation, Data, FitSettings, Init, Layer, Loss, SeqTrainer, SequentialSpec, Targets};
+
+/// `n` rows of `w` values in 0..1 from a fixed formula.
+fn rows(n: usize, w: usize) -> Vec<f32> {
+    (0..n * w).map(|i| ((i * 7919 % 257) as f32) / 257.0).collect()
+}
+
+fn trained(spec: &SequentialSpec, loss: Loss, data: &Data, threads: usize, epochs: usize) -> SeqTrainer {
+    let settings = FitSettings { seed: 5, batch_size: 16, threads, ..Default::default() };
+    let mut t = SeqTrainer::new(spec.clone(), loss, settings, &default_device()).unwrap();
+    for _ in 0..epochs {
+        t.fit_epoch(data, |_| {});
+    }
+    t
+}
+
+fn max_gap(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
+    a.iter().flatten().zip(b.iter().flatten()).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+#[test]
+fn the_blogs_network_trains_the_same_on_two_threads_as_on_one() {
+    let w = 40;
+    let x = rows(200, w);
+    // Three classes by the first feature's third, a rule the network can learn.
+    let y = x.chunks(w).map(|r| (r[0] * 3.0).min(2.0) as i64).collect();
+    let data = Data { x, width: w, y: Targets::Classes(y) };
+    let spec = SequentialSpec::dense(w, &[32], 10);
+    let one = trained(&spec, Loss::SparseCategoricalCrossentropy, &data, 1, 8);
+    let two = trained(&spec, Loss::SparseCategoricalCrossentropy, &data, 2, 8);
+    assert!(!one.is_fused());
+    assert!(two.is_fused(), "Dense(relu) first, Adam, CPU, two threads: the fused strategy");
+    let (p1, p2) = (one.predictor().predict(&data.x, w).unwrap(), two.predictor().predict(&data.x, w).unwrap());
+    assert!(max_gap(&p1, &p2) < 1e-4, "probabilities differ by {}", max_gap(&p1, &p2));
+    // And it learned: the untrained model's loss is about ln 10 = 2.30.
+    let loss = two.predictor().evaluate(&data, 64).loss();
+    assert!(loss < 1.5, "loss {loss}");
+}
+
+#[test]
+fn a_deeper_regression_head_trains_the_same_fused() {
+    let w = 12;
+    let x = rows(160, w);
+    // y = sum of the first three features, a target the network can fit.
+    let y: Vec<f32> = x.chunks(w).map(|r| r[0] + r[1] + r[2]).collect();
+    let data = Data { x, width: w, y: Targets::Values(y) };
+    let dense = |units, activation| Layer::Dense { units, activation, use_bias: true, kernel_initializer: Init::GlorotUniform, bias_initializer: Init::Zeros };
+    let spec = SequentialSpec { inputs: w, input_shape: None, layers: vec![dense(24, Activation::Relu), dense(8, Activation::Tanh), dense(1, Activation::Linear)] };
+    let one = trained(&spec, Loss::MeanSquaredError, &data, 1, 4);
+    let two = trained(&spec, Loss::MeanSquaredError, &data, 3, 4);
+    assert!(two.is_fused());
+    let (p1, p2) = (one.predictor().predict(&data.x, w).unwrap(), two.predictor().predict(&data.x, w).unwrap());
+    assert!(max_gap(&p1, &p2) < 1e-4, "outputs differ by {}", max_gap(&p1, &p2));
+}
+
+#[test]
+fn models_the_fused_strategy_cannot_take_train_on_one_thread() {
+    let w = 8;
+    // A first layer with another activation than relu.
+    let mut spec = SequentialSpec::dense(w, &[16], 3);
+    if let Layer::Dense { activation, .. } = &mut spec.layers[0] {
+        *activation = Activation::Tanh;
+    }
+    let t = SeqTrainer::new(spec, Loss::SparseCategoricalCrossentropy, FitSettings { threads: 2, ..Default::default() }, &default_device()).unwrap();
+    assert!(!t.is_fused());
+    // A single layer (nothing to run beside the blocks).
+    let t = SeqTrainer::new(SequentialSpec::dense(w, &[], 3), Loss::SparseCategoricalCrossentropy, FitSettings { threads: 2, ..Default::default() }, &default_device())
+        .unwrap();
+    assert!(!t.is_fused());
+}
+
+#[test]
+fn a_fused_trainers_checkpoint_loads_as_saved_and_resumes() {
+    let spec = FeatureSpec::mnist();
+    let w = spec.width();
+    let data = Data { x: rows(64, w), width: w, y: Targets::Classes((0..64).map(|i| i % 10).collect()) };
+    let t = trained(&SequentialSpec::dense(w, &[128], 10), Loss::SparseCategoricalCrossentropy, &data, 2, 1);
+    assert!(t.is_fused());
+    let dir = tempfile::tempdir().unwrap();
+    checkpoint::save(&t, &spec, dir.path()).unwrap();
+    let (meta, p) = checkpoint::load(dir.path(), &default_device()).unwrap();
+    assert_eq!(meta.settings.threads, 2);
+    let probe = &data.x[..4 * w];
+    assert_eq!(p.predict(probe, w).unwrap(), t.predictor().predict(probe, w).unwrap());
+    // Resumed: the weights as saved; Adam's state starts afresh (the blocks keep it).
+    let (_, r) = checkpoint::resume(dir.path(), &default_device()).unwrap();
+    assert_eq!(r.predictor().predict(probe, w).unwrap(), t.predictor().predict(probe, w).unwrap());
+    assert!(!dir.path().join("optimizer.bpk").exists());
+}
