@@ -16,7 +16,8 @@ use tensorcdc_change::ChannelSink;
 use tensorcdc_dataset::mnist::{self, Split};
 use tensorcdc_dataset::{decode, from_message, DecodeOptions, Position};
 use tensorcdc_localpg::{LocalPg, Options};
-use tensorcdc_model::{default_device, MlpConfig, Predictor, TrainConfig, Trainer};
+use tensorcdc_model::default_device;
+use tensorcdc_model::sequential::{Data, FitSettings, Loss, SeqPredictor, SeqTrainer, SequentialSpec};
 use tensorcdc_postgres::{run_capture, CaptureConfig, CaptureStats};
 use tokio_postgres::NoTls;
 
@@ -58,9 +59,11 @@ async fn main() -> Result<()> {
     let dir = Path::new("/usr/share/datasets/fashion-mnist");
     let train = mnist::load(dir, Split::Train)?.truncate(5000);
     let rows = mnist::load(dir, Split::Test)?.truncate(n);
-    let mut trainer = Trainer::new(MlpConfig::default(), TrainConfig { epochs: 1, ..Default::default() }, &default_device())?;
-    trainer.fit(&train, |_| {}, |_| {});
-    let predictor: Predictor = trainer.predictor();
+    let settings = FitSettings { epochs: 1, threads: 0, ..Default::default() };
+    let mut trainer = SeqTrainer::new(SequentialSpec::dense(784, &[128], 10), Loss::SparseCategoricalCrossentropy, settings, &default_device())?;
+    trainer.fit_epoch(&Data::images(&train.pixels, &train.labels), |_| {});
+    let predictor: SeqPredictor = trainer.predictor();
+    let predict = |px: &[u8]| predictor.predict(&Data::images(px, &[]).x, 784);
     let pg = LocalPg::start(Options::default())?;
     let (c, conn) = tokio_postgres::connect(&pg.conninfo("postgres"), NoTls).await?;
     tokio::spawn(conn);
@@ -84,7 +87,7 @@ async fn main() -> Result<()> {
     while inproc.len() < n {
         let m = rx.recv().await.expect("capture runs");
         if let Some(e) = from_message(&m, &opts)? {
-            let p = predictor.predict(&e.pixels[..])?;
+            let p = predict(&e.pixels[..])?;
             std::hint::black_box(&p);
             inproc.push(now_ms() - m.commit_ts_ms as f64);
         }
@@ -124,7 +127,7 @@ async fn main() -> Result<()> {
         for r in &batch {
             let what = Position::Kafka { topic: r.topic.clone(), partition: r.partition, offset: r.offset };
             if let Some(e) = decode(r.key.as_deref(), r.value.as_deref(), &what, &opts)? {
-                let p = predictor.predict(&e.pixels[..])?;
+                let p = predict(&e.pixels[..])?;
                 std::hint::black_box(&p);
                 kafka.push(now_ms() - r.timestamp_ms.unwrap_or(0) as f64);
             }

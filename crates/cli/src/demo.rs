@@ -19,7 +19,9 @@ use tensorcdc_change::{ChannelSink, Message, Sink};
 use tensorcdc_dataset::mnist::{self, Split};
 use tensorcdc_dataset::{Example, Examples};
 use tensorcdc_localpg::{LocalPg, Options};
-use tensorcdc_model::{argmax, checkpoint, Metrics};
+use tensorcdc_model::argmax;
+use tensorcdc_model::sequential::checkpoint::Served;
+use tensorcdc_model::sequential::{FitMetrics, FitSettings};
 use tensorcdc_postgres::{run_capture, CaptureConfig, CaptureStats, Transform};
 use tensorcdc_source::{SourceConfig, Stream};
 use tokio::sync::mpsc;
@@ -248,13 +250,13 @@ async fn run(a: DemoArgs, _shutdown: tokio::sync::watch::Receiver<bool>) -> Resu
     println!("captured {} rows ({} by the snapshot) in {}", captured_train.len(), stats.lock().expect("stats").snapshot_rows, secs(t.elapsed()));
     times.push(("capture", t.elapsed()));
     let t = Instant::now();
-    let cfg = tensorcdc_model::TrainConfig { epochs: a.epochs, ..Default::default() };
-    let (trainer, ends) = train::fit(&captured_train, cfg)?;
+    let cfg = FitSettings { epochs: a.epochs, threads: 0, ..Default::default() };
+    let (trainer, ends) = train::fit(&tensorcdc_model::sequential::Data::images(&captured_train.pixels, &captured_train.labels), cfg)?;
     let model_dir = a.out.join("model");
-    checkpoint::save(&trainer, &model_dir)?;
+    train::save(&trainer, &model_dir)?;
     let curves = a.out.join("curves.png");
     train::curves(&curves, &ends)?;
-    let predictor = trainer.predictor();
+    let predictor = Served::Seq(trainer.predictor());
     let train_acc = ends.last().map(|e| e.metrics.accuracy()).unwrap_or(0.0);
     times.push(("train", t.elapsed()));
 
@@ -273,7 +275,7 @@ async fn run(a: DemoArgs, _shutdown: tokio::sync::watch::Receiver<bool>) -> Resu
         });
     }
     let want = if a.manual { usize::MAX } else { test_set.len() };
-    let mut m = Metrics::default();
+    let mut m = FitMetrics::default();
     let mut next_line = 0usize;
     let every = (test_set.len() / 10).max(1);
     let (mut px, mut labels) = (Vec::new(), Vec::new());
@@ -284,12 +286,12 @@ async fn run(a: DemoArgs, _shutdown: tokio::sync::watch::Receiver<bool>) -> Resu
         (None, Some(b)) => Stream::open(&SourceConfig::kafka(b, "tf.public.mnist_test", Some("mnistcg")), "mnist_test", a.stream_timeout as i64).await?,
         _ => unreachable!("either in-process routes or Kafka"),
     };
-    while m.examples < want {
+    while m.n < want {
         let batch: Vec<Example> = match test_stream.next_batch(500).await? {
             Some(items) => items.into_iter().map(|i| i.example).collect(),
             None => break,
         };
-        if a.manual && m.examples == 0 && a.kafka.is_none() {
+        if a.manual && m.n == 0 && a.kafka.is_none() {
             test_stream.set_timeout_ms(a.stream_timeout as i64);
         }
         px.clear();
@@ -298,15 +300,15 @@ async fn run(a: DemoArgs, _shutdown: tokio::sync::watch::Receiver<bool>) -> Resu
             px.extend_from_slice(&e.pixels[..]);
             labels.push(e.label);
         }
-        predictor.evaluate_batch(&px, &labels, &mut m);
+        train::evaluate_batch(&predictor, &px, &labels, &mut m)?;
         // Accuracy as rows arrive: a line about every tenth of the test set.
-        if m.examples >= next_line || m.examples >= want {
-            println!("rows: {:>6} - loss: {:.4} - accuracy: {:.4}", m.examples, m.loss(), m.accuracy());
-            next_line = m.examples + every;
+        if m.n >= next_line || m.n >= want {
+            println!("rows: {:>6} - loss: {:.4} - accuracy: {:.4}", m.n, m.loss(), m.accuracy());
+            next_line = m.n + every;
         }
     }
     test_stream.close().await?;
-    println!("test: {} rows - loss: {:.4} - accuracy: {:.4}", m.examples, m.loss(), m.accuracy());
+    println!("test: {} rows - loss: {:.4} - accuracy: {:.4}", m.n, m.loss(), m.accuracy());
     times.push(("evaluate", t.elapsed()));
 
     step(7, "mnist_manual: five rows, predicted live");
@@ -353,7 +355,7 @@ async fn run(a: DemoArgs, _shutdown: tokio::sync::watch::Receiver<bool>) -> Resu
     // Pictures: the manual digits and the first test digits, with predicted and true labels.
     let grid_path = a.out.join("predictions.png");
     let extra = test_set.clone().truncate(9);
-    let probs = predictor.predict(&extra.pixels)?;
+    let probs = train::predict_pixels(&predictor, &extra.pixels)?;
     for i in 5..extra.len() {
         shown.push((extra.image(i).to_vec(), format!("{} (TRUE {})", classes[argmax(&probs[i]).0], classes[extra.labels[i] as usize])));
     }
@@ -374,7 +376,7 @@ async fn run(a: DemoArgs, _shutdown: tokio::sync::watch::Receiver<bool>) -> Resu
         "snapshot_rows": cap_stats.snapshot_rows,
         "streamed_rows": cap_stats.streamed_changes,
         "train_rows": captured_train.len(),
-        "test_rows": m.examples,
+        "test_rows": m.n,
         "manual_rows": preds.len(),
         "train_accuracy": train_acc,
         "test_accuracy": m.accuracy(),
@@ -390,7 +392,7 @@ async fn run(a: DemoArgs, _shutdown: tokio::sync::watch::Receiver<bool>) -> Resu
     std::fs::write(a.out.join("summary.json"), serde_json::to_vec_pretty(&summary)?)?;
     println!("\n== summary");
     println!("rows captured:   {captured} ({} snapshot + {} streamed)", cap_stats.snapshot_rows, cap_stats.streamed_changes);
-    println!("train accuracy:  {train_acc:.4} (last epoch)   test accuracy: {:.4} on {} rows", m.accuracy(), m.examples);
+    println!("train accuracy:  {train_acc:.4} (last epoch)   test accuracy: {:.4} on {} rows", m.accuracy(), m.n);
     println!("latency:         p50 {p50:.1} ms, p99 {p99:.1} ms (commit to prediction, {} rows)", latencies.len());
     println!("predictions:     {n_pred} rows in mnist_predictions");
     println!("steps:           {}", times.iter().map(|(k, d)| format!("{k} {}", secs(*d))).collect::<Vec<_>>().join(", "));

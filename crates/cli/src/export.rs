@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use tensorcdc_model::sequential::{checkpoint as seq_checkpoint, keras_export, onnx_export, Loss};
-use tensorcdc_model::{checkpoint, device_from_env};
+use tensorcdc_model::device_from_env;
+use tensorcdc_model::sequential::{checkpoint as seq_checkpoint, keras_export, onnx_export};
 
 #[derive(clap::Args)]
 pub struct ExportArgs {
@@ -26,14 +26,12 @@ pub fn export(a: ExportArgs) -> Result<()> {
         bail!("--format {:?}: expected keras or onnx", a.format);
     }
     let device = device_from_env()?;
-    let (spec, loss, net, what) = if seq_checkpoint::is_sequential(&a.model) {
-        let (meta, p) = seq_checkpoint::load(&a.model, &device).context("loading the model")?;
-        let what = format!("{} features from {}", meta.features.width(), meta.features.columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", "));
-        (p.spec, p.loss, p.net, what)
+    let (meta, p) = seq_checkpoint::load(&a.model, &device).context("loading the model")?;
+    let (spec, loss, net) = (p.spec, p.loss, p.net);
+    let (spec, what) = if seq_checkpoint::is_image_model(&a.model) {
+        (keras_export::image_input(&spec), "a 28x28 image (pixels / 255)".to_string())
     } else {
-        let (meta, p) = checkpoint::load(&a.model, &device).context("loading the model")?;
-        let (spec, net) = keras_export::mlp_sequential(&meta.model, &p.model);
-        (spec, Loss::SparseCategoricalCrossentropy, net, "a 28x28 image (pixels / 255)".to_string())
+        (spec, format!("{} features from {}", meta.features.width(), meta.features.columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")))
     };
     if a.format == "onnx" {
         onnx_export::save_onnx(&spec, loss, &net, &a.out)?;

@@ -3,7 +3,8 @@
 //! to stdout, and optionally to a Kafka topic and a Postgres table.
 
 use anyhow::{Context, Result};
-use tensorcdc_model::{argmax, checkpoint, device_from_env, Predictor};
+use tensorcdc_model::argmax;
+use tensorcdc_model::sequential::checkpoint::Served;
 
 use crate::args::PredictArgs;
 use crate::source::{model_version, Item};
@@ -25,12 +26,12 @@ pub struct Prediction {
 pub use tensorcdc_source::clock::{live_latency_ms, mark_start, now_ms, wait_true};
 
 /// Predicts a batch of items; `classes` names the ten outputs.
-pub fn predict_items(predictor: &Predictor, version: &str, classes: &[String], items: &[Item]) -> Result<Vec<Prediction>> {
+pub fn predict_items(predictor: &Served, version: &str, classes: &[String], items: &[Item]) -> Result<Vec<Prediction>> {
     let mut px = Vec::with_capacity(items.len() * 784);
     for it in items {
         px.extend_from_slice(&it.example.pixels[..]);
     }
-    let probs = predictor.predict(&px)?;
+    let probs = crate::train::predict_pixels(predictor, &px)?;
     let done = now_ms();
     Ok(items
         .iter()
@@ -194,10 +195,10 @@ pub fn percentile(v: &[f64], p: f64) -> Option<f64> {
     Some(s[idx])
 }
 
-/// `predict --follow` with the blog's network ([`crate::commands::predict`] sends a general
-/// model to `tabular::follow`).
+/// `predict --follow` of an image model ([`crate::commands::predict`] sends a table's model
+/// to `tabular::follow`).
 pub fn follow(a: PredictArgs) -> Result<()> {
-    let (_, predictor) = checkpoint::load(&a.model, &device_from_env()?).context("loading the model")?;
+    let predictor = crate::train::load_image_model(&a.model, "predict --follow of images")?;
     let version = model_version(&a.model);
     let classes = tensorcdc_dataset::mnist::class_names(&a.classes).map_err(anyhow::Error::msg)?;
     let rt = tokio::runtime::Runtime::new()?;

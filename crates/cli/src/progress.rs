@@ -3,10 +3,10 @@
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use tensorcdc_model::{EpochEnd, Metrics, Progress};
+use tensorcdc_model::sequential::{FitEpoch, FitMetrics, FitProgress};
 
 /// The finished line Keras prints at the end of an epoch.
-pub fn keras_line(steps: usize, elapsed: Duration, m: &Metrics) -> String {
+pub fn keras_line(steps: usize, elapsed: Duration, m: &FitMetrics) -> String {
     let per_step = elapsed.as_secs_f64() / steps.max(1) as f64;
     let step_s = if per_step >= 1.0 { format!("{per_step:.0}s/step") } else { format!("{:.0}ms/step", per_step * 1e3) };
     format!("{steps}/{steps} [==============================] - {:.1}s {step_s} - loss: {:.4} - accuracy: {:.4}", elapsed.as_secs_f64(), m.loss(), m.accuracy())
@@ -22,9 +22,9 @@ impl EpochBar {
         EpochBar { bar: None }
     }
 
-    pub fn on_step(&mut self, p: &Progress) {
+    pub fn on_step(&mut self, p: &FitProgress, epochs: usize) {
         if p.step == 1 {
-            println!("Epoch {}/{}", p.epoch, p.epochs);
+            println!("Epoch {}/{epochs}", p.epoch);
             let bar = ProgressBar::with_draw_target(Some(p.steps as u64), ProgressDrawTarget::stderr());
             bar.set_style(ProgressStyle::with_template("{pos}/{len} [{bar:30.cyan/blue}] - {elapsed} - {msg}").expect("valid template").progress_chars("=>."));
             self.bar = Some(bar);
@@ -37,7 +37,7 @@ impl EpochBar {
         }
     }
 
-    pub fn on_epoch(&mut self, e: &EpochEnd, steps: usize) {
+    pub fn on_epoch(&mut self, e: &FitEpoch, steps: usize) {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }
@@ -51,8 +51,7 @@ mod tests {
 
     #[test]
     fn line_format() {
-        let mut m = Metrics::default();
-        m.add(64, 0.5, 32);
+        let m = FitMetrics { n: 64, loss_sum: 0.5 * 64.0, correct: 32, ..Default::default() };
         let l = keras_line(938, Duration::from_millis(1876), &m);
         assert_eq!(l, "938/938 [==============================] - 1.9s 2ms/step - loss: 0.5000 - accuracy: 0.5000");
     }

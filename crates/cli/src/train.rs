@@ -1,33 +1,86 @@
-//! `train`, `evaluate` and `predict`.
+//! The blog's image commands: `train` from images, `evaluate` and `predict --pixels` of an
+//! image model. The model, trainer, predictor and checkpoint are the general ones
+//! (`tensorcdc_model::sequential`): the blog's network is `SequentialSpec::dense(784, [128],
+//! 10)` on the MNIST feature preset (`FeatureSpec::mnist()`: 784 bytes / 255). What is the
+//! blog's own here is the I/O: images in, digits and pictures out.
 
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use tensorcdc_dataset::features::FeatureSpec;
 use tensorcdc_dataset::mnist::{self, Split};
-use tensorcdc_dataset::{Examples, PIXELS};
-use tensorcdc_model::{argmax, checkpoint, device_from_env, EpochEnd, Metrics, MlpConfig, Predictor, TrainConfig, Trainer};
+use tensorcdc_dataset::PIXELS;
+use tensorcdc_model::sequential::checkpoint::{self, Served};
+use tensorcdc_model::sequential::{Data, FitEpoch, FitMetrics, FitSettings, Loss, SeqTrainer, SequentialSpec};
+use tensorcdc_model::{argmax, device_from_env};
 
 use crate::args::{EvaluateArgs, PredictArgs, TrainArgs};
 use crate::pictures;
 use crate::progress::EpochBar;
 use crate::source::SourceArgs;
 
-/// Trains on `train_set` with the Keras-like progress line; returns the trainer and epochs.
-pub fn fit(train_set: &Examples, cfg: TrainConfig) -> Result<(Trainer, Vec<EpochEnd>)> {
-    let mut trainer = Trainer::new(MlpConfig::default(), cfg.clone(), &device_from_env()?)?;
-    let steps = train_set.len().div_ceil(cfg.batch_size);
+/// The blog's network: `Dense(128, relu) → Dense(10)` logits on the 784 pixels.
+pub fn blog_network() -> SequentialSpec {
+    SequentialSpec::dense(PIXELS, &[128], 10)
+}
+
+/// Trains the blog's network on `train_set` with the Keras-like progress line; returns the
+/// trainer and epochs.
+pub fn fit(data: &Data, settings: FitSettings) -> Result<(SeqTrainer, Vec<FitEpoch>)> {
+    let epochs = settings.epochs;
+    let steps = data.len().div_ceil(settings.batch_size.max(1));
+    let mut trainer = SeqTrainer::new(blog_network(), Loss::SparseCategoricalCrossentropy, settings, &device_from_env()?)?;
     let mut bar = EpochBar::new();
     let mut ends = Vec::new();
-    for _ in 0..cfg.epochs {
-        let e = trainer.fit_epoch(train_set, |p| bar.on_step(p));
+    for _ in 0..epochs {
+        let e = trainer.fit_epoch(data, |p| bar.on_step(p, epochs));
         bar.on_epoch(&e, steps);
         ends.push(e);
     }
     Ok((trainer, ends))
 }
 
-/// `train` of the blog's network (MNIST examples; [`crate::commands::train`] sends the rest to
-/// the general path).
+/// Saves an image model: the general checkpoint with the MNIST preset as its feature spec.
+pub fn save(trainer: &SeqTrainer, dir: &std::path::Path) -> Result<()> {
+    Ok(checkpoint::save(trainer, &FeatureSpec::mnist(), dir)?)
+}
+
+/// Adds a batch of images to running metrics (Keras' `evaluate`, a batch at a time, so rows
+/// can be evaluated as they arrive).
+pub fn evaluate_batch(p: &Served, pixels: &[u8], labels: &[u8], m: &mut FitMetrics) -> Result<()> {
+    if !labels.is_empty() {
+        m.add(&p.evaluate(&Data::images(pixels, labels), 1024)?);
+    }
+    Ok(())
+}
+
+/// Class probabilities of `n` images of contiguous pixel bytes.
+pub fn predict_pixels(p: &Served, pixels: &[u8]) -> Result<Vec<Vec<f32>>> {
+    if pixels.is_empty() || !pixels.len().is_multiple_of(PIXELS) {
+        bail!("{} pixel values, expected a multiple of {PIXELS} (28x28)", pixels.len());
+    }
+    let mut x = vec![0f32; pixels.len()];
+    tensorcdc_dataset::scale_pixels(pixels, &mut x);
+    Ok(p.predict(&x, PIXELS)?)
+}
+
+/// An image model (784 inputs, 10 classes) for serving: tensorcdc's own, a Keras or an ONNX
+/// file, named in the error when it takes something else.
+pub fn load_image_model(path: &std::path::Path, what: &str) -> Result<Served> {
+    let (features, _, p) = checkpoint::load_served(path, &device_from_env()?).context("loading the model")?;
+    if features.width() != PIXELS || features.outputs() != 10 {
+        bail!(
+            "{what} needs an image model of {PIXELS} inputs and 10 classes; {} takes {} features and {} outputs",
+            path.display(),
+            features.width(),
+            features.outputs()
+        );
+    }
+    Ok(p)
+}
+
+/// `train` of the blog's network on images ([`crate::commands::train`] sends a table with
+/// `--label` to `tabular::train`).
 pub fn train(a: TrainArgs) -> Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     let (train_set, report) = rt.block_on(a.source.bounded(Split::Train))?;
@@ -47,19 +100,20 @@ pub fn train(a: TrainArgs) -> Result<()> {
         Some(dir) => mnist::load(dir, Split::Test).ok(),
         None => None,
     };
-    let cfg =
-        TrainConfig { epochs: a.epochs, batch_size: a.batch_size, learning_rate: a.learning_rate, seed: a.seed, threads: a.threads, ..Default::default() };
+    let cfg = FitSettings { epochs: a.epochs, batch_size: a.batch_size, learning_rate: a.learning_rate, seed: a.seed, optimizer: None, threads: a.threads };
     println!("training on {} examples ({} records read, {} skipped)", train_set.len(), report.records, report.skipped);
+    // The pixels / 255 once, as Keras' users do before `fit`.
+    let data = Data::images(&train_set.pixels, &train_set.labels);
     let t0 = Instant::now();
-    let (trainer, ends) = fit(&train_set, cfg)?;
+    let (trainer, ends) = fit(&data, cfg)?;
     let total = t0.elapsed();
     let per_epoch = total.as_secs_f64() / ends.len().max(1) as f64;
     println!("trained {} epochs in {:.2}s ({per_epoch:.3} s/epoch)", ends.len(), total.as_secs_f64());
-    checkpoint::save(&trainer, &a.out)?;
+    save(&trainer, &a.out)?;
     println!("checkpoint: {}", a.out.display());
     if let Some(test) = test_set {
-        let m = trainer.predictor().evaluate(&test, 1024);
-        println!("test: {} examples - loss: {:.4} - accuracy: {:.4}", m.examples, m.loss(), m.accuracy());
+        let m = trainer.predictor().evaluate(&Data::images(&test.pixels, &test.labels), 1024);
+        println!("test: {} examples - loss: {:.4} - accuracy: {:.4}", m.n, m.loss(), m.accuracy());
     }
     if let Some(path) = &a.curves {
         curves(path, &ends)?;
@@ -69,17 +123,17 @@ pub fn train(a: TrainArgs) -> Result<()> {
 }
 
 /// The training curves PNG.
-pub fn curves(path: &std::path::Path, ends: &[EpochEnd]) -> Result<()> {
+pub fn curves(path: &std::path::Path, ends: &[FitEpoch]) -> Result<()> {
     let loss: Vec<f64> = ends.iter().map(|e| e.metrics.loss()).collect();
     let acc: Vec<f64> = ends.iter().map(|e| e.metrics.accuracy()).collect();
     pictures::curves_png(path, &[("LOSS", loss), ("ACCURACY", acc)])?;
     Ok(())
 }
 
-/// `evaluate` of a checkpoint of the blog's network ([`crate::commands::evaluate`] sends the
-/// rest to the general path).
+/// `evaluate` of an image model: the IDX test images (`--data`), a bounded read of the
+/// blog's rows, or a stream of them (`--group`).
 pub fn evaluate(a: EvaluateArgs) -> Result<()> {
-    let (_, predictor) = checkpoint::load(&a.model, &device_from_env()?)?;
+    let predictor = load_image_model(&a.model, "evaluate on images")?;
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
         if a.source.group.is_none() && a.source.source.is_none() {
@@ -87,53 +141,29 @@ pub fn evaluate(a: EvaluateArgs) -> Result<()> {
             if test.is_empty() {
                 anyhow::bail!("nothing to evaluate: {} records read, {} skipped, no example", report.records, report.skipped);
             }
-            let m = predictor.evaluate(&test, 1024);
-            println!("{} examples - loss: {:.4} - accuracy: {:.4}", m.examples, m.loss(), m.accuracy());
+            let m = predictor.evaluate(&Data::images(&test.pixels, &test.labels), 1024)?;
+            println!("{} examples - loss: {:.4} - accuracy: {:.4}", m.n, m.loss(), m.accuracy());
             if report.skipped > 0 {
                 println!("skipped {} records that did not decode", report.skipped);
             }
             return Ok(());
         }
         let m = evaluate_stream(&predictor, &a.source, |m| {
-            println!("rows: {} - loss: {:.4} - accuracy: {:.4}", m.examples, m.loss(), m.accuracy());
+            println!("rows: {} - loss: {:.4} - accuracy: {:.4}", m.n, m.loss(), m.accuracy());
         })
         .await?;
-        if m.examples == 0 {
+        if m.n == 0 {
             anyhow::bail!("nothing to evaluate: the stream ended without an example");
         }
-        println!("final: {} examples - loss: {:.4} - accuracy: {:.4}", m.examples, m.loss(), m.accuracy());
+        println!("final: {} examples - loss: {:.4} - accuracy: {:.4}", m.n, m.loss(), m.accuracy());
         Ok(())
     })
 }
 
-/// `evaluate --data DIR` with an image model that is not the blog's own (a general
-/// checkpoint, a Keras or an ONNX file of 784 inputs and 10 classes): the IDX test images,
-/// pixels / 255 as the MNIST preset encodes them.
-pub(crate) fn evaluate_images(a: &EvaluateArgs) -> Result<()> {
-    use tensorcdc_model::sequential::{checkpoint::load_served, Data, Targets};
-    let (features, _, p) = load_served(&a.model, &device_from_env()?).context("loading the model")?;
-    if features.width() != PIXELS || features.outputs() != 10 {
-        bail!(
-            "--data holds 28x28 images; {} takes {} features and {} outputs: evaluate it on its table (--source URL --table T)",
-            a.model.display(),
-            features.width(),
-            features.outputs()
-        );
-    }
-    let rt = tokio::runtime::Runtime::new()?;
-    let (test, _) = rt.block_on(a.source.bounded(Split::Test))?;
-    let mut x = vec![0f32; test.pixels.len()];
-    tensorcdc_dataset::scale_pixels(&test.pixels, &mut x);
-    let data = Data { x, width: PIXELS, y: Targets::Classes(test.labels.iter().map(|&l| l as i64).collect()) };
-    let m = p.evaluate(&data, 1024)?;
-    println!("{} examples - loss: {:.4} - accuracy: {:.4}", m.n, m.loss(), m.accuracy());
-    Ok(())
-}
-
 /// Evaluates rows as they arrive until the stream times out; `progress` after each batch.
-pub async fn evaluate_stream(predictor: &Predictor, source: &SourceArgs, mut progress: impl FnMut(&Metrics)) -> Result<Metrics> {
+pub async fn evaluate_stream(predictor: &Served, source: &SourceArgs, mut progress: impl FnMut(&FitMetrics)) -> Result<FitMetrics> {
     let mut stream = source.stream("mnist_test", 9000).await?;
-    let mut m = Metrics::default();
+    let mut m = FitMetrics::default();
     let (mut px, mut labels) = (Vec::new(), Vec::new());
     while let Some(items) = stream.next_batch(1024).await? {
         px.clear();
@@ -142,7 +172,7 @@ pub async fn evaluate_stream(predictor: &Predictor, source: &SourceArgs, mut pro
             px.extend_from_slice(&it.example.pixels[..]);
             labels.push(it.example.label);
         }
-        predictor.evaluate_batch(&px, &labels, &mut m);
+        evaluate_batch(predictor, &px, &labels, &mut m)?;
         progress(&m);
     }
     let report = stream.close().await?;
@@ -175,23 +205,10 @@ pub fn parse_pixels(text: &str) -> Result<Vec<u8>> {
 /// `predict --pixels` ([`crate::commands::predict`] sends `--follow` and `--row` on).
 pub fn predict(a: PredictArgs) -> Result<()> {
     let pixels = parse_pixels(a.pixels.as_deref().unwrap_or_default())?;
-    let probs = if tensorcdc_model::sequential::checkpoint::is_sequential(&a.model) {
-        // A general checkpoint, a Keras file or an ONNX graph of 784 inputs: the pixels / 255, as the MNIST preset encodes them.
-        let (features, _, p) = tensorcdc_model::sequential::checkpoint::load_served(&a.model, &device_from_env()?).context("loading the model")?;
-        if features.width() != PIXELS || features.outputs() != 10 {
-            bail!(
-                "--pixels needs an image model of {PIXELS} inputs and 10 classes; {} takes {} features: give a row with --row",
-                a.model.display(),
-                features.width()
-            );
-        }
-        let mut x = vec![0f32; PIXELS];
-        tensorcdc_dataset::scale_pixels(&pixels, &mut x);
-        p.predict(&x, PIXELS)?.remove(0)
-    } else {
-        let (_, predictor) = checkpoint::load(&a.model, &device_from_env()?).context("loading the model")?;
-        predictor.predict(&pixels)?.remove(0)
-    };
+    // Any image model (tensorcdc's, a Keras or an ONNX file of 784 inputs): the pixels / 255,
+    // as the MNIST preset encodes them.
+    let p = load_image_model(&a.model, "--pixels (give a table's row with --row)")?;
+    let probs = predict_pixels(&p, &pixels)?.remove(0);
     let classes = mnist::class_names(&a.classes).map_err(anyhow::Error::msg)?;
     let (digit, p) = argmax(&probs);
     print!("{}", pictures::terminal(&pixels));

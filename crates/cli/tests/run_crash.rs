@@ -49,7 +49,7 @@ async fn write_round(c: &tokio_postgres::Client, header: &[String], rows: &[Vec<
         let kind = rng.random_range(0..10);
         let n = rng.random_range(1..=4);
         match kind {
-            0..=3 | 4..=5 => {
+            0..=5 => {
                 let with_label = kind <= 3;
                 let values: Vec<String> = (0..n)
                     .map(|_| {

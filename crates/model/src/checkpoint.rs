@@ -1,79 +1,97 @@
-//! A checkpoint is a folder: `config.json` (layer sizes, training settings, epochs done,
-//! and the SHA-256 of the weights) and `model.bpk` (the weights in burn's burnpack format).
-//! Loading checks the checksum and that the weights give finite outputs, so a corrupt or
-//! diverged checkpoint is a clear error rather than NaN predictions.
+//! Checkpoints of the blog's network written before there was one trainer: a folder with
+//! `config.json` (layer sizes, training settings, epochs done, the SHA-256 of the weights) and
+//! `model.bpk` (`fc1`, `fc2` in burn's burnpack format). They still load, as the Sequential
+//! model they are (`Dense(hidden, relu) → Dense(classes)` on the MNIST preset), through
+//! [`crate::sequential::checkpoint::load`]; new checkpoints are written as `model.json`.
 
 use std::path::Path;
 
 use burn::module::Module;
 use burn::store::ModuleRecord;
 use burn::tensor::Device;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
+use tensorcdc_dataset::features::FeatureSpec;
 
-use crate::train::Predictor;
-use crate::{MlpConfig, ModelError, TrainConfig, Trainer};
+use crate::mlp::MlpConfig;
+use crate::sequential::checkpoint::SeqMeta;
+use crate::sequential::{net::Net, FitSettings, Loss, OptimizerSpec, SeqPredictor, SequentialSpec};
+use crate::ModelError;
 
-const CONFIG: &str = "config.json";
+pub const CONFIG: &str = "config.json";
 const WEIGHTS: &str = "model.bpk";
 
-/// What `config.json` holds.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CheckpointMeta {
-    pub model: MlpConfig,
-    pub train: TrainConfig,
-    pub epochs_done: usize,
-    /// SHA-256 of `model.bpk`, hex (absent in checkpoints written before it existed).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub weights_sha256: Option<String>,
+/// The training settings `config.json` recorded.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct TrainConfig {
+    epochs: usize,
+    batch_size: usize,
+    learning_rate: f64,
+    beta_1: f32,
+    beta_2: f32,
+    epsilon: f32,
+    seed: u64,
+    threads: usize,
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(bytes))
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig { epochs: 5, batch_size: 64, learning_rate: 0.001, beta_1: 0.9, beta_2: 0.999, epsilon: 1e-7, seed: 42, threads: 0 }
+    }
+}
+
+/// What `config.json` holds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckpointMeta {
+    model: MlpConfig,
+    train: TrainConfig,
+    epochs_done: usize,
+    /// SHA-256 of `model.bpk`, hex (absent in checkpoints written before it existed).
+    #[serde(default)]
+    weights_sha256: Option<String>,
 }
 
 fn err(path: &Path, reason: impl Into<String>) -> ModelError {
     ModelError::Checkpoint { path: path.into(), reason: reason.into() }
 }
 
-/// Saves the trainer's model into the folder `dir` (created if missing).
-pub fn save(trainer: &Trainer, dir: &Path) -> Result<(), ModelError> {
-    std::fs::create_dir_all(dir).map_err(|e| err(dir, e.to_string()))?;
-    let w = dir.join(WEIGHTS);
-    trainer.model().valid().into_record().save(&w).map_err(|e| err(&w, e.to_string()))?;
-    let bytes = std::fs::read(&w).map_err(|e| err(&w, e.to_string()))?;
-    let meta =
-        CheckpointMeta { model: trainer.config, train: trainer.train.clone(), epochs_done: trainer.epochs_done, weights_sha256: Some(sha256_hex(&bytes)) };
-    let json = serde_json::to_string_pretty(&meta).expect("config serialises");
-    std::fs::write(dir.join(CONFIG), json).map_err(|e| err(&dir.join(CONFIG), e.to_string()))
+/// Whether `dir` holds a checkpoint of this older layout.
+pub fn is_legacy(dir: &Path) -> bool {
+    dir.join(CONFIG).is_file() && !dir.join(crate::sequential::checkpoint::META).is_file()
 }
 
-/// Loads a checkpoint folder for inference.
-pub fn load(dir: &Path, device: &Device) -> Result<(CheckpointMeta, Predictor), ModelError> {
+/// Loads a `config.json` checkpoint as the Sequential model it is.
+pub(crate) fn load(dir: &Path, device: &Device) -> Result<(SeqMeta, SeqPredictor), ModelError> {
     let cfg_path = dir.join(CONFIG);
-    if !dir.is_dir() {
-        return Err(err(dir, "no such checkpoint folder (train one with `tensorcdc train --out DIR`)"));
-    }
     let text = std::fs::read_to_string(&cfg_path).map_err(|e| err(&cfg_path, e.to_string()))?;
     let meta: CheckpointMeta = serde_json::from_str(&text).map_err(|e| err(&cfg_path, e.to_string()))?;
     let w = dir.join(WEIGHTS);
     if !w.is_file() {
         return Err(err(&w, "weights file missing"));
     }
+    let bytes = std::fs::read(&w).map_err(|e| err(&w, e.to_string()))?;
+    let got = crate::sequential::checkpoint::sha256_hex(&bytes);
     if let Some(want) = &meta.weights_sha256 {
-        let got = sha256_hex(&std::fs::read(&w).map_err(|e| err(&w, e.to_string()))?);
         if &got != want {
             return Err(err(&w, format!("corrupt: its SHA-256 is {got}, config.json records {want}")));
         }
     }
     let record = ModuleRecord::load(&w).map_err(|e| err(&w, e.to_string()))?;
-    let model = meta.model.init(device).try_load_record(record).map_err(|e| err(&w, e.to_string()))?;
-    let predictor = Predictor { model, config: meta.model };
-    // Non-finite weights give non-finite outputs: probe with a mid-grey input.
-    let probe = predictor.predict(&[128u8; 784]).map_err(|e| err(&w, e.to_string()))?;
-    if probe.iter().flatten().any(|p| !p.is_finite()) {
-        return Err(err(&w, "the weights are not finite (NaN or infinity): the training diverged or the file is damaged"));
-    }
-    Ok((meta, predictor))
+    let mlp = meta.model.init(device).try_load_record(record).map_err(|e| err(&w, e.to_string()))?;
+    let m = meta.model;
+    let spec = SequentialSpec::dense(m.inputs, &[m.hidden], m.classes);
+    let net = Net { dense: vec![mlp.fc1, mlp.fc2], dropout: Vec::new(), conv: Vec::new(), norm: Vec::new() };
+    let t = meta.train;
+    let settings = FitSettings {
+        epochs: t.epochs,
+        batch_size: t.batch_size,
+        learning_rate: t.learning_rate,
+        seed: t.seed,
+        optimizer: Some(OptimizerSpec::Adam { learning_rate: t.learning_rate, beta_1: t.beta_1, beta_2: t.beta_2, epsilon: t.epsilon }),
+        threads: t.threads,
+    };
+    let loss = Loss::SparseCategoricalCrossentropy;
+    let seq = SeqMeta { model: spec.clone(), loss, settings, epochs_done: meta.epochs_done, features: FeatureSpec::mnist(), weights_sha256: got };
+    Ok((seq, SeqPredictor { spec, loss, net }))
 }

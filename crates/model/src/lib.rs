@@ -1,15 +1,12 @@
-//! The blog's network on burn: Dense(784→128, relu) → Dense(128→10) logits, Adam, sparse
-//! categorical cross-entropy from logits, accuracy.
+//! Models on burn: one Sequential model for every table, the blog's MNIST included
+//! (`Dense(128, relu) → Dense(10)` on the MNIST feature preset), one trainer that picks its
+//! execution strategy, one predictor, one checkpoint format.
 //!
-//! * [`MlpConfig`] builds the [`Mlp`] (Glorot-uniform kernels, zero biases, as Keras' Dense).
-//! * [`TrainConfig`] holds Keras' `compile`/`fit` settings (Adam 0.001, β1 0.9, β2 0.999,
-//!   ε 1e-7, batch 64, 5 epochs, a shuffle seed).
-//! * [`Trainer`] runs `fit`, `evaluate` and `predict` and reports progress through a callback,
-//!   so the CLI can draw a Keras-like line without this crate printing anything.
 //! * [`sequential`]: any Sequential model (Keras' `to_json()` or `--layers`) on feature
-//!   vectors, with its losses, fit/evaluate/predict and checkpoints.
+//!   vectors, with its losses, fit/evaluate/predict and checkpoints; `SeqTrainer` trains a
+//!   first `Dense(relu)` layer in column blocks over the CPU cores (`parallel.rs`) when it can.
 //! * [`onnx`]: ONNX graphs served through tract.
-//! * [`checkpoint`] saves and loads a folder holding `config.json` and `model.bpk`.
+//! * [`checkpoint`]: the blog's checkpoints of the older `config.json` layout, still loaded.
 //!
 //! The device picks the backend (burn 0.22): [`default_device`] is burn's `flex` CPU backend;
 //! this crate's `cuda` and `wgpu` features add burn's GPU backends, which [`device_from_env`]
@@ -17,17 +14,17 @@
 
 mod adam;
 pub mod checkpoint;
-pub mod metrics;
 mod mlp;
 pub mod onnx;
 mod parallel;
 pub mod sequential;
-mod train;
 
 pub use adam::FusedAdam;
-pub use metrics::Metrics;
-pub use mlp::{Mlp, MlpConfig};
-pub use train::{argmax, EpochEnd, Predictor, Progress, TrainConfig, Trainer};
+
+/// The index and value of the largest probability.
+pub fn argmax(probs: &[f32]) -> (usize, f32) {
+    probs.iter().copied().enumerate().fold((0, f32::MIN), |best, (i, p)| if p > best.1 { (i, p) } else { best })
+}
 
 use burn::tensor::Device;
 

@@ -212,7 +212,8 @@ mod tests {
     #[test]
     fn split_then_join_is_the_same_layer() {
         let device = crate::default_device();
-        let layer = crate::MlpConfig { inputs: 6, hidden: 5, classes: 2 }.init(&device).fc1;
+        let spec = crate::sequential::SequentialSpec::dense(6, &[5], 2);
+        let layer = spec.init(&device).unwrap().dense.remove(0);
         let parts = split_columns(&layer, &widths(5, 2));
         assert_eq!(parts[0].weight.val().dims(), [6, 1]);
         assert_eq!(parts[1].weight.val().dims(), [6, 4]);

@@ -52,7 +52,8 @@ fn a_deeper_regression_head_trains_the_same_fused() {
     let y: Vec<f32> = x.chunks(w).map(|r| r[0] + r[1] + r[2]).collect();
     let data = Data { x, width: w, y: Targets::Values(y) };
     let dense = |units, activation| Layer::Dense { units, activation, use_bias: true, kernel_initializer: Init::GlorotUniform, bias_initializer: Init::Zeros };
-    let spec = SequentialSpec { inputs: w, input_shape: None, layers: vec![dense(24, Activation::Relu), dense(8, Activation::Tanh), dense(1, Activation::Linear)] };
+    let spec =
+        SequentialSpec { inputs: w, input_shape: None, layers: vec![dense(24, Activation::Relu), dense(8, Activation::Tanh), dense(1, Activation::Linear)] };
     let one = trained(&spec, Loss::MeanSquaredError, &data, 1, 4);
     let two = trained(&spec, Loss::MeanSquaredError, &data, 3, 4);
     assert!(two.is_fused());
@@ -71,8 +72,13 @@ fn models_the_fused_strategy_cannot_take_train_on_one_thread() {
     let t = SeqTrainer::new(spec, Loss::SparseCategoricalCrossentropy, FitSettings { threads: 2, ..Default::default() }, &default_device()).unwrap();
     assert!(!t.is_fused());
     // A single layer (nothing to run beside the blocks).
-    let t = SeqTrainer::new(SequentialSpec::dense(w, &[], 3), Loss::SparseCategoricalCrossentropy, FitSettings { threads: 2, ..Default::default() }, &default_device())
-        .unwrap();
+    let t = SeqTrainer::new(
+        SequentialSpec::dense(w, &[], 3),
+        Loss::SparseCategoricalCrossentropy,
+        FitSettings { threads: 2, ..Default::default() },
+        &default_device(),
+    )
+    .unwrap();
     assert!(!t.is_fused());
 }
 

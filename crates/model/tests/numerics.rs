@@ -2,13 +2,19 @@
 //! backward pass written here (checked itself by finite differences), and Adam's first
 //! step computed by hand.
 
-use burn::nn::loss::CrossEntropyLossConfig;
-use burn::tensor::{Int, Tensor, TensorData};
-use tensorcdc_dataset::{Examples, PIXELS};
-use tensorcdc_model::{default_device, MlpConfig, TrainConfig, Trainer};
+use tensorcdc_dataset::features::FeatureSpec;
+use tensorcdc_dataset::PIXELS;
+use tensorcdc_model::default_device;
+use tensorcdc_model::sequential::{checkpoint, Data, FitSettings, Loss, SeqTrainer, SequentialSpec};
 
-fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f64> {
-    t.into_data().try_to_vec::<f32>().unwrap().into_iter().map(|v| v as f64).collect()
+fn to_vec(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&v| v as f64).collect()
+}
+
+/// The blog's network, trained on `threads` threads (1: the whole model on one thread; more:
+/// the hidden layer in column blocks).
+fn blog(settings: FitSettings) -> SeqTrainer {
+    SeqTrainer::new(SequentialSpec::dense(PIXELS, &[128], 10), Loss::SparseCategoricalCrossentropy, settings, &default_device()).unwrap()
 }
 
 /// Reference network in f64: W1 [784,128] row-major (input-major, as burn's Linear),
@@ -77,22 +83,17 @@ impl Ref {
     }
 }
 
-fn batch() -> (Examples, Vec<f64>, Vec<usize>) {
+fn batch() -> (Data, Vec<f64>, Vec<usize>) {
     // Two deterministic images with varied pixels.
     let pixels: Vec<u8> = (0..2 * PIXELS).map(|i| ((i * 37 + i / 5) % 256) as u8).collect();
     let labels = vec![3u8, 8];
     let x = pixels.iter().map(|&p| p as f64 / 255.0).collect();
-    (Examples::new(pixels, labels.clone()).unwrap(), x, labels.iter().map(|&l| l as usize).collect())
+    (Data::images(&pixels, &labels), x, labels.iter().map(|&l| l as usize).collect())
 }
 
-fn reference(trainer: &Trainer) -> Ref {
-    let m = trainer.model();
-    Ref {
-        w1: to_vec(m.fc1.weight.val()),
-        b1: to_vec(m.fc1.bias.as_ref().unwrap().val()),
-        w2: to_vec(m.fc2.weight.val()),
-        b2: to_vec(m.fc2.bias.as_ref().unwrap().val()),
-    }
+fn reference(trainer: &SeqTrainer) -> Ref {
+    let p = trainer.parameters();
+    Ref { w1: to_vec(&p[0]), b1: to_vec(&p[1]), w2: to_vec(&p[2]), b2: to_vec(&p[3]) }
 }
 
 fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
@@ -101,7 +102,7 @@ fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
 
 #[test]
 fn reference_gradients_match_finite_differences() {
-    let trainer = Trainer::new(MlpConfig::default(), TrainConfig::default(), &default_device()).unwrap();
+    let trainer = blog(FitSettings::default());
     let mut r = reference(&trainer);
     let (_, x, y) = batch();
     let (_, grads) = r.loss_and_grads(&x, &y);
@@ -133,28 +134,16 @@ fn reference_gradients_match_finite_differences() {
 
 #[test]
 fn burn_gradients_match_the_reference() {
-    let device = default_device();
-    let trainer = Trainer::new(MlpConfig::default(), TrainConfig::default(), &device).unwrap();
+    let trainer = blog(FitSettings::default());
     let r = reference(&trainer);
-    let (_, x, y) = batch();
+    let (data, x, y) = batch();
     let (ref_loss, ref_grads) = r.loss_and_grads(&x, &y);
-    let dev = trainer.device().clone();
-    let xt = Tensor::<2>::from_data(TensorData::new(x.iter().map(|&v| v as f32).collect::<Vec<_>>(), [2, PIXELS]), &dev);
-    let yt = Tensor::<1, Int>::from_data(TensorData::new(y.iter().map(|&v| v as i64).collect::<Vec<_>>(), [2]), &dev);
-    let model = trainer.model();
-    let loss = CrossEntropyLossConfig::new().init(&dev).forward(model.forward(xt), yt);
-    let grads = loss.backward();
-    let burn_loss = loss.into_scalar::<f32>() as f64;
+    let (burn_loss, g) = trainer.loss_and_gradients(&data);
     assert!((burn_loss - ref_loss).abs() < 1e-5, "loss {burn_loss} vs {ref_loss}");
-    let g = [
-        to_vec(model.fc1.weight.val().grad(&grads).unwrap()),
-        to_vec(model.fc1.bias.as_ref().unwrap().val().grad(&grads).unwrap()),
-        to_vec(model.fc2.weight.val().grad(&grads).unwrap()),
-        to_vec(model.fc2.bias.as_ref().unwrap().val().grad(&grads).unwrap()),
-    ];
-    for (i, (a, b)) in g.iter().zip(&ref_grads).enumerate() {
+    assert_eq!(g.len(), 4);
+    for (i, (a, b)) in g.iter().map(|v| to_vec(v)).zip(&ref_grads).enumerate() {
         assert_eq!(a.len(), b.len());
-        let d = max_abs_diff(a, b);
+        let d = max_abs_diff(&a, b);
         assert!(d < 1e-5, "parameter {i}: max |burn - reference| = {d}");
         assert!(b.iter().any(|v| v.abs() > 1e-4), "parameter {i} has a non-trivial gradient");
     }
@@ -169,9 +158,9 @@ fn first_adam_step_matches_hand_computation() {
 }
 
 fn first_adam_step(threads: usize) {
-    let device = default_device();
-    let cfg = TrainConfig { threads, ..Default::default() };
-    let mut trainer = Trainer::new(MlpConfig::default(), cfg.clone(), &device).unwrap();
+    let cfg = FitSettings { threads, ..Default::default() };
+    let mut trainer = blog(cfg.clone());
+    assert_eq!(trainer.is_fused(), threads > 1);
     let before = reference(&trainer);
     let (data, x, y) = batch();
     let (_, grads) = before.loss_and_grads(&x, &y);
@@ -179,14 +168,14 @@ fn first_adam_step(threads: usize) {
     let after = reference(&trainer);
     // Keras' Adam, step 1: m = (1-b1) g, v = (1-b2) g^2, alpha = lr sqrt(1-b2) / (1-b1):
     // p' = p - m alpha / (sqrt(v) + eps) = p - lr g / (|g| + eps / sqrt(1-b2)).
-    let (lr, eps) = (cfg.learning_rate, cfg.epsilon as f64);
+    let (lr, eps, beta_2) = (cfg.learning_rate, 1e-7, 0.999);
     for (name, p0, p1, g) in [
         ("w1", &before.w1, &after.w1, &grads[0]),
         ("b1", &before.b1, &after.b1, &grads[1]),
         ("w2", &before.w2, &after.w2, &grads[2]),
         ("b2", &before.b2, &after.b2, &grads[3]),
     ] {
-        let eps_hat = eps / (1.0 - cfg.beta_2 as f64).sqrt();
+        let eps_hat = eps / (1.0f64 - beta_2).sqrt();
         let expected: Vec<f64> = p0.iter().zip(g).map(|(p, g)| p - lr * g / (g.abs() + eps_hat)).collect();
         let d = max_abs_diff(&expected, p1);
         // The update is about 1e-3; checked to 0.5% of it. Where a gradient is near 1e-8, its
@@ -205,11 +194,10 @@ fn split_hidden_layer_trains_like_one_thread() {
     let n = 96;
     let pixels: Vec<u8> = (0..n * PIXELS).map(|i| ((i * 131 + i / 97) % 256) as u8).collect();
     let labels: Vec<u8> = (0..n).map(|i| (i * 7 % 10) as u8).collect();
-    let data = Examples::new(pixels, labels).unwrap();
+    let data = Data::images(&pixels, &labels);
     let run = |threads: usize| {
-        let cfg = TrainConfig { threads, epochs: 4, batch_size: 32, ..Default::default() };
-        let mut trainer = Trainer::new(MlpConfig::default(), cfg, &default_device()).unwrap();
-        let ends = trainer.fit(&data, |_| {}, |_| {});
+        let mut trainer = blog(FitSettings { threads, epochs: 4, batch_size: 32, ..Default::default() });
+        let ends: Vec<_> = (0..4).map(|_| trainer.fit_epoch(&data, |_| {})).collect();
         (reference(&trainer), ends.last().unwrap().metrics.loss())
     };
     let (one, loss1) = run(1);
@@ -221,7 +209,7 @@ fn split_hidden_layer_trains_like_one_thread() {
         }
         assert!((loss - loss1).abs() < 1e-4, "{threads} threads: loss {loss} vs {loss1}");
     }
-    let start = Trainer::new(MlpConfig::default(), TrainConfig::default(), &default_device()).unwrap();
+    let start = blog(FitSettings::default());
     assert!(max_abs_diff(&reference(&start).w1, &one.w1) > 1e-3, "training moved the weights");
 }
 
@@ -239,14 +227,12 @@ fn learns_a_separable_problem() {
             pixels[i * PIXELS + p] = if bright { 150 + ((i * 7 + p) % 100) as u8 } else { ((i + p) % 40) as u8 };
         }
     }
-    let data = Examples::new(pixels, labels).unwrap();
-    let cfg = TrainConfig { epochs: 3, ..Default::default() };
-    let mut trainer = Trainer::new(MlpConfig::default(), cfg, &default_device()).unwrap();
-    let ends = trainer.fit(&data, |_| {}, |_| {});
-    assert_eq!(ends.len(), 3);
+    let data = Data::images(&pixels, &labels);
+    let mut trainer = blog(FitSettings { threads: 0, ..Default::default() });
+    let ends: Vec<_> = (0..3).map(|_| trainer.fit_epoch(&data, |_| {})).collect();
     assert!(ends[2].metrics.loss() < ends[0].metrics.loss());
     let m = trainer.predictor().evaluate(&data, 64);
-    assert_eq!(m.examples, n);
+    assert_eq!(m.n, n);
     assert!(m.accuracy() > 0.95, "accuracy {}", m.accuracy());
 }
 
@@ -254,27 +240,25 @@ fn learns_a_separable_problem() {
 fn checkpoint_round_trip_and_errors() {
     let dir = tempfile::tempdir().unwrap();
     let device = default_device();
-    let trainer = Trainer::new(MlpConfig::default(), TrainConfig::default(), &device).unwrap();
+    let trainer = blog(FitSettings { threads: 2, ..Default::default() });
     let (data, _, _) = batch();
-    let p0 = trainer.predictor().predict(&data.pixels).unwrap();
-    tensorcdc_model::checkpoint::save(&trainer, dir.path()).unwrap();
-    let (meta, pred) = tensorcdc_model::checkpoint::load(dir.path(), &device).unwrap();
-    assert_eq!(meta.train.batch_size, 64);
-    let p1 = pred.predict(&data.pixels).unwrap();
+    let p0 = trainer.predictor().predict(&data.x, PIXELS).unwrap();
+    checkpoint::save(&trainer, &FeatureSpec::mnist(), dir.path()).unwrap();
+    assert!(checkpoint::is_image_model(dir.path()));
+    let (meta, pred) = checkpoint::load(dir.path(), &device).unwrap();
+    assert_eq!(meta.settings.batch_size, 64);
+    let p1 = pred.predict(&data.x, PIXELS).unwrap();
     assert_eq!(p0, p1);
     assert!((p1[0].iter().sum::<f32>() - 1.0).abs() < 1e-5);
-    let e = tensorcdc_model::checkpoint::load(&dir.path().join("missing"), &device).unwrap_err().to_string();
+    let e = checkpoint::load(&dir.path().join("missing"), &device).unwrap_err().to_string();
     assert!(e.contains("missing") && e.contains("no such checkpoint"), "{e}");
-    // One flipped byte in the weights: the checksum in config.json says so.
+    // One flipped byte in the weights: the checksum in model.json says so.
     let w = dir.path().join("model.bpk");
     let mut bytes = std::fs::read(&w).unwrap();
     let last = bytes.len() - 1;
     bytes[last] ^= 0x40;
     std::fs::write(&w, &bytes).unwrap();
-    let e = tensorcdc_model::checkpoint::load(dir.path(), &device).unwrap_err().to_string();
+    let e = checkpoint::load(dir.path(), &device).unwrap_err().to_string();
     assert!(e.contains("model.bpk") && e.contains("corrupt") && e.contains("SHA-256"), "{e}");
-    std::fs::write(dir.path().join("model.bpk"), b"garbage").unwrap();
-    let e = tensorcdc_model::checkpoint::load(dir.path(), &device).unwrap_err().to_string();
-    assert!(e.contains("model.bpk"), "{e}");
-    assert!(pred.predict(&[0u8; 10]).is_err());
+    assert!(pred.predict(&[0f32; 10], 10).is_err());
 }

@@ -1,5 +1,5 @@
 //! Checkpoints the CLI wrote, for prediction from raw rows: a general (Sequential) checkpoint
-//! with its feature spec, or the blog's MNIST network.
+//! with its feature spec (the blog's MNIST network's is the MNIST preset).
 
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -10,20 +10,15 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 use tensorcdc_dataset::features::{Cell, FeatureSpec, Kind, Record, Task};
 use tensorcdc_model::sequential::{checkpoint as seq_checkpoint, SeqPredictor};
-use tensorcdc_model::{argmax, checkpoint, device_from_env, Predictor};
+use tensorcdc_model::{argmax, device_from_env};
 
 use crate::err;
-
-enum Net {
-    Seq(SeqPredictor),
-    Mnist(Predictor),
-}
 
 /// A loaded checkpoint: `predict(rows)` takes dicts of column values (a row as the table
 /// has it), `predict_array(x)` an already encoded float32 array.
 #[pyclass(module = "tensorcdc._tensorcdc")]
 pub struct Model {
-    net: Mutex<Net>,
+    net: Mutex<SeqPredictor>,
     spec: FeatureSpec,
     #[pyo3(get)]
     path: PathBuf,
@@ -34,13 +29,10 @@ impl Model {
     #[new]
     fn new(path: PathBuf) -> PyResult<Self> {
         let device = device_from_env().map_err(err)?;
-        if seq_checkpoint::is_sequential(&path) {
-            let (meta, p) = seq_checkpoint::load(&path, &device).map_err(err)?;
-            Ok(Model { net: Mutex::new(Net::Seq(p)), spec: meta.features, path })
-        } else {
-            let (_, p) = checkpoint::load(&path, &device).map_err(err)?;
-            Ok(Model { net: Mutex::new(Net::Mnist(p)), spec: FeatureSpec::mnist(), path })
-        }
+        // Any checkpoint `train` or `run` wrote (the blog's images included: the MNIST preset
+        // is its feature spec), or a Keras file.
+        let (meta, p) = seq_checkpoint::load(&path, &device).map_err(err)?;
+        Ok(Model { net: Mutex::new(p), spec: meta.features, path })
     }
 
     /// The class names in output order (empty for a regression).
@@ -133,14 +125,7 @@ impl Model {
 impl Model {
     fn outputs(&self, x: &[f32], width: usize) -> PyResult<Vec<Vec<f32>>> {
         let net = self.net.lock().map_err(|_| err("model poisoned by an earlier panic"))?;
-        match &*net {
-            Net::Seq(p) => p.predict(x, width).map_err(err),
-            Net::Mnist(p) => {
-                // The blog's network takes bytes; the spec scaled them to [0, 1].
-                let px: Vec<u8> = x.iter().map(|v| (v * 255.0).round().clamp(0.0, 255.0) as u8).collect();
-                p.predict(&px).map_err(err)
-            }
-        }
+        net.predict(x, width).map_err(err)
     }
 }
 

@@ -33,7 +33,7 @@ fn err(path: &Path, reason: impl Into<String>) -> ModelError {
     ModelError::Checkpoint { path: path.into(), reason: reason.into() }
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(bytes))
 }
@@ -42,6 +42,17 @@ fn sha256_hex(bytes: &[u8]) -> String {
 /// or an ONNX file (served only: [`load_served`]).
 pub fn is_sequential(dir: &Path) -> bool {
     dir.join(META).is_file() || super::keras_file::is_keras_file(dir) || crate::onnx::is_onnx_file(dir)
+}
+
+/// True when `dir` is a checkpoint of the blog's images (the MNIST feature preset): one that
+/// `train` wrote from images, or one of the older `config.json` layout. The CLI gives these
+/// the blog's image commands (`--pixels`, digits out); the model is the same Sequential one.
+pub fn is_image_model(dir: &Path) -> bool {
+    if crate::checkpoint::is_legacy(dir) {
+        return true;
+    }
+    let Ok(text) = std::fs::read_to_string(dir.join(META)) else { return false };
+    serde_json::from_str::<SeqMeta>(&text).is_ok_and(|m| m.features == FeatureSpec::mnist())
 }
 
 /// A model for serving: tensorcdc's own or a Keras file's on burn, or an ONNX graph on tract.
@@ -111,8 +122,17 @@ pub fn save(t: &SeqTrainer, features: &FeatureSpec, dir: &Path) -> Result<(), Mo
     std::fs::write(&path, serde_json::to_string_pretty(&meta).expect("meta serialises")).map_err(|e| err(&path, e.to_string()))
 }
 
-/// Loads a general checkpoint for inference, or a Keras file (see [`load_keras`]).
+/// Loads a checkpoint for inference: `model.json`, a Keras file (see [`load_keras`]), or the
+/// blog's older `config.json` layout ([`crate::checkpoint`]).
 pub fn load(dir: &Path, device: &Device) -> Result<(SeqMeta, SeqPredictor), ModelError> {
+    if !dir.exists() {
+        return Err(err(dir, "no such checkpoint (train one with `tensorcdc train --out DIR`)"));
+    }
+    if crate::checkpoint::is_legacy(dir) {
+        let (meta, p) = crate::checkpoint::load(dir, device)?;
+        probe(&p, &dir.join(WEIGHTS))?;
+        return Ok((meta, p));
+    }
     if super::keras_file::is_keras_file(dir) {
         return load_keras(dir, device);
     }

@@ -102,6 +102,14 @@ impl Data {
         (Data { x: e.x, width: e.width, y }, e.skipped)
     }
 
+    /// The blog's images as the MNIST preset encodes them: each of the 784 bytes / 255, the
+    /// label its class.
+    pub fn images(pixels: &[u8], labels: &[u8]) -> Data {
+        let mut x = vec![0f32; pixels.len()];
+        tensorcdc_dataset::scale_pixels(pixels, &mut x);
+        Data { x, width: tensorcdc_dataset::PIXELS, y: Targets::Classes(labels.iter().map(|&l| l as i64).collect()) }
+    }
+
     pub fn len(&self) -> usize {
         match &self.y {
             Targets::Classes(c) => c.len(),
@@ -137,6 +145,14 @@ pub struct FitMetrics {
 }
 
 impl FitMetrics {
+    /// Adds the sums of `other` (another batch) to these.
+    pub fn add(&mut self, other: &FitMetrics) {
+        self.n += other.n;
+        self.loss_sum += other.loss_sum;
+        self.correct += other.correct;
+        self.abs_err += other.abs_err;
+        self.sq_err += other.sq_err;
+    }
     pub fn loss(&self) -> f64 {
         self.loss_sum / self.n.max(1) as f64
     }
@@ -224,7 +240,7 @@ enum Engine {
     /// The whole model on the caller's thread, with its optimizer.
     Whole { net: Option<Net>, optim: ModuleOptimizer },
     /// The first layer in column blocks over several threads (`fused.rs`).
-    Fused(Fused),
+    Fused(Box<Fused>),
 }
 
 /// Trains a Sequential model. It picks its execution strategy when it is made: the fused
@@ -267,7 +283,7 @@ impl SeqTrainer {
 
     fn engine(spec: &SequentialSpec, settings: &FitSettings, net: Net, device: &Device) -> Engine {
         match fused::plan(spec, settings, device) {
-            Some(parts) => Engine::Fused(Fused::new(spec, net, settings.optimizer(), parts, device)),
+            Some(parts) => Engine::Fused(Box::new(Fused::new(spec, net, settings.optimizer(), parts, device))),
             None => Engine::Whole { net: Some(net), optim: ModuleOptimizer::from(KerasOptimizer(settings.optimizer())) },
         }
     }
@@ -310,12 +326,7 @@ impl SeqTrainer {
         let mut total = FitMetrics::default();
         let chunks: Vec<&[usize]> = order.chunks(self.settings.batch_size).collect();
         for (step, &chunk) in chunks.iter().enumerate() {
-            let m = self.step_ahead(data, chunk, chunks.get(step + 1).copied());
-            total.n += m.n;
-            total.loss_sum += m.loss_sum;
-            total.correct += m.correct;
-            total.abs_err += m.abs_err;
-            total.sq_err += m.sq_err;
+            total.add(&self.step_ahead(data, chunk, chunks.get(step + 1).copied()));
             on_step(&FitProgress { epoch: self.epochs_done + 1, step: step + 1, steps, metrics: total });
         }
         self.epochs_done += 1;
@@ -412,6 +423,20 @@ impl SeqTrainer {
         loss_and_metrics(self.loss, z, &y, &device).0.into_scalar::<f32>() as f64
     }
 
+    /// The Dense layers' parameters in order (kernel 0 `[in, out]` row-major, bias 0, kernel 1,
+    /// ...), numbered as in [`loss_and_gradients`](Self::loss_and_gradients).
+    pub fn parameters(&self) -> Vec<Vec<f32>> {
+        let v = |t: Tensor<2>| t.into_data().try_to_vec::<f32>().unwrap_or_default();
+        let mut out = Vec::new();
+        for l in self.net().dense {
+            out.push(v(l.weight.val()));
+            if let Some(b) = &l.bias {
+                out.push(v(b.val().unsqueeze_dim(0)));
+            }
+        }
+        out
+    }
+
     /// The model in its current state (the fused strategy's blocks joined).
     pub(crate) fn net(&self) -> Net {
         match &self.engine {
@@ -442,12 +467,9 @@ impl SeqPredictor {
             let (x, y) = data.gather(chunk);
             let x = Tensor::<2>::from_data(TensorData::new(x, [chunk.len(), data.width]), &self.device());
             let z = outputs_for_loss(self.loss, self.net.forward_logits(&self.spec, x));
-            let (loss, m) = loss_and_metrics(self.loss, z, &y, &self.device());
-            total.n += m.n;
-            total.loss_sum += loss.into_scalar::<f32>() as f64 * chunk.len() as f64;
-            total.correct += m.correct;
-            total.abs_err += m.abs_err;
-            total.sq_err += m.sq_err;
+            let (loss, mut m) = loss_and_metrics(self.loss, z, &y, &self.device());
+            m.loss_sum = loss.into_scalar::<f32>() as f64 * chunk.len() as f64;
+            total.add(&m);
         }
         total
     }

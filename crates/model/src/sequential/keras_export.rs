@@ -160,14 +160,14 @@ fn chrono_free_date() -> String {
     format!("@{s}")
 }
 
-/// The blog's MLP of an image checkpoint (`train --data`, `config.json`) as a Sequential:
-/// Flatten of the 28x28 image (a flat input otherwise), Dense(hidden, relu), Dense(classes)
-/// logits, with its weights.
-pub fn mlp_sequential(cfg: &crate::MlpConfig, mlp: &crate::Mlp) -> (SequentialSpec, Net) {
-    let mut spec = SequentialSpec::dense(cfg.inputs, &[cfg.hidden], cfg.classes);
-    if cfg.inputs == 28 * 28 {
+/// An image model (the MNIST feature preset) as Keras users build it: the 28x28 image in,
+/// Flatten, then the layers as they are. A model that already has an input shape is returned
+/// as it is. Flatten has no weights, so the net is unchanged.
+pub fn image_input(spec: &SequentialSpec) -> SequentialSpec {
+    let mut spec = spec.clone();
+    if spec.inputs == 28 * 28 && spec.input_shape.is_none() {
         spec.input_shape = Some(vec![28, 28]);
         spec.layers.insert(0, Layer::Flatten);
     }
-    (spec, Net { dense: vec![mlp.fc1.clone(), mlp.fc2.clone()], dropout: Vec::new(), conv: Vec::new(), norm: Vec::new() })
+    spec
 }
