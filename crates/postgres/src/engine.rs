@@ -24,7 +24,7 @@ use tokio::sync::watch;
 use tokio_postgres::Client;
 use tracing::{info, warn};
 
-use crate::catalog::{ensure_publication, list_tables, quote_ident, slot_state, Rel};
+use crate::catalog::{ensure_publication, list_tables, quote_ident, slot_state, wait_for_slot, Rel, SlotBusy};
 use crate::config::{CaptureConfig, SnapshotMode};
 use crate::incremental::Incremental;
 use crate::offsets::{offsets_path, read_offsets, remove_offsets, write_offsets, Offsets};
@@ -341,35 +341,25 @@ async fn session(
         }
     }
 
-    // The slot: reuse it, or create it with an exported snapshot.
-    // Held by another connection: often one of a process killed a moment ago, which the
-    // server has not noticed yet. Polled every 100 ms for `slot.max.retries` times
-    // `slot.retry.delay.ms`, as Debezium retries, saying why it waits.
-    let mut slot = slot_state(cfg, &client).await?;
-    let started = std::time::Instant::now();
+    // The slot: reuse it, or create it with an exported snapshot. Held by another connection:
+    // often one of a process killed a moment ago, which the server has not noticed yet; waited
+    // for `slot.max.retries` times `slot.retry.delay.ms`, as Debezium retries, saying why.
     let wait = Duration::from_millis(cfg.slot_retry_delay_ms.saturating_mul(cfg.slot_max_retries as u64));
-    let mut said = false;
-    while let Some((Some(pid), _)) = slot {
-        if started.elapsed() >= wait {
+    let name = &cfg.slot_name;
+    let said = |pid, wait| warn!("replication slot {name:?} is in use by server process {pid} (a capture killed a moment ago?); waiting up to {wait:?} for it");
+    let free = |waited| warn!("replication slot {name:?} is free after {waited:.1?}");
+    match wait_for_slot(&client, name, wait, said, free).await {
+        Ok(_) => {}
+        Err(Err(e)) => return Err(e),
+        Err(Ok(SlotBusy { pid, waited })) => {
             return Err(CaptureError::Setup(format!(
-                "replication slot {:?} is in use by another process (PID {pid}), still after {:.0?} (slot.max.retries {} x slot.retry.delay.ms {}); \
+                "replication slot {name:?} is in use by another process (PID {pid}), still after {waited:.0?} (slot.max.retries {} x slot.retry.delay.ms {}); \
                  stop the other capture or choose another slot.name",
-                cfg.slot_name,
-                started.elapsed(),
-                cfg.slot_max_retries,
-                cfg.slot_retry_delay_ms
-            )));
+                cfg.slot_max_retries, cfg.slot_retry_delay_ms
+            )))
         }
-        if !said {
-            warn!("replication slot {:?} is in use by server process {pid} (a capture killed a moment ago?); waiting up to {wait:?} for it", cfg.slot_name);
-            said = true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        slot = slot_state(cfg, &client).await?;
     }
-    if said {
-        warn!("replication slot {:?} is free after {:.1?}", cfg.slot_name, started.elapsed());
-    }
+    let mut slot = slot_state(cfg, &client).await?;
     let offsets = read_offsets(cfg)?;
     // The offsets say this slot existed (its snapshot completed), and it is gone: every change
     // since it was last confirmed is lost. Only a user who asks to start over gets a new

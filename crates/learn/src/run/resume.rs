@@ -34,27 +34,18 @@ pub struct Resumed {
 /// Drops `slot` and its offsets file when no version was ever published: the next capture
 /// snapshots again. A slot still in use by another process is an error naming its PID.
 pub async fn reset_slot(client: &tokio_postgres::Client, slot: &str, offsets: &Path) -> Result<()> {
-    // A process killed a moment ago may still hold it until the server notices.
-    // Capture's default wait (slot.max.retries 6 x slot.retry.delay.ms 10,000).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let mut said = false;
-    let rows = loop {
-        let rows = client.query("SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1", &[&slot]).await?;
-        match rows.first().and_then(|r| r.get::<_, Option<i32>>(0)) {
-            Some(pid) if std::time::Instant::now() >= deadline => {
-                anyhow::bail!("replication slot {slot:?} is in use by another process (PID {pid}): is another tensorcdc run learning from this table?")
-            }
-            Some(pid) => {
-                if !said {
-                    eprintln!("run: slot {slot:?} is held by server process {pid} (a run killed a moment ago?); waiting up to 60 s for it");
-                    said = true;
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await
-            }
-            None => break rows,
+    // A process killed a moment ago may still hold it until the server notices: the capture's
+    // own wait (slot.max.retries 6 x slot.retry.delay.ms 10,000).
+    let wait = std::time::Duration::from_secs(60);
+    let said = |pid, wait| eprintln!("run: slot {slot:?} is held by server process {pid} (a run killed a moment ago?); waiting up to {wait:?} for it");
+    let exists = match tensorcdc_postgres::wait_for_slot(client, slot, wait, said, |_| {}).await {
+        Ok(exists) => exists,
+        Err(Err(e)) => return Err(e.into()),
+        Err(Ok(busy)) => {
+            anyhow::bail!("replication slot {slot:?} is in use by another process (PID {}): is another tensorcdc run learning from this table?", busy.pid)
         }
     };
-    if !rows.is_empty() {
+    if exists {
         client.execute("SELECT pg_drop_replication_slot($1)", &[&slot]).await.with_context(|| format!("dropping slot {slot}"))?;
         println!("run: no version was published yet; dropped slot {slot} to snapshot again");
     }
