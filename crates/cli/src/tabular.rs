@@ -23,7 +23,7 @@ pub async fn read_rows(src: &SourceArgs) -> Result<Rows> {
     Ok(tensorcdc_source::bounded_rows(&src.config()?).await?)
 }
 
-pub(crate) use tensorcdc_learn::run::say_notes;
+pub(crate) use tensorcdc_learn::run::{position_text, say_notes};
 
 fn report_skipped(skipped: &[(Option<String>, EncodeError)], total: usize) {
     if skipped.is_empty() {
@@ -251,12 +251,12 @@ pub fn follow(a: &crate::args::PredictArgs) -> Result<()> {
                 };
                 match spec.encode(r, &mut x) {
                     Ok(()) => {
-                        say_notes(&spec, r, &it.position);
+                        say_notes(&spec, r, it.position.as_ref());
                         rows.push((r.key.clone(), it))
                     }
                     Err(e) => {
                         skipped += 1;
-                        eprintln!("row with key {} at {}: {e}; not predicted", r.key.as_deref().unwrap_or("(none)"), it.position);
+                        eprintln!("row with key {} at {}: {e}; not predicted", r.key.as_deref().unwrap_or("(none)"), position_text(it.position.as_ref()));
                     }
                 }
             }
@@ -280,7 +280,7 @@ pub fn follow(a: &crate::args::PredictArgs) -> Result<()> {
                         probability,
                         value,
                         model_version: version.clone(),
-                        position: it.position.clone(),
+                        position: position_text(it.position.as_ref()),
                         latency_ms: crate::follow::live_latency_ms(it.commit_ts_ms, it.snapshot, done),
                     })
                     .await?;

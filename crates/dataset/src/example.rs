@@ -12,7 +12,7 @@ pub const PIXELS: usize = 784;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Position {
     Kafka { topic: String, partition: i32, offset: i64 },
-    Lsn(u64),
+    Lsn(tensorcdc_change::Lsn),
     Row(usize),
 }
 
@@ -20,9 +20,27 @@ impl std::fmt::Display for Position {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Position::Kafka { topic, partition, offset } => write!(f, "{topic}/{partition}@{offset}"),
-            Position::Lsn(l) => write!(f, "lsn {:X}/{:X}", l >> 32, l & 0xffff_ffff),
+            Position::Lsn(l) => write!(f, "lsn {l}"),
             Position::Row(r) => write!(f, "row {r}"),
         }
+    }
+}
+
+/// The text [`Display`](std::fmt::Display) writes (`lsn 0/16B3748`, `topic/0@42`, `row 7`),
+/// read back: a position recorded in `versions.jsonl` is this text.
+impl std::str::FromStr for Position {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("position {s:?}: expected \"lsn X/Y\", \"topic/partition@offset\" or \"row N\"");
+        if let Some(l) = s.strip_prefix("lsn ") {
+            return l.parse().map(Position::Lsn).map_err(|_| bad());
+        }
+        if let Some(r) = s.strip_prefix("row ") {
+            return r.parse().map(Position::Row).map_err(|_| bad());
+        }
+        let (rest, offset) = s.rsplit_once('@').ok_or_else(bad)?;
+        let (topic, partition) = rest.rsplit_once('/').ok_or_else(bad)?;
+        Ok(Position::Kafka { topic: topic.into(), partition: partition.parse().map_err(|_| bad())?, offset: offset.parse().map_err(|_| bad())? })
     }
 }
 

@@ -226,7 +226,7 @@ impl Stream {
                             e.classes.extend(one.classes);
                             e.values.extend(one.values);
                             keys.push(r.key.clone());
-                            pos.push(it.position.clone());
+                            pos.push(it.position.as_ref().map(ToString::to_string).unwrap_or_default());
                         }
                     }
                 }
@@ -254,7 +254,7 @@ impl Stream {
                         }
                         Change::Skip => continue,
                     }
-                    d.set_item("position", &it.position)?;
+                    d.set_item("position", it.position.as_ref().map(ToString::to_string))?;
                     d.set_item("commit_ts_ms", it.commit_ts_ms)?;
                     out.append(d)?;
                 }

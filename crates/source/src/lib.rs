@@ -49,13 +49,14 @@ pub struct Item {
 /// A change of any table from a stream, with where it came from and its commit time.
 pub struct ChangeItem {
     pub change: Change,
-    /// `topic/partition@offset` or the LSN.
-    pub position: String,
+    /// The topic, partition and offset, or the LSN; `None` for the bare tombstone that only
+    /// carries a transaction's `ack_lsn`.
+    pub position: Option<tensorcdc_dataset::Position>,
     pub commit_ts_ms: Option<i64>,
     /// In-process: set on the last change of a transaction, the LSN that confirms it (and
     /// everything before it) once the caller has made it durable ([`Stream::confirm`]). The
     /// tombstone that ends a delete's transaction comes as a [`Change::Skip`] carrying it.
-    pub ack_lsn: Option<u64>,
+    pub ack_lsn: Option<tensorcdc_change::Lsn>,
     /// A row of an in-process capture's snapshot (no transaction to wait for).
     pub snapshot: bool,
 }

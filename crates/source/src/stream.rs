@@ -8,7 +8,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tensorcdc_change::{BatchAck, ChannelSink, Message, Payload, Sink, SinkError};
+use tensorcdc_change::{BatchAck, ChannelSink, Lsn, Message, Payload, Sink, SinkError};
 use tensorcdc_dataset::decode::key_text;
 use tensorcdc_dataset::features::cell::{change_of_message, CsvColumns};
 use tensorcdc_dataset::{decode, from_message, Position};
@@ -86,9 +86,9 @@ struct Acker(Arc<Mutex<Held>>, Restarts);
 impl Acker {
     /// Completes every held batch whose LSN is `lsn` or less (and the batches without an LSN
     /// before them: parts of those transactions).
-    fn confirm(&self, lsn: u64) {
+    fn confirm(&self, lsn: Lsn) {
         let mut h = self.0.lock().expect("acker");
-        while h.acks.front().is_some_and(|a| a.lsn().is_none_or(|l| l.0 <= lsn)) {
+        while h.acks.front().is_some_and(|a| a.lsn().is_none_or(|l| l <= lsn)) {
             if let Some(a) = h.acks.pop_front() {
                 a.done();
             }
@@ -194,7 +194,7 @@ impl Stream {
     /// [`ChangeItem::ack_lsn`]) is durable on the caller's side, and the slot may move past
     /// it. Without one, positions are confirmed as messages are handed out and this does
     /// nothing.
-    pub fn confirm(&self, lsn: u64) {
+    pub fn confirm(&self, lsn: Lsn) {
         if let Some(a) = &self.acker {
             a.confirm(lsn);
         }
@@ -269,7 +269,7 @@ impl Stream {
                         e.key = m.key.to_text();
                         let mut snapshot = false;
                         if let Payload::Envelope(ev) = &m.payload {
-                            e.position = ev.source.lsn.map(|l| Position::Lsn(l.0));
+                            e.position = ev.source.lsn.map(Position::Lsn);
                             snapshot = ev.source.snapshot != tensorcdc_change::Snapshot::False;
                         }
                         Item { example: e, commit_ts_ms: Some(m.commit_ts_ms), snapshot }
@@ -293,7 +293,7 @@ impl Stream {
                 match record_change(rec, &mut csv, false) {
                     Ok(change) => Ok(Some(ChangeItem {
                         change: change.unwrap_or(tensorcdc_dataset::features::Change::Skip),
-                        position: format!("{}/{}@{}", rec.topic, rec.partition, rec.offset),
+                        position: Some(Position::Kafka { topic: rec.topic.clone(), partition: rec.partition, offset: rec.offset }),
                         commit_ts_ms: rec.timestamp_ms,
                         ack_lsn: None,
                         snapshot: false,
@@ -303,19 +303,17 @@ impl Stream {
             },
             |m, report| {
                 report.records += 1;
-                let ack_lsn = m.ack_lsn.map(|l| l.0);
+                let ack_lsn = m.ack_lsn;
                 // In-process events are whole envelopes: a delete event always comes before
                 // its tombstone (Kafka's compaction marker), which adds nothing here but may
                 // end the transaction.
                 if matches!(m.payload, Payload::Tombstone) {
                     let change = tensorcdc_dataset::features::Change::Skip;
-                    return Ok(ack_lsn.map(|_| ChangeItem { change, position: String::new(), commit_ts_ms: Some(m.commit_ts_ms), ack_lsn, snapshot: false }));
+                    return Ok(ack_lsn.map(|_| ChangeItem { change, position: None, commit_ts_ms: Some(m.commit_ts_ms), ack_lsn, snapshot: false }));
                 }
                 let (position, snapshot) = match &m.payload {
-                    Payload::Envelope(ev) => {
-                        (ev.source.lsn.map(|l| Position::Lsn(l.0).to_string()).unwrap_or_default(), ev.source.snapshot != tensorcdc_change::Snapshot::False)
-                    }
-                    _ => (String::new(), false),
+                    Payload::Envelope(ev) => (ev.source.lsn.map(Position::Lsn), ev.source.snapshot != tensorcdc_change::Snapshot::False),
+                    _ => (None, false),
                 };
                 Ok(Some(ChangeItem { change: change_of_message(m), position, commit_ts_ms: Some(m.commit_ts_ms), ack_lsn, snapshot }))
             },

@@ -47,10 +47,11 @@ use std::time::{Duration, Instant};
 
 use crate::{TrainingBuffer, Txns, Versions};
 use anyhow::{Context, Result};
+use tensorcdc_change::Lsn;
 use tensorcdc_source::{clock, SourceConfig, Stream};
 
 pub use args::RunArgs;
-pub use predictions::say_notes;
+pub use predictions::{position_text, say_notes};
 use predictions::Predictions;
 use state::State;
 use train::{Job, Start};
@@ -121,7 +122,7 @@ async fn run_async(a: RunArgs, stop: Option<tokio::sync::watch::Receiver<bool>>)
     let mut st = State {
         by_txn,
         buf: TrainingBuffer::new(&a.label, a.held_out_percent).with_max_rows(a.buffer_rows),
-        txns: Txns::new(0),
+        txns: Txns::new(Lsn(0)),
         spec: None,
         serving: None,
         waiting: HashMap::new(),
@@ -130,7 +131,7 @@ async fn run_async(a: RunArgs, stop: Option<tokio::sync::watch::Receiver<bool>>)
         backlog: Vec::new(),
         superseded: Default::default(),
         backlog_since: None,
-        position: String::new(),
+        position: None,
         predicted: 0,
         counted: 0,
         skipped: Default::default(),
@@ -138,8 +139,8 @@ async fn run_async(a: RunArgs, stop: Option<tokio::sync::watch::Receiver<bool>>)
         first: true,
         unfit_at: None,
         last_version: Instant::now(),
-        confirmed: 0,
-        confirmable: 0,
+        confirmed: Lsn(0),
+        confirmable: Lsn(0),
     };
     let mut start = Start { trainer: None, serving: None };
     let mut again = Vec::new();
@@ -157,19 +158,19 @@ async fn run_async(a: RunArgs, stop: Option<tokio::sync::watch::Receiver<bool>>)
                      Start over with an empty --out (a new slot, a new snapshot, version 1)",
                     a.out.display(),
                     r.latest.version,
-                    tensorcdc_change::Lsn(r.latest.ack_lsn)
+                    Lsn(r.latest.ack_lsn)
                 );
             }
             println!(
                 "run: resuming from version {} ({} examples seen, through LSN {}), serving version {}",
                 r.latest.version,
                 r.latest.examples_seen,
-                tensorcdc_change::Lsn(r.latest.ack_lsn),
+                Lsn(r.latest.ack_lsn),
                 r.serving.as_ref().map(|s| s.1.to_string()).unwrap_or_else(|| "none".into())
             );
-            (st.counted, st.buf.labelled_changes, st.txns) = (r.latest.examples_seen, r.latest.examples_seen, Txns::new(r.latest.ack_lsn));
+            (st.counted, st.buf.labelled_changes, st.txns) = (r.latest.examples_seen, r.latest.examples_seen, Txns::new(Lsn(r.latest.ack_lsn)));
             st.first = false;
-            (st.spec, st.serving, start, st.position) = (Some(r.spec), r.serving, r.start, r.latest.position.clone());
+            (st.spec, st.serving, start, st.position) = (Some(r.spec), r.serving, r.start, r.latest.position.parse().ok());
             if let Some(v) = &st.serving {
                 m.model_version.set(v.1 as i64);
             }

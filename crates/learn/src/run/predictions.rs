@@ -4,6 +4,7 @@
 
 use anyhow::{bail, Context, Result};
 use tensorcdc_dataset::features::{FeatureSpec, Record, Task};
+use tensorcdc_dataset::Position;
 use tensorcdc_model::argmax;
 use tensorcdc_model::sequential::SeqPredictor;
 
@@ -39,10 +40,17 @@ struct TopicRecord<'a> {
     class_name: Option<&'a str>,
 }
 
+/// How a row's position is written to the predictions table and the topic: the position, or
+/// `restart` for a row read again at a restart.
+pub fn position_text(p: Option<&Position>) -> String {
+    p.map_or_else(|| "restart".to_string(), ToString::to_string)
+}
+
 /// An unlabelled row waiting for (or given) a prediction.
 pub struct Pending {
     pub record: Record,
-    pub position: String,
+    /// Where the change came from; `None` for a row read again at a restart.
+    pub position: Option<Position>,
     pub commit_ts_ms: Option<i64>,
     /// A snapshot row (or one read again after a restart): it gets no latency.
     pub snapshot: bool,
@@ -121,10 +129,10 @@ impl Predictions {
         for (i, r) in rows.iter().enumerate().filter(|(i, r)| last.get(&r.record.key.as_deref()) == Some(i)) {
             match spec.encode(&r.record, &mut x) {
                 Ok(()) => {
-                    say_notes(spec, &r.record, &r.position);
+                    say_notes(spec, &r.record, r.position.as_ref());
                     ok.push(&rows[i])
                 }
-                Err(e) => eprintln!("row with key {} at {}: {e}; not predicted", r.record.key.as_deref().unwrap_or("(none)"), r.position),
+                Err(e) => eprintln!("row with key {} at {}: {e}; not predicted", r.record.key.as_deref().unwrap_or("(none)"), position_text(r.position.as_ref())),
             }
         }
         if ok.is_empty() {
@@ -163,6 +171,7 @@ impl Predictions {
             } else {
                 m.live.counted(latency);
             }
+            let position = position_text(r.position.as_ref());
             if let Some((publisher, topic)) = &self.topic {
                 let key = r.record.key.as_deref().unwrap_or_default();
                 let rec = TopicRecord {
@@ -171,7 +180,7 @@ impl Predictions {
                     probability,
                     value,
                     model_version: version,
-                    source_position: &r.position,
+                    source_position: &position,
                     latency_ms: latency,
                     worker: &self.worker,
                     class_name: class_name.as_deref(),
@@ -182,7 +191,7 @@ impl Predictions {
             cols.prediction.push(prediction);
             cols.probability.push(probability);
             cols.value.push(value);
-            cols.position.push(r.position.clone());
+            cols.position.push(position);
             cols.latency.push(latency);
             cols.class_name.push(class_name);
         }
@@ -235,7 +244,8 @@ impl Columns {
 /// Says on stderr what a predicted row's encoding took on trust ([`FeatureSpec::notes`]): an
 /// unseen category, a number given as text; the first 5 rows with notes, then a count every
 /// 1,000.
-pub fn say_notes(spec: &FeatureSpec, r: &Record, at: &str) {
+pub fn say_notes(spec: &FeatureSpec, r: &Record, at: Option<&Position>) {
+    let at = position_text(at);
     static ROWS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let notes = spec.notes(r);
     if notes.is_empty() {

@@ -81,7 +81,7 @@ pub async fn refill(cfg: &SourceConfig, url: &str, table: &str, buf: &mut Traini
     while let Some(m) = rx.recv().await {
         if let Change::Upsert(r) = change_of_message(&m) {
             if !buf.restore(r.clone()) {
-                unlabelled.push(Pending { record: r, position: "restart".into(), commit_ts_ms: None, snapshot: true });
+                unlabelled.push(Pending { record: r, position: None, commit_ts_ms: None, snapshot: true });
             }
         }
     }

@@ -9,7 +9,9 @@ use std::time::Instant;
 
 use crate::{Applied, TrainingBuffer, Txns};
 use anyhow::Result;
+use tensorcdc_change::Lsn;
 use tensorcdc_dataset::features::{Change, FeatureSpec, SpecOptions};
+use tensorcdc_dataset::Position;
 use tensorcdc_model::sequential::SeqPredictor;
 use tensorcdc_source::ChangeItem;
 
@@ -40,7 +42,8 @@ pub(super) struct State {
     pub(super) superseded: std::collections::HashSet<String>,
     /// When the backlog was read, and how many rows it held.
     pub(super) backlog_since: Option<(Instant, usize)>,
-    pub(super) position: String,
+    /// The position of the last change read (a restart's starts from the version's).
+    pub(super) position: Option<Position>,
     pub(super) predicted: usize,
     /// Labelled changes counted by the last published version.
     pub(super) counted: u64,
@@ -55,8 +58,8 @@ pub(super) struct State {
     pub(super) unfit_at: Option<u64>,
     pub(super) last_version: Instant,
     /// The LSN confirmed to the slot so far, and the one that may be confirmed next.
-    pub(super) confirmed: u64,
-    pub(super) confirmable: u64,
+    pub(super) confirmed: Lsn,
+    pub(super) confirmable: Lsn,
 }
 
 impl State {
@@ -80,7 +83,7 @@ impl State {
                         Change::Skip => {}
                     }
                 }
-                if !it.position.is_empty() {
+                if it.position.is_some() {
                     self.position.clone_from(&it.position);
                 }
                 if let Change::Delete(k) = &it.change {
@@ -180,7 +183,7 @@ impl State {
         m.live.version(&d.meta);
         self.counted = d.meta.examples_seen;
         self.first = false;
-        self.confirmable = self.confirmable.max(d.meta.ack_lsn);
+        self.confirmable = self.confirmable.max(Lsn(d.meta.ack_lsn));
         m.examples_trained.set(d.meta.examples_seen as i64);
         m.set_skipped(&d.meta.skipped);
         if !d.meta.serving {
@@ -279,7 +282,7 @@ impl State {
         // The serving version reads the held-out rows through its own spec whenever it is not
         // this one (a refit, or a refit the gate refused before).
         let serving_spec = self.serving.as_ref().map(|s| &s.2).filter(|s| **s != spec);
-        let job = train::make_job(a, &spec, &mut self.buf, fresh, first, &self.position, self.txns.through(), &self.skipped, serving_spec);
+        let job = train::make_job(a, &spec, &mut self.buf, fresh, first, self.position.as_ref(), self.txns.through(), &self.skipped, serving_spec);
         if job.train.is_empty() {
             return Ok(None);
         }
@@ -295,7 +298,7 @@ impl State {
 
     /// The LSN the slot may move to: what the last version counted, or everything read when
     /// no labelled change since is waiting for a version.
-    pub(super) fn next_confirm(&mut self) -> Option<u64> {
+    pub(super) fn next_confirm(&mut self) -> Option<Lsn> {
         if !self.training && (self.buf.labelled_changes == self.counted || self.first) && !self.txns.in_transaction() {
             self.confirmable = self.confirmable.max(self.txns.through());
         }

@@ -5,7 +5,9 @@
 use std::sync::mpsc as std_mpsc;
 
 use crate::{Gate, Score, TrainingBuffer, VersionMeta, Versions};
+use tensorcdc_change::Lsn;
 use tensorcdc_dataset::features::{FeatureSpec, Record, Task};
+use tensorcdc_dataset::Position;
 use tensorcdc_model::device_from_env;
 use tensorcdc_model::sequential::{checkpoint, Data, FitSettings, Loss, SeqPredictor, SeqTrainer, SequentialSpec};
 
@@ -126,8 +128,8 @@ pub(super) fn make_job(
     buf: &mut TrainingBuffer,
     fresh: bool,
     count_all: bool,
-    position: &str,
-    ack_lsn: u64,
+    position: Option<&Position>,
+    ack_lsn: Lsn,
     skipped: &std::collections::BTreeMap<String, u64>,
     serving_spec: Option<&FeatureSpec>,
 ) -> Job {
@@ -152,8 +154,8 @@ pub(super) fn make_job(
         held: Data::encode(spec, held.iter().copied()).0,
         spec: spec.clone(),
         epochs: if fresh { a.initial_epochs } else { a.refresh_epochs },
-        position: position.into(),
-        ack_lsn,
+        position: position.map(ToString::to_string).unwrap_or_default(),
+        ack_lsn: ack_lsn.0,
         examples_seen: buf.labelled_changes,
         skipped,
         fresh,
