@@ -230,6 +230,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn positions_read_back_what_they_write() {
+        let cases = [
+            ("lsn 16/B374D848", Position::Lsn(tensorcdc_change::Lsn(0x16_B374_D848))),
+            ("tf.public.t/2@41", Position::Kafka { topic: "tf.public.t".into(), partition: 2, offset: 41 }),
+            ("a/b/0@7", Position::Kafka { topic: "a/b".into(), partition: 0, offset: 7 }),
+            ("row 12", Position::Row(12)),
+        ];
+        for (text, p) in cases {
+            assert_eq!(p.to_string(), text);
+            assert_eq!(text.parse::<Position>().unwrap(), p, "{text}");
+        }
+        for bad in ["", "lsn zz", "topic@3", "t/x@1", "row -1"] {
+            let e = bad.parse::<Position>().unwrap_err();
+            assert!(e.contains(&format!("{bad:?}")), "{e}");
+        }
+    }
+
+    #[test]
     fn keyed_examples_replace_and_remove() {
         let ex = |k: &str, label: i64| Example { key: Some(k.into()), ..Example::new(&[label as u8; PIXELS], label, "t").unwrap() };
         let mut set = KeyedExamples::default();
