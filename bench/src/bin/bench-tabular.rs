@@ -9,7 +9,6 @@
 //! Usage: bench-tabular PYTHON [SEEDS [SETS]] (default 3 seeds: 42, 43, 44; all four sets). Prints a JSON line
 //! per data set with the mean test metric of each and the median seconds per epoch.
 
-use std::path::Path;
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
@@ -106,9 +105,10 @@ async fn main() -> Result<()> {
             theirs_s.push(times.iter().sum::<f64>() / times.len() as f64);
             theirs.push(k["test"][key].as_f64().context("keras metric")?);
             let model = dir.path().join(format!("{name}-{seed}"));
-            let bin = Path::new("target/release/tensorcdc");
+            // The tensorcdc binary built beside this one (the same profile and target folder).
+            let bin = std::env::current_exe()?.with_file_name("tensorcdc");
             let t = output(
-                Command::new(bin)
+                Command::new(&bin)
                     .args(["train", "--source", &url, "--table", &format!("{name}_train"), "--label", "target", "--model-spec"])
                     .arg(&spec)
                     .args(features.map(|f| vec!["--features", f]).unwrap_or_default())
