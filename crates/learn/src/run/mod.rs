@@ -51,8 +51,8 @@ use tensorcdc_change::Lsn;
 use tensorcdc_source::{clock, SourceConfig, Stream};
 
 pub use args::RunArgs;
-pub use predictions::{position_text, say_notes};
 use predictions::Predictions;
+pub use predictions::{position_text, say_notes};
 use state::State;
 use train::{Job, Start};
 

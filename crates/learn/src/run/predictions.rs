@@ -132,7 +132,9 @@ impl Predictions {
                     say_notes(spec, &r.record, r.position.as_ref());
                     ok.push(&rows[i])
                 }
-                Err(e) => eprintln!("row with key {} at {}: {e}; not predicted", r.record.key.as_deref().unwrap_or("(none)"), position_text(r.position.as_ref())),
+                Err(e) => {
+                    eprintln!("row with key {} at {}: {e}; not predicted", r.record.key.as_deref().unwrap_or("(none)"), position_text(r.position.as_ref()))
+                }
             }
         }
         if ok.is_empty() {
