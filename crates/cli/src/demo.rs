@@ -313,7 +313,7 @@ async fn run(a: DemoArgs, _shutdown: tokio::sync::watch::Receiver<bool>) -> Resu
 
     step(7, "mnist_manual: five rows, predicted live");
     let t = Instant::now();
-    let writer = TableWriter::new::<crate::follow::Prediction>(&url, "mnist_predictions").await?;
+    let writer = TableWriter::new(&url, "mnist_predictions").await?;
     // As the blog: head -5 mnist_test.sql | sed s/test/manual/ | psql
     let five = test_set.clone().truncate(5);
     let mut sql = Vec::new();
@@ -331,20 +331,21 @@ async fn run(a: DemoArgs, _shutdown: tokio::sync::watch::Receiver<bool>) -> Resu
     while preds.len() < five.len() {
         let items: Vec<Item> = manual_stream.next_batch(5).await?.context("no mnist_manual row within 30 s")?;
         for (it, p) in items.iter().zip(predict_items(&predictor, &version, &classes, &items)?) {
+            let (predicted, truth) = (p.class_name.clone().unwrap_or_default(), &classes[it.example.label as usize]);
             print!("{}", pictures::terminal(&it.example.pixels[..]));
             println!(
                 "row {}: predicted {} ({:.1}%), true {}, commit-to-prediction {}",
                 p.key.as_deref().unwrap_or("?"),
-                classes[p.digit],
-                p.probability * 100.0,
-                classes[p.label as usize],
+                predicted,
+                p.probability.unwrap_or_default() * 100.0,
+                truth,
                 p.latency_ms.map(|l| format!("{l:.1} ms")).unwrap_or_else(|| "-".into())
             );
             writer.write(&p).await?;
             if let Some(l) = p.latency_ms {
                 latencies.push(l);
             }
-            shown.push((it.example.pixels.to_vec(), format!("{} (TRUE {})", classes[p.digit], classes[p.label as usize])));
+            shown.push((it.example.pixels.to_vec(), format!("{predicted} (TRUE {truth})")));
             preds.push(p);
         }
     }

@@ -1,6 +1,9 @@
-//! `predict --follow`: classify each new row as it arrives and write the prediction (row
-//! key, digit, probability, model version, source position, commit-to-prediction latency)
-//! to stdout, and optionally to a Kafka topic and a Postgres table.
+//! `predict --follow`: predict each new row as it arrives and write the prediction to stdout
+//! (a JSON line), and optionally to a Kafka topic and a Postgres table. One record for every
+//! model: the blog's images (here) and any table (`tabular.rs`) write the same columns, the
+//! same names `run`'s predictions table uses (`row_key`, `prediction`, `probability`, `value`,
+//! `model_version`, `source_position`, `latency_ms`, `class_name`), plus `label`, the true
+//! label when the source row has one (the blog's images).
 
 use anyhow::{Context, Result};
 use tensorcdc_model::argmax;
@@ -9,23 +12,31 @@ use tensorcdc_model::sequential::checkpoint::Served;
 use crate::args::PredictArgs;
 use crate::source::{model_version, Item};
 
-/// One prediction.
+/// One prediction of `predict --follow` (and of the demo's step 7).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Prediction {
     pub key: Option<String>,
-    pub digit: usize,
-    /// The class name of `digit` (`--classes`).
-    pub class: String,
-    pub probability: f32,
-    pub label: u8,
+    /// The class as the model knows it (for the blog's images its index, `"3"`), or the value
+    /// as text (regression).
+    pub prediction: String,
+    /// The class's probability (classification).
+    pub probability: Option<f32>,
+    /// The predicted value (regression).
+    pub value: Option<f64>,
     pub model_version: String,
-    pub position: Option<String>,
+    pub position: String,
     pub latency_ms: Option<f64>,
+    /// The class's name from `--classes` (the blog's images: digits or Fashion-MNIST's names).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub class_name: Option<String>,
+    /// The source row's own label, when it has one (the blog's images carry it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
 }
 
 pub use tensorcdc_source::clock::{live_latency_ms, mark_start, now_ms, wait_true};
 
-/// Predicts a batch of items; `classes` names the ten outputs.
+/// Predicts a batch of images; `classes` names the ten outputs.
 pub fn predict_items(predictor: &Served, version: &str, classes: &[String], items: &[Item]) -> Result<Vec<Prediction>> {
     let mut px = Vec::with_capacity(items.len() * 784);
     for it in items {
@@ -40,51 +51,39 @@ pub fn predict_items(predictor: &Served, version: &str, classes: &[String], item
             let (digit, probability) = argmax(&p);
             Prediction {
                 key: it.example.key.clone(),
-                digit,
-                class: classes[digit].clone(),
-                probability,
-                label: it.example.label,
+                prediction: digit.to_string(),
+                probability: Some(probability),
+                value: None,
                 model_version: version.to_string(),
-                position: it.example.position.as_ref().map(|p| p.to_string()),
+                position: it.example.position.as_ref().map(ToString::to_string).unwrap_or_default(),
                 latency_ms: live_latency_ms(it.commit_ts_ms, it.snapshot, done),
+                class_name: Some(classes[digit].clone()),
+                label: Some(it.example.label.to_string()),
             }
         })
         .collect())
 }
 
-/// A prediction as the outputs of `predict --follow` take it: a JSON line, a record keyed by
-/// the source row, and a row of the predictions table (its columns are the prediction's).
-pub trait PredictionRow: serde::Serialize {
-    /// The table's columns after `id`, for `CREATE TABLE`.
-    const COLUMNS: &'static str;
+impl Prediction {
+    /// The table's columns after `id`, for `CREATE TABLE` (and `ADD COLUMN IF NOT EXISTS` on a
+    /// table an older tensorcdc made).
+    const COLUMNS: &'static str = "row_key TEXT, prediction TEXT, probability REAL, value DOUBLE PRECISION, model_version TEXT, \
+                                   source_position TEXT, latency_ms DOUBLE PRECISION, class_name TEXT, label TEXT";
     /// The columns `params` fills, in order.
-    const INSERT: &'static str;
-    fn key(&self) -> Option<&str>;
-    fn latency_ms(&self) -> Option<f64>;
-    /// The values of `INSERT`, in order.
-    fn params(&self) -> Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>>;
-}
+    const INSERT: &'static str = "row_key, prediction, probability, value, model_version, source_position, latency_ms, class_name, label";
 
-impl PredictionRow for Prediction {
-    const COLUMNS: &'static str =
-        "row_key TEXT, digit SMALLINT, probability REAL, label SMALLINT, model_version TEXT, source_position TEXT, latency_ms DOUBLE PRECISION, class TEXT";
-    const INSERT: &'static str = "row_key, digit, probability, label, model_version, source_position, latency_ms, class";
-    fn key(&self) -> Option<&str> {
-        self.key.as_deref()
-    }
-    fn latency_ms(&self) -> Option<f64> {
-        self.latency_ms
-    }
+    /// The values of `INSERT`, in order.
     fn params(&self) -> Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>> {
         vec![
             Box::new(self.key.clone()),
-            Box::new(self.digit as i16),
+            Box::new(self.prediction.clone()),
             Box::new(self.probability),
-            Box::new(self.label as i16),
+            Box::new(self.value),
             Box::new(self.model_version.clone()),
             Box::new(self.position.clone()),
             Box::new(self.latency_ms),
-            Box::new(self.class.clone()),
+            Box::new(self.class_name.clone()),
+            Box::new(self.label.clone()),
         ]
     }
 }
@@ -96,23 +95,27 @@ pub struct TableWriter {
 }
 
 impl TableWriter {
-    pub async fn new<P: PredictionRow>(url: &str, table: &str) -> Result<Self> {
+    pub async fn new(url: &str, table: &str) -> Result<Self> {
         if !table.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             anyhow::bail!("--predictions-table {table:?}: use letters, digits and '_'");
         }
         let client = tensorcdc_postgres::conn::connect(url).await.with_context(|| format!("--predictions-db {}", tensorcdc_postgres::conn::redact(url)))?;
         client
-            .batch_execute(&format!("CREATE TABLE IF NOT EXISTS {table}(id BIGSERIAL PRIMARY KEY, {}, predicted_at TIMESTAMPTZ DEFAULT now())", P::COLUMNS))
+            .batch_execute(&format!(
+                "CREATE TABLE IF NOT EXISTS {table}(id BIGSERIAL PRIMARY KEY, {}, predicted_at TIMESTAMPTZ DEFAULT now())",
+                Prediction::COLUMNS
+            ))
             .await?;
-        // A table made by an older tensorcdc gets the columns added since.
-        let add: Vec<String> = P::COLUMNS.split(", ").map(|c| format!("ADD COLUMN IF NOT EXISTS {c}")).collect();
-        client.batch_execute(&format!("ALTER TABLE {table} {}", add.join(", "))).await?;
-        let values: Vec<String> = (1..=P::INSERT.split(',').count()).map(|i| format!("${i}")).collect();
-        let insert = client.prepare(&format!("INSERT INTO {table}({}) VALUES ({})", P::INSERT, values.join(", "))).await?;
+        // A table made by an older tensorcdc gets the columns added since; its `label` was a
+        // SMALLINT (the image follower's), now text as any table's label may be.
+        let add: Vec<String> = Prediction::COLUMNS.split(", ").map(|c| format!("ADD COLUMN IF NOT EXISTS {c}")).collect();
+        client.batch_execute(&format!("ALTER TABLE {table} {}, ALTER COLUMN label TYPE TEXT", add.join(", "))).await?;
+        let values: Vec<String> = (1..=Prediction::INSERT.split(',').count()).map(|i| format!("${i}")).collect();
+        let insert = client.prepare(&format!("INSERT INTO {table}({}) VALUES ({})", Prediction::INSERT, values.join(", "))).await?;
         Ok(TableWriter { client, insert })
     }
 
-    pub async fn write<P: PredictionRow>(&self, p: &P) -> Result<()> {
+    pub async fn write(&self, p: &Prediction) -> Result<()> {
         let values = p.params();
         let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = values.iter().map(|v| v.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
         self.client.execute(&self.insert, &refs).await?;
@@ -122,7 +125,7 @@ impl TableWriter {
 
 /// Where `predict --follow` sends each prediction: stdout (a JSON line), the
 /// `--predictions-topic` (keyed by the source row), the `--predictions-table`; and the
-/// latencies for the closing summary. One for the MNIST follower and the any-table one.
+/// latencies for the closing summary. One for the images' follower and the tables' one.
 pub struct Outputs {
     publisher: Option<(tensorcdc_kafka::Publisher, String)>,
     table: Option<TableWriter>,
@@ -134,7 +137,7 @@ pub struct Outputs {
 }
 
 impl Outputs {
-    pub async fn new<P: PredictionRow>(a: &PredictArgs) -> Result<Self> {
+    pub async fn new(a: &PredictArgs) -> Result<Self> {
         let publisher = match (&a.predictions_topic, &a.source.kafka) {
             (Some(t), Some(b)) => Some((tensorcdc_kafka::Publisher::new(b, &tensorcdc_kafka::settings(&a.source.kafka_settings)?)?, t.clone())),
             (Some(_), None) => anyhow::bail!("--predictions-topic needs --kafka"),
@@ -143,22 +146,22 @@ impl Outputs {
         let table = match &a.predictions_table {
             Some(t) => {
                 let url = a.predictions_db.as_ref().or(a.source.source.as_ref()).context("--predictions-table needs --predictions-db URL (or --source)")?;
-                Some(TableWriter::new::<P>(url, t).await?)
+                Some(TableWriter::new(url, t).await?)
             }
             None => None,
         };
         Ok(Outputs { publisher, table, latencies: Vec::new(), existing: 0, max: a.max, n: 0 })
     }
 
-    pub async fn emit<P: PredictionRow>(&mut self, p: &P) -> Result<()> {
+    pub async fn emit(&mut self, p: &Prediction) -> Result<()> {
         println!("{}", serde_json::to_string(p)?);
         if let Some((pubr, topic)) = &self.publisher {
-            pubr.send(topic, p.key().unwrap_or(""), Some(&serde_json::to_vec(p)?)).await?;
+            pubr.send(topic, p.key.as_deref().unwrap_or(""), Some(&serde_json::to_vec(p)?)).await?;
         }
         if let Some(t) = &self.table {
             t.write(p).await?;
         }
-        match p.latency_ms() {
+        match p.latency_ms {
             Some(l) => self.latencies.push(l),
             None => self.existing += 1,
         }
@@ -204,7 +207,7 @@ pub fn follow(a: PredictArgs) -> Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
         let mut stream = a.source.stream("mnist_manual", -1).await?;
-        let mut out = Outputs::new::<Prediction>(&a).await?;
+        let mut out = Outputs::new(&a).await?;
         let shutdown = crate::capture::shutdown_signal();
         loop {
             let batch = tokio::select! {

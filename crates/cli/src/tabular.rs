@@ -185,44 +185,6 @@ fn print_prediction(spec: &FeatureSpec, p: &checkpoint::Served, x: &[f32]) -> Re
     Ok(())
 }
 
-/// One prediction of `predict --follow` on any table.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct RowPrediction {
-    pub key: Option<String>,
-    /// The class name, or the value as text.
-    pub prediction: String,
-    /// The class's probability (classification).
-    pub probability: Option<f32>,
-    /// The predicted value (regression).
-    pub value: Option<f64>,
-    pub model_version: String,
-    pub position: String,
-    pub latency_ms: Option<f64>,
-}
-
-impl crate::follow::PredictionRow for RowPrediction {
-    const COLUMNS: &'static str =
-        "row_key TEXT, prediction TEXT, probability REAL, value DOUBLE PRECISION, model_version TEXT, source_position TEXT, latency_ms DOUBLE PRECISION";
-    const INSERT: &'static str = "row_key, prediction, probability, value, model_version, source_position, latency_ms";
-    fn key(&self) -> Option<&str> {
-        self.key.as_deref()
-    }
-    fn latency_ms(&self) -> Option<f64> {
-        self.latency_ms
-    }
-    fn params(&self) -> Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>> {
-        vec![
-            Box::new(self.key.clone()),
-            Box::new(self.prediction.clone()),
-            Box::new(self.probability),
-            Box::new(self.value),
-            Box::new(self.model_version.clone()),
-            Box::new(self.position.clone()),
-            Box::new(self.latency_ms),
-        ]
-    }
-}
-
 /// `predict --follow` with a checkpoint trained on any table: every inserted or updated row
 /// is predicted as it arrives (deletes are passed over).
 pub fn follow(a: &crate::args::PredictArgs) -> Result<()> {
@@ -234,7 +196,7 @@ pub fn follow(a: &crate::args::PredictArgs) -> Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
         let mut stream = a.source.stream("", -1).await?;
-        let mut outputs = crate::follow::Outputs::new::<RowPrediction>(a).await?;
+        let mut outputs = crate::follow::Outputs::new(a).await?;
         let shutdown = crate::capture::shutdown_signal();
         let mut skipped = 0usize;
         loop {
@@ -274,7 +236,7 @@ pub fn follow(a: &crate::args::PredictArgs) -> Result<()> {
                     Task::Regression => (out[0].to_string(), None, Some(out[0] as f64)),
                 };
                 outputs
-                    .emit(&RowPrediction {
+                    .emit(&crate::follow::Prediction {
                         key,
                         prediction,
                         probability,
@@ -282,6 +244,8 @@ pub fn follow(a: &crate::args::PredictArgs) -> Result<()> {
                         model_version: version.clone(),
                         position: position_text(it.position.as_ref()),
                         latency_ms: crate::follow::live_latency_ms(it.commit_ts_ms, it.snapshot, done),
+                        class_name: None,
+                        label: None,
                     })
                     .await?;
                 if outputs.done() {

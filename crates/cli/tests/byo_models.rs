@@ -61,8 +61,8 @@ fn follow(pg: &LocalPg, model: &Path, table: &str, rows: usize) -> Vec<(usize, S
         .iter()
         .map(|l| {
             let p: serde_json::Value = serde_json::from_str(l).unwrap();
-            // An image checkpoint of `train --data` writes the class as `digit`.
-            let class = p.get("prediction").and_then(|c| c.as_str()).map(String::from).unwrap_or_else(|| p["digit"].to_string());
+            // Every model's prediction is the class as its spec names it (images: "0".."9").
+            let class = p["prediction"].as_str().unwrap().to_string();
             (p["key"].as_str().unwrap().parse().unwrap(), class, p["probability"].as_f64().unwrap())
         })
         .collect()

@@ -230,6 +230,15 @@ async fn max_stops_at_n_predictions_in_process_and_through_kafka() {
     // In-process: the 9 rows of the snapshot arrive in one batch; --max 1 makes one prediction.
     let p = predictions(&["predict", "--follow", "--source", &url, "--table", "mnist_test", "--model", model.to_str().unwrap(), "--max", "1"]);
     assert_eq!(p.len(), 1, "{p:?}");
+    // The table as an older tensorcdc made it (the image follower's own columns, with one
+    // prediction in it): it is taken over, its rows kept, its `label` made text.
+    c.batch_execute(
+        "CREATE TABLE named(id BIGSERIAL PRIMARY KEY, row_key TEXT, digit SMALLINT, probability REAL, label SMALLINT, model_version TEXT, \
+         source_position TEXT, latency_ms DOUBLE PRECISION, class TEXT, predicted_at TIMESTAMPTZ DEFAULT now()); \
+         INSERT INTO named(row_key, digit, probability, label, class) VALUES ('old', 3, 0.9, 3, 'Dress')",
+    )
+    .await
+    .unwrap();
     let p = predictions(&[
         "predict",
         "--follow",
@@ -247,12 +256,27 @@ async fn max_stops_at_n_predictions_in_process_and_through_kafka() {
         "named",
     ]);
     assert_eq!(p.len(), 4, "{p:?}");
-    let in_table: i64 = c.query_one("SELECT count(*) FROM named WHERE class = (ARRAY['T-shirt/top','Trouser','Pullover','Dress','Coat','Sandal','Shirt','Sneaker','Bag','Ankle boot'])[digit + 1]", &[]).await.unwrap().get(0);
+    let in_table: i64 = c
+        .query_one(
+            "SELECT count(*) FROM named WHERE class_name = (ARRAY['T-shirt/top','Trouser','Pullover','Dress','Coat','Sandal','Shirt','Sneaker','Bag','Ankle boot'])[prediction::int + 1]",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(in_table, 4, "the class names are in the predictions table");
+    let labels: Vec<(String, Option<String>)> =
+        c.query("SELECT row_key, label FROM named ORDER BY id", &[]).await.unwrap().iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(labels.len(), 5, "the older row kept, four added: {labels:?}");
+    assert_eq!(labels[0], ("old".to_string(), Some("3".to_string())));
+    for (key, label) in &labels[1..] {
+        let id: usize = key.parse().unwrap();
+        assert_eq!(label.as_deref(), Some(test.labels[id - 1].to_string().as_str()), "row {key}: the source row's label");
+    }
     for line in &p {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
-        let digit = v["digit"].as_u64().unwrap() as usize;
-        assert_eq!(v["class"], tensorcdc_dataset::mnist::FASHION_CLASSES[digit], "{line}");
+        let digit: usize = v["prediction"].as_str().unwrap().parse().unwrap();
+        assert_eq!(v["class_name"], tensorcdc_dataset::mnist::FASHION_CLASSES[digit], "{line}");
     }
     // One image given as a Python list, with Fashion-MNIST's class names.
     let px: Vec<String> = test.image(0).iter().map(u8::to_string).collect();

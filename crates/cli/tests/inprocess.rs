@@ -68,7 +68,7 @@ async fn train_evaluate_predict_from_postgres_in_process() {
     assert_eq!(preds.len(), 3);
     for (i, p) in preds.iter().enumerate() {
         assert_eq!(p["key"], (i + 1).to_string(), "{p}");
-        assert_eq!(p["label"], manual.labels[i] as i64);
+        assert_eq!(p["label"], manual.labels[i].to_string());
         assert!(p["position"].as_str().unwrap().starts_with("lsn "), "{p}");
         assert!(p["latency_ms"].as_f64().is_some_and(|l| l < 5000.0), "{p}");
     }

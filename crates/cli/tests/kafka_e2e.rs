@@ -246,7 +246,7 @@ async fn csv_through_kafka_train_evaluate_predict(broker: Broker) {
     // may have several partitions, so the order of rows is not checked.
     let mut keys: Vec<usize> = lines.iter().map(|p| p["key"].as_str().unwrap().parse().unwrap()).collect();
     for (p, k) in lines.iter().zip(&keys) {
-        assert_eq!(p["label"], manual.labels[k - 1] as i64, "{p}");
+        assert_eq!(p["label"], manual.labels[k - 1].to_string(), "{p}");
         assert!(p["position"].as_str().unwrap().starts_with("tf.public.mnist_manual/"), "{p}");
     }
     keys.sort();
