@@ -60,7 +60,7 @@ async fn main() -> Result<()> {
     let train = mnist::load(dir, Split::Train)?.truncate(5000);
     let rows = mnist::load(dir, Split::Test)?.truncate(n);
     let settings = FitSettings { epochs: 1, threads: 0, ..Default::default() };
-    let mut trainer = SeqTrainer::new(SequentialSpec::dense(784, &[128], 10), Loss::SparseCategoricalCrossentropy, settings, &default_device())?;
+    let mut trainer = SeqTrainer::new(SequentialSpec::mnist(), Loss::SparseCategoricalCrossentropy, settings, &default_device())?;
     trainer.fit_epoch(&Data::images(&train.pixels, &train.labels), |_| {});
     let predictor: SeqPredictor = trainer.predictor();
     let predict = |px: &[u8]| predictor.predict(&Data::images(px, &[]).x, 784);

@@ -1,7 +1,7 @@
 //! The blog's image commands: `train` from images, `evaluate` and `predict --pixels` of an
 //! image model. The model, trainer, predictor and checkpoint are the general ones
-//! (`tensorcdc_model::sequential`): the blog's network is `SequentialSpec::dense(784, [128],
-//! 10)` on the MNIST feature preset (`FeatureSpec::mnist()`: 784 bytes / 255). What is the
+//! (`tensorcdc_model::sequential`): the blog's network is `SequentialSpec::mnist()`
+//! (`Dense(128, relu) → Dense(10)`) on the MNIST feature preset (`FeatureSpec::mnist()`: 784 bytes / 255). What is the
 //! blog's own here is the I/O: images in, digits and pictures out.
 
 use std::time::Instant;
@@ -19,17 +19,12 @@ use crate::pictures;
 use crate::progress::EpochBar;
 use crate::source::SourceArgs;
 
-/// The blog's network: `Dense(128, relu) → Dense(10)` logits on the 784 pixels.
-pub fn blog_network() -> SequentialSpec {
-    SequentialSpec::dense(PIXELS, &[128], 10)
-}
-
 /// Trains the blog's network on `train_set` with the Keras-like progress line; returns the
 /// trainer and epochs.
 pub fn fit(data: &Data, settings: FitSettings) -> Result<(SeqTrainer, Vec<FitEpoch>)> {
     let epochs = settings.epochs;
     let steps = data.len().div_ceil(settings.batch_size.max(1));
-    let mut trainer = SeqTrainer::new(blog_network(), Loss::SparseCategoricalCrossentropy, settings, &device_from_env()?)?;
+    let mut trainer = SeqTrainer::new(SequentialSpec::mnist(), Loss::SparseCategoricalCrossentropy, settings, &device_from_env()?)?;
     let mut bar = EpochBar::new();
     let mut ends = Vec::new();
     for _ in 0..epochs {
@@ -59,9 +54,7 @@ pub fn predict_pixels(p: &Served, pixels: &[u8]) -> Result<Vec<Vec<f32>>> {
     if pixels.is_empty() || !pixels.len().is_multiple_of(PIXELS) {
         bail!("{} pixel values, expected a multiple of {PIXELS} (28x28)", pixels.len());
     }
-    let mut x = vec![0f32; pixels.len()];
-    tensorcdc_dataset::scale_pixels(pixels, &mut x);
-    Ok(p.predict(&x, PIXELS)?)
+    Ok(p.predict(&Data::images(pixels, &[]).x, PIXELS)?)
 }
 
 /// An image model (784 inputs, 10 classes) for serving: tensorcdc's own, a Keras or an ONNX

@@ -87,7 +87,7 @@ fn a_fused_trainers_checkpoint_loads_as_saved_and_resumes() {
     let spec = FeatureSpec::mnist();
     let w = spec.width();
     let data = Data { x: rows(64, w), width: w, y: Targets::Classes((0..64).map(|i| i % 10).collect()) };
-    let t = trained(&SequentialSpec::dense(w, &[128], 10), Loss::SparseCategoricalCrossentropy, &data, 2, 1);
+    let t = trained(&SequentialSpec::mnist(), Loss::SparseCategoricalCrossentropy, &data, 2, 1);
     assert!(t.is_fused());
     let dir = tempfile::tempdir().unwrap();
     checkpoint::save(&t, &spec, dir.path()).unwrap();

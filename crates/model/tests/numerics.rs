@@ -14,7 +14,7 @@ fn to_vec(v: &[f32]) -> Vec<f64> {
 /// The blog's network, trained on `threads` threads (1: the whole model on one thread; more:
 /// the hidden layer in column blocks).
 fn blog(settings: FitSettings) -> SeqTrainer {
-    SeqTrainer::new(SequentialSpec::dense(PIXELS, &[128], 10), Loss::SparseCategoricalCrossentropy, settings, &default_device()).unwrap()
+    SeqTrainer::new(SequentialSpec::mnist(), Loss::SparseCategoricalCrossentropy, settings, &default_device()).unwrap()
 }
 
 /// Reference network in f64: W1 [784,128] row-major (input-major, as burn's Linear),

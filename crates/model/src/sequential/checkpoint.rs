@@ -107,8 +107,12 @@ pub fn save(t: &SeqTrainer, features: &FeatureSpec, dir: &Path) -> Result<(), Mo
     let bytes = std::fs::read(&w).map_err(|e| err(&w, e.to_string()))?;
     let o = dir.join(OPTIMIZER);
     if !t.save_optimizer(&o).map_err(|e| err(&o, e))? {
-        // A stale state from an earlier save into this folder would not match these weights.
-        let _ = std::fs::remove_file(&o);
+        // A stale state from an earlier save into this folder would not match these weights:
+        // it goes, or the save fails (a resume would read it as these weights' state).
+        match std::fs::remove_file(&o) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(err(&o, format!("a stale optimizer state stays: {e}"))),
+            _ => {}
+        }
     }
     let meta = SeqMeta {
         model: t.spec.clone(),

@@ -206,6 +206,12 @@ impl SequentialSpec {
         SequentialSpec { inputs, input_shape: None, layers }
     }
 
+    /// The blog's network: `Dense(128, relu) → Dense(10)` logits on the 784 pixels of the MNIST
+    /// feature preset (`FeatureSpec::mnist()`).
+    pub fn mnist() -> SequentialSpec {
+        SequentialSpec::dense(tensorcdc_dataset::PIXELS, &[128], 10)
+    }
+
     /// The shape of one example as the first layer sees it.
     pub fn first_shape(&self) -> Vec<usize> {
         self.input_shape.clone().unwrap_or_else(|| vec![self.inputs])
