@@ -146,43 +146,41 @@ impl Rel {
     }
 }
 
-/// A replication slot held by a server process that did not let go within the wait.
+/// What [`wait_for_slot`] found.
 #[derive(Debug, Clone, PartialEq)]
-pub struct SlotBusy {
-    pub pid: i32,
-    pub waited: std::time::Duration,
+pub enum SlotWait {
+    /// There is no such slot.
+    Missing,
+    /// The slot exists and no process holds it; `waited` when it had to wait for that.
+    Free { waited: Option<std::time::Duration> },
+    /// A server process still held it when the wait was over.
+    Busy { pid: i32, waited: std::time::Duration },
 }
 
 /// Waits until `slot` is not held by a server process, polling every 100 ms for up to `wait`:
 /// the server side of a replication connection can hold the slot for a moment after its
-/// client was killed. `on_wait(pid, wait)` is called once, when it first has to wait (to say
-/// why), and `on_free(waited)` once it is free after waiting. `Ok(true)` when the slot exists
-/// (and is free), `Ok(false)` when there is none; `Err(Ok(SlotBusy))` when still held after
-/// `wait`, `Err(Err(_))` when Postgres could not be asked. One rule for the capture (Debezium's
-/// `slot.max.retries` x `slot.retry.delay.ms`) and for `run`'s slot reset.
+/// client was killed. `on_wait(pid, wait)` is called once, when it first has to wait, to say
+/// why. One rule for the capture (Debezium's `slot.max.retries` x `slot.retry.delay.ms`) and
+/// for `run`'s slot reset; each says the outcome in its own words.
 pub async fn wait_for_slot(
     client: &Client,
     slot: &str,
     wait: std::time::Duration,
     mut on_wait: impl FnMut(i32, std::time::Duration),
-    mut on_free: impl FnMut(std::time::Duration),
-) -> Result<bool, Result<SlotBusy, CaptureError>> {
+) -> Result<SlotWait, CaptureError> {
     let started = std::time::Instant::now();
     let mut said = false;
     loop {
         let rows = client
             .query("SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1", &[&slot])
             .await
-            .map_err(|e| Err(CaptureError::from_pg("look up the replication slot", e)))?;
-        let Some(r) = rows.first() else { return Ok(false) };
+            .map_err(|e| CaptureError::from_pg("look up the replication slot", e))?;
+        let Some(r) = rows.first() else { return Ok(SlotWait::Missing) };
         let Some(pid) = r.get::<_, Option<i32>>(0) else {
-            if said {
-                on_free(started.elapsed());
-            }
-            return Ok(true);
+            return Ok(SlotWait::Free { waited: said.then(|| started.elapsed()) });
         };
         if started.elapsed() >= wait {
-            return Err(Ok(SlotBusy { pid, waited: started.elapsed() }));
+            return Ok(SlotWait::Busy { pid, waited: started.elapsed() });
         }
         if !said {
             on_wait(pid, wait);

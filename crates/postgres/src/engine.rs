@@ -24,7 +24,7 @@ use tokio::sync::watch;
 use tokio_postgres::Client;
 use tracing::{info, warn};
 
-use crate::catalog::{ensure_publication, list_tables, quote_ident, slot_state, wait_for_slot, Rel, SlotBusy};
+use crate::catalog::{ensure_publication, list_tables, quote_ident, slot_state, wait_for_slot, Rel, SlotWait};
 use crate::config::{CaptureConfig, SnapshotMode};
 use crate::incremental::Incremental;
 use crate::offsets::{offsets_path, read_offsets, remove_offsets, write_offsets, Offsets};
@@ -347,11 +347,10 @@ async fn session(
     let wait = Duration::from_millis(cfg.slot_retry_delay_ms.saturating_mul(cfg.slot_max_retries as u64));
     let name = &cfg.slot_name;
     let said = |pid, wait| warn!("replication slot {name:?} is in use by server process {pid} (a capture killed a moment ago?); waiting up to {wait:?} for it");
-    let free = |waited| warn!("replication slot {name:?} is free after {waited:.1?}");
-    match wait_for_slot(&client, name, wait, said, free).await {
-        Ok(_) => {}
-        Err(Err(e)) => return Err(e),
-        Err(Ok(SlotBusy { pid, waited })) => {
+    match wait_for_slot(&client, name, wait, said).await? {
+        SlotWait::Missing | SlotWait::Free { waited: None } => {}
+        SlotWait::Free { waited: Some(waited) } => warn!("replication slot {name:?} is free after {waited:.1?}"),
+        SlotWait::Busy { pid, waited } => {
             return Err(CaptureError::Setup(format!(
                 "replication slot {name:?} is in use by another process (PID {pid}), still after {waited:.0?} (slot.max.retries {} x slot.retry.delay.ms {}); \
                  stop the other capture or choose another slot.name",

@@ -35,7 +35,7 @@ pub mod tls;
 mod txmeta;
 pub mod types;
 
-pub use catalog::{wait_for_slot, SlotBusy};
+pub use catalog::{wait_for_slot, SlotWait};
 pub use config::{CaptureConfig, PublicationMode, SnapshotMode};
 pub use engine::{identity, run_capture, CaptureStats, Transform};
 pub use error::CaptureError;

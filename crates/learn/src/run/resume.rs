@@ -11,6 +11,7 @@
 //!   transactions the version already counted are dropped ([`crate::Txns`]).
 
 use std::path::Path;
+use tensorcdc_postgres::SlotWait;
 
 use crate::{TrainingBuffer, VersionMeta, Versions};
 use anyhow::{Context, Result};
@@ -38,11 +39,11 @@ pub async fn reset_slot(client: &tokio_postgres::Client, slot: &str, offsets: &P
     // own wait (slot.max.retries 6 x slot.retry.delay.ms 10,000).
     let wait = std::time::Duration::from_secs(60);
     let said = |pid, wait| eprintln!("run: slot {slot:?} is held by server process {pid} (a run killed a moment ago?); waiting up to {wait:?} for it");
-    let exists = match tensorcdc_postgres::wait_for_slot(client, slot, wait, said, |_| {}).await {
-        Ok(exists) => exists,
-        Err(Err(e)) => return Err(e.into()),
-        Err(Ok(busy)) => {
-            anyhow::bail!("replication slot {slot:?} is in use by another process (PID {}): is another tensorcdc run learning from this table?", busy.pid)
+    let exists = match tensorcdc_postgres::wait_for_slot(client, slot, wait, said).await? {
+        SlotWait::Missing => false,
+        SlotWait::Free { .. } => true,
+        SlotWait::Busy { pid, .. } => {
+            anyhow::bail!("replication slot {slot:?} is in use by another process (PID {pid}): is another tensorcdc run learning from this table?")
         }
     };
     if exists {
