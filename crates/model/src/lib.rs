@@ -14,6 +14,7 @@
 
 mod adam;
 pub mod checkpoint;
+mod matmul;
 mod mlp;
 pub mod onnx;
 mod parallel;

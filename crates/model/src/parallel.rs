@@ -1,6 +1,6 @@
 //! The hidden layer split in column blocks, one per CPU core, each trained on its own thread.
 //!
-//! `Dense(784→128)` is `[Dense(784→48) ‖ Dense(784→80)]` on two cores (see [`widths`]): the
+//! `Dense(784→128)` is `[Dense(784→64) ‖ Dense(784→64)]` on two cores (see [`widths`]): the
 //! same function, the same gradients. At batch 64 each GEMM (64x784x128) is below the size burn's CPU backend
 //! parallelises, so without this training used one core. Splitting by columns rather than by
 //! examples keeps each block's kernel, gradient and Adam moments (4 x 150–250 kB) resident in
@@ -9,55 +9,130 @@
 //!
 //! A step: every block computes its activations from the batch ([`Block::forward`]); the trainer
 //! runs the output layer and the loss on the concatenation, which gives each block the gradient
-//! of the loss with respect to its activations; each block then back-propagates that through its
-//! own autodiff graph and takes its Adam step ([`Block::backward`]).
+//! of the loss with respect to its activations; each block then back-propagates that through
+//! its layer and takes its Adam step ([`Block::backward`]).
+//!
+//! A block is one `Dense(relu)` with its bias, so its backward pass is written out rather than
+//! recorded: `dz = dh * (h > 0)`, `db = sum_rows(dz)`, `dW = xᵀ dz`. Its two products are
+//! `gemm` calls on the block's own slices (the kernels burn's CPU backend runs for its matmul),
+//! and its Adam step is [`FusedAdam::update`] in place: no graph, no tensor, no allocation per
+//! step.
 
 use std::sync::mpsc::{channel, Receiver, RecvError, Sender, TryRecvError};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use burn::module::Param;
 use burn::nn::Linear;
-use burn::optim::{GradientsParams, ModuleOptimizer};
-use burn::tensor::activation::relu;
-use burn::tensor::Tensor;
+use burn::tensor::{Device, Tensor, TensorData};
 
+use crate::matmul::{product, Shape};
 use crate::FusedAdam;
+
+/// A batch's inputs, `rows x d_in` row-major, read by every block of a step.
+pub(crate) type Inputs = Arc<Vec<f32>>;
 
 /// One column block of the hidden layer, with its own optimizer state.
 pub(crate) struct Block {
-    layer: Option<Linear>,
-    optim: ModuleOptimizer,
-    /// The activations of the last forward pass, still attached to their graph.
-    activations: Option<Tensor<2>>,
+    d_in: usize,
+    cols: usize,
+    /// The kernel, `d_in x cols` row-major (burn's `Linear` layout), and the bias.
+    w: Vec<f32>,
+    b: Vec<f32>,
+    adam: FusedAdam,
+    /// Adam's step count and moments.
+    time: i32,
+    m_w: Vec<f32>,
+    v_w: Vec<f32>,
+    m_b: Vec<f32>,
+    v_b: Vec<f32>,
+    /// Gradients, kept between steps to reuse their memory.
+    d_w: Vec<f32>,
+    d_b: Vec<f32>,
+    /// The inputs and activations of the last forward pass.
+    x: Option<Inputs>,
+    h: Vec<f32>,
+    device: Device,
+}
+
+fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 tensor")
 }
 
 impl Block {
+    /// A block holding `layer` (which must have a bias), with fresh Adam state.
     pub(crate) fn new(layer: Linear, adam: FusedAdam) -> Self {
-        Block { layer: Some(layer), optim: ModuleOptimizer::from(adam), activations: None }
+        let weight = layer.weight.val();
+        let device = weight.device();
+        let [d_in, cols] = weight.dims();
+        let b = layer.bias.map(|b| values(b.val())).unwrap_or_else(|| vec![0.0; cols]);
+        let w = values(weight);
+        let zeros = |n: usize| vec![0.0f32; n];
+        Block {
+            d_in,
+            cols,
+            m_w: zeros(w.len()),
+            v_w: zeros(w.len()),
+            d_w: zeros(w.len()),
+            m_b: zeros(cols),
+            v_b: zeros(cols),
+            d_b: zeros(cols),
+            w,
+            b,
+            adam,
+            time: 0,
+            x: None,
+            h: Vec::new(),
+            device,
+        }
     }
 
-    pub(crate) fn layer(&self) -> &Linear {
-        self.layer.as_ref().expect("block layer present between steps")
+    /// The block as a burn layer (fresh parameters with its current values).
+    pub(crate) fn layer(&self) -> Linear {
+        let weight = Tensor::<2>::from_data(TensorData::new(self.w.clone(), [self.d_in, self.cols]), &self.device);
+        let bias = Tensor::<1>::from_data(TensorData::new(self.b.clone(), [self.cols]), &self.device);
+        Linear { weight: Param::from_tensor(weight), bias: Some(Param::from_tensor(bias)) }
     }
 
-    /// relu(x W + b) for this block's columns; returns the values (no autodiff).
-    pub(crate) fn forward(&mut self, x: Tensor<2>) -> Tensor<2> {
-        let h = relu(self.layer().forward(x));
-        self.activations = Some(h.clone());
-        h.inner()
+    /// relu(x W + b) for this block's columns, `rows x cols` row-major.
+    pub(crate) fn forward(&mut self, x: &Inputs) -> Vec<f32> {
+        let rows = x.len() / self.d_in;
+        let (d_in, cols) = (self.d_in, self.cols);
+        self.h.clear();
+        for _ in 0..rows {
+            self.h.extend_from_slice(&self.b);
+        }
+        product(&mut self.h, Shape::rows(rows, cols), true, x, Shape::rows(rows, d_in), &self.w, Shape::rows(d_in, cols));
+        for v in &mut self.h {
+            *v = v.max(0.0);
+        }
+        self.x = Some(x.clone());
+        self.h.clone()
     }
 
-    /// Back-propagates `dh` (dLoss/dActivations, no autodiff) and takes one Adam step.
-    ///
-    /// `sum(h * dh)` has `dh` as its gradient with respect to `h`, so its backward pass gives
-    /// this block's parameter gradients of the real loss.
-    pub(crate) fn backward(&mut self, dh: Tensor<2>, lr: f64) {
-        let h = self.activations.take().expect("forward before backward");
-        let grads = (h * Tensor::from_inner(dh)).sum().backward();
-        let layer = self.layer.take().expect("block layer present between steps");
-        let grads = GradientsParams::from_grads(grads, &layer);
-        self.layer = Some(self.optim.step(lr, layer, grads));
+    /// Back-propagates `dh` (dLoss/dActivations, `rows x cols`) and takes one Adam step.
+    pub(crate) fn backward(&mut self, dh: &[f32], lr: f64) {
+        let x = self.x.take().expect("forward before backward");
+        let (d_in, cols) = (self.d_in, self.cols);
+        let rows = x.len() / d_in;
+        assert_eq!(dh.len(), rows * cols, "activation gradient of the batch's shape");
+        // dz = dh where the unit was active (relu' is 0 at 0, as burn's), into h's memory.
+        for (h, &g) in self.h.iter_mut().zip(dh) {
+            *h = if *h > 0.0 { g } else { 0.0 };
+        }
+        self.d_b.fill(0.0);
+        for row in self.h.chunks_exact(cols) {
+            for (d, &z) in self.d_b.iter_mut().zip(row) {
+                *d += z;
+            }
+        }
+        // dW = xᵀ dz: xᵀ is x read with its strides swapped.
+        product(&mut self.d_w, Shape::rows(d_in, cols), false, &x, Shape::rows(rows, d_in).t(), &self.h, Shape::rows(rows, cols));
+        self.time += 1;
+        let lr = lr as f32;
+        self.adam.update(lr, self.time, &mut self.w, &self.d_w, &mut self.m_w, &mut self.v_w);
+        self.adam.update(lr, self.time, &mut self.b, &self.d_b, &mut self.m_b, &mut self.v_b);
     }
 }
 
@@ -86,24 +161,32 @@ pub(crate) fn join_columns(blocks: &[Linear]) -> Linear {
     Linear { weight: Param::from_tensor(Tensor::from_inner(weight)), bias: bias.map(|b| Param::from_tensor(Tensor::from_inner(b))) }
 }
 
-/// Widths of `parts` column blocks covering `total` columns. The first block, trained on the
-/// caller's thread, is three fifths the width of the others, because that thread also prepares
-/// the batch and runs the output layer and the loss (48 + 80 columns trained fastest of 64 + 64,
-/// 54 + 74 and 48 + 80 on two cores; see BENCHMARKS.md). The others share the rest evenly.
+/// Widths of `parts` column blocks covering `total` columns: as even as whole multiples of 16
+/// columns allow (one AVX-512 register of f32 across; a block of 56 or 72 columns leaves the
+/// GEMM kernels half a register idle and measured 1.5x slower than 64 + 64), the extra 16s to
+/// the worker threads' blocks, since the caller's thread also gathers the batch and runs the head.
+/// Layers narrower than 16 columns a block are split evenly.
 pub(crate) fn widths(total: usize, parts: usize) -> Vec<usize> {
     let parts = parts.clamp(1, total.max(1));
-    if parts == 1 {
-        return vec![total];
+    let even = total / parts;
+    let unit = if even >= 16 { 16 } else { 1 };
+    let mut w = vec![even / unit * unit; parts];
+    let mut left = total - w.iter().sum::<usize>();
+    // Whole units first, to the workers' blocks (the last ones), then what is left to the last.
+    for i in (0..parts).rev().cycle().take(parts * 4) {
+        if left < unit || (i == 0 && parts > 1 && left < unit * parts) {
+            continue;
+        }
+        w[i] += unit;
+        left -= unit;
     }
-    let first = (total * 3 / (3 + 5 * (parts - 1))).max(1);
-    let rest = total - first;
-    let others = parts - 1;
-    std::iter::once(first).chain((0..others).map(|i| rest / others + usize::from(i < rest % others))).collect()
+    w[parts - 1] += left;
+    w
 }
 
 enum Job {
-    Forward(Tensor<2>),
-    Backward(Tensor<2>, f64),
+    Forward(Inputs),
+    Backward(Vec<f32>, f64),
     Layer(Sender<Linear>),
 }
 
@@ -111,7 +194,7 @@ enum Job {
 /// backward pass sees the updated weights.
 pub(crate) struct Worker {
     jobs: Option<Sender<Job>>,
-    activations: Receiver<Tensor<2>>,
+    activations: Receiver<Vec<f32>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -145,13 +228,13 @@ impl Worker {
                 while let Ok(job) = recv_spinning(&job_rx) {
                     match job {
                         Job::Forward(x) => {
-                            if act_tx.send(block.forward(x)).is_err() {
+                            if act_tx.send(block.forward(&x)).is_err() {
                                 return;
                             }
                         }
-                        Job::Backward(dh, lr) => block.backward(dh, lr),
+                        Job::Backward(dh, lr) => block.backward(&dh, lr),
                         Job::Layer(reply) => {
-                            let _ = reply.send(block.layer().clone());
+                            let _ = reply.send(block.layer());
                         }
                     }
                 }
@@ -164,15 +247,15 @@ impl Worker {
         self.jobs.as_ref().expect("worker running").send(job).expect(GONE);
     }
 
-    pub(crate) fn start_forward(&self, x: Tensor<2>) {
+    pub(crate) fn start_forward(&self, x: Inputs) {
         self.send(Job::Forward(x));
     }
 
-    pub(crate) fn finish_forward(&self) -> Tensor<2> {
+    pub(crate) fn finish_forward(&self) -> Vec<f32> {
         recv_spinning(&self.activations).expect(GONE)
     }
 
-    pub(crate) fn start_backward(&self, dh: Tensor<2>, lr: f64) {
+    pub(crate) fn start_backward(&self, dh: Vec<f32>, lr: f64) {
         self.send(Job::Backward(dh, lr));
     }
 
@@ -199,12 +282,14 @@ mod tests {
 
     #[test]
     fn widths_cover_the_layer() {
-        assert_eq!(widths(128, 2), vec![48, 80]);
-        assert_eq!(widths(128, 3), vec![29, 50, 49]);
-        assert_eq!(widths(10, 3), vec![2, 4, 4]);
+        assert_eq!(widths(128, 2), vec![64, 64]);
+        assert_eq!(widths(128, 3), vec![32, 48, 48]);
+        assert_eq!(widths(100, 2), vec![48, 52]);
+        assert_eq!(widths(16, 2), vec![8, 8]);
+        assert_eq!(widths(10, 3), vec![3, 3, 4]);
         assert_eq!(widths(4, 8), vec![1, 1, 1, 1]);
         assert_eq!(widths(128, 0), vec![128]);
-        for (t, p) in [(128, 2), (128, 5), (10, 3), (3, 2)] {
+        for (t, p) in [(128, 2), (128, 5), (10, 3), (3, 2), (512, 7), (33, 2), (1000, 16)] {
             assert_eq!(widths(t, p).iter().sum::<usize>(), t);
         }
     }
@@ -215,8 +300,8 @@ mod tests {
         let spec = crate::sequential::SequentialSpec::dense(6, &[5], 2);
         let layer = spec.init(&device).unwrap().dense.remove(0);
         let parts = split_columns(&layer, &widths(5, 2));
-        assert_eq!(parts[0].weight.val().dims(), [6, 1]);
-        assert_eq!(parts[1].weight.val().dims(), [6, 4]);
+        assert_eq!(parts[0].weight.val().dims(), [6, 2]);
+        assert_eq!(parts[1].weight.val().dims(), [6, 3]);
         let joined = join_columns(&parts);
         let v = |t: Tensor<2>| t.into_data().try_to_vec::<f32>().unwrap();
         assert_eq!(v(joined.weight.val()), v(layer.weight.val()));

@@ -61,6 +61,37 @@ fn a_deeper_regression_head_trains_the_same_fused() {
     assert!(max_gap(&p1, &p2) < 1e-4, "outputs differ by {}", max_gap(&p1, &p2));
 }
 
+/// One output layer is computed by hand (`fused_head.rs`), not by burn's graph: a one-unit
+/// regression head with squared error, and a softmax classifier as Keras users write it.
+#[test]
+fn one_layer_heads_written_out_train_the_same_as_burns_graph() {
+    let w = 12;
+    let x = rows(160, w);
+    let dense = |units, activation| Layer::Dense { units, activation, use_bias: true, kernel_initializer: Init::GlorotUniform, bias_initializer: Init::Zeros };
+    let y: Vec<f32> = x.chunks(w).map(|r| 2.0 * r[0] - r[1] + 0.5).collect();
+    let data = Data { x: x.clone(), width: w, y: Targets::Values(y) };
+    let spec = SequentialSpec { inputs: w, input_shape: None, layers: vec![dense(32, Activation::Relu), dense(1, Activation::Linear)] };
+    let one = trained(&spec, Loss::MeanSquaredError, &data, 1, 6);
+    let two = trained(&spec, Loss::MeanSquaredError, &data, 2, 6);
+    assert!(two.is_fused());
+    let (p1, p2) = (one.predictor().predict(&data.x, w).unwrap(), two.predictor().predict(&data.x, w).unwrap());
+    assert!(max_gap(&p1, &p2) < 1e-4, "outputs differ by {}", max_gap(&p1, &p2));
+    let (e1, e2) = (one.predictor().evaluate(&data, 64), two.predictor().evaluate(&data, 64));
+    // Learned: below y's variance (4/12 + 1/12), what always predicting the mean would score.
+    assert!((e1.loss() - e2.loss()).abs() < 1e-5 && e2.loss() < 5.0 / 12.0, "loss {} vs {}", e1.loss(), e2.loss());
+
+    let y = x.chunks(w).map(|r| i64::from(r[2] > 0.5) + i64::from(r[3] > 0.5)).collect();
+    let data = Data { x, width: w, y: Targets::Classes(y) };
+    let spec = SequentialSpec { inputs: w, input_shape: None, layers: vec![dense(48, Activation::Relu), dense(3, Activation::Softmax)] };
+    let one = trained(&spec, Loss::SparseCategoricalCrossentropy, &data, 1, 6);
+    let three = trained(&spec, Loss::SparseCategoricalCrossentropy, &data, 3, 6);
+    assert!(three.is_fused());
+    let (p1, p3) = (one.predictor().predict(&data.x, w).unwrap(), three.predictor().predict(&data.x, w).unwrap());
+    assert!(max_gap(&p1, &p3) < 1e-4, "probabilities differ by {}", max_gap(&p1, &p3));
+    let (e1, e3) = (one.predictor().evaluate(&data, 64), three.predictor().evaluate(&data, 64));
+    assert_eq!(e1.correct, e3.correct);
+}
+
 #[test]
 fn models_the_fused_strategy_cannot_take_train_on_one_thread() {
     let w = 8;

@@ -277,13 +277,13 @@ impl SeqTrainer {
         device.seed(settings.seed);
         let net = spec.init(&device)?;
         drop(_init);
-        let engine = Self::engine(&spec, &settings, net, &device);
+        let engine = Self::engine(&spec, &settings, loss, net, &device);
         Ok(SeqTrainer { spec, settings, loss, engine, device, epochs_done: 0 })
     }
 
-    fn engine(spec: &SequentialSpec, settings: &FitSettings, net: Net, device: &Device) -> Engine {
+    fn engine(spec: &SequentialSpec, settings: &FitSettings, loss: Loss, net: Net, device: &Device) -> Engine {
         match fused::plan(spec, settings, device) {
-            Some(parts) => Engine::Fused(Box::new(Fused::new(spec, net, settings.optimizer(), parts, device))),
+            Some(parts) => Engine::Fused(Box::new(Fused::new(spec, net, settings.optimizer(), loss, parts, device))),
             None => Engine::Whole { net: Some(net), optim: ModuleOptimizer::from(KerasOptimizer(settings.optimizer())) },
         }
     }
@@ -336,7 +336,7 @@ impl SeqTrainer {
     /// Replaces the weights with a saved record (a checkpoint's `model.bpk`).
     pub(crate) fn load_record(&mut self, record: burn::store::ModuleRecord) -> Result<(), String> {
         let net = self.net().try_load_record(record).map_err(|e| e.to_string())?;
-        self.engine = Self::engine(&self.spec, &self.settings, net, &self.device);
+        self.engine = Self::engine(&self.spec, &self.settings, self.loss, net, &self.device);
         Ok(())
     }
 

@@ -6,19 +6,22 @@
 //! same Sequential model without its first layer.
 //!
 //! A step: every block computes its activations from the batch; the head runs on their
-//! concatenation (each block's part a leaf of the head's graph), which gives each block the
-//! gradient of the loss with respect to its activations; each block back-propagates that
-//! through its own graph and takes its Adam step; the head takes its own optimizer's step.
-//! Same function, same gradients as one thread (tested in `tests/fused.rs`).
+//! concatenation, which gives the gradient of the loss with respect to them; each block
+//! back-propagates its columns of it through its layer (written out, `crate::parallel`) and
+//! takes its Adam step; the head takes its own. A head of one output layer with
+//! cross-entropy or squared error is written out too (`fused_head`); any other runs through
+//! burn's graph, the activations a leaf of it. Same function, same gradients as one thread
+//! (tested in `tests/fused.rs`).
 
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::fit::{loss_and_metrics, outputs_for_loss, Data, FitMetrics, FitSettings, Loss, Targets};
+use super::fused_head::DenseHead;
 use super::net::Net;
 use super::optim::{KerasOptimizer, OptimizerSpec};
 use super::spec::{Activation, Layer, SequentialSpec};
-use crate::parallel::{join_columns, split_columns, widths, Block, Worker};
+use crate::parallel::{join_columns, split_columns, widths, Block, Inputs, Worker};
 use crate::FusedAdam;
 
 /// The number of column blocks the fused strategy would use for `spec` with `settings` on
@@ -42,10 +45,10 @@ pub(crate) fn plan(spec: &SequentialSpec, settings: &FitSettings, device: &Devic
     (parts >= 2).then_some(parts)
 }
 
-/// A batch gathered ahead: its indices, the inputs on the device and the targets.
+/// A batch gathered ahead: its indices, the inputs and the targets.
 struct Batch {
     idx: Vec<usize>,
-    x: Tensor<2>,
+    x: Inputs,
     y: Targets,
 }
 
@@ -54,33 +57,42 @@ pub(crate) struct Fused {
     local: Block,
     /// The other blocks, one worker thread each.
     workers: Vec<Worker>,
+    /// Each block's width, the local block's first.
+    widths: Vec<usize>,
     /// The model without its first layer.
     head_spec: SequentialSpec,
     head: Option<Net>,
     head_optim: ModuleOptimizer,
+    /// The head written out, when it is one output layer of a loss `fused_head` computes;
+    /// then `head`'s layer is stale until [`Fused::net`] puts this one's in.
+    dense_head: Option<DenseHead>,
     device: Device,
     prepared: Option<Batch>,
 }
 
 impl Fused {
     /// Splits `net` (on an autodiff CPU device) into `parts` blocks and the head.
-    pub(crate) fn new(spec: &SequentialSpec, mut net: Net, optimizer: OptimizerSpec, parts: usize, device: &Device) -> Fused {
+    pub(crate) fn new(spec: &SequentialSpec, mut net: Net, optimizer: OptimizerSpec, loss: Loss, parts: usize, device: &Device) -> Fused {
         let adam = match optimizer {
             OptimizerSpec::Adam { beta_1, beta_2, epsilon, .. } => FusedAdam { beta_1, beta_2, epsilon },
             _ => FusedAdam::default(),
         };
         let first = net.dense.remove(0);
         let units = first.weight.val().dims()[1];
-        let mut blocks = split_columns(&first, &widths(units, parts)).into_iter().map(|l| Block::new(l, adam));
+        let widths = widths(units, parts);
+        let mut blocks = split_columns(&first, &widths).into_iter().map(|l| Block::new(l, adam));
         let local = blocks.next().expect("at least one block");
         let workers = blocks.enumerate().map(|(i, b)| Worker::spawn(b, format!("train-block-{}", i + 1))).collect();
         let head_spec = SequentialSpec { inputs: units, input_shape: None, layers: spec.layers[1..].to_vec() };
+        let dense_head = DenseHead::fits(&head_spec, loss).then(|| DenseHead::new(&net.dense[0], loss, adam));
         Fused {
             local,
             workers,
+            widths,
             head_spec,
             head: Some(net),
             head_optim: ModuleOptimizer::from(KerasOptimizer(optimizer)),
+            dense_head,
             device: device.clone(),
             prepared: None,
         }
@@ -92,16 +104,48 @@ impl Fused {
 
     /// The whole network in its current state (the blocks joined into one layer).
     pub(crate) fn net(&self) -> Net {
-        let mut blocks = vec![self.local.layer().clone()];
+        let mut blocks = vec![self.local.layer()];
         blocks.extend(self.workers.iter().map(Worker::layer));
         let mut net = self.head().clone();
+        if let Some(d) = &self.dense_head {
+            net.dense[0] = d.layer();
+        }
         net.dense.insert(0, join_columns(&blocks));
         net
     }
 
+    fn units(&self) -> usize {
+        self.widths.iter().sum()
+    }
+
+    /// The blocks' activations (each `rows x width`) side by side: `rows x units`.
+    fn join_rows(&self, parts: &[Vec<f32>], rows: usize) -> Vec<f32> {
+        let mut out = Vec::with_capacity(rows * self.units());
+        for r in 0..rows {
+            for (p, &w) in parts.iter().zip(&self.widths) {
+                out.extend_from_slice(&p[r * w..(r + 1) * w]);
+            }
+        }
+        out
+    }
+
+    /// `rows x units` split back into each block's columns.
+    fn split_rows(&self, all: &[f32], rows: usize) -> Vec<Vec<f32>> {
+        let units = self.units();
+        let mut start = 0;
+        self.widths
+            .iter()
+            .map(|&w| {
+                let cols = start..start + w;
+                start += w;
+                (0..rows).flat_map(|r| &all[r * units + cols.start..r * units + cols.end]).copied().collect()
+            })
+            .collect()
+    }
+
     fn batch(&self, data: &Data, idx: &[usize]) -> Batch {
         let (x, y) = data.gather(idx);
-        Batch { idx: idx.to_vec(), x: Tensor::<2>::from_data(TensorData::new(x, [idx.len(), data.width]), &self.device), y }
+        Batch { idx: idx.to_vec(), x: Inputs::new(x), y }
     }
 
     /// One step on the examples at `idx`; while the workers run their forward pass, the batch
@@ -114,25 +158,39 @@ impl Fused {
         for w in &self.workers {
             w.start_forward(batch.x.clone());
         }
-        let mut hidden = vec![self.local.forward(batch.x)];
+        let mut parts = vec![self.local.forward(&batch.x)];
         if let Some(next) = next {
             self.prepared = Some(self.batch(data, next));
         }
-        hidden.extend(self.workers.iter().map(Worker::finish_forward));
-        let leaves: Vec<Tensor<2>> = hidden.into_iter().map(|h| Tensor::from_inner(h).require_grad()).collect();
-        let head = self.head.take().expect("head present between steps");
-        let z = outputs_for_loss(loss, head.forward_logits(&self.head_spec, Tensor::cat(leaves.clone(), 1)));
-        let (value, mut m) = loss_and_metrics(loss, z, &batch.y, &self.device);
-        let grads = value.backward();
-        m.loss_sum = value.into_scalar::<f32>() as f64 * idx.len() as f64;
-        let mut dh = leaves.iter().map(|l| l.grad(&grads).expect("activation gradient"));
+        parts.extend(self.workers.iter().map(Worker::finish_forward));
+        let rows = idx.len();
+        let hidden = self.join_rows(&parts, rows);
+        let (m, dh) = match &mut self.dense_head {
+            Some(d) => d.step(&hidden, &batch.y, lr),
+            None => self.graph_head(loss, lr, hidden, &batch.y),
+        };
+        let mut dh = self.split_rows(&dh, rows).into_iter();
         let local_dh = dh.next().expect("at least one block");
         for (w, g) in self.workers.iter().zip(dh) {
             w.start_backward(g, lr);
         }
-        self.local.backward(local_dh, lr);
+        self.local.backward(&local_dh, lr);
+        m
+    }
+
+    /// The head through burn's graph, for any head: the batch's metrics and dLoss/dhidden,
+    /// after the head's optimizer step.
+    fn graph_head(&mut self, loss: Loss, lr: f64, hidden: Vec<f32>, y: &Targets) -> (FitMetrics, Vec<f32>) {
+        let rows = hidden.len() / self.units();
+        let hidden = Tensor::<2>::from_data(TensorData::new(hidden, [rows, self.units()]), &self.device).require_grad();
+        let head = self.head.take().expect("head present between steps");
+        let z = outputs_for_loss(loss, head.forward_logits(&self.head_spec, hidden.clone()));
+        let (value, mut m) = loss_and_metrics(loss, z, y, &self.device);
+        let grads = value.backward();
+        m.loss_sum = value.into_scalar::<f32>() as f64 * rows as f64;
+        let dh = hidden.grad(&grads).expect("activation gradient").into_data().try_into_vec::<f32>().expect("f32 gradient");
         let grads = GradientsParams::from_grads(grads, &head);
         self.head = Some(self.head_optim.step(lr, head, grads));
-        m
+        (m, dh)
     }
 }

@@ -13,6 +13,7 @@
 pub mod checkpoint;
 pub mod fit;
 mod fused;
+mod fused_head;
 pub mod keras_export;
 pub mod keras_file;
 pub mod keras_json;
