@@ -110,13 +110,14 @@ pub fn pgpass_password(host: &str, port: u16, db: &str, user: &str) -> Option<St
 /// A tokio-postgres config and TLS settings from a connection string completed as libpq
 /// does (environment, then password file). The TLS keys (`sslmode`, `sslrootcert`,
 /// `sslcert`, `sslkey`) are read here, since tokio-postgres knows only some of them.
-pub fn resolve(conn: &str) -> Result<(Config, TlsSettings), String> {
+pub fn resolve(conn: &str) -> Result<(Config, TlsSettings), CaptureError> {
+    let bad = |reason: String| CaptureError::Config { key: "database.url".into(), reason };
     let (rest, tls_pairs) = crate::tls::take_tls_params(conn);
-    let mut tls = TlsSettings::from_env()?;
+    let mut tls = TlsSettings::from_env().map_err(|e| bad(e.to_string()))?;
     for (k, v) in &tls_pairs {
-        tls.set(k, v)?;
+        tls.set(k, v).map_err(|e| bad(format!("{k}: {e}")))?;
     }
-    let mut c: Config = if rest.trim().is_empty() { Config::new() } else { rest.parse().map_err(|e| format!("{}: {e}", redact(conn)))? };
+    let mut c: Config = if rest.trim().is_empty() { Config::new() } else { rest.parse().map_err(|e| bad(format!("{}: {e}", redact(conn))))? };
     if c.get_hosts().is_empty() {
         match env("PGHOST") {
             Some(h) if h.starts_with('/') => c.host_path(h),
@@ -125,7 +126,7 @@ pub fn resolve(conn: &str) -> Result<(Config, TlsSettings), String> {
         };
     }
     if c.get_ports().is_empty() {
-        let port = env("PGPORT").map(|p| p.parse::<u16>().map_err(|_| format!("PGPORT {p:?} is not a port number"))).transpose()?;
+        let port = env("PGPORT").map(|p| p.parse::<u16>().map_err(|_| bad(format!("PGPORT {p:?} is not a port number")))).transpose()?;
         c.port(port.unwrap_or(5432));
     }
     if c.get_user().is_none() {
@@ -153,7 +154,7 @@ pub fn resolve(conn: &str) -> Result<(Config, TlsSettings), String> {
 /// Connects a SQL client for `conn` (completed by [`resolve`]); errors name the server by
 /// its redacted connection string, never the password.
 pub async fn connect(conn: &str) -> Result<Client, CaptureError> {
-    let (cfg, tls) = resolve(conn).map_err(|reason| CaptureError::Config { key: "database.url".into(), reason })?;
+    let (cfg, tls) = resolve(conn)?;
     connect_config(&cfg, &tls, redact(conn)).await
 }
 

@@ -32,6 +32,9 @@ pub enum CaptureError {
     /// The sink failed permanently.
     #[error(transparent)]
     Sink(#[from] tensorcdc_change::SinkError),
+    /// A streamed transaction could not be kept on disk or read back.
+    #[error(transparent)]
+    Spill(#[from] crate::spill::SpillError),
 }
 
 impl CaptureError {
@@ -58,5 +61,32 @@ impl CaptureError {
         }
         // Not a server error: the connection failed or closed; worth retrying.
         CaptureError::Disconnected { context: context.into(), reason: e.to_string() }
+    }
+}
+
+/// A setting (a connector property, a libpq keyword or its environment variable) whose value
+/// its key does not take. The caller names the key ([`CaptureError::Config`]).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SettingError {
+    /// The value is not one the key takes.
+    #[error("{value:?}: expected {expected}")]
+    Value { value: String, expected: &'static str },
+    /// A value Debezium takes that tensorcdc does not support, and why.
+    #[error("{value:?}: {why}")]
+    Unsupported { value: String, why: &'static str },
+    /// A key this setting group does not have.
+    #[error("unknown setting {0:?}")]
+    UnknownKey(String),
+    /// Set from an environment variable, which is named.
+    #[error("{var}: {source}")]
+    Env { var: &'static str, source: Box<SettingError> },
+    /// A file the setting names cannot be used (the path and why).
+    #[error("{0}")]
+    File(String),
+}
+
+impl SettingError {
+    pub(crate) fn value(value: &str, expected: &'static str) -> SettingError {
+        SettingError::Value { value: value.to_string(), expected }
     }
 }

@@ -38,4 +38,4 @@ pub mod types;
 pub use catalog::{wait_for_slot, SlotWait};
 pub use config::{CaptureConfig, PublicationMode, SnapshotMode};
 pub use engine::{identity, run_capture, CaptureStats, Transform};
-pub use error::CaptureError;
+pub use error::{CaptureError, SettingError};

@@ -106,8 +106,8 @@ impl ReplicationConn {
         s.read_exact(&mut answer).await.map_err(io_err)?;
         match answer[0] {
             b'S' => {
-                let config = tls.client_config().map_err(|reason| CaptureError::Config { key: "sslmode".into(), reason })?;
-                let name = crate::tls::server_name(host).map_err(|reason| CaptureError::Config { key: "sslmode".into(), reason })?;
+                let config = tls.client_config().map_err(|e| CaptureError::Config { key: "sslmode".into(), reason: e.to_string() })?;
+                let name = crate::tls::server_name(host).map_err(|e| CaptureError::Config { key: "sslmode".into(), reason: e.to_string() })?;
                 let stream = tokio_rustls::TlsConnector::from(config)
                     .connect(name, s)
                     .await

@@ -8,6 +8,8 @@
 
 use serde_json::Value as J;
 
+use crate::SettingError;
+
 /// The signal settings of a capture.
 #[derive(Debug, Clone)]
 pub struct SignalSettings {
@@ -32,7 +34,7 @@ impl Default for SignalSettings {
 impl SignalSettings {
     /// Takes one connector property when it is a signal setting: `Ok(true)` when taken,
     /// `Err` naming what was expected when its value is wrong.
-    pub fn set(&mut self, key: &str, v: &str) -> Result<bool, String> {
+    pub fn set(&mut self, key: &str, v: &str) -> Result<bool, SettingError> {
         match key {
             "signal.data.collection" => {
                 let parts: Vec<&str> = v.split('.').collect();
@@ -41,34 +43,36 @@ impl SignalSettings {
                     [s, t] => (*s, *t),
                     // Debezium 1.x wrote the database in front for some connectors.
                     [_, s, t] => (*s, *t),
-                    _ => return Err(format!("{v:?}: expected schema.table")),
+                    _ => return Err(SettingError::value(v, "schema.table")),
                 };
                 if s.is_empty() || t.is_empty() {
-                    return Err(format!("{v:?}: expected schema.table"));
+                    return Err(SettingError::value(v, "schema.table"));
                 }
                 self.data_collection = Some((s.to_string(), t.to_string()));
             }
             "signal.enabled.channels" => self.source_channel = v.split(',').any(|c| c.trim() == "source"),
             "incremental.snapshot.chunk.size" => {
-                self.chunk_size = v.parse().ok().filter(|n| *n > 0).ok_or_else(|| format!("{v:?} is not a positive number of rows"))?
+                self.chunk_size = v.parse().ok().filter(|n| *n > 0).ok_or_else(|| SettingError::value(v, "a positive number of rows"))?
             }
             "tensorcdc.snapshot.incremental" => {
                 self.initial = match v {
                     "true" => true,
                     "false" => false,
-                    o => return Err(format!("{o:?} is not true or false")),
+                    o => return Err(SettingError::value(o, "true or false")),
                 }
             }
             "incremental.snapshot.watermarking.strategy" => {
                 if v != "insert_insert" {
-                    return Err(format!("{v:?}: tensorcdc writes both watermarks (insert_insert); insert_delete is not supported"));
+                    return Err(SettingError::Unsupported { value: v.into(), why: "tensorcdc writes both watermarks (insert_insert); insert_delete is not supported" });
                 }
             }
             "read.only" => {
                 if v == "true" {
-                    return Err("true: incremental snapshots without writing watermarks (read-only replicas) are not supported; \
-                                the capture writes them to signal.data.collection on the primary"
-                        .into());
+                    return Err(SettingError::Unsupported {
+                        value: v.into(),
+                        why: "incremental snapshots without writing watermarks (read-only replicas) are not supported; \
+                              the capture writes them to signal.data.collection on the primary",
+                    });
                 }
             }
             _ => return Ok(false),
@@ -113,10 +117,21 @@ fn strings(v: Option<&J>) -> Vec<String> {
     }
 }
 
+/// A signal row that cannot be read; the capture says it and goes on.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SignalError {
+    #[error("signal {id:?} ({kind}): data is not JSON: {reason}")]
+    NotJson { id: String, kind: String, reason: String },
+    #[error("signal {id:?} (execute-snapshot): data names no \"data-collections\"")]
+    NoCollections { id: String },
+    #[error("signal {id:?}: each additional-conditions entry needs \"data-collection\" and \"filter\", got {entry}")]
+    BadCondition { id: String, entry: String },
+}
+
 /// Reads a signal row. A malformed `data` is an error naming the signal's id.
-pub fn parse(id: &str, kind: &str, data: Option<&str>) -> Result<Signal, String> {
+pub fn parse(id: &str, kind: &str, data: Option<&str>) -> Result<Signal, SignalError> {
     let data: J = match data.map(str::trim).filter(|d| !d.is_empty()) {
-        Some(d) => serde_json::from_str(d).map_err(|e| format!("signal {id:?} ({kind}): data is not JSON: {e}"))?,
+        Some(d) => serde_json::from_str(d).map_err(|e| SignalError::NotJson { id: id.into(), kind: kind.into(), reason: e.to_string() })?,
         None => J::Null,
     };
     let snapshot_type = data.get("type").and_then(J::as_str).unwrap_or("incremental").to_ascii_lowercase();
@@ -127,13 +142,13 @@ pub fn parse(id: &str, kind: &str, data: Option<&str>) -> Result<Signal, String>
             }
             let collections = strings(data.get("data-collections"));
             if collections.is_empty() {
-                return Err(format!("signal {id:?} (execute-snapshot): data names no \"data-collections\""));
+                return Err(SignalError::NoCollections { id: id.into() });
             }
             let mut conditions = Vec::new();
             if let Some(J::Array(list)) = data.get("additional-conditions") {
                 for c in list {
                     let (Some(dc), Some(f)) = (c.get("data-collection").and_then(J::as_str), c.get("filter").and_then(J::as_str)) else {
-                        return Err(format!("signal {id:?}: each additional-conditions entry needs \"data-collection\" and \"filter\", got {c}"));
+                        return Err(SignalError::BadCondition { id: id.into(), entry: c.to_string() });
                     };
                     conditions.push((dc.to_string(), f.to_string()));
                 }
@@ -188,8 +203,9 @@ mod tests {
         assert!(matches!(parse("z", "execute-snapshot", Some(r#"{"data-collections": ["a"], "type": "blocking"}"#)).unwrap(), Signal::Ignored(_)));
         assert!(matches!(parse("z", "log", None).unwrap(), Signal::Ignored(_)));
         let e = parse("bad-1", "execute-snapshot", Some("{not json")).unwrap_err();
-        assert!(e.contains("bad-1"), "{e}");
-        assert!(parse("bad-2", "execute-snapshot", Some("{}")).unwrap_err().contains("data-collections"));
+        assert!(matches!(&e, SignalError::NotJson { id, .. } if id == "bad-1"), "{e}");
+        assert!(e.to_string().contains("bad-1"), "{e}");
+        assert_eq!(parse("bad-2", "execute-snapshot", Some("{}")).unwrap_err(), SignalError::NoCollections { id: "bad-2".into() });
         assert!(names("public.mnist_.*", "public", "mnist_train"));
         assert!(!names("public.a", "public", "ab"));
     }

@@ -37,12 +37,22 @@ pub struct SpilledTx {
     pub changes: u64,
 }
 
-fn io_err(e: std::io::Error) -> String {
-    format!("spilling a streamed transaction to a temporary file: {e}")
+/// Why a streamed transaction could not be kept or read back.
+#[derive(Debug, thiserror::Error)]
+pub enum SpillError {
+    #[error("spilling a streamed transaction to a temporary file: {0}")]
+    Io(#[from] std::io::Error),
+    /// A record names a relation version the spill never wrote (a damaged file).
+    #[error("spill: relation index {0} was never recorded")]
+    BadRelation(usize),
+}
+
+fn io_err(e: std::io::Error) -> SpillError {
+    SpillError::Io(e)
 }
 
 impl SpilledTx {
-    fn write(&mut self, bytes: &[u8]) -> Result<(), String> {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), SpillError> {
         if self.file.is_none() && self.mem.len() + bytes.len() > MEMORY_LIMIT {
             let mut f = BufWriter::with_capacity(1 << 20, tempfile::tempfile().map_err(io_err)?);
             f.write_all(&self.mem).map_err(io_err)?;
@@ -59,7 +69,7 @@ impl SpilledTx {
     }
 
     /// Records a change message naming the relations `rels` (as described now).
-    pub fn push(&mut self, rels: &[(u32, Arc<Rel>)], subxid: u32, wal_start: u64, data: &[u8]) -> Result<(), String> {
+    pub fn push(&mut self, rels: &[(u32, Arc<Rel>)], subxid: u32, wal_start: u64, data: &[u8]) -> Result<(), SpillError> {
         for (oid, rel) in rels {
             let same = self.current.get(oid).is_some_and(|&i| Arc::ptr_eq(&self.rels[i], rel));
             if !same {
@@ -93,7 +103,7 @@ impl SpilledTx {
     }
 
     /// Reads the records back, in order, skipping aborted subtransactions.
-    pub fn into_reader(self) -> Result<SpillReader, String> {
+    pub fn into_reader(self) -> Result<SpillReader, SpillError> {
         let src: Box<dyn Read + Send> = match self.file {
             Some(f) => {
                 let mut f = f.into_inner().map_err(|e| io_err(e.into_error()))?;
@@ -114,14 +124,14 @@ pub struct SpillReader {
 }
 
 impl SpillReader {
-    fn exact<const N: usize>(&mut self) -> Result<[u8; N], String> {
+    fn exact<const N: usize>(&mut self) -> Result<[u8; N], SpillError> {
         let mut b = [0u8; N];
         self.src.read_exact(&mut b).map_err(io_err)?;
         Ok(b)
     }
 
     /// The next record, `None` at the end.
-    pub fn next_record(&mut self) -> Result<Option<Record>, String> {
+    pub fn next_record(&mut self) -> Result<Option<Record>, SpillError> {
         loop {
             let mut kind = [0u8; 1];
             if self.src.read(&mut kind).map_err(io_err)? == 0 {
@@ -130,7 +140,7 @@ impl SpillReader {
             if kind[0] == 0 {
                 let oid = u32::from_be_bytes(self.exact()?);
                 let idx = u32::from_be_bytes(self.exact()?) as usize;
-                let rel = self.rels.get(idx).cloned().ok_or("spill: bad relation index")?;
+                let rel = self.rels.get(idx).cloned().ok_or(SpillError::BadRelation(idx))?;
                 return Ok(Some(Record::SetRel { oid, rel }));
             }
             let subxid = u32::from_be_bytes(self.exact()?);

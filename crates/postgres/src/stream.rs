@@ -489,7 +489,7 @@ async fn handle(
                 if !rels.is_empty() {
                     let spilled = st.streams.entry(top).or_default();
                     let was_on_disk = spilled.on_disk();
-                    spilled.push(&rels, sub, wal_start, raw).map_err(CaptureError::Protocol)?;
+                    spilled.push(&rels, sub, wal_start, raw)?;
                     if spilled.on_disk() && !was_on_disk {
                         ctx.stats.lock().expect("stats").spilled_transactions += 1;
                         info!("streamed transaction {top} passed {} MB: its changes go to a temporary file until it commits", crate::spill::MEMORY_LIMIT >> 20);
@@ -534,7 +534,7 @@ async fn handle(
             s.streamed_transactions += 1;
             s.streamed_changes += spilled.changes;
             drop(s);
-            let reader = spilled.into_reader().map_err(CaptureError::Protocol)?;
+            let reader = spilled.into_reader()?;
             let tx = TxMeta { ts_us: pg_ts_to_unix_us(ts), xid: Some(xid as i64), last_commit: st.last_commit };
             st.last_commit = Some(Lsn(end_lsn));
             return Ok(Some(Replay { reader, end_lsn, tx }));
@@ -570,7 +570,7 @@ async fn replay(
     let mut last_status = Instant::now();
     let mut rels: HashMap<u32, Arc<Rel>> = HashMap::new();
     let mut held: Option<Message> = None;
-    while let Some(rec) = reader.next_record().map_err(CaptureError::Protocol)? {
+    while let Some(rec) = reader.next_record()? {
         match rec {
             Record::SetRel { oid, rel } => {
                 rels.insert(oid, rel);

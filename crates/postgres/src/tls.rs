@@ -22,6 +22,8 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::SettingError;
+
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
@@ -42,7 +44,7 @@ pub enum SslMode {
 }
 
 impl SslMode {
-    pub fn parse(v: &str) -> Result<SslMode, String> {
+    pub fn parse(v: &str) -> Result<SslMode, SettingError> {
         Ok(match v {
             "disable" | "disabled" => SslMode::Disable,
             "allow" => SslMode::Allow,
@@ -50,7 +52,7 @@ impl SslMode {
             "require" | "required" => SslMode::Require,
             "verify-ca" | "verify_ca" => SslMode::VerifyCa,
             "verify-full" | "verify_full" => SslMode::VerifyFull,
-            other => return Err(format!("invalid sslmode {other:?} (expected disable, allow, prefer, require, verify-ca or verify-full)")),
+            other => return Err(SettingError::value(other, "an sslmode: disable, allow, prefer, require, verify-ca or verify-full")),
         })
     }
 
@@ -98,18 +100,18 @@ fn home_file(name: &str) -> Option<PathBuf> {
 
 impl TlsSettings {
     /// Defaults from libpq's environment (`PGSSLMODE`, `PGSSLROOTCERT`, `PGSSLCERT`, `PGSSLKEY`).
-    pub fn from_env() -> Result<TlsSettings, String> {
+    pub fn from_env() -> Result<TlsSettings, SettingError> {
         let mut t = TlsSettings::default();
         for (var, key) in [("PGSSLMODE", "sslmode"), ("PGSSLROOTCERT", "sslrootcert"), ("PGSSLCERT", "sslcert"), ("PGSSLKEY", "sslkey")] {
             if let Some(v) = env(var) {
-                t.set(key, &v).map_err(|e| format!("{var}: {e}"))?;
+                t.set(key, &v).map_err(|e| SettingError::Env { var, source: Box::new(e) })?;
             }
         }
         Ok(t)
     }
 
     /// Sets one of [`KEYS`].
-    pub fn set(&mut self, key: &str, v: &str) -> Result<(), String> {
+    pub fn set(&mut self, key: &str, v: &str) -> Result<(), SettingError> {
         match key {
             "sslmode" => {
                 self.mode = SslMode::parse(v)?;
@@ -123,7 +125,7 @@ impl TlsSettings {
             }
             "sslcert" => self.cert = Some(PathBuf::from(v)),
             "sslkey" => self.key = Some(PathBuf::from(v)),
-            other => return Err(format!("unknown TLS setting {other:?}")),
+            other => return Err(SettingError::UnknownKey(other.to_string())),
         }
         Ok(())
     }
@@ -149,12 +151,12 @@ impl TlsSettings {
     }
 
     /// The rustls client configuration for a TLS attempt.
-    pub fn client_config(&self) -> Result<Arc<ClientConfig>, String> {
+    pub fn client_config(&self) -> Result<Arc<ClientConfig>, TlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = ClientConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions().map_err(|e| e.to_string())?;
+        let builder = ClientConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
         let system = self.rootcert.as_deref() == Some("system");
         if system && self.mode != SslMode::VerifyFull {
-            return Err(format!("weak sslmode \"{}\" may not be used with sslrootcert=system (use \"verify-full\")", self.mode.as_str()));
+            return Err(TlsError::WeakModeWithSystemRoots(self.mode.as_str()));
         }
         let root_file = if system { None } else { self.rootcert_path().filter(|p| p.exists()) };
         let verify = self.mode >= SslMode::VerifyCa || root_file.is_some() || system;
@@ -165,21 +167,19 @@ impl TlsSettings {
             } else {
                 let Some(path) = root_file else {
                     let shown = self.rootcert_path().map_or_else(|| "~/.postgresql/root.crt".into(), |p| p.display().to_string());
-                    return Err(format!(
-                        "root certificate file \"{shown}\" does not exist; either provide the file, use the system's trusted roots with \
-                         sslrootcert=system, or change sslmode to disable server certificate verification"
-                    ));
+                    return Err(TlsError::NoRootFile(shown));
                 };
-                let certs = CertificateDer::pem_file_iter(&path).map_err(|e| format!("sslrootcert {}: {e}", path.display()))?;
+                let file = |e: &dyn std::fmt::Display| TlsError::File { setting: "sslrootcert", path: path.clone(), reason: e.to_string() };
+                let certs = CertificateDer::pem_file_iter(&path).map_err(|e| file(&e))?;
                 for c in certs {
-                    let c = c.map_err(|e| format!("sslrootcert {}: {e}", path.display()))?;
-                    roots.add(c).map_err(|e| format!("sslrootcert {}: {e}", path.display()))?;
+                    let c = c.map_err(|e| file(&e))?;
+                    roots.add(c).map_err(|e| file(&e))?;
                 }
                 if roots.is_empty() {
-                    return Err(format!("sslrootcert {}: no certificate in the file", path.display()));
+                    return Err(file(&"no certificate in the file"));
                 }
             }
-            let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build().map_err(|e| e.to_string())?;
+            let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build().map_err(|e| TlsError::Roots(e.to_string()))?;
             // Below verify-full the host name is not checked (libpq's verify-ca).
             Arc::new(Verifier { inner: Some(inner), check_name: self.mode == SslMode::VerifyFull, provider: provider.clone() })
         } else {
@@ -189,12 +189,13 @@ impl TlsSettings {
         let cert = self.cert.clone().or_else(|| home_file("postgresql.crt"));
         let config = match cert.filter(|p| self.cert.is_some() || p.exists()) {
             Some(cert) => {
-                let key = self.key.clone().or_else(|| home_file("postgresql.key")).ok_or("sslkey: no key file for the client certificate")?;
+                let key = self.key.clone().or_else(|| home_file("postgresql.key")).ok_or(TlsError::NoKey)?;
                 check_key_permissions(&key)?;
+                let cert_file = |e: &dyn std::fmt::Display| TlsError::File { setting: "sslcert", path: cert.clone(), reason: e.to_string() };
                 let chain: Vec<CertificateDer<'static>> =
-                    CertificateDer::pem_file_iter(&cert).and_then(|it| it.collect::<Result<_, _>>()).map_err(|e| format!("sslcert {}: {e}", cert.display()))?;
-                let key_der = PrivateKeyDer::from_pem_file(&key).map_err(|e| format!("sslkey {}: {e}", key.display()))?;
-                builder.with_client_auth_cert(chain, key_der).map_err(|e| format!("sslcert {}: {e}", cert.display()))?
+                    CertificateDer::pem_file_iter(&cert).and_then(|it| it.collect::<Result<_, _>>()).map_err(|e| cert_file(&e))?;
+                let key_der = PrivateKeyDer::from_pem_file(&key).map_err(|e| TlsError::File { setting: "sslkey", path: key.clone(), reason: e.to_string() })?;
+                builder.with_client_auth_cert(chain, key_der).map_err(|e| cert_file(&e))?
             }
             None => builder.with_no_client_auth(),
         };
@@ -203,13 +204,13 @@ impl TlsSettings {
 }
 
 /// libpq refuses a private key that others may read.
-fn check_key_permissions(key: &std::path::Path) -> Result<(), String> {
-    let meta = std::fs::metadata(key).map_err(|e| format!("sslkey {}: {e}", key.display()))?;
+fn check_key_permissions(key: &std::path::Path) -> Result<(), TlsError> {
+    let meta = std::fs::metadata(key).map_err(|e| TlsError::File { setting: "sslkey", path: key.to_path_buf(), reason: e.to_string() })?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         if meta.permissions().mode() & 0o077 != 0 {
-            return Err(format!("private key file \"{}\" has group or world access; file must have permissions u=rw (0600) or less", key.display()));
+            return Err(TlsError::KeyReadableByOthers(key.to_path_buf()));
         }
     }
     let _ = meta;
@@ -217,8 +218,34 @@ fn check_key_permissions(key: &std::path::Path) -> Result<(), String> {
 }
 
 /// The server name rustls checks (an IP address or a DNS name).
-pub fn server_name(host: &str) -> Result<ServerName<'static>, String> {
-    ServerName::try_from(host.to_string()).map_err(|e| format!("host {host:?} is not a valid TLS server name: {e}"))
+pub fn server_name(host: &str) -> Result<ServerName<'static>, TlsError> {
+    ServerName::try_from(host.to_string()).map_err(|e| TlsError::ServerName { host: host.to_string(), reason: e.to_string() })
+}
+
+/// Why a TLS attempt could not be set up (before any byte is sent), in libpq's words where
+/// libpq has them.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("weak sslmode \"{0}\" may not be used with sslrootcert=system (use \"verify-full\")")]
+    WeakModeWithSystemRoots(&'static str),
+    #[error(
+        "root certificate file \"{0}\" does not exist; either provide the file, use the system's trusted roots with \
+         sslrootcert=system, or change sslmode to disable server certificate verification"
+    )]
+    NoRootFile(String),
+    /// A file named by `setting` that cannot be read or used.
+    #[error("{setting} {}: {reason}", path.display())]
+    File { setting: &'static str, path: PathBuf, reason: String },
+    #[error("sslkey: no key file for the client certificate")]
+    NoKey,
+    #[error("private key file \"{}\" has group or world access; file must have permissions u=rw (0600) or less", .0.display())]
+    KeyReadableByOthers(PathBuf),
+    #[error("host {host:?} is not a valid TLS server name: {reason}")]
+    ServerName { host: String, reason: String },
+    #[error("the root certificates: {0}")]
+    Roots(String),
+    #[error(transparent)]
+    Rustls(#[from] rustls::Error),
 }
 
 /// Checks the chain (when `inner` is set) and the name (when `check_name`); handshake
@@ -366,10 +393,10 @@ mod tests {
         assert_eq!(t(SslMode::Prefer).attempts(false), &[Attempt::Tls { required: false }, Attempt::Plain]);
         assert_eq!(t(SslMode::Allow).attempts(false), &[Attempt::Plain, Attempt::Tls { required: true }]);
         assert_eq!(t(SslMode::VerifyFull).attempts(true), &[Attempt::Plain]);
-        assert!(SslMode::parse("verify-fulll").unwrap_err().contains("verify-full"));
+        assert!(SslMode::parse("verify-fulll").unwrap_err().to_string().contains("verify-full"));
         let missing = TlsSettings { mode: SslMode::VerifyCa, rootcert: Some("/nonexistent/ca.pem".into()), ..Default::default() };
-        assert!(missing.client_config().unwrap_err().contains("/nonexistent/ca.pem\" does not exist"));
+        assert!(missing.client_config().unwrap_err().to_string().contains("/nonexistent/ca.pem\" does not exist"));
         let weak = TlsSettings { mode: SslMode::Require, rootcert: Some("system".into()), ..Default::default() };
-        assert!(weak.client_config().unwrap_err().contains("verify-full"));
+        assert!(weak.client_config().unwrap_err().to_string().contains("verify-full"));
     }
 }

@@ -4,7 +4,7 @@
 use num_bigint::BigInt;
 
 use super::datum::{Bits, Date, Datum, Numeric, Ts, PG_EPOCH_DAYS, PG_EPOCH_MICROS};
-use super::{oids, text, Kind, PgType};
+use super::{oids, text, Kind, PgType, ValueError};
 
 /// Reads big-endian fields off a byte slice, with errors that say what was short.
 struct Reader<'a> {
@@ -13,52 +13,52 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], ValueError> {
         if self.b.len() < n {
-            return Err(format!("{}: expected {n} more bytes, got {}", self.what, self.b.len()));
+            return Err(ValueError::Short { what: self.what.into(), want: n, got: self.b.len() });
         }
         let (h, t) = self.b.split_at(n);
         self.b = t;
         Ok(h)
     }
-    fn i16(&mut self) -> Result<i16, String> {
+    fn i16(&mut self) -> Result<i16, ValueError> {
         Ok(i16::from_be_bytes(self.take(2)?.try_into().expect("2 bytes")))
     }
-    fn i32(&mut self) -> Result<i32, String> {
+    fn i32(&mut self) -> Result<i32, ValueError> {
         Ok(i32::from_be_bytes(self.take(4)?.try_into().expect("4 bytes")))
     }
-    fn i64(&mut self) -> Result<i64, String> {
+    fn i64(&mut self) -> Result<i64, ValueError> {
         Ok(i64::from_be_bytes(self.take(8)?.try_into().expect("8 bytes")))
     }
-    fn f64(&mut self) -> Result<f64, String> {
+    fn f64(&mut self) -> Result<f64, ValueError> {
         Ok(f64::from_be_bytes(self.take(8)?.try_into().expect("8 bytes")))
     }
-    fn done(&self) -> Result<(), String> {
+    fn done(&self) -> Result<(), ValueError> {
         if self.b.is_empty() {
             Ok(())
         } else {
-            Err(format!("{}: {} bytes left over", self.what, self.b.len()))
+            Err(ValueError::LeftOver { what: self.what.into(), left: self.b.len() })
         }
     }
 }
 
-fn fixed<const N: usize>(b: &[u8], what: &str) -> Result<[u8; N], String> {
-    b.try_into().map_err(|_| format!("{what}: expected {N} bytes, got {}", b.len()))
+fn fixed<const N: usize>(b: &[u8], what: &str) -> Result<[u8; N], ValueError> {
+    b.try_into().map_err(|_| ValueError::Length { what: what.into(), want: N, got: b.len() })
 }
 
-fn utf8(b: &[u8], what: &str) -> Result<String, String> {
-    String::from_utf8(b.to_vec()).map_err(|e| format!("{what}: invalid UTF-8: {e}"))
+fn utf8(b: &[u8], what: &str) -> Result<String, ValueError> {
+    String::from_utf8(b.to_vec()).map_err(|e| ValueError::Utf8 { what: what.into(), detail: e.to_string() })
 }
 
-fn ts(us: i64) -> Result<Ts, String> {
+fn ts(us: i64) -> Result<Ts, ValueError> {
     Ok(match us {
         i64::MAX => Ts::PosInf,
         i64::MIN => Ts::NegInf,
-        v => Ts::Micros(v.checked_add(PG_EPOCH_MICROS).ok_or_else(|| format!("timestamp {v} µs after 2000 is out of range"))?),
+        v => Ts::Micros(v.checked_add(PG_EPOCH_MICROS).ok_or_else(|| ValueError::invalid("timestamp", format!("{v} µs after 2000 is out of range")))?),
     })
 }
 
-fn numeric(b: &[u8]) -> Result<Numeric, String> {
+fn numeric(b: &[u8]) -> Result<Numeric, ValueError> {
     let mut r = Reader { b, what: "numeric" };
     let ndigits = r.i16()? as i64;
     let weight = r.i16()? as i64;
@@ -69,7 +69,7 @@ fn numeric(b: &[u8]) -> Result<Numeric, String> {
         0xD000 => return Ok(Numeric::PosInf),
         0xF000 => return Ok(Numeric::NegInf),
         0 | 0x4000 => {}
-        s => return Err(format!("numeric: unknown sign {s:#x}")),
+        s => return Err(ValueError::invalid("numeric", format!("unknown sign {s:#x}"))),
     }
     let mut acc = BigInt::from(0);
     for _ in 0..ndigits {
@@ -83,7 +83,7 @@ fn numeric(b: &[u8]) -> Result<Numeric, String> {
 }
 
 /// `inet_send`: family, bits, is_cidr, length, address.
-fn inet(b: &[u8], cidr: bool) -> Result<String, String> {
+fn inet(b: &[u8], cidr: bool) -> Result<String, ValueError> {
     let mut r = Reader { b, what: "inet" };
     let h = r.take(4)?;
     let (family, bits) = (h[0], h[1]);
@@ -92,7 +92,7 @@ fn inet(b: &[u8], cidr: bool) -> Result<String, String> {
     let (text, full) = match (family, addr.len()) {
         (2, 4) => (std::net::Ipv4Addr::from(fixed::<4>(addr, "inet")?).to_string(), 32),
         (3, 16) => (std::net::Ipv6Addr::from(fixed::<16>(addr, "inet")?).to_string(), 128),
-        _ => return Err(format!("inet: family {family} with {} address bytes", addr.len())),
+        _ => return Err(ValueError::invalid("inet", format!("family {family} with {} address bytes", addr.len()))),
     };
     Ok(if cidr || bits != full { format!("{text}/{bits}") } else { text })
 }
@@ -103,13 +103,13 @@ fn mac(b: &[u8]) -> String {
 
 /// `range_send`: flags, then each present bound as length + the element's binary form;
 /// written as Postgres' `range_out` does.
-fn range(b: &[u8], elem: &PgType) -> Result<String, String> {
+fn range(b: &[u8], elem: &PgType) -> Result<String, ValueError> {
     let mut r = Reader { b, what: "range" };
     let flags = r.take(1)?[0];
     if flags & 0x01 != 0 {
         return Ok("empty".into());
     }
-    let mut bound = |present: bool| -> Result<String, String> {
+    let mut bound = |present: bool| -> Result<String, ValueError> {
         if !present {
             return Ok(String::new());
         }
@@ -127,7 +127,7 @@ fn range(b: &[u8], elem: &PgType) -> Result<String, String> {
 
 /// `array_send`: dimensions, null flag, element type, then each element; several
 /// dimensions are flattened in row-major order.
-fn array(b: &[u8], elem: &PgType) -> Result<Datum, String> {
+fn array(b: &[u8], elem: &PgType) -> Result<Datum, ValueError> {
     let mut r = Reader { b, what: "array" };
     let ndim = r.i32()?;
     let _has_null = r.i32()?;
@@ -148,12 +148,12 @@ fn array(b: &[u8], elem: &PgType) -> Result<Datum, String> {
 
 /// Decodes the binary form of a value of type `t`. Only types for which
 /// [`PgType::binary_supported`] is true may be asked for.
-pub fn decode(t: &PgType, b: &[u8]) -> Result<Datum, String> {
+pub fn decode(t: &PgType, b: &[u8]) -> Result<Datum, ValueError> {
     match &t.kind {
         Kind::Enum(_) => return Ok(Datum::Text(utf8(b, "enum")?)),
         Kind::Array(elem) => return array(b, elem),
         Kind::Range(elem) => return Ok(Datum::Text(range(b, elem)?)),
-        Kind::Other => return Err(format!("type {} (oid {}) has no binary decoder", t.name, t.oid)),
+        Kind::Other => return Err(ValueError::NoBinaryDecoder { ty: t.name.clone(), oid: t.oid }),
         Kind::Builtin => {}
     }
     Ok(match t.oid {
@@ -170,7 +170,7 @@ pub fn decode(t: &PgType, b: &[u8]) -> Result<Datum, String> {
         oids::TEXT | oids::VARCHAR | oids::BPCHAR | oids::NAME | oids::JSON | oids::XML => Datum::Text(utf8(b, &t.name)?),
         oids::JSONB => match b.split_first() {
             Some((1, rest)) => Datum::Text(utf8(rest, "jsonb")?),
-            _ => return Err("jsonb: expected version 1".into()),
+            _ => return Err(ValueError::invalid("jsonb", "expected version 1")),
         },
         oids::UUID => Datum::Uuid(fixed(b, "uuid")?),
         oids::DATE => Datum::Date(match i32::from_be_bytes(fixed(b, "date")?) {
@@ -211,6 +211,6 @@ pub fn decode(t: &PgType, b: &[u8]) -> Result<Datum, String> {
         oids::CIDR => Datum::Text(inet(b, true)?),
         oids::MACADDR => Datum::Text(mac(&fixed::<6>(b, "macaddr")?)),
         oids::MACADDR8 => Datum::Text(mac(&fixed::<8>(b, "macaddr8")?)),
-        other => return Err(format!("type {} (oid {other}) has no binary decoder", t.name)),
+        other => return Err(ValueError::NoBinaryDecoder { ty: t.name.clone(), oid: other }),
     })
 }

@@ -8,7 +8,8 @@ use num_bigint::BigInt;
 use tensorcdc_change::{Field, FieldType, Logical, Value};
 
 use super::datum::{decimal_string, naive_datetime, pg_time_text, Bits, Date, Datum, Numeric, Ts};
-use super::{oids, Kind, PgType};
+use super::{oids, Kind, PgType, ValueError};
+use crate::SettingError;
 
 /// `decimal.handling.mode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -60,14 +61,14 @@ impl Default for TypeSettings {
 
 impl TypeSettings {
     /// Applies one connector property; `Ok(false)` when the key is not a type setting.
-    pub fn set(&mut self, key: &str, v: &str) -> Result<bool, String> {
+    pub fn set(&mut self, key: &str, v: &str) -> Result<bool, SettingError> {
         match key {
             "decimal.handling.mode" => {
                 self.decimal = match v {
                     "precise" => DecimalMode::Precise,
                     "double" => DecimalMode::Double,
                     "string" => DecimalMode::String,
-                    o => return Err(format!("{o:?}: expected precise, double or string")),
+                    o => return Err(SettingError::value(o, "precise, double or string")),
                 }
             }
             "time.precision.mode" => {
@@ -75,18 +76,18 @@ impl TypeSettings {
                     "adaptive" => TimePrecisionMode::Adaptive,
                     "adaptive_time_microseconds" => TimePrecisionMode::AdaptiveTimeMicroseconds,
                     "connect" => TimePrecisionMode::Connect,
-                    o => return Err(format!("{o:?}: expected adaptive, adaptive_time_microseconds or connect")),
+                    o => return Err(SettingError::value(o, "adaptive, adaptive_time_microseconds or connect")),
                 }
             }
             "interval.handling.mode" => {
                 self.interval = match v {
                     "numeric" => IntervalMode::Numeric,
                     "string" => IntervalMode::String,
-                    o => return Err(format!("{o:?}: expected numeric or string")),
+                    o => return Err(SettingError::value(o, "numeric or string")),
                 }
             }
             "money.fraction.digits" => {
-                self.money_fraction_digits = v.parse().ok().filter(|n| *n <= 20).ok_or_else(|| format!("{v:?}: expected a number of digits"))?
+                self.money_fraction_digits = v.parse().ok().filter(|n| *n <= 20).ok_or_else(|| SettingError::value(v, "a number of digits (0 to 20)"))?
             }
             _ => return Ok(false),
         }
@@ -343,7 +344,7 @@ fn point_wkb(x: f64, y: f64) -> Vec<u8> {
     w
 }
 
-fn numeric_value(t: &PgType, n: Numeric, s: &TypeSettings) -> Result<Value, String> {
+fn numeric_value(t: &PgType, n: Numeric, s: &TypeSettings) -> Result<Value, ValueError> {
     let column_scale = if t.oid == oids::MONEY { Some(s.money_fraction_digits) } else { t.numeric_precision_scale().map(|p| p.1) };
     Ok(match (decimal_repr(t, s), n) {
         (Repr::Double, Numeric::NaN) => Value::Float64(f64::NAN),
@@ -359,11 +360,7 @@ fn numeric_value(t: &PgType, n: Numeric, s: &TypeSettings) -> Result<Value, Stri
             None => Value::String(decimal_string(&unscaled, scale)),
         },
         (_, Numeric::NaN | Numeric::PosInf | Numeric::NegInf) => {
-            return Err(format!(
-                "got a special value (NaN/Infinity) for a Decimal column of type {}, but decimal.handling.mode=precise cannot represent it; \
-                 set decimal.handling.mode to string or double",
-                t.name
-            ))
+            return Err(ValueError::SpecialDecimal { ty: t.name.clone() })
         }
         (Repr::Decimal(to), Numeric::Finite { unscaled, scale }) => Value::Bytes(twos_complement(&Numeric::rescaled(&unscaled, scale, to))),
         (_, Numeric::Finite { mut unscaled, mut scale }) => {
@@ -380,7 +377,7 @@ fn numeric_value(t: &PgType, n: Numeric, s: &TypeSettings) -> Result<Value, Stri
 
 /// The value Debezium writes for a datum of type `t`; an error for a value Debezium
 /// refuses (NaN numeric in precise mode).
-pub fn value(t: &PgType, d: Datum, s: &TypeSettings) -> Result<Value, String> {
+pub fn value(t: &PgType, d: Datum, s: &TypeSettings) -> Result<Value, ValueError> {
     Ok(match d {
         Datum::Null => Value::Null,
         Datum::Bool(b) => Value::Boolean(b),

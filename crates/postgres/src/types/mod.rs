@@ -9,6 +9,7 @@ pub mod binary;
 pub mod datum;
 pub mod debezium;
 pub mod defaults;
+pub mod error;
 pub mod text;
 
 use std::collections::HashMap;
@@ -19,6 +20,7 @@ use tensorcdc_change::Value;
 use tokio_postgres::Client;
 
 pub use debezium::{DecimalMode, IntervalMode, TimePrecisionMode, TypeSettings};
+pub use error::ValueError;
 
 use crate::pgoutput::TupleValue;
 
@@ -228,11 +230,11 @@ impl TypeCache {
 }
 
 /// Decodes a pgoutput tuple column.
-pub fn from_tuple(t: &PgType, v: &TupleValue, s: &TypeSettings) -> Result<Value, String> {
+pub fn from_tuple(t: &PgType, v: &TupleValue, s: &TypeSettings) -> Result<Value, ValueError> {
     let d = match v {
         TupleValue::Null => return Ok(Value::Null),
         TupleValue::Unchanged => return Ok(Value::Unchanged),
-        TupleValue::Text(b) => text::decode(t, std::str::from_utf8(b).map_err(|e| format!("type {}: invalid UTF-8: {e}", t.name))?)?,
+        TupleValue::Text(b) => text::decode(t, std::str::from_utf8(b).map_err(|e| ValueError::Utf8 { what: t.name.clone(), detail: e.to_string() })?)?,
         TupleValue::Binary(b) => binary::decode(t, b)?,
     };
     debezium::value(t, d, s)
@@ -240,12 +242,12 @@ pub fn from_tuple(t: &PgType, v: &TupleValue, s: &TypeSettings) -> Result<Value,
 
 /// Decodes a binary COPY field of the snapshot (a type without binary decoder was selected
 /// as `::text`, and arrives as its text).
-pub fn from_copy(t: &PgType, v: Option<Bytes>, s: &TypeSettings) -> Result<Value, String> {
+pub fn from_copy(t: &PgType, v: Option<Bytes>, s: &TypeSettings) -> Result<Value, ValueError> {
     let Some(b) = v else { return Ok(Value::Null) };
     let d = if t.binary_supported() {
         binary::decode(t, &b)?
     } else {
-        text::decode(t, std::str::from_utf8(&b).map_err(|e| format!("type {}: invalid UTF-8: {e}", t.name))?)?
+        text::decode(t, std::str::from_utf8(&b).map_err(|e| ValueError::Utf8 { what: t.name.clone(), detail: e.to_string() })?)?
     };
     debezium::value(t, d, s)
 }
@@ -277,11 +279,11 @@ mod tests {
             assert_eq!(format!("{a:?}"), format!("{b:?}"), "oid {oid}: {txt}");
         }
         let int4 = PgType::builtin(oids::INT4, -1);
-        assert!(from_tuple(&int4, &TupleValue::Binary(Bytes::from_static(&[0, 1])), &s).unwrap_err().contains("expected 4 bytes"));
+        assert!(from_tuple(&int4, &TupleValue::Binary(Bytes::from_static(&[0, 1])), &s).unwrap_err().to_string().contains("expected 4 bytes"));
         assert!(from_tuple(&int4, &TupleValue::Text(Bytes::from_static(b"x")), &s).is_err());
         let ext = PgType { oid: 99999, typmod: -1, kind: Kind::Other, name: "hstore".into() };
         assert!(!ext.binary_supported());
         assert_eq!(from_tuple(&ext, &TupleValue::Text(Bytes::from_static(b"\"a\"=>\"1\"")), &s).unwrap(), Value::String("\"a\"=>\"1\"".into()));
-        assert!(from_tuple(&ext, &TupleValue::Binary(Bytes::from_static(b"\0\0")), &s).unwrap_err().contains("no binary decoder"));
+        assert!(from_tuple(&ext, &TupleValue::Binary(Bytes::from_static(b"\0\0")), &s).unwrap_err().to_string().contains("no binary decoder"));
     }
 }

@@ -6,10 +6,10 @@
 use chrono::NaiveDate;
 
 use super::datum::{days_of, pg_date_text, pg_timestamp_text, Bits, Date, Datum, Numeric, Ts};
-use super::{oids, Kind, PgType};
+use super::{oids, Kind, PgType, ValueError};
 
-fn err(t: &PgType, s: &str, expected: &str) -> String {
-    format!("type {}: {:?} is not {expected}", t.name, truncate(s))
+fn err(t: &PgType, s: &str, expected: &'static str) -> ValueError {
+    ValueError::Text { ty: t.name.clone(), text: truncate(s).to_string(), expected }
 }
 
 fn truncate(s: &str) -> &str {
@@ -190,7 +190,7 @@ fn array_elements(s: &str) -> Option<Vec<Option<String>>> {
 }
 
 /// Decodes the text form of a value of type `t`.
-pub fn decode(t: &PgType, s: &str) -> Result<Datum, String> {
+pub fn decode(t: &PgType, s: &str) -> Result<Datum, ValueError> {
     match &t.kind {
         Kind::Array(elem) => {
             let items = array_elements(s).ok_or_else(|| err(t, s, "an array"))?;
@@ -207,7 +207,7 @@ pub fn decode(t: &PgType, s: &str) -> Result<Datum, String> {
         }),
         oids::BYTEA => {
             let h = s.strip_prefix("\\x").ok_or_else(|| err(t, s, "bytea in hex format"))?;
-            Datum::Bytes(hex::decode(h).map_err(|e| format!("bytea hex: {e}"))?)
+            Datum::Bytes(hex::decode(h).map_err(|e| ValueError::invalid("bytea hex", e))?)
         }
         oids::INT2 => Datum::Int2(s.parse().map_err(|_| err(t, s, "an int2"))?),
         oids::INT4 => Datum::Int4(s.parse().map_err(|_| err(t, s, "an int4"))?),
