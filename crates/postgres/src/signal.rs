@@ -63,7 +63,10 @@ impl SignalSettings {
             }
             "incremental.snapshot.watermarking.strategy" => {
                 if v != "insert_insert" {
-                    return Err(SettingError::Unsupported { value: v.into(), why: "tensorcdc writes both watermarks (insert_insert); insert_delete is not supported" });
+                    return Err(SettingError::Unsupported {
+                        value: v.into(),
+                        why: "tensorcdc writes both watermarks (insert_insert); insert_delete is not supported",
+                    });
                 }
             }
             "read.only" => {

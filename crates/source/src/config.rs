@@ -130,7 +130,7 @@ impl SourceConfig {
             cfg.temporary_slot = false;
             cfg.offset_file.clone_from(&self.offset_file);
             if let Some(t) = &self.signal_table {
-                cfg.signals.set("signal.data.collection", t).map_err(SourceError::Config)?;
+                cfg.signals.set("signal.data.collection", t).map_err(|e| SourceError::Config(e.to_string()))?;
                 cfg.signals.initial = true;
                 cfg.snapshot_mode = SnapshotMode::Never;
             }

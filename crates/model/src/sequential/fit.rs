@@ -35,14 +35,20 @@ impl Loss {
         matches!(self, Loss::SparseCategoricalCrossentropy | Loss::BinaryCrossentropy)
     }
 
-    pub fn parse(name: &str) -> Result<Loss, String> {
+    pub fn parse(name: &str) -> Result<Loss, ModelError> {
         Ok(match name {
             "sparse_categorical_crossentropy" => Loss::SparseCategoricalCrossentropy,
             "binary_crossentropy" => Loss::BinaryCrossentropy,
             "mean_squared_error" | "mse" => Loss::MeanSquaredError,
             "mean_absolute_error" | "mae" => Loss::MeanAbsoluteError,
             "huber" => Loss::Huber { delta: 1.0 },
-            o => return Err(format!("loss {o:?}: expected sparse_categorical_crossentropy, binary_crossentropy, mse, mae or huber")),
+            o => {
+                return Err(ModelError::Unsupported {
+                    what: "loss",
+                    name: o.into(),
+                    supported: "sparse_categorical_crossentropy, binary_crossentropy, mse, mae or huber",
+                })
+            }
         })
     }
 }

@@ -24,7 +24,7 @@ pub enum Activation {
 }
 
 impl Activation {
-    pub fn parse(name: &str) -> Result<Activation, String> {
+    pub fn parse(name: &str) -> Result<Activation, ModelError> {
         Ok(match name {
             "linear" | "None" => Activation::Linear,
             "relu" => Activation::Relu,
@@ -34,7 +34,9 @@ impl Activation {
             "gelu" => Activation::Gelu,
             "elu" => Activation::Elu,
             "selu" => Activation::Selu,
-            o => return Err(format!("activation {o:?} is not supported (relu, sigmoid, tanh, softmax, linear, gelu, elu, selu)")),
+            o => {
+                return Err(ModelError::Unsupported { what: "activation", name: o.into(), supported: "relu, sigmoid, tanh, softmax, linear, gelu, elu, selu" })
+            }
         })
     }
 }

@@ -359,9 +359,7 @@ fn numeric_value(t: &PgType, n: Numeric, s: &TypeSettings) -> Result<Value, Valu
             Some(to) => Value::String(decimal_string(&Numeric::rescaled(&unscaled, scale, to), to)),
             None => Value::String(decimal_string(&unscaled, scale)),
         },
-        (_, Numeric::NaN | Numeric::PosInf | Numeric::NegInf) => {
-            return Err(ValueError::SpecialDecimal { ty: t.name.clone() })
-        }
+        (_, Numeric::NaN | Numeric::PosInf | Numeric::NegInf) => return Err(ValueError::SpecialDecimal { ty: t.name.clone() }),
         (Repr::Decimal(to), Numeric::Finite { unscaled, scale }) => Value::Bytes(twos_complement(&Numeric::rescaled(&unscaled, scale, to))),
         (_, Numeric::Finite { mut unscaled, mut scale }) => {
             // `stripTrailingZeros()`, never below scale 0.
