@@ -146,7 +146,12 @@ async fn run_async(a: RunArgs, stop: Option<tokio::sync::watch::Receiver<bool>>)
     let mut again = Vec::new();
     let mut resumed_in_process = false;
     match resume::load(&versions)? {
-        None if by_txn => resume::reset_slot(&out.client, &slot, &offsets).await?,
+        None if by_txn => {
+            // As long as the capture itself would wait for a slot still held.
+            let c = cfg.capture_config(&a.source, &a.table)?;
+            let wait = std::time::Duration::from_millis(c.slot_retry_delay_ms.saturating_mul(c.slot_max_retries.into()));
+            resume::reset_slot(&out.client, &slot, &offsets, wait).await?
+        }
         None => {}
         Some(r) => {
             // The versions count what the slot sent; without it the changes since are lost,

@@ -33,11 +33,10 @@ pub struct Resumed {
 }
 
 /// Drops `slot` and its offsets file when no version was ever published: the next capture
-/// snapshots again. A slot still in use by another process is an error naming its PID.
-pub async fn reset_slot(client: &tokio_postgres::Client, slot: &str, offsets: &Path) -> Result<()> {
-    // A process killed a moment ago may still hold it until the server notices: the capture's
-    // own wait (slot.max.retries 6 x slot.retry.delay.ms 10,000).
-    let wait = std::time::Duration::from_secs(60);
+/// snapshots again. A slot still in use by another process is an error naming its PID, once
+/// `wait` has passed (a process killed a moment ago may hold it until the server notices; the
+/// caller passes the capture's own wait, `slot.max.retries` x `slot.retry.delay.ms`).
+pub async fn reset_slot(client: &tokio_postgres::Client, slot: &str, offsets: &Path, wait: std::time::Duration) -> Result<()> {
     let said = |pid, wait| eprintln!("run: slot {slot:?} is held by server process {pid} (a run killed a moment ago?); waiting up to {wait:?} for it");
     let exists = match tensorcdc_postgres::wait_for_slot(client, slot, wait, said).await? {
         SlotWait::Missing => false,
