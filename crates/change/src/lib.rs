@@ -20,6 +20,7 @@ pub mod value;
 
 pub use event::{ChangeEvent, Key, Message, Op, Payload, Snapshot, Source, SOURCE_KEY_HEADER};
 pub use lsn::Lsn;
+pub use names::UnknownName;
 pub use sink::{BatchAck, ChannelSink, MemorySink, PendingAck, Sink, SinkError};
 pub use value::{Field, FieldType, Logical, Row, Value};
 

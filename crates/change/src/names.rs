@@ -26,3 +26,20 @@ mod tests {
         assert_eq!(nearest("other", topics), None);
     }
 }
+
+/// A setting's value that is not one of the names it takes (`--nulls sometimes`,
+/// `binary.handling.mode=octal`): what was being read, what was given and what is taken.
+/// The error of this workspace's `FromStr` impls of named choices.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what} {got:?}: expected {expected}")]
+pub struct UnknownName {
+    pub what: &'static str,
+    pub got: String,
+    pub expected: &'static str,
+}
+
+impl UnknownName {
+    pub fn new(what: &'static str, got: &str, expected: &'static str) -> UnknownName {
+        UnknownName { what, got: got.to_string(), expected }
+    }
+}

@@ -26,13 +26,13 @@ pub enum Format {
 }
 
 impl std::str::FromStr for Format {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = tensorcdc_change::UnknownName;
+    fn from_str(s: &str) -> Result<Self, tensorcdc_change::UnknownName> {
         match s {
             "auto" => Ok(Format::Auto),
             "csv" => Ok(Format::Csv),
             "debezium" | "json" => Ok(Format::Debezium),
-            o => Err(format!("format {o:?}: expected auto, csv or debezium")),
+            o => Err(tensorcdc_change::UnknownName::new("format", o, "auto, csv or debezium")),
         }
     }
 }

@@ -29,9 +29,9 @@ impl std::fmt::Display for Position {
 /// The text [`Display`](std::fmt::Display) writes (`lsn 0/16B3748`, `topic/0@42`, `row 7`),
 /// read back: a position recorded in `versions.jsonl` is this text.
 impl std::str::FromStr for Position {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("position {s:?}: expected \"lsn X/Y\", \"topic/partition@offset\" or \"row N\"");
+    type Err = tensorcdc_change::UnknownName;
+    fn from_str(s: &str) -> Result<Self, tensorcdc_change::UnknownName> {
+        let bad = || tensorcdc_change::UnknownName::new("position", s, "\"lsn X/Y\", \"topic/partition@offset\" or \"row N\"");
         if let Some(l) = s.strip_prefix("lsn ") {
             return l.parse().map(Position::Lsn).map_err(|_| bad());
         }
@@ -243,7 +243,7 @@ mod tests {
         }
         for bad in ["", "lsn zz", "topic@3", "t/x@1", "row -1"] {
             let e = bad.parse::<Position>().unwrap_err();
-            assert!(e.contains(&format!("{bad:?}")), "{e}");
+            assert_eq!((e.what, e.got.as_str()), ("position", bad), "{e}");
         }
     }
 

@@ -61,14 +61,14 @@ pub const FASHION_CLASSES: [&str; 10] = ["T-shirt/top", "Trouser", "Pullover", "
 
 /// The names of the ten classes, by label: `digits` (0 to 9), `fashion` (Fashion-MNIST's), or
 /// ten names separated by commas.
-pub fn class_names(spec: &str) -> Result<Vec<String>, String> {
+pub fn class_names(spec: &str) -> Result<Vec<String>, crate::DatasetError> {
     match spec {
         "digits" => Ok((0..10).map(|d| d.to_string()).collect()),
         "fashion" | "fashion-mnist" => Ok(FASHION_CLASSES.iter().map(|c| c.to_string()).collect()),
         list => {
             let names: Vec<String> = list.split(',').map(|n| n.trim().to_string()).collect();
             if names.len() != 10 || names.iter().any(String::is_empty) {
-                return Err(format!("--classes {list:?}: expected digits, fashion, or ten names separated by commas (got {})", names.len()));
+                return Err(crate::DatasetError::Classes { given: list.to_string(), names: names.len() });
             }
             Ok(names)
         }
@@ -146,7 +146,7 @@ mod tests {
         assert_eq!(super::class_names("digits").unwrap()[7], "7");
         assert_eq!(super::class_names("fashion").unwrap()[9], "Ankle boot");
         assert_eq!(super::class_names("a,b,c,d,e,f,g,h,i,j").unwrap()[2], "c");
-        assert!(super::class_names("a,b").unwrap_err().contains("ten names"));
+        assert!(super::class_names("a,b").unwrap_err().to_string().contains("ten names"));
         assert_eq!(super::class_names_of_dir(Path::new("/usr/share/datasets/fashion-mnist"))[0], "T-shirt/top");
         assert_eq!(super::class_names_of_dir(Path::new("mnist"))[0], "0");
     }

@@ -176,7 +176,7 @@ impl Versions {
     /// Publishes a version: `write` fills the folder it is given (the checkpoint), then its
     /// line is appended to the history, the folder renamed into place and, when
     /// `meta.serving`, the serving pointer moved to it.
-    pub fn publish(&self, meta: &VersionMeta, write: impl FnOnce(&Path) -> Result<(), String>) -> Result<PathBuf, VersionError> {
+    pub fn publish<E: std::fmt::Display>(&self, meta: &VersionMeta, write: impl FnOnce(&Path) -> Result<(), E>) -> Result<PathBuf, VersionError> {
         let tmp = self.tmp(meta.version);
         let dest = self.path(meta.version);
         // Left by a crash before its line was written (or by an older tensorcdc that renamed
@@ -188,7 +188,7 @@ impl Versions {
             }
         }
         std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
-        write(&tmp).map_err(|reason| VersionError::Checkpoint { version: meta.version, reason })?;
+        write(&tmp).map_err(|e| VersionError::Checkpoint { version: meta.version, reason: e.to_string() })?;
         let json = serde_json::to_string(meta).expect("meta serialises");
         let vj = tmp.join("version.json");
         std::fs::write(&vj, &json).map_err(io(&vj))?;
@@ -252,8 +252,8 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let vs = Versions::open(d.path()).unwrap();
         assert_eq!(vs.next_number().unwrap(), 1);
-        vs.publish(&meta(1, true), |p| std::fs::write(p.join("model.bpk"), b"w1").map_err(|e| e.to_string())).unwrap();
-        vs.publish(&meta(2, false), |p| std::fs::write(p.join("model.bpk"), b"w2").map_err(|e| e.to_string())).unwrap();
+        vs.publish(&meta(1, true), |p| std::fs::write(p.join("model.bpk"), b"w1")).unwrap();
+        vs.publish(&meta(2, false), |p| std::fs::write(p.join("model.bpk"), b"w2")).unwrap();
         assert_eq!(vs.serving().unwrap(), Some(1), "a refused version does not serve");
         std::fs::write(d.path().join("serving"), "").unwrap();
         let e = vs.serving().unwrap_err().to_string();
@@ -262,7 +262,7 @@ mod tests {
         assert_eq!(std::fs::read(vs.path(2).join("model.bpk")).unwrap(), b"w2", "but it is kept");
         assert_eq!(vs.history().unwrap().iter().map(|m| (m.version, m.serving)).collect::<Vec<_>>(), vec![(1, true), (2, false)]);
         // A failed write leaves nothing in place and the history unchanged.
-        assert!(vs.publish(&meta(3, true), |_| Err("disk full".into())).is_err());
+        assert!(vs.publish(&meta(3, true), |_| Err("disk full")).is_err());
         assert!(!vs.path(3).exists());
         assert_eq!(vs.serving().unwrap(), Some(1));
         assert_eq!(vs.next_number().unwrap(), 3);
@@ -277,7 +277,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let vs = Versions::open(d.path()).unwrap();
         for v in 1..=6 {
-            vs.publish(&meta(v, v == 2), |p| std::fs::write(p.join("model.bpk"), b"w").map_err(|e| e.to_string())).unwrap();
+            vs.publish(&meta(v, v == 2), |p| std::fs::write(p.join("model.bpk"), b"w")).unwrap();
         }
         assert_eq!(vs.prune(0).unwrap(), 0, "0 keeps every checkpoint");
         assert_eq!(vs.prune(3).unwrap(), 2, "versions 1 and 3 go");
@@ -291,7 +291,7 @@ mod tests {
     fn a_publish_cut_between_any_two_steps_is_finished_or_forgotten_and_no_number_is_reused() {
         let d = tempfile::tempdir().unwrap();
         let vs = Versions::open(d.path()).unwrap();
-        vs.publish(&meta(1, true), |p| std::fs::write(p.join("model.bpk"), b"w1").map_err(|e| e.to_string())).unwrap();
+        vs.publish(&meta(1, true), |p| std::fs::write(p.join("model.bpk"), b"w1")).unwrap();
         // Cut after the history line, before the rename: version 2 is published on open.
         let tmp2 = d.path().join(".v000002.tmp");
         std::fs::create_dir_all(&tmp2).unwrap();
@@ -310,7 +310,7 @@ mod tests {
         // renamed first) is replaced by the next publish of its number, not an error.
         std::fs::create_dir_all(vs.path(3)).unwrap();
         std::fs::write(vs.path(3).join("model.bpk"), b"stale").unwrap();
-        vs.publish(&meta(3, false), |p| std::fs::write(p.join("model.bpk"), b"w3").map_err(|e| e.to_string())).unwrap();
+        vs.publish(&meta(3, false), |p| std::fs::write(p.join("model.bpk"), b"w3")).unwrap();
         assert_eq!(std::fs::read(vs.path(3).join("model.bpk")).unwrap(), b"w3");
         assert_eq!(vs.history().unwrap().iter().map(|m| m.version).collect::<Vec<_>>(), [1, 2, 3]);
         assert_eq!(vs.serving().unwrap(), Some(2));
@@ -323,7 +323,7 @@ mod tests {
         std::fs::OpenOptions::new().append(true).open(d.path().join("versions.jsonl")).unwrap().write_all(line.as_bytes()).unwrap();
         let vs = Versions::open(d.path()).unwrap();
         assert_eq!(vs.next_number().unwrap(), 5);
-        vs.publish(&meta(5, false), |p| std::fs::write(p.join("model.bpk"), b"w5").map_err(|e| e.to_string())).unwrap();
+        vs.publish(&meta(5, false), |p| std::fs::write(p.join("model.bpk"), b"w5")).unwrap();
         assert_eq!(vs.history().unwrap().iter().map(|m| m.version).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
         assert!(vs.path(4).join("version.json").is_file());
     }

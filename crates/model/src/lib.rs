@@ -36,6 +36,9 @@ pub enum ModelError {
     Checkpoint { path: std::path::PathBuf, reason: String },
     #[error("input: {0}")]
     Input(String),
+    /// A Keras config (an optimizer's, an initializer's) this crate cannot take, and why.
+    #[error("{0}")]
+    KerasConfig(String),
     /// A name (a loss, an activation) this crate does not implement.
     #[error("{what} {name:?} is not supported ({supported})")]
     Unsupported { what: &'static str, name: String, supported: &'static str },

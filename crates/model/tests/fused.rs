@@ -81,7 +81,7 @@ fn one_layer_heads_written_out_train_the_same_as_burns_graph() {
     assert!((e1.loss() - e2.loss()).abs() < 1e-5 && e2.loss() < 5.0 / 12.0, "loss {} vs {}", e1.loss(), e2.loss());
 
     let y = x.chunks(w).map(|r| i64::from(r[2] > 0.5) + i64::from(r[3] > 0.5)).collect();
-    let data = Data { x, width: w, y: Targets::Classes(y) };
+    let data = Data { x: x.clone(), width: w, y: Targets::Classes(y) };
     let spec = SequentialSpec { inputs: w, input_shape: None, layers: vec![dense(48, Activation::Relu), dense(3, Activation::Softmax)] };
     let one = trained(&spec, Loss::SparseCategoricalCrossentropy, &data, 1, 6);
     let three = trained(&spec, Loss::SparseCategoricalCrossentropy, &data, 3, 6);
@@ -90,6 +90,19 @@ fn one_layer_heads_written_out_train_the_same_as_burns_graph() {
     assert!(max_gap(&p1, &p3) < 1e-4, "probabilities differ by {}", max_gap(&p1, &p3));
     let (e1, e3) = (one.predictor().evaluate(&data, 64), three.predictor().evaluate(&data, 64));
     assert_eq!(e1.correct, e3.correct);
+
+    // A binary classifier as Keras users write it: Dense(1, sigmoid), binary cross-entropy.
+    let y = x.chunks(w).map(|r| i64::from(r[4] + r[5] > 1.0)).collect();
+    let data = Data { x: x.clone(), width: w, y: Targets::Classes(y) };
+    let spec = SequentialSpec { inputs: w, input_shape: None, layers: vec![dense(16, Activation::Relu), dense(1, Activation::Sigmoid)] };
+    let one = trained(&spec, Loss::BinaryCrossentropy, &data, 1, 6);
+    let two = trained(&spec, Loss::BinaryCrossentropy, &data, 2, 6);
+    assert!(two.is_fused());
+    let (p1, p2) = (one.predictor().predict(&data.x, w).unwrap(), two.predictor().predict(&data.x, w).unwrap());
+    assert!(max_gap(&p1, &p2) < 1e-4, "probabilities differ by {}", max_gap(&p1, &p2));
+    let (e1, e2) = (one.predictor().evaluate(&data, 64), two.predictor().evaluate(&data, 64));
+    assert_eq!(e1.correct, e2.correct);
+    assert!((e1.loss() - e2.loss()).abs() < 1e-5, "loss {} vs {}", e1.loss(), e2.loss());
 }
 
 #[test]

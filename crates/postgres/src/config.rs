@@ -154,8 +154,8 @@ impl Default for CaptureConfig {
     }
 }
 
-fn bad(key: &str, reason: impl Into<String>) -> CaptureError {
-    CaptureError::Config { key: key.into(), reason: reason.into() }
+fn bad(key: &str, reason: impl std::fmt::Display) -> CaptureError {
+    CaptureError::Config { key: key.into(), reason: reason.to_string() }
 }
 
 /// Compiles a comma-separated list of regular expressions, each anchored to the whole
@@ -279,7 +279,7 @@ impl CaptureConfig {
 
     /// Reads connector properties. Returns the config and the keys it did not know.
     pub fn from_properties(props: &BTreeMap<String, String>) -> Result<(CaptureConfig, Vec<String>), CaptureError> {
-        let mut c = CaptureConfig { tls: crate::tls::TlsSettings::from_env().map_err(|e| bad("database.sslmode", e.to_string()))?, ..CaptureConfig::default() };
+        let mut c = CaptureConfig { tls: crate::tls::TlsSettings::from_env().map_err(|e| bad("database.sslmode", e))?, ..CaptureConfig::default() };
         let mut unknown = Vec::new();
         let get_schemas = |k: &str| props.get(k).map(|v| parse_bool(k, v)).transpose();
         let key_schemas = get_schemas("key.converter.schemas.enable")?.unwrap_or(true);
@@ -382,8 +382,8 @@ impl CaptureConfig {
                 "bootstrap.servers" => {
                     c.kafka.insert(k.clone(), v.clone());
                 }
-                _ if c.types.set(k, v).map_err(|e| bad(k, e.to_string()))? => {}
-                _ if c.signals.set(k, v).map_err(|e| bad(k, e.to_string()))? => {}
+                _ if c.types.set(k, v).map_err(|e| bad(k, e))? => {}
+                _ if c.signals.set(k, v).map_err(|e| bad(k, e))? => {}
                 _ if k.starts_with("transforms.") => {
                     if !transform_names.iter().any(|n| k.starts_with(&format!("transforms.{n}."))) {
                         unknown.push(k.clone());
@@ -398,7 +398,7 @@ impl CaptureConfig {
         }
         for k in ["database.sslmode", "database.sslrootcert", "database.sslcert", "database.sslkey"] {
             if let Some(v) = props.get(k) {
-                c.tls.set(&k["database.".len()..], v).map_err(|e| bad(k, e.to_string()))?;
+                c.tls.set(&k["database.".len()..], v).map_err(|e| bad(k, e))?;
             }
         }
         if c.password.is_none() {

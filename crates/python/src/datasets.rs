@@ -58,9 +58,9 @@ fn spec_options(o: &Bound<'_, PyDict>, key_columns: Vec<String>) -> PyResult<Spe
         label: s("label")?.ok_or_else(|| pyo3::exceptions::PyValueError::new_err("label= is needed to learn from a table"))?,
         features: crate::get(o, "features")?,
         exclude: key_columns,
-        scaling: parse("scaling", "standard")?.parse().map_err(pyo3::exceptions::PyValueError::new_err)?,
-        nulls: parse("nulls", "skip")?.parse().map_err(pyo3::exceptions::PyValueError::new_err)?,
-        task: s("task")?.map(|t| t.parse()).transpose().map_err(pyo3::exceptions::PyValueError::new_err)?,
+        scaling: parse("scaling", "standard")?.parse().map_err(crate::value_error)?,
+        nulls: parse("nulls", "skip")?.parse().map_err(crate::value_error)?,
+        task: s("task")?.map(|t| t.parse()).transpose().map_err(crate::value_error)?,
     })
 }
 

@@ -54,11 +54,11 @@ pub(crate) fn source_config(d: &Bound<'_, PyDict>) -> PyResult<SourceConfig> {
     c.source = get(d, "url")?;
     c.table = get(d, "table")?;
     if let Some(f) = get::<String>(d, "format")? {
-        c.decode.format = f.parse().map_err(|e: String| pyo3::exceptions::PyValueError::new_err(format!("format: {e}")))?;
+        c.decode.format = f.parse().map_err(crate::value_error)?;
     }
     c.columns = get(d, "columns")?;
     if let Some(o) = get::<String>(d, "on_error")? {
-        c.on_error = o.parse::<OnError>().map_err(pyo3::exceptions::PyValueError::new_err)?;
+        c.on_error = o.parse::<OnError>().map_err(crate::value_error)?;
     }
     c.limit = get(d, "limit")?;
     if let Some(f) = get(d, "label_field")? {
@@ -85,4 +85,9 @@ fn _tensorcdc(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(testing::query, m)?)?;
     m.add_function(wrap_pyfunction!(run::run, m)?)?;
     Ok(())
+}
+
+/// A setting's bad value as Python's `ValueError` (the Rust error's words).
+pub(crate) fn value_error(e: impl std::fmt::Display) -> pyo3::PyErr {
+    pyo3::exceptions::PyValueError::new_err(e.to_string())
 }

@@ -26,14 +26,18 @@ pub fn record_key(r: &Record) -> Option<String> {
 /// The change a Kafka record stands for: Debezium JSON (with or without schemas, a
 /// tombstone is a delete), or a CSV line with `csv`'s columns. A CSV topic without known
 /// columns takes its first record as a header line when `header_ok`, and is an error otherwise.
-pub fn record_change(r: &Record, csv: &mut CsvColumns, header_ok: bool) -> Result<Option<tensorcdc_dataset::features::Change>, String> {
+pub fn record_change(
+    r: &Record,
+    csv: &mut CsvColumns,
+    header_ok: bool,
+) -> Result<Option<tensorcdc_dataset::features::Change>, tensorcdc_dataset::DatasetError> {
     let what = format!("{}/{}@{}", r.topic, r.partition, r.offset);
     let key = record_key(r);
     let json = r.value.as_deref().is_none_or(|v| v.iter().find(|c| !c.is_ascii_whitespace()) == Some(&b'{'));
     if json {
         change_of_json(r.value.as_deref(), key, &what).map(Some)
     } else if csv.0.is_none() && !header_ok {
-        Err(format!("{what}: a CSV record; give its columns (--columns)"))
+        Err(tensorcdc_dataset::DatasetError::BadRecord { what, reason: "a CSV record; give its columns (--columns)".into() })
     } else {
         csv.change(r.value.as_deref(), key, &what)
     }
@@ -100,7 +104,7 @@ impl TopicSet for KeyedExamples {
                 }
                 Ok(())
             }
-            Err(e) => bad_record(cfg.on_error, report, e.to_string()),
+            Err(e) => bad_record(cfg.on_error, report, e),
         }
     }
 
@@ -273,7 +277,7 @@ mod tests {
     #[test]
     fn a_stream_refuses_csv_without_columns_and_a_tombstone_deletes() {
         let mut csv = CsvColumns(None);
-        let e = record_change(&rec(Some("3"), Some("1,2")), &mut csv, false).unwrap_err();
+        let e = record_change(&rec(Some("3"), Some("1,2")), &mut csv, false).unwrap_err().to_string();
         assert!(e.contains("t/0@7") && e.contains("columns"), "{e}");
         let d = record_change(&rec(Some(r#"{"id":4}"#), None), &mut csv, false).unwrap();
         assert!(matches!(d, Some(tensorcdc_dataset::features::Change::Delete(_))), "{d:?}");

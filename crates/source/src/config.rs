@@ -19,12 +19,12 @@ pub enum OnError {
 }
 
 impl FromStr for OnError {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = tensorcdc_change::UnknownName;
+    fn from_str(s: &str) -> Result<Self, tensorcdc_change::UnknownName> {
         match s {
             "skip" => Ok(OnError::Skip),
             "fail" => Ok(OnError::Fail),
-            o => Err(format!("on-error {o:?}: expected skip or fail")),
+            o => Err(tensorcdc_change::UnknownName::new("on-error", o, "skip or fail")),
         }
     }
 }

@@ -81,9 +81,9 @@ pub enum SourceError {
 }
 
 /// Counts one bad record: skipped (the first five said on stderr) or the error.
-pub(crate) fn bad_record(on_error: OnError, report: &mut Report, reason: String) -> Result<(), SourceError> {
+pub(crate) fn bad_record(on_error: OnError, report: &mut Report, reason: impl std::fmt::Display) -> Result<(), SourceError> {
     match on_error {
-        OnError::Fail => Err(SourceError::Decode(reason)),
+        OnError::Fail => Err(SourceError::Decode(reason.to_string())),
         OnError::Skip => {
             report.skipped += 1;
             if report.skipped <= 5 {

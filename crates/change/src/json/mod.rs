@@ -8,7 +8,7 @@
 use base64::Engine;
 use serde_json::Value as J;
 
-use crate::{ChangeEvent, Field, Key, Message, Payload, Row, Value};
+use crate::{ChangeEvent, Field, Key, Message, Payload, Row, UnknownName, Value};
 
 mod envelope;
 mod schema;
@@ -27,14 +27,14 @@ pub enum BinaryMode {
 }
 
 impl std::str::FromStr for BinaryMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, UnknownName> {
         match s {
             "bytes" => Ok(BinaryMode::Bytes),
             "base64" => Ok(BinaryMode::Base64),
             "base64-url-safe" => Ok(BinaryMode::Base64UrlSafe),
             "hex" => Ok(BinaryMode::Hex),
-            other => Err(format!("binary.handling.mode {other:?}: expected bytes, base64, base64-url-safe or hex")),
+            other => Err(UnknownName::new("binary.handling.mode", other, "bytes, base64, base64-url-safe or hex")),
         }
     }
 }
@@ -67,12 +67,12 @@ pub enum EnvelopeVersion {
 }
 
 impl std::str::FromStr for EnvelopeVersion {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, UnknownName> {
         match s {
             "3" | "3.x" => Ok(EnvelopeVersion::V3),
             "2" | "2.x" => Ok(EnvelopeVersion::V2),
-            other => Err(format!("{other:?}: expected 3 (Debezium 3.x's envelope) or 2 (Debezium 2.x's)")),
+            other => Err(UnknownName::new("envelope version", other, "3 (Debezium 3.x's envelope) or 2 (Debezium 2.x's)")),
         }
     }
 }
@@ -348,12 +348,21 @@ pub fn serialize(msg: &Message, cfg: &ConverterConfig) -> (Option<Vec<u8>>, Opti
     JsonWriter::new(*cfg).serialize(msg)
 }
 
+/// Why a JSON string did not decode as the binary value it stands for.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BinaryTextError {
+    #[error("not base64: {0}")]
+    Base64(String),
+    #[error("not hex: {0}")]
+    Hex(String),
+}
+
 /// Decodes a JSON field holding binary data, as written by [`value_json`]: `schema_type`
 /// is the field's Connect type when known (`bytes` = base64); otherwise hex is tried when
 /// the text is all hex digits of even length and `expect_len` matches, then base64.
-pub fn decode_binary(text: &str, schema_type: Option<&str>, expect_len: Option<usize>) -> Result<Vec<u8>, String> {
-    let b64 = || base64::engine::general_purpose::STANDARD.decode(text).map_err(|e| format!("not base64: {e}"));
-    let hexd = || hex::decode(text.strip_prefix("\\x").unwrap_or(text)).map_err(|e| format!("not hex: {e}"));
+pub fn decode_binary(text: &str, schema_type: Option<&str>, expect_len: Option<usize>) -> Result<Vec<u8>, BinaryTextError> {
+    let b64 = || base64::engine::general_purpose::STANDARD.decode(text).map_err(|e| BinaryTextError::Base64(e.to_string()));
+    let hexd = || hex::decode(text.strip_prefix("\\x").unwrap_or(text)).map_err(|e| BinaryTextError::Hex(e.to_string()));
     match schema_type {
         Some("bytes") => b64(),
         _ => {

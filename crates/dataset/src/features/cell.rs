@@ -11,6 +11,8 @@
 use serde_json::Value as J;
 use tensorcdc_change::{Field, Message, Op, Payload, Row, Value};
 
+use crate::DatasetError;
+
 /// A column value.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Cell {
@@ -236,9 +238,9 @@ pub fn record_of_json(row: &serde_json::Map<String, J>, schema: Option<&J>, key:
 
 /// The change a Debezium JSON record stands for (`value` null: a tombstone). `key` is the
 /// record key as text (see [`crate::decode::key_text`]).
-pub fn change_of_json(value: Option<&[u8]>, key: Option<String>, what: &dyn std::fmt::Display) -> Result<Change, String> {
+pub fn change_of_json(value: Option<&[u8]>, key: Option<String>, what: &dyn std::fmt::Display) -> Result<Change, DatasetError> {
     let Some(value) = value else { return Ok(key.map_or(Change::Skip, Change::Delete)) };
-    let doc: J = serde_json::from_slice(value).map_err(|e| format!("{what}: not JSON: {e}"))?;
+    let doc: J = serde_json::from_slice(value).map_err(|e| DatasetError::record(what, format!("not JSON: {e}")))?;
     let (payload, schema) = match doc.get("payload") {
         Some(p) if doc.get("schema").is_some() => (p, Some(&doc["schema"])),
         _ => (&doc, None),
@@ -248,7 +250,7 @@ pub fn change_of_json(value: Option<&[u8]>, key: Option<String>, what: &dyn std:
     if payload.is_null() {
         return Ok(key.map_or(Change::Skip, Change::Delete));
     }
-    let J::Object(env) = payload else { return Err(format!("{what}: expected a JSON object")) };
+    let J::Object(env) = payload else { return Err(DatasetError::record(what, "expected a JSON object")) };
     let op = env.get("op").and_then(J::as_str);
     let envelope = op.is_some() && (env.contains_key("after") || env.contains_key("before"));
     if !envelope {
@@ -264,7 +266,7 @@ pub fn change_of_json(value: Option<&[u8]>, key: Option<String>, what: &dyn std:
         (Some("d"), _) => Ok(key.map_or(Change::Skip, Change::Delete)),
         (Some("t" | "m"), _) => Ok(Change::Skip),
         (_, Some(J::Object(after))) => Ok(Change::Upsert(record_of_json(after, after_schema, key))),
-        _ => Err(format!("{what}: a change event without `after`")),
+        _ => Err(DatasetError::record(what, "a change event without `after`")),
     }
 }
 
@@ -295,16 +297,16 @@ impl CsvColumns {
     /// The change a CSV record stands for; `None` when it was the header line (the columns
     /// were not given and none were seen yet). A record whose field count differs from the
     /// columns is an error naming it.
-    pub fn change(&mut self, value: Option<&[u8]>, key: Option<String>, what: &dyn std::fmt::Display) -> Result<Option<Change>, String> {
+    pub fn change(&mut self, value: Option<&[u8]>, key: Option<String>, what: &dyn std::fmt::Display) -> Result<Option<Change>, DatasetError> {
         let Some(value) = value else { return Ok(Some(key.map_or(Change::Skip, Change::Delete))) };
-        let text = std::str::from_utf8(value).map_err(|_| format!("{what}: CSV record is not UTF-8"))?.trim_end_matches(['\r', '\n']);
+        let text = std::str::from_utf8(value).map_err(|_| DatasetError::record(what, "CSV record is not UTF-8"))?.trim_end_matches(['\r', '\n']);
         let fields: Vec<&str> = text.split(',').collect();
         let Some(cols) = &self.0 else {
             self.0 = Some(fields.iter().map(|f| f.trim().trim_matches('"').to_string()).collect());
             return Ok(None);
         };
         if fields.len() != cols.len() {
-            return Err(format!("{what}: {} CSV fields, expected {} ({})", fields.len(), cols.len(), cols.join(",")));
+            return Err(DatasetError::record(what, format!("{} CSV fields, expected {} ({})", fields.len(), cols.len(), cols.join(","))));
         }
         Ok(Some(Change::Upsert(Record { key, cells: cols.iter().zip(&fields).map(|(c, f)| (c.clone(), cell_of_csv(f))).collect() })))
     }
@@ -318,7 +320,7 @@ mod tests {
         assert_eq!(cols.change(Some(b"age,city,owner,income"), None, &"t/0@0").unwrap(), None);
         let Some(Change::Upsert(r)) = cols.change(Some(b"31,Lyon,true,\r\n"), Some("1".into()), &"t/0@1").unwrap() else { panic!() };
         assert_eq!(r.cells.iter().map(|(_, c)| c.clone()).collect::<Vec<_>>(), [Cell::Int(31), Cell::Text("Lyon".into()), Cell::Bool(true), Cell::Null]);
-        assert!(cols.change(Some(b"1,2"), None, &"t/0@2").unwrap_err().contains("t/0@2: 2 CSV fields, expected 4"));
+        assert!(cols.change(Some(b"1,2"), None, &"t/0@2").unwrap_err().to_string().contains("t/0@2: 2 CSV fields, expected 4"));
         let mut given = CsvColumns(Some(vec!["x".into(), "y".into()]));
         assert!(matches!(given.change(Some(b"1.5,2"), None, &"t/0@0").unwrap(), Some(Change::Upsert(r)) if r.get("x") == Some(&Cell::Number(1.5))));
     }
@@ -358,6 +360,6 @@ mod tests {
         assert_eq!(change_of_json(None, Some("1".into()), &what).unwrap(), Change::Delete("1".into()));
         let flat = change_of_json(Some(br#"{"id":1,"x":true}"#), None, &what).unwrap();
         assert!(matches!(flat, Change::Upsert(r) if r.get("x") == Some(&Cell::Bool(true))));
-        assert!(change_of_json(Some(b"[1]"), None, &what).unwrap_err().contains("t/0@1"));
+        assert!(change_of_json(Some(b"[1]"), None, &what).unwrap_err().to_string().contains("t/0@1"));
     }
 }

@@ -2,6 +2,7 @@
 //! names their flags and checkpoints use).
 
 use serde::{Deserialize, Serialize};
+use tensorcdc_change::UnknownName;
 
 /// How a column becomes features.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,35 +43,35 @@ pub enum Task {
 }
 
 impl std::str::FromStr for Scaling {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, UnknownName> {
         match s {
             "standard" => Ok(Scaling::Standard),
             "minmax" => Ok(Scaling::MinMax),
             "none" => Ok(Scaling::None),
-            o => Err(format!("--scaling {o:?}: expected standard, minmax or none")),
+            o => Err(UnknownName::new("--scaling", o, "standard, minmax or none")),
         }
     }
 }
 
 impl std::str::FromStr for Nulls {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, UnknownName> {
         match s {
             "skip" => Ok(Nulls::Skip),
             "impute" => Ok(Nulls::Impute),
-            o => Err(format!("--nulls {o:?}: expected skip or impute")),
+            o => Err(UnknownName::new("--nulls", o, "skip or impute")),
         }
     }
 }
 
 impl std::str::FromStr for Task {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, UnknownName> {
         match s {
             "classification" => Ok(Task::Classification),
             "regression" => Ok(Task::Regression),
-            o => Err(format!("--task {o:?}: expected classification or regression")),
+            o => Err(UnknownName::new("--task", o, "classification or regression")),
         }
     }
 }

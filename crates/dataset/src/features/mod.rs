@@ -266,7 +266,7 @@ impl FeatureSpec {
             let Some((kind, width)) = cells.first().and_then(|c| column_kind(c)) else {
                 return Err(FitError::TooFewRows(format!("column {name:?} is NULL in every row (or missing)")));
             };
-            columns.push(fit_column(name, kind, width, &cells, opts.scaling).map_err(FitError::Invalid)?);
+            columns.push(fit_column(name, kind, width, &cells, opts.scaling)?);
         }
         let labels: Vec<&Cell> = records.clone().filter_map(|r| r.get(&opts.label)).filter(|c| !c.is_null()).collect();
         if let Some(c @ (Cell::Array(_) | Cell::Bytes(_))) = labels.first() {
@@ -431,7 +431,7 @@ impl FeatureSpec {
     }
 }
 
-fn fit_column(name: &str, kind: Kind, width: usize, cells: &[&Cell], scaling: Scaling) -> Result<Column, String> {
+fn fit_column(name: &str, kind: Kind, width: usize, cells: &[&Cell], scaling: Scaling) -> Result<Column, FitError> {
     let mut col = Column { name: name.into(), kind, width, shift: 0.0, scale: 1.0, vocab: vec![], impute: vec![], impute_null: false };
     match kind {
         Kind::Number => {
@@ -466,10 +466,15 @@ fn fit_column(name: &str, kind: Kind, width: usize, cells: &[&Cell], scaling: Sc
                 let vals: Vec<Option<f64>> = match (kind, c) {
                     (Kind::Bytes, c) => match bytes_of(c) {
                         Some(b) if b.len() == width => b.iter().map(|x| Some(*x as f64 / 255.0)).collect(),
-                        _ => return Err(format!("column {name:?}: values of different lengths ({width} bytes, then {})", describe(c))),
+                        _ => return Err(FitError::Invalid(format!("column {name:?}: values of different lengths ({width} bytes, then {})", describe(c)))),
                     },
                     (_, Cell::Array(a)) if a.len() == width => a.clone(),
-                    _ => return Err(format!("column {name:?}: arrays of different lengths ({width}, then {}); use fixed-length arrays", describe(c))),
+                    _ => {
+                        return Err(FitError::Invalid(format!(
+                            "column {name:?}: arrays of different lengths ({width}, then {}); use fixed-length arrays",
+                            describe(c)
+                        )))
+                    }
                 };
                 for (i, v) in vals.iter().enumerate() {
                     if let Some(v) = v {

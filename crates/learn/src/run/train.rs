@@ -54,7 +54,16 @@ fn score(p: &SeqPredictor, spec: &FeatureSpec, held: &Data) -> Score {
     Score { loss: m.loss(), accuracy: (spec.task == Task::Classification).then(|| m.accuracy()), rows: m.n }
 }
 
-fn fresh(a: &RunArgs, job: &Job) -> Result<SeqTrainer, String> {
+/// Why a version could not be trained or published (the loop ends with it).
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Model(#[from] tensorcdc_model::ModelError),
+    #[error(transparent)]
+    Versions(#[from] crate::VersionError),
+}
+
+fn fresh(a: &RunArgs, job: &Job) -> Result<SeqTrainer, TrainError> {
     let model = SequentialSpec::dense(job.spec.width(), &a.layers, job.spec.outputs());
     let loss = match job.spec.task {
         Task::Regression => Loss::MeanSquaredError,
@@ -63,8 +72,7 @@ fn fresh(a: &RunArgs, job: &Job) -> Result<SeqTrainer, String> {
     };
     // One thread: the stream shares the machine with training.
     let settings = FitSettings { epochs: job.epochs, batch_size: 64, learning_rate: a.learning_rate, seed: a.seed, optimizer: None, threads: 1 };
-    let device = device_from_env().map_err(|e| e.to_string())?;
-    SeqTrainer::new(model, loss, settings, &device).map_err(|e| e.to_string())
+    Ok(SeqTrainer::new(model, loss, settings, &device_from_env()?)?)
 }
 
 pub fn train_versions(
@@ -72,12 +80,12 @@ pub fn train_versions(
     versions: Versions,
     start: Start,
     jobs: std_mpsc::Receiver<Job>,
-    done: tokio::sync::mpsc::UnboundedSender<Result<Done, String>>,
+    done: tokio::sync::mpsc::UnboundedSender<Result<Done, TrainError>>,
 ) {
     let gate = Gate { margin: a.margin };
     let Start { mut trainer, mut serving } = start;
     for job in jobs {
-        let r = (|| -> Result<Done, String> {
+        let r = (|| -> Result<Done, TrainError> {
             let t = match &mut trainer {
                 Some(t) if !job.fresh => t,
                 _ => trainer.insert(fresh(&a, &job)?),
@@ -90,7 +98,7 @@ pub fn train_versions(
             let candidate = score(&p, &job.spec, &job.held);
             let admitted = gate.admits(&candidate, serving.as_ref().map(|s| score(s, &job.spec, job.held_serving.as_ref().unwrap_or(&job.held))).as_ref());
             let meta = VersionMeta {
-                version: versions.next_number().map_err(|e| e.to_string())?,
+                version: versions.next_number()?,
                 position: job.position,
                 examples_seen: job.examples_seen,
                 skipped: job.skipped,
@@ -99,7 +107,7 @@ pub fn train_versions(
                 serving: admitted,
                 published_ms: now_ms(),
             };
-            versions.publish(&meta, |dir| checkpoint::save(t, &job.spec, dir).map_err(|e| e.to_string())).map_err(|e| e.to_string())?;
+            versions.publish(&meta, |dir| checkpoint::save(t, &job.spec, dir))?;
             // Old checkpoints that cannot be deleted are said, not fatal: learning goes on.
             if let Err(e) = versions.prune(a.keep_versions) {
                 eprintln!("run: pruning old checkpoints: {e}");

@@ -64,7 +64,7 @@ impl SequentialSpec {
                     _ => Err(bad(format!("{what}: activation must be a name"))),
                 }
             };
-            let init = |k: &str, default: &str| Init::from_keras(cfg.get(k).unwrap_or(&J::String(default.into())), &what).map_err(bad);
+            let init = |k: &str, default: &str| Init::from_keras(cfg.get(k).unwrap_or(&J::String(default.into())), &what).map_err(|e| bad(e.to_string()));
             let channels_last = || match cfg.get("data_format").and_then(J::as_str) {
                 None | Some("channels_last") => Ok(()),
                 Some(o) => Err(bad(format!("{what}: data_format {o:?} is not supported (channels_last)"))),
@@ -99,7 +99,7 @@ impl SequentialSpec {
                     activation: act("activation")?,
                     use_bias: cfg.get("use_bias").and_then(J::as_bool).unwrap_or(true),
                     kernel_initializer: init("kernel_initializer", "GlorotUniform")?,
-                    bias_initializer: Init::from_keras(cfg.get("bias_initializer").unwrap_or(&J::Null), &what).map_err(bad)?,
+                    bias_initializer: Init::from_keras(cfg.get("bias_initializer").unwrap_or(&J::Null), &what).map_err(|e| bad(e.to_string()))?,
                 }),
                 "Dropout" => out.push(Layer::Dropout { rate: cfg["rate"].as_f64().ok_or_else(|| bad(format!("{what}: no rate")))? }),
                 "Activation" => out.push(Layer::Activation { activation: act("activation")? }),
@@ -117,7 +117,7 @@ impl SequentialSpec {
                         activation: act("activation")?,
                         use_bias: cfg.get("use_bias").and_then(J::as_bool).unwrap_or(true),
                         kernel_initializer: init("kernel_initializer", "GlorotUniform")?,
-                        bias_initializer: Init::from_keras(cfg.get("bias_initializer").unwrap_or(&J::Null), &what).map_err(bad)?,
+                        bias_initializer: Init::from_keras(cfg.get("bias_initializer").unwrap_or(&J::Null), &what).map_err(|e| bad(e.to_string()))?,
                     })
                 }
                 "MaxPooling2D" | "AveragePooling2D" => {

@@ -59,15 +59,15 @@ impl OptimizerSpec {
     }
 
     /// From a Keras optimizer config (`{"class_name": "Adam", "config": {...}}`) or name.
-    pub fn from_keras(v: &J) -> Result<Self, String> {
+    pub fn from_keras(v: &J) -> Result<Self, ModelError> {
         let (name, cfg) = match v {
             J::String(s) => (s.as_str(), &J::Null),
             J::Object(o) => (o.get("class_name").and_then(J::as_str).unwrap_or(""), o.get("config").unwrap_or(&J::Null)),
-            _ => return Err("optimizer: expected a name or a Keras optimizer config".into()),
+            _ => return Err(ModelError::KerasConfig("optimizer: expected a name or a Keras optimizer config".into())),
         };
         let f = |k: &str, d: f64| cfg.get(k).and_then(J::as_f64).unwrap_or(d);
         if cfg.get("learning_rate").is_some_and(J::is_object) {
-            return Err("optimizer: learning-rate schedules are not supported".into());
+            return Err(ModelError::KerasConfig("optimizer: learning-rate schedules are not supported".into()));
         }
         // Settings that change the training and are not implemented: refused, not ignored.
         let set = |k: &str| cfg.get(k).is_some_and(|v| !v.is_null() && v != &J::Bool(false));
@@ -76,15 +76,15 @@ impl OptimizerSpec {
             .filter(|k| set(k))
             .collect();
         if !unsupported.is_empty() {
-            return Err(format!("optimizer {name}: {} not supported", unsupported.join(", ")));
+            return Err(ModelError::KerasConfig(format!("optimizer {name}: {} not supported", unsupported.join(", "))));
         }
         if !name.eq_ignore_ascii_case("adamw") && cfg.get("weight_decay").and_then(J::as_f64).is_some_and(|w| w != 0.0) {
-            return Err(format!("optimizer {name}: weight_decay is supported with AdamW only"));
+            return Err(ModelError::KerasConfig(format!("optimizer {name}: weight_decay is supported with AdamW only")));
         }
         Ok(match name.to_ascii_lowercase().as_str() {
             "adam" => {
                 if cfg.get("amsgrad").and_then(J::as_bool) == Some(true) {
-                    return Err("optimizer Adam: amsgrad is not supported".into());
+                    return Err(ModelError::KerasConfig("optimizer Adam: amsgrad is not supported".into()));
                 }
                 OptimizerSpec::Adam {
                     learning_rate: f("learning_rate", 0.001),
@@ -107,7 +107,7 @@ impl OptimizerSpec {
             },
             "rmsprop" => {
                 if cfg.get("centered").and_then(J::as_bool) == Some(true) {
-                    return Err("optimizer RMSprop: centered is not supported".into());
+                    return Err(ModelError::KerasConfig("optimizer RMSprop: centered is not supported".into()));
                 }
                 OptimizerSpec::RMSprop {
                     learning_rate: f("learning_rate", 0.001),
@@ -116,7 +116,7 @@ impl OptimizerSpec {
                     epsilon: f("epsilon", 1e-7) as f32,
                 }
             }
-            o => return Err(format!("optimizer {o:?} is not supported (Adam, AdamW, SGD, RMSprop)")),
+            o => return Err(ModelError::KerasConfig(format!("optimizer {o:?} is not supported (Adam, AdamW, SGD, RMSprop)"))),
         })
     }
 }
@@ -139,7 +139,7 @@ impl CompileConfig {
     /// The compile config already parsed (the `compile_config` of a `.keras` file's `config.json`).
     pub fn from_keras_value(doc: &J) -> Result<CompileConfig, ModelError> {
         let bad = |m: String| ModelError::Input(format!("Keras compile config: {m}"));
-        let optimizer = OptimizerSpec::from_keras(doc.get("optimizer").unwrap_or(&J::String("rmsprop".into()))).map_err(bad)?;
+        let optimizer = OptimizerSpec::from_keras(doc.get("optimizer").unwrap_or(&J::String("rmsprop".into()))).map_err(|e| bad(e.to_string()))?;
         let (loss, from_probabilities) = match doc.get("loss") {
             None | Some(J::Null) => (None, true),
             Some(J::String(s)) => (Some(Loss::parse(s)?), true),

@@ -59,12 +59,12 @@ pub enum Init {
 }
 
 impl Init {
-    pub(crate) fn from_keras(v: &J, what: &str) -> Result<Init, String> {
+    pub(crate) fn from_keras(v: &J, what: &str) -> Result<Init, ModelError> {
         let (name, cfg) = match v {
             J::String(s) => (s.as_str(), &J::Null),
             J::Object(o) => (o.get("class_name").and_then(J::as_str).unwrap_or(""), o.get("config").unwrap_or(&J::Null)),
             J::Null => return Ok(Init::Zeros),
-            _ => return Err(format!("{what}: expected an initializer")),
+            _ => return Err(ModelError::KerasConfig(format!("{what}: expected an initializer"))),
         };
         let num = |k: &str, d: f64| cfg.get(k).and_then(J::as_f64).unwrap_or(d);
         Ok(match name {
@@ -79,7 +79,7 @@ impl Init {
             "Zeros" | "zeros" => Init::Zeros,
             "Ones" | "ones" => Init::Ones,
             "Constant" | "constant" => Init::Constant { value: num("value", 0.0) },
-            o => return Err(format!("{what}: initializer {o:?} is not supported")),
+            o => return Err(ModelError::KerasConfig(format!("{what}: initializer {o:?} is not supported"))),
         })
     }
 }
