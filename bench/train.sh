@@ -81,6 +81,8 @@ out = {
     "keras_s_per_epoch": round(keras, 3),
     "speedup": round(keras / ours, 2),
     "speedup_by_round": [round(r["keras_s_per_epoch"] / r["tensorcdc_s_per_epoch"], 2) for r in rows],
+    "table_speedup": round(keras / table, 2),
+    "table_speedup_by_round": [round(r["keras_s_per_epoch"] / r["table_s_per_epoch"], 2) for r in rows],
     "table_over_images": round(table / ours, 3),
     "table_over_fastest_images_round": round(table / min(r["tensorcdc_s_per_epoch"] for r in rows), 3),
     "table_test_accuracy": round(mean("table_test_accuracy"), 4),
