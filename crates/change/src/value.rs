@@ -113,7 +113,9 @@ impl Field {
 }
 
 /// A value of a column, as Kafka Connect holds it: Debezium's semantic types are their
-/// literal values (a `Decimal` is its unscaled bytes, a `Date` its int32 days, ...).
+/// literal values (a `Date` its int32 days, ...), except decimals, which are held as the
+/// number they are ([`Value::Decimal`], as Connect's `Struct` holds a `BigDecimal`); the
+/// converters write Debezium's forms of them.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
     Null,
@@ -125,6 +127,10 @@ pub enum Value {
     Float64(f64),
     String(String),
     Bytes(Vec<u8>),
+    /// `unscaled` x 10^-`scale`: Connect's `Decimal` (written as the unscaled big-endian
+    /// two's-complement bytes) or, under a field named `io.debezium.data.VariableScaleDecimal`,
+    /// Debezium's struct of `scale` and `value`.
+    Decimal { unscaled: num_bigint::BigInt, scale: u32 },
     Array(Vec<Value>),
     /// Values of a struct's fields, in the order of its schema's fields.
     Struct(Vec<Value>),
@@ -134,6 +140,27 @@ pub enum Value {
 }
 
 impl Value {
+    /// A decimal's unscaled bytes as Connect's `Decimal.fromLogical` writes them (Java's
+    /// `BigInteger.toByteArray`: big-endian two's complement, shortest form).
+    pub fn decimal_bytes(unscaled: &num_bigint::BigInt) -> Vec<u8> {
+        unscaled.to_signed_bytes_be()
+    }
+
+    /// A decimal as the nearest `f64`.
+    pub fn decimal_f64(unscaled: &num_bigint::BigInt, scale: u32) -> f64 {
+        use num_traits::ToPrimitive;
+        match (unscaled.to_f64(), 10f64.powi(scale.min(400) as i32)) {
+            // Exact while both are exact (up to 2^53 and 10^22); otherwise through the text,
+            // which Rust's parser rounds correctly.
+            (Some(u), p) if u.abs() < 9.0e15 && scale <= 22 => u / p,
+            _ => {
+                let digits = unscaled.magnitude().to_string();
+                let sign = if unscaled.sign() == num_bigint::Sign::Minus { "-" } else { "" };
+                format!("{sign}{digits}e-{scale}").parse().unwrap_or(f64::NAN)
+            }
+        }
+    }
+
     pub fn as_i64(&self) -> Option<i64> {
         match *self {
             Value::Int16(v) => Some(v as i64),

@@ -118,6 +118,14 @@ pub fn value_json_of(v: &Value, f: Option<&Field>, binary: BinaryMode) -> J {
             (BinaryMode::Base64UrlSafe, true) => J::from(base64::engine::general_purpose::URL_SAFE.encode(b)),
             _ => J::from(base64::engine::general_purpose::STANDARD.encode(b)),
         },
+        Value::Decimal { unscaled, scale } => {
+            let value = J::from(base64::engine::general_purpose::STANDARD.encode(Value::decimal_bytes(unscaled)));
+            if is_variable_scale(f) {
+                J::Object([("scale".to_string(), J::from(*scale)), ("value".to_string(), value)].into_iter().collect())
+            } else {
+                value
+            }
+        }
         Value::Array(items) => {
             let inner = f.and_then(|f| f.logical.as_ref()).and_then(|l| l.items.as_deref());
             J::Array(items.iter().map(|x| value_json_of(x, inner, binary)).collect())
@@ -128,6 +136,11 @@ pub fn value_json_of(v: &Value, f: Option<&Field>, binary: BinaryMode) -> J {
         }
         Value::Unchanged => J::from(UNAVAILABLE),
     }
+}
+
+/// Debezium's `VariableScaleDecimal`: a struct of `scale` and `value` (the unscaled bytes).
+fn is_variable_scale(f: Option<&Field>) -> bool {
+    f.and_then(Field::semantic) == Some("io.debezium.data.VariableScaleDecimal")
 }
 
 /// The JSON of one value (no schema: bytes follow `binary`).
@@ -205,6 +218,18 @@ fn write_value(out: &mut Vec<u8>, v: &Value, f: Option<&Field>, binary: BinaryMo
                 }
             }
             out.push(b'"');
+        }
+        Value::Decimal { unscaled, scale } => {
+            let variable = is_variable_scale(f);
+            if variable {
+                out.extend_from_slice(b"{\"scale\":");
+                write_num(out, scale);
+                out.extend_from_slice(b",\"value\":");
+            }
+            write_str(out, &base64::engine::general_purpose::STANDARD.encode(Value::decimal_bytes(unscaled)));
+            if variable {
+                out.push(b'}');
+            }
         }
         Value::Array(_) | Value::Struct(_) => {
             serde_json::to_writer(&mut *out, &value_json_of(v, f, binary)).expect("writing to a Vec cannot fail");
@@ -440,5 +465,30 @@ mod tests {
         msg.key = Key::Text("5".into());
         let (k, v) = serialize(&msg, &ConverterConfig::default());
         assert_eq!((k.unwrap(), v.unwrap()), (b"5".to_vec(), b"1,2".to_vec()));
+    }
+
+    /// A decimal is written as Connect's JsonConverter writes a `BigDecimal`: base64 of the
+    /// unscaled value's big-endian two's complement (12.34 at scale 2 is 1234 = 0x04D2,
+    /// `BNI=`; -0.5 at scale 1 is -5 = 0xFB, `+w==`), and under Debezium's
+    /// `VariableScaleDecimal` as its struct of `scale` and `value`; both writers agree.
+    #[test]
+    fn decimals_are_written_as_debezium_writes_them() {
+        use num_bigint::BigInt;
+        let fixed = Field::new("price", FieldType::Bytes, true).with_logical(crate::Logical::named("org.apache.kafka.connect.data.Decimal").param("scale", "2"));
+        let variable = Field::new("ratio", FieldType::Struct, true).with_logical(crate::Logical::named("io.debezium.data.VariableScaleDecimal"));
+        let cases = [
+            (Value::Decimal { unscaled: BigInt::from(1234), scale: 2 }, &fixed, json!("BNI=")),
+            (Value::Decimal { unscaled: BigInt::from(-5), scale: 1 }, &variable, json!({"scale": 1, "value": "+w=="})),
+        ];
+        for (v, f, want) in cases {
+            assert_eq!(value_json_of(&v, Some(f), BinaryMode::Bytes), want);
+            let mut out = Vec::new();
+            write_value(&mut out, &v, Some(f), BinaryMode::Hex);
+            assert_eq!(serde_json::from_slice::<J>(&out).unwrap(), want, "{}", String::from_utf8_lossy(&out));
+        }
+        assert_eq!(Value::decimal_f64(&BigInt::from(-5), 1), -0.5);
+        // Wider than f64's exact integers: through the text, correctly rounded.
+        let big: BigInt = "123456789012345678901234567890".parse().unwrap();
+        assert_eq!(Value::decimal_f64(&big, 10), 12345678901234567890.123456789);
     }
 }

@@ -136,6 +136,8 @@ pub fn cell_of_value(v: &Value, field: &Field) -> Cell {
         Value::Float32(x) => Cell::Number(*x as f64),
         Value::Float64(x) => Cell::Number(*x),
         Value::String(s) => Cell::Text(s.clone()),
+        // The capture's own decimals: the number, no bytes in between.
+        Value::Decimal { unscaled, scale } => Cell::Number(Value::decimal_f64(unscaled, *scale)),
         Value::Bytes(b) if semantic == Some("org.apache.kafka.connect.data.Decimal") => Cell::Number(decimal(b, scale_param(field))),
         Value::Bytes(b) => Cell::Bytes(b.clone()),
         Value::Struct(vals) if semantic == Some("io.debezium.data.VariableScaleDecimal") => match (vals.first(), vals.get(1)) {
@@ -338,6 +340,29 @@ mod tests {
         assert_eq!(cell_of_json(&J::String("BNI=".into()), Some(&schema)), Cell::Number(1.234));
         let vsd = serde_json::json!({"scale": 1, "value": "BNI="});
         assert_eq!(cell_of_json(&vsd, None), Cell::Number(123.4));
+    }
+
+    /// The capture's own decimal values (in-process) give the cells their Debezium JSON gives
+    /// through Kafka: the JSON is written by the converter from the same value, and read back
+    /// by `cell_of_json`'s byte decoding, a different path from `Value::decimal_f64`.
+    #[test]
+    fn in_process_decimals_are_the_numbers_their_json_holds() {
+        use tensorcdc_change::json::{value_json_of, BinaryMode};
+        let fixed = Field::new("p", FieldType::Bytes, true).with_logical(Logical::named("org.apache.kafka.connect.data.Decimal").param("scale", "2"));
+        let fixed_schema = serde_json::json!({"type": "bytes", "name": "org.apache.kafka.connect.data.Decimal", "parameters": {"scale": "2"}});
+        let vsd = Field::new("r", FieldType::Struct, true).with_logical(Logical::named("io.debezium.data.VariableScaleDecimal"));
+        let vsd_schema = serde_json::json!({"type": "struct", "name": "io.debezium.data.VariableScaleDecimal"});
+        for (unscaled, scale) in [("1234567", 2), ("-5", 2), ("0", 2), ("99999999999999", 2)] {
+            let v = Value::Decimal { unscaled: unscaled.parse().unwrap(), scale };
+            let json = value_json_of(&v, Some(&fixed), BinaryMode::Bytes);
+            assert_eq!(cell_of_value(&v, &fixed), cell_of_json(&json, Some(&fixed_schema)), "{unscaled}e-{scale}");
+        }
+        assert_eq!(cell_of_value(&Value::Decimal { unscaled: 1234567.into(), scale: 2 }, &fixed), Cell::Number(12345.67));
+        for (unscaled, scale) in [("101111", 4), ("-123456789", 18), ("100", 0)] {
+            let v = Value::Decimal { unscaled: unscaled.parse().unwrap(), scale };
+            let json = value_json_of(&v, Some(&vsd), BinaryMode::Bytes);
+            assert_eq!(cell_of_value(&v, &vsd), cell_of_json(&json, Some(&vsd_schema)), "{unscaled}e-{scale}");
+        }
     }
 
     #[test]

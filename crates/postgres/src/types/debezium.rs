@@ -140,6 +140,12 @@ fn time_repr(t: &PgType, s: &TypeSettings, is_time: bool) -> Repr {
     }
 }
 
+/// True when a column's values are Debezium's `VariableScaleDecimal` struct (a numeric without
+/// a declared scale, in precise mode).
+pub fn is_variable_scale(t: &PgType, s: &TypeSettings) -> bool {
+    t.oid == oids::NUMERIC && decimal_repr(t, s) == Repr::VariableScale
+}
+
 fn decimal_repr(t: &PgType, s: &TypeSettings) -> Repr {
     match s.decimal {
         DecimalMode::Double => Repr::Double,
@@ -249,12 +255,6 @@ fn schema(t: &PgType, s: &TypeSettings) -> (FieldType, Option<Logical>) {
     }
 }
 
-/// Big-endian two's complement, minimal length: Java's `BigInteger.toByteArray()`, which
-/// Kafka Connect's `Decimal.fromLogical` writes.
-fn twos_complement(v: &BigInt) -> Vec<u8> {
-    v.to_signed_bytes_be()
-}
-
 /// `io.debezium.time.ZonedTimestamp`: ISO 8601 in UTC with exactly the column's precision
 /// of fractional digits (`2016-11-04T11:51:30.123456Z`, `…30.120Z` for `timestamptz(3)`).
 fn zoned_timestamp(t: Ts, precision: u32) -> Value {
@@ -360,7 +360,7 @@ fn numeric_value(t: &PgType, n: Numeric, s: &TypeSettings) -> Result<Value, Valu
             None => Value::String(decimal_string(&unscaled, scale)),
         },
         (_, Numeric::NaN | Numeric::PosInf | Numeric::NegInf) => return Err(ValueError::SpecialDecimal { ty: t.name.clone() }),
-        (Repr::Decimal(to), Numeric::Finite { unscaled, scale }) => Value::Bytes(twos_complement(&Numeric::rescaled(&unscaled, scale, to))),
+        (Repr::Decimal(to), Numeric::Finite { unscaled, scale }) => Value::Decimal { unscaled: Numeric::rescaled(&unscaled, scale, to), scale: to },
         (_, Numeric::Finite { mut unscaled, mut scale }) => {
             // `stripTrailingZeros()`, never below scale 0.
             let ten = BigInt::from(10);
@@ -368,7 +368,7 @@ fn numeric_value(t: &PgType, n: Numeric, s: &TypeSettings) -> Result<Value, Valu
                 unscaled /= &ten;
                 scale -= 1;
             }
-            Value::Struct(vec![Value::Int32(scale as i32), Value::Bytes(twos_complement(&unscaled))])
+            Value::Decimal { unscaled, scale }
         }
     })
 }

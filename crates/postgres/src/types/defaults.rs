@@ -87,8 +87,9 @@ pub fn default_value(t: &PgType, expr: &str, s: &TypeSettings) -> Option<Value> 
         return Some(Value::Boolean(lit == "1"));
     }
     let v = debezium::value(t, text::decode(t, lit).ok()?, s).ok()?;
-    // Kafka Connect cannot hold a struct as a default (KAFKA-12694): Debezium leaves it out.
-    (!matches!(v, Value::Struct(_))).then_some(v)
+    // Kafka Connect cannot hold a struct as a default (KAFKA-12694): Debezium leaves it out
+    // (a VariableScaleDecimal is one).
+    (!matches!(v, Value::Struct(_)) && !debezium::is_variable_scale(t, s)).then_some(v)
 }
 
 #[cfg(test)]
