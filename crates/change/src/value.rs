@@ -130,7 +130,10 @@ pub enum Value {
     /// `unscaled` x 10^-`scale`: Connect's `Decimal` (written as the unscaled big-endian
     /// two's-complement bytes) or, under a field named `io.debezium.data.VariableScaleDecimal`,
     /// Debezium's struct of `scale` and `value`.
-    Decimal { unscaled: num_bigint::BigInt, scale: u32 },
+    Decimal {
+        unscaled: num_bigint::BigInt,
+        scale: u32,
+    },
     Array(Vec<Value>),
     /// Values of a struct's fields, in the order of its schema's fields.
     Struct(Vec<Value>),

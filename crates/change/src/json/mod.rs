@@ -474,7 +474,8 @@ mod tests {
     #[test]
     fn decimals_are_written_as_debezium_writes_them() {
         use num_bigint::BigInt;
-        let fixed = Field::new("price", FieldType::Bytes, true).with_logical(crate::Logical::named("org.apache.kafka.connect.data.Decimal").param("scale", "2"));
+        let fixed =
+            Field::new("price", FieldType::Bytes, true).with_logical(crate::Logical::named("org.apache.kafka.connect.data.Decimal").param("scale", "2"));
         let variable = Field::new("ratio", FieldType::Struct, true).with_logical(crate::Logical::named("io.debezium.data.VariableScaleDecimal"));
         let cases = [
             (Value::Decimal { unscaled: BigInt::from(1234), scale: 2 }, &fixed, json!("BNI=")),
