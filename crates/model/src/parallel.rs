@@ -33,6 +33,36 @@ use crate::FusedAdam;
 /// A batch's inputs, `rows x d_in` row-major, read by every block of a step.
 pub(crate) type Inputs = Arc<Vec<f32>>;
 
+/// Adam's state of one dense layer (a block, or the written-out head): its step count and the
+/// moments of its kernel and bias.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct DenseMoments {
+    pub time: i32,
+    pub m_w: Vec<f32>,
+    pub v_w: Vec<f32>,
+    pub m_b: Vec<f32>,
+    pub v_b: Vec<f32>,
+}
+
+impl DenseMoments {
+    pub(crate) fn zeros(weights: usize, biases: usize) -> DenseMoments {
+        DenseMoments { time: 0, m_w: vec![0.0; weights], v_w: vec![0.0; weights], m_b: vec![0.0; biases], v_b: vec![0.0; biases] }
+    }
+
+    /// Whether these moments fit a layer of `weights` and `biases` parameters.
+    pub(crate) fn fits(&self, weights: usize, biases: usize) -> bool {
+        self.m_w.len() == weights && self.v_w.len() == weights && self.m_b.len() == biases && self.v_b.len() == biases
+    }
+
+    /// One Adam step of a dense layer's kernel `w` and bias `b`.
+    pub(crate) fn step(&mut self, adam: &FusedAdam, lr: f64, w: &mut [f32], d_w: &[f32], b: &mut [f32], d_b: &[f32]) {
+        self.time += 1;
+        let lr = lr as f32;
+        adam.update(lr, self.time, w, d_w, &mut self.m_w, &mut self.v_w);
+        adam.update(lr, self.time, b, d_b, &mut self.m_b, &mut self.v_b);
+    }
+}
+
 /// One column block of the hidden layer, with its own optimizer state.
 pub(crate) struct Block {
     d_in: usize,
@@ -41,12 +71,7 @@ pub(crate) struct Block {
     w: Vec<f32>,
     b: Vec<f32>,
     adam: FusedAdam,
-    /// Adam's step count and moments.
-    time: i32,
-    m_w: Vec<f32>,
-    v_w: Vec<f32>,
-    m_b: Vec<f32>,
-    v_b: Vec<f32>,
+    moments: DenseMoments,
     /// Gradients, kept between steps to reuse their memory.
     d_w: Vec<f32>,
     d_b: Vec<f32>,
@@ -68,24 +93,37 @@ impl Block {
         let [d_in, cols] = weight.dims();
         let b = layer.bias.map(|b| values(b.val())).unwrap_or_else(|| vec![0.0; cols]);
         let w = values(weight);
-        let zeros = |n: usize| vec![0.0f32; n];
         Block {
             d_in,
             cols,
-            m_w: zeros(w.len()),
-            v_w: zeros(w.len()),
-            d_w: zeros(w.len()),
-            m_b: zeros(cols),
-            v_b: zeros(cols),
-            d_b: zeros(cols),
+            moments: DenseMoments::zeros(w.len(), cols),
+            d_w: vec![0.0; w.len()],
+            d_b: vec![0.0; cols],
             w,
             b,
             adam,
-            time: 0,
             x: None,
             h: Vec::new(),
             device,
         }
+    }
+
+    pub(crate) fn moments(&self) -> DenseMoments {
+        self.moments.clone()
+    }
+
+    /// The layer's inputs.
+    pub(crate) fn d_in(&self) -> usize {
+        self.d_in
+    }
+
+    /// Takes saved moments; `false` (and nothing changed) when they are another layer's.
+    pub(crate) fn set_moments(&mut self, m: DenseMoments) -> bool {
+        let fits = m.fits(self.w.len(), self.cols);
+        if fits {
+            self.moments = m;
+        }
+        fits
     }
 
     /// The block as a burn layer (fresh parameters with its current values).
@@ -129,10 +167,7 @@ impl Block {
         }
         // dW = xᵀ dz: xᵀ is x read with its strides swapped.
         product(&mut self.d_w, Shape::rows(d_in, cols), false, &x, Shape::rows(rows, d_in).t(), &self.h, Shape::rows(rows, cols));
-        self.time += 1;
-        let lr = lr as f32;
-        self.adam.update(lr, self.time, &mut self.w, &self.d_w, &mut self.m_w, &mut self.v_w);
-        self.adam.update(lr, self.time, &mut self.b, &self.d_b, &mut self.m_b, &mut self.v_b);
+        self.moments.step(&self.adam, lr, &mut self.w, &self.d_w, &mut self.b, &self.d_b);
     }
 }
 
@@ -188,6 +223,8 @@ enum Job {
     Forward(Inputs),
     Backward(Vec<f32>, f64),
     Layer(Sender<Linear>),
+    Moments(Sender<DenseMoments>),
+    SetMoments(DenseMoments, Sender<bool>),
 }
 
 /// A block on its own thread. Jobs run in the order sent, so a forward pass sent after a
@@ -236,6 +273,12 @@ impl Worker {
                         Job::Layer(reply) => {
                             let _ = reply.send(block.layer());
                         }
+                        Job::Moments(reply) => {
+                            let _ = reply.send(block.moments());
+                        }
+                        Job::SetMoments(m, reply) => {
+                            let _ = reply.send(block.set_moments(m));
+                        }
                     }
                 }
             })
@@ -263,6 +306,20 @@ impl Worker {
     pub(crate) fn layer(&self) -> Linear {
         let (tx, rx) = channel();
         self.send(Job::Layer(tx));
+        rx.recv().expect(GONE)
+    }
+
+    /// The block's Adam state once the jobs sent before have run.
+    pub(crate) fn moments(&self) -> DenseMoments {
+        let (tx, rx) = channel();
+        self.send(Job::Moments(tx));
+        rx.recv().expect(GONE)
+    }
+
+    /// Gives the block saved moments; `false` when they do not fit it.
+    pub(crate) fn set_moments(&self, m: DenseMoments) -> bool {
+        let (tx, rx) = channel();
+        self.send(Job::SetMoments(m, tx));
         rx.recv().expect(GONE)
     }
 }

@@ -139,8 +139,38 @@ fn a_fused_trainers_checkpoint_loads_as_saved_and_resumes() {
     assert_eq!(meta.settings.threads, 2);
     let probe = &data.x[..4 * w];
     assert_eq!(p.predict(probe, w).unwrap(), t.predictor().predict(probe, w).unwrap());
-    // Resumed: the weights as saved; Adam's state starts afresh (the blocks keep it).
+    // Resumed: the weights as saved, and Adam's state too (its own file).
     let (_, r) = checkpoint::resume(dir.path(), &default_device()).unwrap();
+    assert!(r.is_fused());
     assert_eq!(r.predictor().predict(probe, w).unwrap(), t.predictor().predict(probe, w).unwrap());
-    assert!(!dir.path().join("optimizer.bpk").exists());
+    assert!(dir.path().join("optimizer-fused.bin").is_file() && !dir.path().join("optimizer.bpk").exists());
+}
+
+/// A fused trainer saved after one epoch and resumed for a second ends where two epochs
+/// without a stop end (Adam's step count and moments carried over); with its state file
+/// removed, the resumed trainer's Adam starts afresh and ends elsewhere, so the comparison
+/// can tell the two apart.
+#[test]
+fn a_resumed_fused_trainer_continues_its_adam_state() {
+    let w = 20;
+    let x = rows(96, w);
+    let y = x.chunks(w).map(|r| (r[1] * 4.0).min(3.0) as i64).collect();
+    let data = Data { x, width: w, y: Targets::Classes(y) };
+    let spec = SequentialSpec::dense(w, &[32], 4);
+    let features = FeatureSpec::mnist();
+    let straight = trained(&spec, Loss::SparseCategoricalCrossentropy, &data, 2, 2);
+    let dir = tempfile::tempdir().unwrap();
+    checkpoint::save(&trained(&spec, Loss::SparseCategoricalCrossentropy, &data, 2, 1), &features, dir.path()).unwrap();
+    let second_epoch = |dir: &std::path::Path| {
+        let (_, mut r) = checkpoint::resume(dir, &default_device()).unwrap();
+        assert!(r.is_fused());
+        r.fit_epoch(&data, |_| {});
+        r.predictor().predict(&data.x, w).unwrap()
+    };
+    let expected = straight.predictor().predict(&data.x, w).unwrap();
+    let resumed = second_epoch(dir.path());
+    assert!(max_gap(&expected, &resumed) < 1e-6, "resumed differs by {}", max_gap(&expected, &resumed));
+    std::fs::remove_file(dir.path().join("optimizer-fused.bin")).unwrap();
+    let afresh = second_epoch(dir.path());
+    assert!(max_gap(&expected, &afresh) > 1e-4, "Adam started afresh ends within {} of the uninterrupted run", max_gap(&expected, &afresh));
 }

@@ -1,7 +1,8 @@
 //! A general checkpoint: `model.json` (the Sequential spec, loss, fit settings, epochs done,
 //! the fitted feature spec, the SHA-256 of the weights), `model.bpk` (burn's burnpack) and
-//! `optimizer.bpk` (the optimizer's state, for resuming training). Loading checks the checksum
-//! and probes the model for non-finite outputs.
+//! the optimizer's state, for resuming training: `optimizer.bpk` (burn's record, one thread)
+//! or `optimizer-fused.bin` (the fused strategy's blocks and head, `fused_state.rs`). Loading
+//! checks the checksum and probes the model for non-finite outputs.
 
 use std::path::{Path, PathBuf};
 
@@ -11,12 +12,24 @@ use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 use tensorcdc_dataset::features::FeatureSpec;
 
+use super::fit::OptimizerState;
 use super::{FitSettings, Loss, SeqPredictor, SeqTrainer, SequentialSpec};
 use crate::ModelError;
 
 pub const META: &str = "model.json";
 const WEIGHTS: &str = "model.bpk";
 const OPTIMIZER: &str = "optimizer.bpk";
+/// The fused strategy's blocks' and head's Adam state (`fused_state.rs`).
+const FUSED_OPTIMIZER: &str = "optimizer-fused.bin";
+
+/// The file a trainer's optimizer state is kept in, if any.
+fn optimizer_file(t: &SeqTrainer) -> Option<&'static str> {
+    match t.optimizer_state() {
+        OptimizerState::Burn => Some(OPTIMIZER),
+        OptimizerState::Fused => Some(FUSED_OPTIMIZER),
+        OptimizerState::NotKept => None,
+    }
+}
 
 /// What `model.json` holds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -105,10 +118,15 @@ pub fn save(t: &SeqTrainer, features: &FeatureSpec, dir: &Path) -> Result<(), Mo
     let w = dir.join(WEIGHTS);
     t.net().valid().into_record().save(&w).map_err(|e| err(&w, e.to_string()))?;
     let bytes = std::fs::read(&w).map_err(|e| err(&w, e.to_string()))?;
-    let o = dir.join(OPTIMIZER);
-    if !t.save_optimizer(&o).map_err(|e| err(&o, e))? {
-        // A stale state from an earlier save into this folder would not match these weights:
-        // it goes, or the save fails (a resume would read it as these weights' state).
+    let kept = optimizer_file(t);
+    if let Some(name) = kept {
+        let o = dir.join(name);
+        t.save_optimizer(&o).map_err(|e| err(&o, e))?;
+    }
+    // A stale state from an earlier save into this folder would not match these weights: it
+    // goes, or the save fails (a resume would read it as these weights' state).
+    for stale in [OPTIMIZER, FUSED_OPTIMIZER].into_iter().filter(|n| Some(*n) != kept) {
+        let o = dir.join(stale);
         match std::fs::remove_file(&o) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(err(&o, format!("a stale optimizer state stays: {e}"))),
             _ => {}
@@ -237,7 +255,11 @@ pub fn resume(dir: &Path, device: &Device) -> Result<(SeqMeta, SeqTrainer), Mode
     let record = ModuleRecord::load(&w).map_err(|e| err(&w, e.to_string()))?;
     t.load_record(record).map_err(|e| err(&w, e))?;
     t.epochs_done = meta.epochs_done;
-    let o = dir.join(OPTIMIZER);
+    let Some(name) = optimizer_file(&t) else {
+        eprintln!("{}: the fused strategy with this model's head keeps no optimizer state; it starts afresh", dir.display());
+        return Ok((meta, t));
+    };
+    let o = dir.join(name);
     match o.is_file().then(|| t.load_optimizer(&o)) {
         Some(Ok(())) => {}
         Some(Err(e)) => eprintln!("{}: {e}; the optimizer's state starts afresh", o.display()),

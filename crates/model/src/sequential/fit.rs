@@ -224,6 +224,18 @@ pub(super) fn loss_and_metrics(loss: Loss, z: Tensor<2>, y: &Targets, device: &D
     (out, m)
 }
 
+/// Where a trainer's optimizer state goes in a checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OptimizerState {
+    /// burn's optimizer record (one thread).
+    Burn,
+    /// The fused strategy's blocks and written-out head, in their own file.
+    Fused,
+    /// A fused strategy with a head run through burn's graph: not kept (a resume starts Adam
+    /// afresh, and says so).
+    NotKept,
+}
+
 /// Per-step progress.
 #[derive(Debug, Clone, Copy)]
 pub struct FitProgress {
@@ -346,18 +358,27 @@ impl SeqTrainer {
         Ok(())
     }
 
-    /// Writes the optimizer's state (Adam's step count and moments, keyed by the weights'
-    /// parameter ids, which the weights' record keeps) to `path`. The fused strategy's state
-    /// lives in its blocks and is not written: `Ok(false)`.
-    pub(crate) fn save_optimizer(&self, path: &std::path::Path) -> Result<bool, String> {
+    /// How this trainer's optimizer state is kept in a checkpoint.
+    pub(crate) fn optimizer_state(&self) -> OptimizerState {
         match &self.engine {
-            Engine::Whole { optim, .. } => optim.save(path).map(|_| true).map_err(|e| e.to_string()),
-            Engine::Fused(_) => Ok(false),
+            Engine::Whole { .. } => OptimizerState::Burn,
+            Engine::Fused(f) if f.saves_state() => OptimizerState::Fused,
+            Engine::Fused(_) => OptimizerState::NotKept,
+        }
+    }
+
+    /// Writes the optimizer's state (Adam's step count and moments) to `path`, in the form
+    /// [`SeqTrainer::optimizer_state`] names: burn's record (keyed by the weights' parameter
+    /// ids, which the weights' record keeps), or the fused blocks' own file.
+    pub(crate) fn save_optimizer(&self, path: &std::path::Path) -> Result<(), String> {
+        match &self.engine {
+            Engine::Whole { optim, .. } => optim.save(path).map(|_| ()).map_err(|e| e.to_string()),
+            Engine::Fused(f) => f.save_state(path).map_err(|e| e.to_string()),
         }
     }
 
     /// Reads the optimizer's state saved by [`SeqTrainer::save_optimizer`]; on an error the
-    /// optimizer starts afresh.
+    /// optimizer's state is as it was.
     pub(crate) fn load_optimizer(&mut self, path: &std::path::Path) -> Result<(), String> {
         let fresh = ModuleOptimizer::from(KerasOptimizer(self.settings.optimizer()));
         match &mut self.engine {
@@ -366,7 +387,7 @@ impl SeqTrainer {
                 *optim = saved.load(path).map_err(|e| e.to_string())?;
                 Ok(())
             }
-            Engine::Fused(_) => Err("the fused strategy keeps its optimizer's state in its blocks; it is not read back".into()),
+            Engine::Fused(f) => f.load_state(path),
         }
     }
 

@@ -18,6 +18,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 
 use super::fit::{loss_and_metrics, outputs_for_loss, Data, FitMetrics, FitSettings, Loss, Targets};
 use super::fused_head::DenseHead;
+use super::fused_state;
 use super::net::Net;
 use super::optim::{KerasOptimizer, OptimizerSpec};
 use super::spec::{Activation, Layer, SequentialSpec};
@@ -112,6 +113,44 @@ impl Fused {
         }
         net.dense.insert(0, join_columns(&blocks));
         net
+    }
+
+    /// Whether the optimizer's state can be saved and read back: the head is written out (a
+    /// head run through burn's graph keeps burn's state, keyed by its parameters, which is not
+    /// kept).
+    pub(crate) fn saves_state(&self) -> bool {
+        self.dense_head.is_some()
+    }
+
+    /// Writes every block's and the head's Adam state to `path` ([`fused_state`]'s format).
+    pub(crate) fn save_state(&self, path: &std::path::Path) -> std::io::Result<()> {
+        let head = self.dense_head.as_ref().ok_or_else(|| std::io::Error::other("a head run through burn's graph keeps no state file"))?;
+        let mut layers = vec![self.local.moments()];
+        layers.extend(self.workers.iter().map(Worker::moments));
+        layers.push(head.moments.clone());
+        fused_state::write(path, &layers)
+    }
+
+    /// Reads the state [`Fused::save_state`] wrote, for the same blocks and head; nothing
+    /// changes when it does not fit them.
+    pub(crate) fn load_state(&mut self, path: &std::path::Path) -> Result<(), String> {
+        let mut layers = fused_state::read(path)?;
+        let Some(head) = self.dense_head.as_mut() else { return Err("a head run through burn's graph keeps no state file".into()) };
+        let d_in = self.local.d_in();
+        let fits = layers.len() == self.widths.len() + 1
+            && layers.iter().zip(&self.widths).all(|(l, &w)| l.fits(d_in * w, w))
+            && layers.last().is_some_and(|l| head.takes(l));
+        if !fits {
+            let sizes: Vec<usize> = layers.iter().map(|l| l.m_b.len()).collect();
+            return Err(format!("saved for layers of {sizes:?} units; these blocks and head have {:?} and {}", self.widths, self.head_spec.outputs()));
+        }
+        head.moments = layers.pop().expect("checked above");
+        let mut layers = layers.into_iter();
+        self.local.set_moments(layers.next().expect("checked above"));
+        for (w, l) in self.workers.iter().zip(layers) {
+            w.set_moments(l);
+        }
+        Ok(())
     }
 
     fn units(&self) -> usize {

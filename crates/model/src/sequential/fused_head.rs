@@ -29,6 +29,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use super::fit::{FitMetrics, Loss, Targets};
 use super::spec::{Activation, Layer, SequentialSpec};
 use crate::matmul::{product, Shape};
+use crate::parallel::DenseMoments;
 use crate::FusedAdam;
 
 /// One output layer and its loss, with its Adam state.
@@ -40,11 +41,7 @@ pub(crate) struct DenseHead {
     w: Vec<f32>,
     b: Vec<f32>,
     adam: FusedAdam,
-    time: i32,
-    m_w: Vec<f32>,
-    v_w: Vec<f32>,
-    m_b: Vec<f32>,
-    v_b: Vec<f32>,
+    pub(crate) moments: DenseMoments,
     device: Device,
 }
 
@@ -70,8 +67,12 @@ impl DenseHead {
         let values = |d: TensorData| d.convert::<f32>().try_into_vec::<f32>().expect("f32 tensor");
         let w = values(weight.into_data());
         let b = layer.bias.as_ref().map(|b| values(b.val().into_data())).unwrap_or_else(|| vec![0.0; k]);
-        let zeros = |n: usize| vec![0.0f32; n];
-        DenseHead { loss, d_in, k, m_w: zeros(w.len()), v_w: zeros(w.len()), m_b: zeros(k), v_b: zeros(k), w, b, adam, time: 0, device }
+        DenseHead { loss, d_in, k, moments: DenseMoments::zeros(w.len(), k), w, b, adam, device }
+    }
+
+    /// Whether saved moments are this layer's size.
+    pub(crate) fn takes(&self, m: &DenseMoments) -> bool {
+        m.fits(self.w.len(), self.k)
     }
 
     /// The layer as burn's (fresh parameters with the current values).
@@ -141,10 +142,7 @@ impl DenseHead {
                 *gb += g;
             }
         }
-        self.time += 1;
-        let lr = lr as f32;
-        self.adam.update(lr, self.time, &mut self.w, &d_w, &mut self.m_w, &mut self.v_w);
-        self.adam.update(lr, self.time, &mut self.b, &d_b, &mut self.m_b, &mut self.v_b);
+        self.moments.step(&self.adam, lr, &mut self.w, &d_w, &mut self.b, &d_b);
         (m, dh)
     }
 }

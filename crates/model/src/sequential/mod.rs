@@ -14,6 +14,7 @@ pub mod checkpoint;
 pub mod fit;
 mod fused;
 mod fused_head;
+mod fused_state;
 pub mod keras_export;
 pub mod keras_file;
 pub mod keras_json;
