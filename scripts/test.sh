@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 source scripts/target-dir.sh
 # Formatting (rustfmt.toml) and lints, before anything runs.
 cargo fmt --all --check
-cargo clippy --release --workspace -- -D warnings
+cargo clippy --release --workspace --all-targets -- -D warnings
 cargo test --release --workspace
 PYVENV=/var/tmp/tensorcdc-tools/pyvenv
 # Builds the native module with maturin from this workspace (same target dir: the crates

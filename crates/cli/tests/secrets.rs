@@ -83,7 +83,9 @@ async fn the_password_is_never_printed_or_written() {
     )
     .unwrap();
     let passfile_s = passfile.display().to_string();
-    let cases: Vec<(&str, Vec<String>, Vec<(&str, &str)>)> = vec![
+    // (what, arguments, environment)
+    type Case<'a> = (&'a str, Vec<String>, Vec<(&'a str, &'a str)>);
+    let cases: Vec<Case> = vec![
         ("password in the URL", vec!["--postgres".into(), with_pw.clone(), "--slot-name".into(), "sec_url".into()], vec![]),
         ("PGPASSWORD", vec!["--postgres".into(), without_pw.clone(), "--slot-name".into(), "sec_env".into()], vec![("PGPASSWORD", PW)]),
         ("password file", vec!["--postgres".into(), without_pw.clone(), "--slot-name".into(), "sec_file".into()], vec![("PGPASSFILE", &passfile_s)]),

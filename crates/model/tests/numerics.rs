@@ -1,6 +1,8 @@
 //! The model's maths against numbers computed independently: a plain f64 forward and
 //! backward pass written here (checked itself by finite differences), and Adam's first
 //! step computed by hand.
+// The f64 reference is written with indices, as the formulas are (z_j = b_j + Σ_i x_i W_ij).
+#![allow(clippy::needless_range_loop)]
 
 use tensorcdc_dataset::features::FeatureSpec;
 use tensorcdc_dataset::PIXELS;

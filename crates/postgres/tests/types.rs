@@ -84,7 +84,8 @@ async fn every_type_as_debezium_writes_it_from_snapshot_and_stream() {
                     }
                     let what = format!("{name} / {path}: {} {}", case["type"].as_str().unwrap(), case["literal"].as_str().unwrap());
                     // A null golden schema: Debezium leaves the column out.
-                    if schemas.get(&col) != Some(&want_schema) && !(want_schema.is_null() && !schemas.contains_key(&col)) {
+                    let left_out_as_debezium_does = want_schema.is_null() && !schemas.contains_key(&col);
+                    if !left_out_as_debezium_does && schemas.get(&col) != Some(&want_schema) {
                         failures.push(format!("{what}: schema {} != golden {}", schemas.get(&col).map_or("none".into(), |s| s.to_string()), want_schema));
                     }
                     if after[&col] != case["value"] {
