@@ -197,6 +197,9 @@ pub const SOURCE_KEY_HEADER: &str = "tensorcdc.key";
 impl Key {
     /// The key as text: a text key as is, a one-column row key as its value (the row id),
     /// a several-column key as its values joined by commas; for a derived key, the row's.
+    /// A value other than text or an integer is written as its Debezium JSON is (a decimal's
+    /// base64 bytes, a float's number), so a key reads the same in-process and from a Kafka
+    /// record's key (`dataset::decode::key_text`).
     pub fn to_text(&self) -> Option<String> {
         match self {
             Key::None => None,
@@ -205,9 +208,13 @@ impl Key {
                 let parts: Vec<String> = r
                     .values
                     .iter()
-                    .map(|v| match v {
+                    .zip(r.fields.iter())
+                    .map(|(v, f)| match v {
                         crate::Value::String(s) => s.clone(),
-                        other => other.as_i64().map(|i| i.to_string()).unwrap_or_else(|| format!("{other:?}")),
+                        other => other.as_i64().map(|i| i.to_string()).unwrap_or_else(|| {
+                            let j = crate::json::value_json_of(other, Some(f), crate::json::BinaryMode::Bytes);
+                            j.as_str().map_or_else(|| j.to_string(), str::to_string)
+                        }),
                     })
                     .collect();
                 Some(parts.join(","))

@@ -149,19 +149,26 @@ impl Value {
         unscaled.to_signed_bytes_be()
     }
 
-    /// A decimal as the nearest `f64`.
-    pub fn decimal_f64(unscaled: &num_bigint::BigInt, scale: u32) -> f64 {
+    /// A decimal, `unscaled` x 10^-`scale`, as the nearest `f64`. Both ways a decimal reaches
+    /// a feature (this value in-process, its Debezium bytes through Kafka:
+    /// [`Value::decimal_bytes_f64`]) round here, so a row gives the same number from either.
+    pub fn decimal_f64(unscaled: &num_bigint::BigInt, scale: i32) -> f64 {
         use num_traits::ToPrimitive;
-        match (unscaled.to_f64(), 10f64.powi(scale.min(400) as i32)) {
-            // Exact while both are exact (up to 2^53 and 10^22); otherwise through the text,
-            // which Rust's parser rounds correctly.
-            (Some(u), p) if u.abs() < 9.0e15 && scale <= 22 => u / p,
+        match unscaled.to_f64() {
+            // Exact while both are exact (integers up to 2^53, powers of ten up to 10^22).
+            Some(u) if u.abs() < 9.0e15 && (0..=22).contains(&scale) => u / 10f64.powi(scale),
+            // Otherwise through the text, which Rust's parser rounds correctly.
             _ => {
                 let digits = unscaled.magnitude().to_string();
                 let sign = if unscaled.sign() == num_bigint::Sign::Minus { "-" } else { "" };
-                format!("{sign}{digits}e-{scale}").parse().unwrap_or(f64::NAN)
+                format!("{sign}{digits}e{}", -i64::from(scale)).parse().unwrap_or(f64::NAN)
             }
         }
+    }
+
+    /// Connect's `Decimal` bytes (big-endian two's complement) at `scale`, as the nearest `f64`.
+    pub fn decimal_bytes_f64(bytes: &[u8], scale: i32) -> f64 {
+        Value::decimal_f64(&num_bigint::BigInt::from_signed_bytes_be(bytes), scale)
     }
 
     pub fn as_i64(&self) -> Option<i64> {

@@ -240,6 +240,21 @@ mod tests {
         assert_eq!(key_text(b"not json"), "not json");
     }
 
+    /// A key of a numeric and a float column reads the same in-process (`Key::to_text`) as
+    /// from its Debezium JSON (12.34 at scale 2 is 1234 = 0x04D2, base64 `BNI=`).
+    #[test]
+    fn numeric_keys_read_the_same_in_process_and_from_json() {
+        use std::sync::Arc;
+        use tensorcdc_change::{Field, FieldType, Key, Logical, Row};
+        let fields = Arc::new(vec![
+            Field::new("price", FieldType::Bytes, false).with_logical(Logical::named("org.apache.kafka.connect.data.Decimal").param("scale", "2")),
+            Field::new("w", FieldType::Float64, false),
+        ]);
+        let key = Key::Row(Row::new(fields, vec![Value::Decimal { unscaled: 1234.into(), scale: 2 }, Value::Float64(1.5)]));
+        assert_eq!(key.to_text().as_deref(), Some("BNI=,1.5"));
+        assert_eq!(key_text(br#"{"price":"BNI=","w":1.5}"#), "BNI=,1.5");
+    }
+
     #[test]
     fn csv_records() {
         let px: Vec<u8> = (0..784).map(|i| (i % 256) as u8).collect();

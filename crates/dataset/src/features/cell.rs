@@ -99,23 +99,7 @@ pub enum Change {
 
 /// Debezium's `Decimal`: big-endian two's-complement unscaled bytes.
 fn decimal(bytes: &[u8], scale: i32) -> f64 {
-    let unscaled = if bytes.len() <= 16 {
-        let fill = if bytes.first().is_some_and(|b| b & 0x80 != 0) { 0xff } else { 0 };
-        let mut buf = [fill; 16];
-        buf[16 - bytes.len()..].copy_from_slice(bytes);
-        i128::from_be_bytes(buf) as f64
-    } else {
-        // Wider than 128 bits: accumulate (two's complement through the sign of the first byte).
-        let mut x = 0f64;
-        for b in bytes {
-            x = x * 256.0 + *b as f64;
-        }
-        if bytes[0] & 0x80 != 0 {
-            x -= 256f64.powi(bytes.len() as i32);
-        }
-        x
-    };
-    unscaled / 10f64.powi(scale)
+    Value::decimal_bytes_f64(bytes, scale)
 }
 
 fn scale_param(field: &Field) -> i32 {
@@ -137,7 +121,7 @@ pub fn cell_of_value(v: &Value, field: &Field) -> Cell {
         Value::Float64(x) => Cell::Number(*x),
         Value::String(s) => Cell::Text(s.clone()),
         // The capture's own decimals: the number, no bytes in between.
-        Value::Decimal { unscaled, scale } => Cell::Number(Value::decimal_f64(unscaled, *scale)),
+        Value::Decimal { unscaled, scale } => Cell::Number(Value::decimal_f64(unscaled, *scale as i32)),
         Value::Bytes(b) if semantic == Some("org.apache.kafka.connect.data.Decimal") => Cell::Number(decimal(b, scale_param(field))),
         Value::Bytes(b) => Cell::Bytes(b.clone()),
         Value::Struct(vals) if semantic == Some("io.debezium.data.VariableScaleDecimal") => match (vals.first(), vals.get(1)) {
@@ -343,8 +327,8 @@ mod tests {
     }
 
     /// The capture's own decimal values (in-process) give the cells their Debezium JSON gives
-    /// through Kafka: the JSON is written by the converter from the same value, and read back
-    /// by `cell_of_json`'s byte decoding, a different path from `Value::decimal_f64`.
+    /// through Kafka: the JSON is written by the converter from the same value (base64 bytes,
+    /// or the VariableScaleDecimal struct) and read back by `cell_of_json`.
     #[test]
     fn in_process_decimals_are_the_numbers_their_json_holds() {
         use tensorcdc_change::json::{value_json_of, BinaryMode};
@@ -352,13 +336,14 @@ mod tests {
         let fixed_schema = serde_json::json!({"type": "bytes", "name": "org.apache.kafka.connect.data.Decimal", "parameters": {"scale": "2"}});
         let vsd = Field::new("r", FieldType::Struct, true).with_logical(Logical::named("io.debezium.data.VariableScaleDecimal"));
         let vsd_schema = serde_json::json!({"type": "struct", "name": "io.debezium.data.VariableScaleDecimal"});
-        for (unscaled, scale) in [("1234567", 2), ("-5", 2), ("0", 2), ("99999999999999", 2)] {
+        // Beyond f64's exact integers too (38 digits).
+        for (unscaled, scale) in [("1234567", 2), ("-5", 2), ("0", 2), ("99999999999999", 2), ("-99999999999999999999999999999999999999", 2)] {
             let v = Value::Decimal { unscaled: unscaled.parse().unwrap(), scale };
             let json = value_json_of(&v, Some(&fixed), BinaryMode::Bytes);
             assert_eq!(cell_of_value(&v, &fixed), cell_of_json(&json, Some(&fixed_schema)), "{unscaled}e-{scale}");
         }
         assert_eq!(cell_of_value(&Value::Decimal { unscaled: 1234567.into(), scale: 2 }, &fixed), Cell::Number(12345.67));
-        for (unscaled, scale) in [("101111", 4), ("-123456789", 18), ("100", 0)] {
+        for (unscaled, scale) in [("101111", 4), ("-123456789", 18), ("100", 0), ("123456789012345678901234567890123456789", 9)] {
             let v = Value::Decimal { unscaled: unscaled.parse().unwrap(), scale };
             let json = value_json_of(&v, Some(&vsd), BinaryMode::Bytes);
             assert_eq!(cell_of_value(&v, &vsd), cell_of_json(&json, Some(&vsd_schema)), "{unscaled}e-{scale}");

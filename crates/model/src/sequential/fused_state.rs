@@ -50,12 +50,25 @@ pub(crate) fn write(path: &Path, layers: &[DenseMoments]) -> std::io::Result<()>
 }
 
 pub(crate) fn read(path: &Path) -> Result<Vec<DenseMoments>, String> {
-    let mut r = BufReader::new(std::fs::File::open(path).map_err(|e| e.to_string())?);
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let len = file.metadata().map_err(|e| e.to_string())?.len();
+    let mut r = BufReader::new(file);
     let mut line = Vec::new();
     r.read_until(b'\n', &mut line).map_err(|e| e.to_string())?;
     let header: Header = serde_json::from_slice(&line).map_err(|e| format!("not a {FORMAT} file: {e}"))?;
     if header.format != FORMAT || header.version != 1 {
         return Err(format!("format {:?} version {}, expected {FORMAT:?} version 1", header.format, header.version));
+    }
+    // The sizes the header announces must be the file's, before anything is allocated.
+    let floats_named = header.layers.iter().try_fold(0u64, |n, l| {
+        let per = (l.weights as u64).checked_add(l.biases as u64)?.checked_mul(2)?;
+        n.checked_add(per)
+    });
+    if floats_named.and_then(|n| n.checked_mul(4)).and_then(|b| b.checked_add(line.len() as u64)) != Some(len) {
+        return Err(format!("the header's layer sizes do not match the file's {len} bytes"));
+    }
+    if let Some(l) = header.layers.iter().find(|l| l.time < 0) {
+        return Err(format!("a negative Adam step count ({})", l.time));
     }
     let mut floats = |n: usize| -> Result<Vec<f32>, String> {
         let mut b = vec![0u8; n * 4];

@@ -142,7 +142,7 @@ impl CompileConfig {
         let optimizer = OptimizerSpec::from_keras(doc.get("optimizer").unwrap_or(&J::String("rmsprop".into()))).map_err(|e| bad(e.to_string()))?;
         let (loss, from_probabilities) = match doc.get("loss") {
             None | Some(J::Null) => (None, true),
-            Some(J::String(s)) => (Some(Loss::parse(s)?), true),
+            Some(J::String(s)) => (Some(Loss::parse(s).map_err(|e| bad(e.to_string()))?), true),
             Some(J::Object(o)) => {
                 let cfg = o.get("config").unwrap_or(&J::Null);
                 let name = o.get("class_name").and_then(J::as_str).unwrap_or("");
