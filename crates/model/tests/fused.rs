@@ -175,7 +175,11 @@ fn a_resumed_fused_trainer_continues_its_adam_state() {
     assert!(max_gap(&expected, &afresh) > 1e-4, "Adam started afresh ends within {} of the uninterrupted run", max_gap(&expected, &afresh));
     // A damaged state file (a header announcing a trillion weights, or a negative step
     // count) is refused before anything is allocated, and Adam starts afresh.
-    for header in [r#"{"format":"tensorcdc fused Adam state","version":1,"layers":[{"time":1,"weights":1000000000000,"biases":1}]}"#, r#"{"format":"tensorcdc fused Adam state","version":1,"layers":[{"time":-3,"weights":0,"biases":0}]}"#, r#"{"format":"tensorcdc fused Adam state","version":1,"layers":[]}"#] {
+    for header in [
+        r#"{"format":"tensorcdc fused Adam state","version":1,"layers":[{"time":1,"weights":1000000000000,"biases":1}]}"#,
+        r#"{"format":"tensorcdc fused Adam state","version":1,"layers":[{"time":-3,"weights":0,"biases":0}]}"#,
+        r#"{"format":"tensorcdc fused Adam state","version":1,"layers":[]}"#,
+    ] {
         std::fs::write(dir.path().join("optimizer-fused.bin"), format!("{header}\n")).unwrap();
         assert_eq!(second_epoch(dir.path()), afresh);
     }
