@@ -14,6 +14,7 @@
 
 mod adam;
 pub mod checkpoint;
+mod dense;
 mod matmul;
 mod mlp;
 pub mod onnx;

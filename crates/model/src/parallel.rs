@@ -13,10 +13,8 @@
 //! its layer and takes its Adam step ([`Block::backward`]).
 //!
 //! A block is one `Dense(relu)` with its bias, so its backward pass is written out rather than
-//! recorded: `dz = dh * (h > 0)`, `db = sum_rows(dz)`, `dW = xᵀ dz`. Its two products are
-//! `gemm` calls on the block's own slices (the kernels burn's CPU backend runs for its matmul),
-//! and its Adam step is [`FusedAdam::update`] in place: no graph, no tensor, no allocation per
-//! step.
+//! recorded: `dz = dh * (h > 0)`, then the dense layer's `db = sum_rows(dz)`, `dW = xᵀ dz` and
+//! Adam step in place (`crate::dense`): no graph, no tensor, no allocation per step.
 
 use std::sync::mpsc::{channel, Receiver, RecvError, Sender, TryRecvError};
 use std::sync::Arc;
@@ -25,123 +23,50 @@ use std::time::{Duration, Instant};
 
 use burn::module::Param;
 use burn::nn::Linear;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::Tensor;
 
-use crate::matmul::{product, Shape};
+use crate::dense::{DenseLayer, DenseMoments};
 use crate::FusedAdam;
 
 /// A batch's inputs, `rows x d_in` row-major, read by every block of a step.
 pub(crate) type Inputs = Arc<Vec<f32>>;
 
-/// Adam's state of one dense layer (a block, or the written-out head): its step count and the
-/// moments of its kernel and bias.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct DenseMoments {
-    pub time: i32,
-    pub m_w: Vec<f32>,
-    pub v_w: Vec<f32>,
-    pub m_b: Vec<f32>,
-    pub v_b: Vec<f32>,
-}
-
-impl DenseMoments {
-    pub(crate) fn zeros(weights: usize, biases: usize) -> DenseMoments {
-        DenseMoments { time: 0, m_w: vec![0.0; weights], v_w: vec![0.0; weights], m_b: vec![0.0; biases], v_b: vec![0.0; biases] }
-    }
-
-    /// Whether these moments fit a layer of `weights` and `biases` parameters.
-    pub(crate) fn fits(&self, weights: usize, biases: usize) -> bool {
-        self.m_w.len() == weights && self.v_w.len() == weights && self.m_b.len() == biases && self.v_b.len() == biases
-    }
-
-    /// One Adam step of a dense layer's kernel `w` and bias `b`.
-    pub(crate) fn step(&mut self, adam: &FusedAdam, lr: f64, w: &mut [f32], d_w: &[f32], b: &mut [f32], d_b: &[f32]) {
-        self.time += 1;
-        let lr = lr as f32;
-        adam.update(lr, self.time, w, d_w, &mut self.m_w, &mut self.v_w);
-        adam.update(lr, self.time, b, d_b, &mut self.m_b, &mut self.v_b);
-    }
-}
-
-/// One column block of the hidden layer, with its own optimizer state.
+/// One column block of the hidden layer (a `Dense(relu)`), with its own optimizer state.
 pub(crate) struct Block {
-    d_in: usize,
-    cols: usize,
-    /// The kernel, `d_in x cols` row-major (burn's `Linear` layout), and the bias.
-    w: Vec<f32>,
-    b: Vec<f32>,
-    adam: FusedAdam,
-    moments: DenseMoments,
-    /// Gradients, kept between steps to reuse their memory.
-    d_w: Vec<f32>,
-    d_b: Vec<f32>,
+    layer: DenseLayer,
     /// The inputs and activations of the last forward pass.
     x: Option<Inputs>,
     h: Vec<f32>,
-    device: Device,
-}
-
-fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 tensor")
 }
 
 impl Block {
     /// A block holding `layer` (which must have a bias), with fresh Adam state.
     pub(crate) fn new(layer: Linear, adam: FusedAdam) -> Self {
-        let weight = layer.weight.val();
-        let device = weight.device();
-        let [d_in, cols] = weight.dims();
-        let b = layer.bias.map(|b| values(b.val())).unwrap_or_else(|| vec![0.0; cols]);
-        let w = values(weight);
-        Block {
-            d_in,
-            cols,
-            moments: DenseMoments::zeros(w.len(), cols),
-            d_w: vec![0.0; w.len()],
-            d_b: vec![0.0; cols],
-            w,
-            b,
-            adam,
-            x: None,
-            h: Vec::new(),
-            device,
-        }
+        Block { layer: DenseLayer::new(&layer, adam), x: None, h: Vec::new() }
     }
 
     pub(crate) fn moments(&self) -> DenseMoments {
-        self.moments.clone()
+        self.layer.moments().clone()
     }
 
     /// The layer's inputs.
     pub(crate) fn d_in(&self) -> usize {
-        self.d_in
+        self.layer.d_in
     }
 
     /// Takes saved moments; `false` (and nothing changed) when they are another layer's.
     pub(crate) fn set_moments(&mut self, m: DenseMoments) -> bool {
-        let fits = m.fits(self.w.len(), self.cols);
-        if fits {
-            self.moments = m;
-        }
-        fits
+        self.layer.set_moments(m)
     }
 
     /// The block as a burn layer (fresh parameters with its current values).
     pub(crate) fn layer(&self) -> Linear {
-        let weight = Tensor::<2>::from_data(TensorData::new(self.w.clone(), [self.d_in, self.cols]), &self.device);
-        let bias = Tensor::<1>::from_data(TensorData::new(self.b.clone(), [self.cols]), &self.device);
-        Linear { weight: Param::from_tensor(weight), bias: Some(Param::from_tensor(bias)) }
+        self.layer.linear()
     }
 
     /// relu(x W + b) for this block's columns, `rows x cols` row-major.
     pub(crate) fn forward(&mut self, x: &Inputs) -> Vec<f32> {
-        let rows = x.len() / self.d_in;
-        let (d_in, cols) = (self.d_in, self.cols);
-        self.h.clear();
-        for _ in 0..rows {
-            self.h.extend_from_slice(&self.b);
-        }
-        product(&mut self.h, Shape::rows(rows, cols), true, x, Shape::rows(rows, d_in), &self.w, Shape::rows(d_in, cols));
+        self.layer.forward(x, &mut self.h);
         for v in &mut self.h {
             *v = v.max(0.0);
         }
@@ -152,22 +77,12 @@ impl Block {
     /// Back-propagates `dh` (dLoss/dActivations, `rows x cols`) and takes one Adam step.
     pub(crate) fn backward(&mut self, dh: &[f32], lr: f64) {
         let x = self.x.take().expect("forward before backward");
-        let (d_in, cols) = (self.d_in, self.cols);
-        let rows = x.len() / d_in;
-        assert_eq!(dh.len(), rows * cols, "activation gradient of the batch's shape");
+        assert_eq!(dh.len(), self.h.len(), "activation gradient of the batch's shape");
         // dz = dh where the unit was active (relu' is 0 at 0, as burn's), into h's memory.
         for (h, &g) in self.h.iter_mut().zip(dh) {
             *h = if *h > 0.0 { g } else { 0.0 };
         }
-        self.d_b.fill(0.0);
-        for row in self.h.chunks_exact(cols) {
-            for (d, &z) in self.d_b.iter_mut().zip(row) {
-                *d += z;
-            }
-        }
-        // dW = xᵀ dz: xᵀ is x read with its strides swapped.
-        product(&mut self.d_w, Shape::rows(d_in, cols), false, &x, Shape::rows(rows, d_in).t(), &self.h, Shape::rows(rows, cols));
-        self.moments.step(&self.adam, lr, &mut self.w, &self.d_w, &mut self.b, &self.d_b);
+        self.layer.step(&x, &self.h, lr);
     }
 }
 

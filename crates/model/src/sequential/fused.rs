@@ -109,7 +109,7 @@ impl Fused {
         blocks.extend(self.workers.iter().map(Worker::layer));
         let mut net = self.head().clone();
         if let Some(d) = &self.dense_head {
-            net.dense[0] = d.layer();
+            net.dense[0] = d.layer.linear();
         }
         net.dense.insert(0, join_columns(&blocks));
         net
@@ -127,7 +127,7 @@ impl Fused {
         let head = self.dense_head.as_ref().ok_or_else(|| std::io::Error::other("a head run through burn's graph keeps no state file"))?;
         let mut layers = vec![self.local.moments()];
         layers.extend(self.workers.iter().map(Worker::moments));
-        layers.push(head.moments.clone());
+        layers.push(head.layer.moments().clone());
         fused_state::write(path, &layers)
     }
 
@@ -139,12 +139,12 @@ impl Fused {
         let d_in = self.local.d_in();
         let fits = layers.len() == self.widths.len() + 1
             && layers.iter().zip(&self.widths).all(|(l, &w)| l.fits(d_in * w, w))
-            && layers.last().is_some_and(|l| head.takes(l));
+            && layers.last().is_some_and(|l| l.fits(head.layer.d_in * head.layer.units, head.layer.units));
         if !fits {
             let sizes: Vec<usize> = layers.iter().map(|l| l.m_b.len()).collect();
             return Err(format!("saved for layers of {sizes:?} units; these blocks and head have {:?} and {}", self.widths, self.head_spec.outputs()));
         }
-        head.moments = layers.pop().expect("checked above");
+        head.layer.set_moments(layers.pop().expect("checked above"));
         let mut layers = layers.into_iter();
         self.local.set_moments(layers.next().expect("checked above"));
         for (w, l) in self.workers.iter().zip(layers) {

@@ -22,27 +22,17 @@
 //! then Keras' Adam on `W` and `b` ([`FusedAdam::update`]). `tests/fused.rs` checks it against
 //! the one-thread trainer, which runs burn's graph.
 
-use burn::module::Param;
 use burn::nn::Linear;
-use burn::tensor::{Device, Tensor, TensorData};
 
 use super::fit::{FitMetrics, Loss, Targets};
 use super::spec::{Activation, Layer, SequentialSpec};
-use crate::matmul::{product, Shape};
-use crate::parallel::DenseMoments;
+use crate::dense::DenseLayer;
 use crate::FusedAdam;
 
 /// One output layer and its loss, with its Adam state.
 pub(crate) struct DenseHead {
     loss: Loss,
-    d_in: usize,
-    k: usize,
-    /// `d_in x k` row-major (burn's `Linear` layout), and the bias.
-    w: Vec<f32>,
-    b: Vec<f32>,
-    adam: FusedAdam,
-    pub(crate) moments: DenseMoments,
-    device: Device,
+    pub(crate) layer: DenseLayer,
 }
 
 impl DenseHead {
@@ -61,36 +51,16 @@ impl DenseHead {
     }
 
     pub(crate) fn new(layer: &Linear, loss: Loss, adam: FusedAdam) -> DenseHead {
-        let weight = layer.weight.val();
-        let device = weight.device();
-        let [d_in, k] = weight.dims();
-        let values = |d: TensorData| d.convert::<f32>().try_into_vec::<f32>().expect("f32 tensor");
-        let w = values(weight.into_data());
-        let b = layer.bias.as_ref().map(|b| values(b.val().into_data())).unwrap_or_else(|| vec![0.0; k]);
-        DenseHead { loss, d_in, k, moments: DenseMoments::zeros(w.len(), k), w, b, adam, device }
-    }
-
-    /// Whether saved moments are this layer's size.
-    pub(crate) fn takes(&self, m: &DenseMoments) -> bool {
-        m.fits(self.w.len(), self.k)
-    }
-
-    /// The layer as burn's (fresh parameters with the current values).
-    pub(crate) fn layer(&self) -> Linear {
-        let weight = Tensor::<2>::from_data(TensorData::new(self.w.clone(), [self.d_in, self.k]), &self.device);
-        let bias = Tensor::<1>::from_data(TensorData::new(self.b.clone(), [self.k]), &self.device);
-        Linear { weight: Param::from_tensor(weight), bias: Some(Param::from_tensor(bias)) }
+        DenseHead { loss, layer: DenseLayer::new(layer, adam) }
     }
 
     /// One step on hidden activations `h` (`rows x d_in`): the batch's metrics (loss summed
     /// over its rows) and dLoss/dh, after the layer's Adam step.
     pub(crate) fn step(&mut self, h: &[f32], y: &Targets, lr: f64) -> (FitMetrics, Vec<f32>) {
-        let (d, k) = (self.d_in, self.k);
-        let rows = h.len() / d;
-        let (h_shape, w_shape, z_shape) = (Shape::rows(rows, d), Shape::rows(d, k), Shape::rows(rows, k));
-        // z = h W + b
-        let mut z: Vec<f32> = self.b.iter().copied().cycle().take(rows * k).collect();
-        product(&mut z, z_shape, true, h, h_shape, &self.w, w_shape);
+        let k = self.layer.units;
+        let rows = h.len() / self.layer.d_in;
+        let mut z = Vec::with_capacity(rows * k);
+        self.layer.forward(h, &mut z);
         let mut m = FitMetrics { n: rows, ..Default::default() };
         let scale = 1.0 / rows.max(1) as f32;
         // z becomes dz in place.
@@ -130,19 +100,9 @@ impl DenseHead {
             (l, _) => panic!("loss {l:?} does not match the targets"),
         }
         let dz = z;
-        // dh = dz Wᵀ, before W moves.
-        let mut dh = vec![0.0f32; rows * d];
-        product(&mut dh, h_shape, false, &dz, z_shape, &self.w, w_shape.t());
-        // dW = hᵀ dz, db = column sums of dz.
-        let mut d_w = vec![0.0f32; d * k];
-        product(&mut d_w, w_shape, false, h, h_shape.t(), &dz, z_shape);
-        let mut d_b = vec![0.0f32; k];
-        for dzr in dz.chunks_exact(k) {
-            for (gb, &g) in d_b.iter_mut().zip(dzr) {
-                *gb += g;
-            }
-        }
-        self.moments.step(&self.adam, lr, &mut self.w, &d_w, &mut self.b, &d_b);
+        // dh = dz Wᵀ, before the step moves W.
+        let dh = self.layer.input_gradient(&dz);
+        self.layer.step(h, &dz, lr);
         (m, dh)
     }
 }

@@ -12,7 +12,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::parallel::DenseMoments;
+use crate::dense::DenseMoments;
 
 const FORMAT: &str = "tensorcdc fused Adam state";
 
