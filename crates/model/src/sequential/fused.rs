@@ -16,7 +16,8 @@
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Tensor, TensorData};
 
-use super::fit::{loss_and_metrics, outputs_for_loss, Data, FitMetrics, FitSettings, Loss, Targets};
+use super::data::{Data, Targets};
+use super::fit::{loss_and_metrics, outputs_for_loss, FitMetrics, FitSettings, Loss};
 use super::fused_head::DenseHead;
 use super::fused_state;
 use super::net::Net;

@@ -24,7 +24,8 @@
 
 use burn::nn::Linear;
 
-use super::fit::{FitMetrics, Loss, Targets};
+use super::data::Targets;
+use super::fit::{FitMetrics, Loss};
 use super::spec::{Activation, Layer, SequentialSpec};
 use crate::dense::DenseLayer;
 use crate::FusedAdam;

@@ -3,6 +3,7 @@
 //!
 //! * [`spec`]: the model as Keras writes it ([`SequentialSpec`]).
 //! * [`net`]: the weights on burn and the forward pass.
+//! * [`data`]: the examples (feature vectors and targets) and a batch of them.
 //! * [`fit`]: losses, `fit` / `evaluate` / `predict`.
 //! * [`optim`]: Keras' optimizers (Adam, AdamW, SGD, RMSprop) and compile config.
 //! * [`keras_json`], [`keras_file`]: Keras' own files in (`to_json()`, `.keras`,
@@ -11,6 +12,7 @@
 //!   the weights' SHA-256) and `model.bpk`, enough to predict from a raw row.
 
 pub mod checkpoint;
+pub mod data;
 pub mod fit;
 mod fused;
 mod fused_head;
@@ -23,6 +25,7 @@ pub mod onnx_export;
 pub mod optim;
 pub mod spec;
 
-pub use fit::{Data, FitEpoch, FitMetrics, FitProgress, FitSettings, Loss, SeqPredictor, SeqTrainer, Targets};
+pub use data::{Data, Targets};
+pub use fit::{FitEpoch, FitMetrics, FitProgress, FitSettings, Loss, SeqPredictor, SeqTrainer};
 pub use optim::{CompileConfig, KerasOptimizer, OptimizerSpec};
 pub use spec::{Activation, Init, Layer, Padding, SequentialSpec};
