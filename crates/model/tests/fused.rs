@@ -25,6 +25,19 @@ fn max_gap(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
     a.iter().flatten().zip(b.iter().flatten()).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
 
+/// Trains `spec` on one thread and on `threads`, asserts the second took the fused strategy
+/// and predicts `data` within 1e-4 of the first (the expectation: one thread, burn's graph),
+/// and returns both (one thread first) for the checks each test adds.
+fn one_thread_and_fused(spec: &SequentialSpec, loss: Loss, data: &Data, threads: usize, epochs: usize) -> (SeqTrainer, SeqTrainer) {
+    let one = trained(spec, loss, data, 1, epochs);
+    let fused = trained(spec, loss, data, threads, epochs);
+    assert!(!one.is_fused());
+    assert!(fused.is_fused(), "Dense(relu) first, Adam, CPU, {threads} threads: the fused strategy");
+    let (p1, p2) = (one.predictor().predict(&data.x, data.width).unwrap(), fused.predictor().predict(&data.x, data.width).unwrap());
+    assert!(max_gap(&p1, &p2) < 1e-4, "outputs differ by {}", max_gap(&p1, &p2));
+    (one, fused)
+}
+
 #[test]
 fn the_blogs_network_trains_the_same_on_two_threads_as_on_one() {
     let w = 40;
@@ -33,12 +46,7 @@ fn the_blogs_network_trains_the_same_on_two_threads_as_on_one() {
     let y = x.chunks(w).map(|r| (r[0] * 3.0).min(2.0) as i64).collect();
     let data = Data { x, width: w, y: Targets::Classes(y) };
     let spec = SequentialSpec::dense(w, &[32], 10);
-    let one = trained(&spec, Loss::SparseCategoricalCrossentropy, &data, 1, 8);
-    let two = trained(&spec, Loss::SparseCategoricalCrossentropy, &data, 2, 8);
-    assert!(!one.is_fused());
-    assert!(two.is_fused(), "Dense(relu) first, Adam, CPU, two threads: the fused strategy");
-    let (p1, p2) = (one.predictor().predict(&data.x, w).unwrap(), two.predictor().predict(&data.x, w).unwrap());
-    assert!(max_gap(&p1, &p2) < 1e-4, "probabilities differ by {}", max_gap(&p1, &p2));
+    let (_, two) = one_thread_and_fused(&spec, Loss::SparseCategoricalCrossentropy, &data, 2, 8);
     // And it learned: the untrained model's loss is about ln 10 = 2.30.
     let loss = two.predictor().evaluate(&data, 64).loss();
     assert!(loss < 1.5, "loss {loss}");
@@ -54,11 +62,7 @@ fn a_deeper_regression_head_trains_the_same_fused() {
     let dense = |units, activation| Layer::Dense { units, activation, use_bias: true, kernel_initializer: Init::GlorotUniform, bias_initializer: Init::Zeros };
     let spec =
         SequentialSpec { inputs: w, input_shape: None, layers: vec![dense(24, Activation::Relu), dense(8, Activation::Tanh), dense(1, Activation::Linear)] };
-    let one = trained(&spec, Loss::MeanSquaredError, &data, 1, 4);
-    let two = trained(&spec, Loss::MeanSquaredError, &data, 3, 4);
-    assert!(two.is_fused());
-    let (p1, p2) = (one.predictor().predict(&data.x, w).unwrap(), two.predictor().predict(&data.x, w).unwrap());
-    assert!(max_gap(&p1, &p2) < 1e-4, "outputs differ by {}", max_gap(&p1, &p2));
+    one_thread_and_fused(&spec, Loss::MeanSquaredError, &data, 3, 4);
 }
 
 /// One output layer is computed by hand (`fused_head.rs`), not by burn's graph: a one-unit
@@ -71,11 +75,7 @@ fn one_layer_heads_written_out_train_the_same_as_burns_graph() {
     let y: Vec<f32> = x.chunks(w).map(|r| 2.0 * r[0] - r[1] + 0.5).collect();
     let data = Data { x: x.clone(), width: w, y: Targets::Values(y) };
     let spec = SequentialSpec { inputs: w, input_shape: None, layers: vec![dense(32, Activation::Relu), dense(1, Activation::Linear)] };
-    let one = trained(&spec, Loss::MeanSquaredError, &data, 1, 6);
-    let two = trained(&spec, Loss::MeanSquaredError, &data, 2, 6);
-    assert!(two.is_fused());
-    let (p1, p2) = (one.predictor().predict(&data.x, w).unwrap(), two.predictor().predict(&data.x, w).unwrap());
-    assert!(max_gap(&p1, &p2) < 1e-4, "outputs differ by {}", max_gap(&p1, &p2));
+    let (one, two) = one_thread_and_fused(&spec, Loss::MeanSquaredError, &data, 2, 6);
     let (e1, e2) = (one.predictor().evaluate(&data, 64), two.predictor().evaluate(&data, 64));
     // Learned: below y's variance (4/12 + 1/12), what always predicting the mean would score.
     assert!((e1.loss() - e2.loss()).abs() < 1e-5 && e2.loss() < 5.0 / 12.0, "loss {} vs {}", e1.loss(), e2.loss());
@@ -83,11 +83,7 @@ fn one_layer_heads_written_out_train_the_same_as_burns_graph() {
     let y = x.chunks(w).map(|r| i64::from(r[2] > 0.5) + i64::from(r[3] > 0.5)).collect();
     let data = Data { x: x.clone(), width: w, y: Targets::Classes(y) };
     let spec = SequentialSpec { inputs: w, input_shape: None, layers: vec![dense(48, Activation::Relu), dense(3, Activation::Softmax)] };
-    let one = trained(&spec, Loss::SparseCategoricalCrossentropy, &data, 1, 6);
-    let three = trained(&spec, Loss::SparseCategoricalCrossentropy, &data, 3, 6);
-    assert!(three.is_fused());
-    let (p1, p3) = (one.predictor().predict(&data.x, w).unwrap(), three.predictor().predict(&data.x, w).unwrap());
-    assert!(max_gap(&p1, &p3) < 1e-4, "probabilities differ by {}", max_gap(&p1, &p3));
+    let (one, three) = one_thread_and_fused(&spec, Loss::SparseCategoricalCrossentropy, &data, 3, 6);
     let (e1, e3) = (one.predictor().evaluate(&data, 64), three.predictor().evaluate(&data, 64));
     assert_eq!(e1.correct, e3.correct);
 
@@ -95,11 +91,7 @@ fn one_layer_heads_written_out_train_the_same_as_burns_graph() {
     let y = x.chunks(w).map(|r| i64::from(r[4] + r[5] > 1.0)).collect();
     let data = Data { x: x.clone(), width: w, y: Targets::Classes(y) };
     let spec = SequentialSpec { inputs: w, input_shape: None, layers: vec![dense(16, Activation::Relu), dense(1, Activation::Sigmoid)] };
-    let one = trained(&spec, Loss::BinaryCrossentropy, &data, 1, 6);
-    let two = trained(&spec, Loss::BinaryCrossentropy, &data, 2, 6);
-    assert!(two.is_fused());
-    let (p1, p2) = (one.predictor().predict(&data.x, w).unwrap(), two.predictor().predict(&data.x, w).unwrap());
-    assert!(max_gap(&p1, &p2) < 1e-4, "probabilities differ by {}", max_gap(&p1, &p2));
+    let (one, two) = one_thread_and_fused(&spec, Loss::BinaryCrossentropy, &data, 2, 6);
     let (e1, e2) = (one.predictor().evaluate(&data, 64), two.predictor().evaluate(&data, 64));
     assert_eq!(e1.correct, e2.correct);
     assert!((e1.loss() - e2.loss()).abs() < 1e-5, "loss {} vs {}", e1.loss(), e2.loss());
