@@ -47,20 +47,16 @@ pub enum SpillError {
     BadRelation(usize),
 }
 
-fn io_err(e: std::io::Error) -> SpillError {
-    SpillError::Io(e)
-}
-
 impl SpilledTx {
     fn write(&mut self, bytes: &[u8]) -> Result<(), SpillError> {
         if self.file.is_none() && self.mem.len() + bytes.len() > MEMORY_LIMIT {
-            let mut f = BufWriter::with_capacity(1 << 20, tempfile::tempfile().map_err(io_err)?);
-            f.write_all(&self.mem).map_err(io_err)?;
+            let mut f = BufWriter::with_capacity(1 << 20, tempfile::tempfile()?);
+            f.write_all(&self.mem)?;
             self.mem = Vec::new();
             self.file = Some(f);
         }
         match &mut self.file {
-            Some(f) => f.write_all(bytes).map_err(io_err),
+            Some(f) => Ok(f.write_all(bytes)?),
             None => {
                 self.mem.extend_from_slice(bytes);
                 Ok(())
@@ -106,8 +102,8 @@ impl SpilledTx {
     pub fn into_reader(self) -> Result<SpillReader, SpillError> {
         let src: Box<dyn Read + Send> = match self.file {
             Some(f) => {
-                let mut f = f.into_inner().map_err(|e| io_err(e.into_error()))?;
-                f.seek(SeekFrom::Start(0)).map_err(io_err)?;
+                let mut f = f.into_inner().map_err(|e| SpillError::Io(e.into_error()))?;
+                f.seek(SeekFrom::Start(0))?;
                 Box::new(BufReader::with_capacity(1 << 20, f))
             }
             None => Box::new(std::io::Cursor::new(self.mem)),
@@ -126,7 +122,7 @@ pub struct SpillReader {
 impl SpillReader {
     fn exact<const N: usize>(&mut self) -> Result<[u8; N], SpillError> {
         let mut b = [0u8; N];
-        self.src.read_exact(&mut b).map_err(io_err)?;
+        self.src.read_exact(&mut b)?;
         Ok(b)
     }
 
@@ -134,7 +130,7 @@ impl SpillReader {
     pub fn next_record(&mut self) -> Result<Option<Record>, SpillError> {
         loop {
             let mut kind = [0u8; 1];
-            if self.src.read(&mut kind).map_err(io_err)? == 0 {
+            if self.src.read(&mut kind)? == 0 {
                 return Ok(None);
             }
             if kind[0] == 0 {
@@ -147,7 +143,7 @@ impl SpillReader {
             let wal_start = u64::from_be_bytes(self.exact()?);
             let len = u32::from_be_bytes(self.exact()?) as usize;
             let mut data = vec![0u8; len];
-            self.src.read_exact(&mut data).map_err(io_err)?;
+            self.src.read_exact(&mut data)?;
             if !self.aborted.contains(&subxid) {
                 return Ok(Some(Record::Data { wal_start, data: Bytes::from(data) }));
             }
